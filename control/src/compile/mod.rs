@@ -1,0 +1,114 @@
+//! Compile objects into a [`Snapshot`]: a pure function, no I/O.
+//!
+//! Every problem in every object is reported in one pass. Nothing is published unless the
+//! whole input is valid: a bad config never replaces a good one.
+
+mod gateway;
+mod route;
+mod tls;
+
+pub use route::DEFAULT_UPSTREAM_SERVER_NAME;
+pub use tls::{provider, ALPN};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{ConfigError, Errors, ObjectRef, Problem};
+use crate::model::Object;
+use crate::snapshot::{RouteId, Snapshot};
+use crate::source::Inputs;
+
+/// Compile inputs into a snapshot, or return every error found.
+pub fn compile(inputs: &Inputs) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut errors = Errors::default();
+
+    let gateways: Vec<_> = inputs
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Gateway(g) => Some(g),
+            Object::Route(_) => None,
+        })
+        .collect();
+    let gateway = match gateways.as_slice() {
+        [] => {
+            errors.push(
+                &ObjectRef::Config,
+                "",
+                Problem::Missing("exactly one GatewayConfig object"),
+            );
+            None
+        }
+        [one] => gateway::compile(one, &mut errors),
+        [first, second, ..] => {
+            errors.push(
+                &second.object_ref(),
+                "",
+                Problem::Conflict {
+                    value: "GatewayConfig".into(),
+                    other: first.object_ref().to_string(),
+                },
+            );
+            None
+        }
+    };
+
+    let mut routes = Vec::new();
+    let mut ids: HashMap<RouteId, ObjectRef> = HashMap::new();
+    let mut hosts: HashMap<String, ObjectRef> = HashMap::new();
+    let default_balancing = gateway
+        .as_ref()
+        .map(|g| g.1)
+        .unwrap_or_default();
+    for object in &inputs.objects {
+        let Object::Route(object) = object else {
+            continue;
+        };
+        let object_ref = object.object_ref();
+        let Some(route) = route::compile(object, &inputs.files, default_balancing, &mut errors)
+        else {
+            continue;
+        };
+        if let Some(other) = ids.get(&route.id) {
+            errors.push(
+                &object_ref,
+                "metadata.name",
+                Problem::Conflict {
+                    value: route.id.to_string(),
+                    other: other.to_string(),
+                },
+            );
+            continue;
+        }
+        let mut conflict = false;
+        for (i, host) in route.hostnames.iter().enumerate() {
+            if let Some(other) = hosts.get(host) {
+                errors.push(
+                    &object_ref,
+                    format!("spec.hostnames[{i}]"),
+                    Problem::Conflict {
+                        value: host.clone(),
+                        other: other.to_string(),
+                    },
+                );
+                conflict = true;
+            }
+        }
+        if conflict {
+            continue;
+        }
+        for host in &route.hostnames {
+            hosts.insert(host.clone(), object_ref.clone());
+        }
+        ids.insert(route.id.clone(), object_ref);
+        routes.push(Arc::new(route));
+    }
+
+    match gateway {
+        Some((settings, _)) if errors.is_empty() => Ok(Snapshot::new(settings, routes)),
+        _ => Err(errors.into_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

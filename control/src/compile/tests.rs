@@ -1,0 +1,206 @@
+//! Compile tests: valid input, and every kind of bad input naming object and field.
+
+use std::collections::BTreeMap;
+
+use crate::source::{parse_documents, Inputs};
+use crate::{compile, Problem};
+
+struct Pki {
+    files: BTreeMap<String, Result<Vec<u8>, String>>,
+}
+
+fn key_and_cert(cn: &str, ca: Option<(&rcgen::Certificate, &rcgen::KeyPair)>) -> (String, String, rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![cn.to_string()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    let cert = match ca {
+        Some((ca_cert, ca_key)) => params.signed_by(&key, ca_cert, ca_key).unwrap(),
+        None => {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.self_signed(&key).unwrap()
+        }
+    };
+    (cert.pem(), key.serialize_pem(), cert, key)
+}
+
+fn pki() -> Pki {
+    let (ca_pem, _, ca, ca_key) = key_and_cert("test-ca", None);
+    let (srv_pem, srv_key, _, _) = key_and_cert("api.a.example.com", Some((&ca, &ca_key)));
+    let (fp_pem, fp_key, _, _) = key_and_cert("apigate-front-proxy", Some((&ca, &ca_key)));
+    let (_, other_key, _, _) = key_and_cert("other", Some((&ca, &ca_key)));
+    let mut files = BTreeMap::new();
+    for (name, content) in [
+        ("ca.pem", ca_pem),
+        ("srv.pem", srv_pem),
+        ("srv.key", srv_key),
+        ("fp.pem", fp_pem),
+        ("fp.key", fp_key),
+        ("other.key", other_key),
+        ("garbage.pem", "not a pem".to_string()),
+    ] {
+        files.insert(name.to_string(), Ok(content.into_bytes()));
+    }
+    files.insert("missing.pem".into(), Err("No such file or directory".into()));
+    Pki { files }
+}
+
+const GATEWAY: &str = "apiVersion: apigate.dev/v1alpha1
+kind: GatewayConfig
+metadata: {name: gw}
+spec:
+  listeners: [{name: https, address: '127.0.0.1:8443'}]
+  admin: {address: '127.0.0.1:9090'}
+";
+
+fn route(name: &str, host: &str, extra_tls: &str, backends: &str) -> String {
+    format!(
+        "---
+apiVersion: apigate.dev/v1alpha1
+kind: ApiServerRoute
+metadata: {{name: {name}, namespace: garden}}
+spec:
+  hostnames: [{host}]
+  backends: {{static: [{backends}]}}
+  tls: {{certFile: srv.pem, keyFile: srv.key{extra_tls}}}
+  upstream: {{caFile: ca.pem, frontProxyCertFile: fp.pem, frontProxyKeyFile: fp.key}}
+"
+    )
+}
+
+fn inputs(text: &str) -> Inputs {
+    Inputs {
+        objects: parse_documents(text, "test.yaml").unwrap(),
+        files: pki().files,
+    }
+}
+
+fn errors_of(text: &str) -> Vec<String> {
+    compile(&inputs(text))
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect()
+}
+
+#[test]
+fn valid_config_compiles_with_defaults() {
+    let text = format!(
+        "{GATEWAY}{}",
+        route("a", "API.A.example.com", ", clientCAFile: ca.pem", "'127.0.0.1:1', '[::1]:2'")
+    );
+    let snapshot = compile(&inputs(&text)).unwrap();
+    snapshot.check_invariants();
+    let r = snapshot.route_for_sni("api.a.example.com").unwrap();
+    assert_eq!(r.id.to_string(), "garden/a");
+    assert!(r.client_auth);
+    assert_eq!(r.backends.len(), 2);
+    assert_eq!(r.upstream.server_name, "kubernetes.default.svc");
+    assert_eq!(
+        snapshot.route_for_sni("Api.A.Example.Com").map(|r| r.id.name.as_str()),
+        Some("a")
+    );
+    assert!(snapshot.route_for_sni("other.example.com").is_none());
+    assert_eq!(snapshot.gateway.timeouts.long_running.as_secs(), 24 * 3600);
+    assert_eq!(
+        r.server_tls.alpn_protocols,
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
+}
+
+#[test]
+fn every_error_is_reported_with_object_and_field() {
+    let text = format!(
+        "{GATEWAY}{}",
+        route("a", "'*.bad'", "", "'not-an-address', '127.0.0.1:0'")
+    );
+    let errors = errors_of(&text);
+    assert!(errors.iter().any(|e| e.starts_with("ApiServerRoute garden/a: spec.hostnames[0]: invalid value \"*.bad\"")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.starts_with("ApiServerRoute garden/a: spec.backends.static[0]: invalid value \"not-an-address\"")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.starts_with("ApiServerRoute garden/a: spec.backends.static[1]")), "{errors:?}");
+}
+
+#[test]
+fn duplicate_hostname_across_routes_names_the_holder() {
+    let text = format!(
+        "{GATEWAY}{}{}",
+        route("a", "api.x.example.com", "", "'127.0.0.1:1'"),
+        route("b", "api.x.example.com", "", "'127.0.0.1:2'")
+    );
+    let errors = errors_of(&text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("ApiServerRoute garden/b: spec.hostnames[0]: \"api.x.example.com\" is already used by ApiServerRoute garden/a"), "{errors:?}");
+}
+
+#[test]
+fn empty_backend_list_is_rejected() {
+    let errors = errors_of(&format!("{GATEWAY}{}", route("a", "h.example.com", "", "")));
+    assert!(errors.iter().any(|e| e.contains("spec.backends.static: is required")), "{errors:?}");
+}
+
+#[test]
+fn key_that_does_not_match_certificate_is_rejected() {
+    let text = format!("{GATEWAY}{}", route("a", "h.example.com", "", "'127.0.0.1:1'"))
+        .replace("keyFile: srv.key", "keyFile: other.key");
+    let errors = errors_of(&text);
+    assert!(errors.iter().any(|e| e.contains("spec.tls.keyFile: key does not fit certFile")), "{errors:?}");
+}
+
+#[test]
+fn unreadable_and_malformed_files_are_reported_per_field() {
+    let text = format!("{GATEWAY}{}", route("a", "h.example.com", "", "'127.0.0.1:1'"))
+        .replace("certFile: srv.pem", "certFile: missing.pem")
+        .replace("caFile: ca.pem", "caFile: garbage.pem");
+    let errors = errors_of(&text);
+    assert!(errors.iter().any(|e| e.contains("spec.tls.certFile: cannot read missing.pem")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("spec.upstream.caFile: no PEM CERTIFICATE block")), "{errors:?}");
+}
+
+#[test]
+fn client_ca_requires_front_proxy_identity() {
+    let text = format!("{GATEWAY}{}", route("a", "h.example.com", ", clientCAFile: ca.pem", "'127.0.0.1:1'"))
+        .replace(", frontProxyCertFile: fp.pem, frontProxyKeyFile: fp.key", "");
+    let errors = errors_of(&text);
+    assert!(errors.iter().any(|e| e.contains("spec.upstream.frontProxyCertFile: is required")), "{errors:?}");
+}
+
+#[test]
+fn missing_or_duplicate_gateway_is_an_error() {
+    let errors = errors_of(&route("a", "h.example.com", "", "'127.0.0.1:1'"));
+    assert!(errors[0].contains("exactly one GatewayConfig"), "{errors:?}");
+    let text = format!("{GATEWAY}---\n{}", GATEWAY.replace("name: gw", "name: gw2"));
+    let errors = compile(&inputs(&text)).unwrap_err();
+    assert!(matches!(errors[0].problem, Problem::Conflict { .. }));
+}
+
+#[test]
+fn invalid_timeouts_are_rejected() {
+    let text = GATEWAY.replace(
+        "  admin:",
+        "  defaults: {requestTimeout: 10m, longRunningTimeout: 1m}\n  admin:",
+    );
+    let errors = errors_of(&text);
+    assert!(errors.iter().any(|e| e.contains("spec.defaults.longRunningTimeout")), "{errors:?}");
+}
+
+#[test]
+fn diff_reports_added_removed_changed() {
+    let one = format!(
+        "{GATEWAY}{}{}",
+        route("a", "a.example.com", "", "'127.0.0.1:1'"),
+        route("b", "b.example.com", "", "'127.0.0.1:1'")
+    );
+    let two = format!(
+        "{GATEWAY}{}{}",
+        route("a", "a.example.com", "", "'127.0.0.1:2'"),
+        route("c", "c.example.com", "", "'127.0.0.1:1'")
+    );
+    let old = compile(&inputs(&one)).unwrap();
+    let new = compile(&inputs(&two)).unwrap();
+    let diff = new.diff(&old);
+    assert_eq!(diff.added.len(), 1);
+    assert_eq!(diff.added[0].name, "c");
+    assert_eq!(diff.removed[0].name, "b");
+    assert_eq!(diff.changed[0].name, "a");
+    assert!(!diff.gateway_changed);
+    assert!(new.diff(&new).is_empty());
+}

@@ -1,0 +1,207 @@
+//! TLS material: parse and check PEM, build rustls server configs.
+//!
+//! Everything is checked here, at the compile boundary, so the proxy never meets a
+//! certificate it cannot parse or a key that does not match its certificate.
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+
+use crate::error::{Errors, ObjectRef, Problem};
+use crate::snapshot::ClientIdentity;
+
+/// ALPN protocols offered to clients, most preferred first.
+pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The crypto provider apigate uses everywhere: ring, explicitly, so no process-wide
+/// default (or a second provider pulled in by a dependency) can change it.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certificates(
+    pem: &[u8],
+    object_ref: &ObjectRef,
+    field: &str,
+    errors: &mut Errors,
+) -> Option<Vec<CertificateDer<'static>>> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+    match certs {
+        Ok(certs) if certs.is_empty() => {
+            errors.push(
+                object_ref,
+                field,
+                Problem::Tls("no PEM CERTIFICATE block found".into()),
+            );
+            None
+        }
+        Ok(certs) => {
+            for (i, cert) in certs.iter().enumerate() {
+                if let Err(e) = x509_parser::parse_x509_certificate(cert.as_ref()) {
+                    errors.push(
+                        object_ref,
+                        field,
+                        Problem::Tls(format!("certificate #{i} is not valid X.509: {e}")),
+                    );
+                    return None;
+                }
+            }
+            Some(certs)
+        }
+        Err(e) => {
+            errors.push(
+                object_ref,
+                field,
+                Problem::Tls(format!("malformed PEM: {e}")),
+            );
+            None
+        }
+    }
+}
+
+fn private_key(
+    pem: &[u8],
+    object_ref: &ObjectRef,
+    field: &str,
+    errors: &mut Errors,
+) -> Option<PrivateKeyDer<'static>> {
+    match PrivateKeyDer::from_pem_slice(pem) {
+        Ok(key) => Some(key),
+        Err(e) => {
+            errors.push(
+                object_ref,
+                field,
+                Problem::Tls(format!(
+                    "no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"
+                )),
+            );
+            None
+        }
+    }
+}
+
+/// A CA bundle as DER certificates, checked to be usable as trust anchors.
+pub(super) fn ca_bundle(
+    pem: &[u8],
+    object_ref: &ObjectRef,
+    field: &str,
+    errors: &mut Errors,
+) -> Option<Vec<CertificateDer<'static>>> {
+    let certs = certificates(pem, object_ref, field, errors)?;
+    let mut roots = RootCertStore::empty();
+    for (i, cert) in certs.iter().enumerate() {
+        if let Err(e) = roots.add(cert.clone()) {
+            errors.push(
+                object_ref,
+                field,
+                Problem::Tls(format!("certificate #{i} cannot be a trust anchor: {e}")),
+            );
+            return None;
+        }
+    }
+    Some(certs)
+}
+
+/// The server config for a route: its certificate, ALPN h2 + http/1.1, and, when a
+/// client CA is given, a verifier that *requests* client certificates and verifies the
+/// ones presented (token and anonymous clients must still get through).
+pub(super) fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: Option<&[u8]>,
+    object_ref: &ObjectRef,
+    errors: &mut Errors,
+) -> Option<Arc<rustls::ServerConfig>> {
+    let chain = certificates(cert_pem, object_ref, "spec.tls.certFile", errors);
+    let key = private_key(key_pem, object_ref, "spec.tls.keyFile", errors);
+    let client_roots = client_ca_pem
+        .map(|pem| ca_bundle(pem, object_ref, "spec.tls.clientCAFile", errors));
+    let (chain, key) = (chain?, key?);
+    let builder = match rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+    {
+        Ok(b) => b,
+        Err(e) => {
+            errors.push(object_ref, "spec.tls", Problem::Tls(e.to_string()));
+            return None;
+        }
+    };
+    let builder = match client_roots {
+        Some(roots) => {
+            let mut store = RootCertStore::empty();
+            for cert in roots? {
+                // Already checked by ca_bundle.
+                let _ = store.add(cert);
+            }
+            match WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
+                .allow_unauthenticated()
+                .build()
+            {
+                Ok(verifier) => builder.with_client_cert_verifier(verifier),
+                Err(e) => {
+                    errors.push(
+                        object_ref,
+                        "spec.tls.clientCAFile",
+                        Problem::Tls(format!("cannot verify client certificates with it: {e}")),
+                    );
+                    return None;
+                }
+            }
+        }
+        None => builder.with_no_client_auth(),
+    };
+    match builder.with_single_cert(chain, key) {
+        Ok(mut config) => {
+            config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+            Some(Arc::new(config))
+        }
+        Err(e) => {
+            errors.push(
+                object_ref,
+                "spec.tls.keyFile",
+                Problem::Tls(format!("key does not fit certFile: {e}")),
+            );
+            None
+        }
+    }
+}
+
+/// The front-proxy client identity, checked by building a client config with it
+/// (rustls verifies that the key matches the leaf).
+pub(super) fn client_identity(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    object_ref: &ObjectRef,
+    errors: &mut Errors,
+) -> Option<ClientIdentity> {
+    let chain = certificates(
+        cert_pem,
+        object_ref,
+        "spec.upstream.frontProxyCertFile",
+        errors,
+    );
+    let key = private_key(key_pem, object_ref, "spec.upstream.frontProxyKeyFile", errors);
+    let (chain, key) = (chain?, key?);
+    let key_der = key.secret_der().to_vec();
+    let check = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.with_root_certificates(RootCertStore::empty())
+                .with_client_auth_cert(chain.clone(), key)
+        });
+    match check {
+        Ok(Ok(_)) => Some(ClientIdentity { chain, key_der }),
+        Ok(Err(e)) | Err(e) => {
+            errors.push(
+                object_ref,
+                "spec.upstream.frontProxyKeyFile",
+                Problem::Tls(format!("key does not fit frontProxyCertFile: {e}")),
+            );
+            None
+        }
+    }
+}

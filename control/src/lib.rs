@@ -1,0 +1,19 @@
+//! apigate control plane: the object model users write, the sources that produce those
+//! objects, and the pure compile step that turns them into an immutable [`Snapshot`].
+//!
+//! Data flows one way: **sources** (a YAML file today, the Kubernetes API later) produce
+//! [`source::Inputs`] → [`compile()`] validates everything and builds a [`Snapshot`] →
+//! the proxy swaps it in atomically. This crate knows nothing of the proxy engine
+//! (pingora): the proxy depends on it, never the other way round.
+
+#![forbid(unsafe_code)]
+
+pub mod compile;
+pub mod error;
+pub mod model;
+pub mod snapshot;
+pub mod source;
+
+pub use compile::compile;
+pub use error::{ConfigError, ObjectRef, Problem};
+pub use snapshot::{Route, RouteId, Snapshot, SnapshotDiff};

@@ -1,0 +1,117 @@
+//! `GatewayConfig`: listeners, admin address and defaults shared by all routes.
+
+use serde::Deserialize;
+
+use super::{Duration, ObjectMeta};
+use crate::error::ObjectRef;
+
+/// Gateway-wide settings. Exactly one per configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Always `apigate.dev/v1alpha1`.
+    pub api_version: String,
+    /// Always `GatewayConfig`.
+    pub kind: String,
+    /// Name (and optional namespace) of the object.
+    pub metadata: ObjectMeta,
+    /// The settings.
+    pub spec: GatewaySpec,
+}
+
+impl GatewayConfig {
+    /// The reference used in error messages.
+    pub fn object_ref(&self) -> ObjectRef {
+        ObjectRef::Named {
+            kind: "GatewayConfig".into(),
+            namespace: self.metadata.namespace.clone(),
+            name: self.metadata.name.clone(),
+        }
+    }
+}
+
+/// The body of a `GatewayConfig`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewaySpec {
+    /// TLS listeners clients connect to (Gardener's port 443 path).
+    #[serde(default)]
+    pub listeners: Vec<ListenerSpec>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    #[serde(default)]
+    pub admin: Option<AdminSpec>,
+    /// Defaults for every route; a route may override some of them.
+    #[serde(default)]
+    pub defaults: Defaults,
+}
+
+/// A TLS listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerSpec {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// `ip:port` to bind, e.g. `0.0.0.0:443` or `[::]:443`.
+    pub address: String,
+}
+
+/// The admin (health and metrics) listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminSpec {
+    /// `ip:port` to bind; keep it off the public interface.
+    pub address: String,
+}
+
+/// How a backend is chosen for each request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Balancing {
+    /// Least outstanding requests, choosing between two random backends (Envoy's
+    /// LEAST_REQUEST): close to ideal spread at O(1) cost and no herd behaviour.
+    #[default]
+    LeastRequest,
+    /// Strict rotation: predictable, but blind to slow replicas.
+    RoundRobin,
+}
+
+/// Defaults shared by all routes. Every field has a production default so that an
+/// empty `defaults:` is a working configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Defaults {
+    /// Balancing policy for routes that do not set one (default `leastRequest`).
+    pub balancing: Option<Balancing>,
+    /// Upstream TCP + TLS connect timeout (default `5s`).
+    pub connect_timeout: Option<Duration>,
+    /// Longest silence allowed while reading an ordinary response (default `60s`,
+    /// kube-apiserver's own `--request-timeout`).
+    pub request_timeout: Option<Duration>,
+    /// Longest silence allowed on watches, `exec`/`attach`/`port-forward` and log
+    /// follows (default `24h`, like Gardener's route timeout).
+    pub long_running_timeout: Option<Duration>,
+    /// Upstream connections are not reused after this age, so a rotated front-proxy
+    /// certificate takes effect (default `24h`).
+    pub upstream_max_connection_age: Option<Duration>,
+    /// Client TLS handshake (including the ClientHello) must finish within this (default `10s`).
+    pub handshake_timeout: Option<Duration>,
+    /// The first request's headers must arrive within this after the handshake (default `10s`).
+    pub request_header_timeout: Option<Duration>,
+    /// An idle HTTP/1.1 keep-alive or HTTP/2 connection is closed after this (default `5m`).
+    pub idle_timeout: Option<Duration>,
+    /// Passive health checking.
+    #[serde(default)]
+    pub ejection: EjectionSpec,
+}
+
+/// Passive ejection of failing backends.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EjectionSpec {
+    /// Consecutive connect failures or gateway errors that eject a backend (default 5).
+    pub consecutive_failures: Option<u32>,
+    /// First ejection lasts this long; each further one doubles it (default `5s`).
+    pub base_ejection_time: Option<Duration>,
+    /// Upper bound of the growing ejection time (default `2m`).
+    pub max_ejection_time: Option<Duration>,
+}

@@ -1,0 +1,60 @@
+//! The objects users write: `GatewayConfig` and `ApiServerRoute`.
+//!
+//! They are Kubernetes-style objects (`apiVersion`, `kind`, `metadata`, `spec`) so that a
+//! YAML file and, later, the Kubernetes API produce the same values; everything after
+//! parsing is shared between the sources. Specs reject unknown fields: a typo must be an
+//! error, not a silently ignored setting.
+
+mod duration;
+mod gateway;
+mod route;
+
+pub use duration::Duration;
+pub use gateway::{
+    AdminSpec, Balancing, Defaults, EjectionSpec, GatewayConfig, GatewaySpec, ListenerSpec,
+};
+pub use route::{ApiServerRoute, BackendsSpec, RouteMode, RouteSpec, ServingTlsSpec, UpstreamSpec};
+
+use serde::Deserialize;
+
+use crate::error::ObjectRef;
+
+/// The API group and version of apigate's own objects.
+pub const API_VERSION: &str = "apigate.dev/v1alpha1";
+
+/// `metadata` of an object: only what apigate uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    /// Object name, unique per kind and namespace.
+    #[serde(default)]
+    pub name: String,
+    /// Namespace; empty means `default` for namespaced kinds.
+    #[serde(default)]
+    pub namespace: String,
+    /// Labels are accepted (and ignored) so that manifests can be shared with kubectl.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Annotations are accepted (and ignored) for the same reason.
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// One parsed object of any kind apigate understands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    /// Gateway-wide settings.
+    Gateway(GatewayConfig),
+    /// One API server behind apigate.
+    Route(ApiServerRoute),
+}
+
+impl Object {
+    /// The reference used in error messages.
+    pub fn object_ref(&self) -> ObjectRef {
+        match self {
+            Object::Gateway(g) => g.object_ref(),
+            Object::Route(r) => r.object_ref(),
+        }
+    }
+}

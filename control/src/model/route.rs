@@ -1,0 +1,103 @@
+//! `ApiServerRoute`: one API server behind apigate.
+
+use serde::Deserialize;
+
+use super::{Balancing, ObjectMeta};
+use crate::error::ObjectRef;
+
+/// One API server (e.g. one Gardener shoot's kube-apiserver) and how to reach it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiServerRoute {
+    /// Always `apigate.dev/v1alpha1`.
+    pub api_version: String,
+    /// Always `ApiServerRoute`.
+    pub kind: String,
+    /// Name and namespace.
+    pub metadata: ObjectMeta,
+    /// The route.
+    pub spec: RouteSpec,
+}
+
+impl ApiServerRoute {
+    /// The reference used in error messages.
+    pub fn object_ref(&self) -> ObjectRef {
+        ObjectRef::Named {
+            kind: "ApiServerRoute".into(),
+            namespace: self.metadata.namespace.clone(),
+            name: self.metadata.name.clone(),
+        }
+    }
+}
+
+/// The body of an `ApiServerRoute`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteSpec {
+    /// TLS server names (SNI) that select this route, e.g. `api.shoot.project.example.com`.
+    pub hostnames: Vec<String>,
+    /// `terminate` (default): apigate terminates TLS and balances each request.
+    #[serde(default)]
+    pub mode: RouteMode,
+    /// Where the API server replicas are.
+    pub backends: BackendsSpec,
+    /// The API server's serving certificate, presented to clients.
+    pub tls: ServingTlsSpec,
+    /// How apigate talks to the replicas.
+    pub upstream: UpstreamSpec,
+    /// Overrides `GatewayConfig.spec.defaults.balancing`.
+    #[serde(default)]
+    pub balancing: Option<Balancing>,
+}
+
+/// How a route handles its connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RouteMode {
+    /// Terminate TLS and balance every request and HTTP/2 stream.
+    #[default]
+    Terminate,
+}
+
+/// Backend replicas of a route.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendsSpec {
+    /// Fixed `ip:port` list (the file source's form; the Kubernetes source fills it
+    /// from EndpointSlices).
+    #[serde(rename = "static")]
+    pub static_addresses: Vec<String>,
+}
+
+/// Serving certificate and client authentication.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServingTlsSpec {
+    /// PEM certificate chain, leaf first (the API server's own serving certificate).
+    pub cert_file: String,
+    /// PEM private key of the leaf.
+    pub key_file: String,
+    /// PEM bundle of the cluster's client CA. When set, clients may present a
+    /// certificate; a verified one becomes the request's identity.
+    #[serde(default, rename = "clientCAFile")]
+    pub client_ca_file: Option<String>,
+}
+
+/// The upstream side: verifying the replicas and proving apigate's own identity.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamSpec {
+    /// PEM bundle that signs the replicas' serving certificates. Always verified.
+    #[serde(rename = "caFile")]
+    pub ca_file: String,
+    /// Name the replicas' certificates must carry (default `kubernetes.default.svc`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Front-proxy client certificate (kube-apiserver `--requestheader-client-ca-file`
+    /// signs it; its CN is in `--requestheader-allowed-names`). Required with a client CA.
+    #[serde(default)]
+    pub front_proxy_cert_file: Option<String>,
+    /// Key of the front-proxy client certificate.
+    #[serde(default)]
+    pub front_proxy_key_file: Option<String>,
+}

@@ -1,0 +1,268 @@
+//! The immutable snapshot the proxy serves from.
+//!
+//! A snapshot holds everything the hot path needs already prepared: the SNI → route map,
+//! each route's rustls server config, its upstream trust and identity, its backends. The
+//! proxy loads it with one `ArcSwap::load` per connection or request and never sees a
+//! half-applied change. State that must outlive a snapshot (in-flight counts, ejections,
+//! connection pools) lives in the proxy, keyed by backend identity, not in here.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+
+use crate::model::Balancing;
+
+/// Identity of a route: namespace and name of its `ApiServerRoute`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteId {
+    /// Namespace of the object.
+    pub namespace: String,
+    /// Name of the object.
+    pub name: String,
+}
+
+impl fmt::Display for RouteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One compiled configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Gateway-wide settings.
+    pub gateway: GatewaySettings,
+    /// Routes in a stable order (by id).
+    pub routes: Vec<Arc<Route>>,
+    hosts: HashMap<String, usize>,
+}
+
+impl Snapshot {
+    /// Assemble a snapshot; `routes` must already be validated (unique ids and hostnames).
+    pub(crate) fn new(gateway: GatewaySettings, mut routes: Vec<Arc<Route>>) -> Self {
+        routes.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut hosts = HashMap::new();
+        for (index, route) in routes.iter().enumerate() {
+            for host in &route.hostnames {
+                hosts.insert(host.clone(), index);
+            }
+        }
+        let snapshot = Snapshot {
+            gateway,
+            routes,
+            hosts,
+        };
+        #[cfg(debug_assertions)]
+        snapshot.check_invariants();
+        snapshot
+    }
+
+    /// The route whose hostnames include `sni` (compared case-insensitively).
+    pub fn route_for_sni(&self, sni: &str) -> Option<&Arc<Route>> {
+        let index = match self.hosts.get(sni) {
+            Some(i) => *i,
+            None => *self.hosts.get(&sni.to_ascii_lowercase())?,
+        };
+        self.routes.get(index)
+    }
+
+    /// The route with this id.
+    pub fn route(&self, id: &RouteId) -> Option<&Arc<Route>> {
+        self.routes
+            .binary_search_by(|r| r.id.cmp(id))
+            .ok()
+            .and_then(|i| self.routes.get(i))
+    }
+
+    /// What changed from `old` to `self`, for logs and metrics on reload.
+    pub fn diff(&self, old: &Snapshot) -> SnapshotDiff {
+        let old_ids: BTreeSet<&RouteId> = old.routes.iter().map(|r| &r.id).collect();
+        let new_ids: BTreeSet<&RouteId> = self.routes.iter().map(|r| &r.id).collect();
+        let added = new_ids.difference(&old_ids).map(|id| (*id).clone()).collect();
+        let removed = old_ids.difference(&new_ids).map(|id| (*id).clone()).collect();
+        let changed = self
+            .routes
+            .iter()
+            .filter(|r| {
+                old.route(&r.id)
+                    .is_some_and(|o| o.fingerprint != r.fingerprint)
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        SnapshotDiff {
+            added,
+            removed,
+            changed,
+            gateway_changed: self.gateway != old.gateway,
+        }
+    }
+
+    /// Panics if the snapshot breaks an invariant the proxy relies on. Run after every
+    /// compile in debug builds and in tests.
+    pub fn check_invariants(&self) {
+        for (host, index) in &self.hosts {
+            let route = &self.routes[*index];
+            assert!(route.hostnames.contains(host), "host map points to wrong route");
+            assert_eq!(host, &host.to_ascii_lowercase(), "hostnames are lowercase");
+        }
+        for route in &self.routes {
+            assert!(!route.backends.is_empty(), "route {} has no backends", route.id);
+            assert!(!route.upstream.ca.is_empty(), "route {} has no upstream CA", route.id);
+            assert!(
+                !route.client_auth || route.upstream.front_proxy.is_some(),
+                "route {} verifies client certs but has no front-proxy identity",
+                route.id
+            );
+        }
+        let ids: BTreeSet<_> = self.routes.iter().map(|r| &r.id).collect();
+        assert_eq!(ids.len(), self.routes.len(), "route ids are unique");
+    }
+}
+
+/// Route-level changes between two snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotDiff {
+    /// Routes only in the new snapshot.
+    pub added: Vec<RouteId>,
+    /// Routes only in the old snapshot.
+    pub removed: Vec<RouteId>,
+    /// Routes in both whose content changed.
+    pub changed: Vec<RouteId>,
+    /// Whether gateway-wide settings changed.
+    pub gateway_changed: bool,
+}
+
+impl SnapshotDiff {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && !self.gateway_changed
+    }
+}
+
+/// Gateway-wide settings with defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// TLS listeners.
+    pub listeners: Vec<Listener>,
+    /// Admin listener address.
+    pub admin: Option<SocketAddr>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Passive health checking.
+    pub ejection: Ejection,
+}
+
+/// A TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Name for logs and metrics.
+    pub name: String,
+    /// Bind address.
+    pub address: SocketAddr,
+}
+
+/// Timeouts with defaults applied; see [`crate::model::Defaults`] for meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Upstream connect (TCP + TLS).
+    pub connect: Duration,
+    /// Silence allowed reading an ordinary response.
+    pub request: Duration,
+    /// Silence allowed on watches and upgraded streams.
+    pub long_running: Duration,
+    /// Upstream connections are not reused past this age.
+    pub upstream_max_connection_age: Duration,
+    /// Downstream TLS handshake.
+    pub handshake: Duration,
+    /// First request headers after the handshake.
+    pub request_header: Duration,
+    /// Idle downstream connection.
+    pub idle: Duration,
+}
+
+/// Passive ejection settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ejection {
+    /// Consecutive failures that eject.
+    pub consecutive_failures: u32,
+    /// First ejection time.
+    pub base: Duration,
+    /// Upper bound of ejection time.
+    pub max: Duration,
+}
+
+/// A compiled route.
+pub struct Route {
+    /// Namespace/name of the `ApiServerRoute`.
+    pub id: RouteId,
+    /// Lowercased SNI names.
+    pub hostnames: Vec<String>,
+    /// Server config presenting the route's certificate; client certs are requested
+    /// (never required) when `client_auth` is set.
+    pub server_tls: Arc<rustls::ServerConfig>,
+    /// Whether client certificates are verified and turned into identity headers.
+    pub client_auth: bool,
+    /// Upstream trust and identity.
+    pub upstream: UpstreamTls,
+    /// Backend replica addresses.
+    pub backends: Vec<SocketAddr>,
+    /// Balancing policy with the default applied.
+    pub balancing: Balancing,
+    /// Hash of everything above, to tell changed routes apart in diffs.
+    pub fingerprint: u64,
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route")
+            .field("id", &self.id)
+            .field("hostnames", &self.hostnames)
+            .field("client_auth", &self.client_auth)
+            .field("upstream", &self.upstream)
+            .field("backends", &self.backends)
+            .field("balancing", &self.balancing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How apigate verifies replicas and proves its own identity to them.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// Name the replicas' certificates must carry; also sent as SNI.
+    pub server_name: String,
+    /// CA certificates (DER) that sign the replicas' serving certificates.
+    pub ca: Vec<CertificateDer<'static>>,
+    /// Front-proxy client identity; only used for requests whose client certificate
+    /// was verified.
+    pub front_proxy: Option<ClientIdentity>,
+    /// Hash of the material, so connection pools can be keyed by it and a rotated
+    /// certificate never reuses a connection made with the old one.
+    pub fingerprint: u64,
+}
+
+impl fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("server_name", &self.server_name)
+            .field("ca_certs", &self.ca.len())
+            .field("front_proxy", &self.front_proxy.is_some())
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+/// A client certificate chain and its key, both DER.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    /// Leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key as DER (PKCS#8, PKCS#1 or SEC1), already checked to match the leaf.
+    pub key_der: Vec<u8>,
+}

@@ -1,0 +1,80 @@
+//! The file source: one YAML file of objects plus the PEM files they reference.
+//!
+//! This is apigate's embedded default: no cluster is needed to run it. Relative paths in
+//! objects are resolved against the directory of the configuration file, so a config
+//! directory can be moved as a whole.
+
+use std::path::{Path, PathBuf};
+
+use super::{parse_documents, Inputs};
+use crate::error::{ConfigError, ObjectRef, Problem};
+use crate::model::Object;
+
+/// A configuration file on disk.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    path: PathBuf,
+}
+
+impl FileSource {
+    /// A source reading `path` each time [`FileSource::load`] is called.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileSource { path: path.into() }
+    }
+
+    /// The configuration file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read the file and every file it references.
+    pub fn load(&self) -> Result<Inputs, Vec<ConfigError>> {
+        load_file(&self.path)
+    }
+}
+
+/// Read a configuration file and every file its objects reference.
+pub fn load_file(path: &Path) -> Result<Inputs, Vec<ConfigError>> {
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError::new(
+            ObjectRef::Config,
+            "",
+            Problem::Unreadable {
+                path: source.clone(),
+                reason: e.to_string(),
+            },
+        )]
+    })?;
+    let objects = parse_documents(&text, &source)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut inputs = Inputs {
+        objects,
+        ..Inputs::default()
+    };
+    let referenced: Vec<String> = inputs.objects.iter().flat_map(referenced_files).collect();
+    for written in referenced {
+        let resolved = base.join(&written);
+        let content = std::fs::read(&resolved)
+            .map_err(|e| format!("{} ({})", e, resolved.display()));
+        inputs.files.insert(written, content);
+    }
+    Ok(inputs)
+}
+
+/// The file paths an object refers to, as written.
+pub(crate) fn referenced_files(object: &Object) -> Vec<String> {
+    match object {
+        Object::Gateway(_) => Vec::new(),
+        Object::Route(route) => {
+            let spec = &route.spec;
+            let mut files = vec![spec.tls.cert_file.clone(), spec.tls.key_file.clone()];
+            files.extend(spec.tls.client_ca_file.clone());
+            files.push(spec.upstream.ca_file.clone());
+            files.extend(spec.upstream.front_proxy_cert_file.clone());
+            files.extend(spec.upstream.front_proxy_key_file.clone());
+            files.retain(|f| !f.is_empty());
+            files
+        }
+    }
+}
