@@ -139,7 +139,8 @@ pub struct Errors(Vec<ConfigError>);
 impl Errors {
     /// Record one error.
     pub fn push(&mut self, object: &ObjectRef, field: impl Into<String>, problem: Problem) {
-        self.0.push(ConfigError::new(object.clone(), field, problem));
+        self.0
+            .push(ConfigError::new(object.clone(), field, problem));
     }
 
     /// True when nothing was recorded.

@@ -82,8 +82,14 @@ impl Snapshot {
     pub fn diff(&self, old: &Snapshot) -> SnapshotDiff {
         let old_ids: BTreeSet<&RouteId> = old.routes.iter().map(|r| &r.id).collect();
         let new_ids: BTreeSet<&RouteId> = self.routes.iter().map(|r| &r.id).collect();
-        let added = new_ids.difference(&old_ids).map(|id| (*id).clone()).collect();
-        let removed = old_ids.difference(&new_ids).map(|id| (*id).clone()).collect();
+        let added = new_ids
+            .difference(&old_ids)
+            .map(|id| (*id).clone())
+            .collect();
+        let removed = old_ids
+            .difference(&new_ids)
+            .map(|id| (*id).clone())
+            .collect();
         let changed = self
             .routes
             .iter()
@@ -106,12 +112,23 @@ impl Snapshot {
     pub fn check_invariants(&self) {
         for (host, index) in &self.hosts {
             let route = &self.routes[*index];
-            assert!(route.hostnames.contains(host), "host map points to wrong route");
+            assert!(
+                route.hostnames.contains(host),
+                "host map points to wrong route"
+            );
             assert_eq!(host, &host.to_ascii_lowercase(), "hostnames are lowercase");
         }
         for route in &self.routes {
-            assert!(!route.backends.is_empty(), "route {} has no backends", route.id);
-            assert!(!route.upstream.ca.is_empty(), "route {} has no upstream CA", route.id);
+            assert!(
+                !route.backends.is_empty(),
+                "route {} has no backends",
+                route.id
+            );
+            assert!(
+                !route.upstream.ca.is_empty(),
+                "route {} has no upstream CA",
+                route.id
+            );
             assert!(
                 !route.client_auth || route.upstream.front_proxy.is_some(),
                 "route {} verifies client certs but has no front-proxy identity",

@@ -33,7 +33,11 @@ pub(super) fn compile(
     for (i, listener) in spec.listeners.iter().enumerate() {
         let field = format!("spec.listeners[{i}]");
         if listener.name.is_empty() {
-            errors.push(&object_ref, format!("{field}.name"), Problem::Missing("a name"));
+            errors.push(
+                &object_ref,
+                format!("{field}.name"),
+                Problem::Missing("a name"),
+            );
         } else if !names.insert(listener.name.clone()) {
             errors.push(
                 &object_ref,
@@ -86,7 +90,10 @@ pub(super) fn compile(
         ("connectTimeout", timeouts.connect),
         ("requestTimeout", timeouts.request),
         ("longRunningTimeout", timeouts.long_running),
-        ("upstreamMaxConnectionAge", timeouts.upstream_max_connection_age),
+        (
+            "upstreamMaxConnectionAge",
+            timeouts.upstream_max_connection_age,
+        ),
         ("handshakeTimeout", timeouts.handshake),
         ("requestHeaderTimeout", timeouts.request_header),
         ("idleTimeout", timeouts.idle),

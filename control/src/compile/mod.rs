@@ -56,10 +56,7 @@ pub fn compile(inputs: &Inputs) -> Result<Snapshot, Vec<ConfigError>> {
     let mut routes = Vec::new();
     let mut ids: HashMap<RouteId, ObjectRef> = HashMap::new();
     let mut hosts: HashMap<String, ObjectRef> = HashMap::new();
-    let default_balancing = gateway
-        .as_ref()
-        .map(|g| g.1)
-        .unwrap_or_default();
+    let default_balancing = gateway.as_ref().map(|g| g.1).unwrap_or_default();
     for object in &inputs.objects {
         let Object::Route(object) = object else {
             continue;

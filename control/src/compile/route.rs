@@ -131,9 +131,8 @@ pub(super) fn compile(
         }
         _ => None,
     };
-    let ca = upstream_ca.and_then(|pem| {
-        tls::ca_bundle(&pem, &object_ref, "spec.upstream.caFile", errors)
-    });
+    let ca = upstream_ca
+        .and_then(|pem| tls::ca_bundle(&pem, &object_ref, "spec.upstream.caFile", errors));
     let front_proxy = match (&front_proxy_cert, &front_proxy_key) {
         (Some(cert), Some(key)) => tls::client_identity(cert, key, &object_ref, errors),
         _ => None,
@@ -184,7 +183,11 @@ pub(super) fn compile(
 
 fn compile_hostnames(names: &[String], object_ref: &ObjectRef, errors: &mut Errors) -> Vec<String> {
     if names.is_empty() {
-        errors.push(object_ref, "spec.hostnames", Problem::Missing("at least one hostname"));
+        errors.push(
+            object_ref,
+            "spec.hostnames",
+            Problem::Missing("at least one hostname"),
+        );
     }
     let mut seen = HashSet::new();
     let mut out = Vec::new();
@@ -204,8 +207,9 @@ fn compile_hostnames(names: &[String], object_ref: &ObjectRef, errors: &mut Erro
                 field,
                 Problem::Invalid {
                     value: name.clone(),
-                    reason: "expected a DNS name as sent in TLS SNI (no wildcards, no IP addresses)"
-                        .into(),
+                    reason:
+                        "expected a DNS name as sent in TLS SNI (no wildcards, no IP addresses)"
+                            .into(),
                 },
             );
         } else if !seen.insert(lower.clone()) {

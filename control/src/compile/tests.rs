@@ -9,10 +9,15 @@ struct Pki {
     files: BTreeMap<String, Result<Vec<u8>, String>>,
 }
 
-fn key_and_cert(cn: &str, ca: Option<(&rcgen::Certificate, &rcgen::KeyPair)>) -> (String, String, rcgen::Certificate, rcgen::KeyPair) {
+fn key_and_cert(
+    cn: &str,
+    ca: Option<(&rcgen::Certificate, &rcgen::KeyPair)>,
+) -> (String, String, rcgen::Certificate, rcgen::KeyPair) {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec![cn.to_string()]).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
     let cert = match ca {
         Some((ca_cert, ca_key)) => params.signed_by(&key, ca_cert, ca_key).unwrap(),
         None => {
@@ -40,7 +45,10 @@ fn pki() -> Pki {
     ] {
         files.insert(name.to_string(), Ok(content.into_bytes()));
     }
-    files.insert("missing.pem".into(), Err("No such file or directory".into()));
+    files.insert(
+        "missing.pem".into(),
+        Err("No such file or directory".into()),
+    );
     Pki { files }
 }
 
@@ -86,7 +94,12 @@ fn errors_of(text: &str) -> Vec<String> {
 fn valid_config_compiles_with_defaults() {
     let text = format!(
         "{GATEWAY}{}",
-        route("a", "API.A.example.com", ", clientCAFile: ca.pem", "'127.0.0.1:1', '[::1]:2'")
+        route(
+            "a",
+            "API.A.example.com",
+            ", clientCAFile: ca.pem",
+            "'127.0.0.1:1', '[::1]:2'"
+        )
     );
     let snapshot = compile(&inputs(&text)).unwrap();
     snapshot.check_invariants();
@@ -96,7 +109,9 @@ fn valid_config_compiles_with_defaults() {
     assert_eq!(r.backends.len(), 2);
     assert_eq!(r.upstream.server_name, "kubernetes.default.svc");
     assert_eq!(
-        snapshot.route_for_sni("Api.A.Example.Com").map(|r| r.id.name.as_str()),
+        snapshot
+            .route_for_sni("Api.A.Example.Com")
+            .map(|r| r.id.name.as_str()),
         Some("a")
     );
     assert!(snapshot.route_for_sni("other.example.com").is_none());
@@ -114,9 +129,23 @@ fn every_error_is_reported_with_object_and_field() {
         route("a", "'*.bad'", "", "'not-an-address', '127.0.0.1:0'")
     );
     let errors = errors_of(&text);
-    assert!(errors.iter().any(|e| e.starts_with("ApiServerRoute garden/a: spec.hostnames[0]: invalid value \"*.bad\"")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.starts_with("ApiServerRoute garden/a: spec.backends.static[0]: invalid value \"not-an-address\"")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.starts_with("ApiServerRoute garden/a: spec.backends.static[1]")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e
+            .starts_with("ApiServerRoute garden/a: spec.hostnames[0]: invalid value \"*.bad\"")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.starts_with(
+            "ApiServerRoute garden/a: spec.backends.static[0]: invalid value \"not-an-address\""
+        )),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("ApiServerRoute garden/a: spec.backends.static[1]")),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -134,39 +163,84 @@ fn duplicate_hostname_across_routes_names_the_holder() {
 #[test]
 fn empty_backend_list_is_rejected() {
     let errors = errors_of(&format!("{GATEWAY}{}", route("a", "h.example.com", "", "")));
-    assert!(errors.iter().any(|e| e.contains("spec.backends.static: is required")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.backends.static: is required")),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn key_that_does_not_match_certificate_is_rejected() {
-    let text = format!("{GATEWAY}{}", route("a", "h.example.com", "", "'127.0.0.1:1'"))
-        .replace("keyFile: srv.key", "keyFile: other.key");
+    let text = format!(
+        "{GATEWAY}{}",
+        route("a", "h.example.com", "", "'127.0.0.1:1'")
+    )
+    .replace("keyFile: srv.key", "keyFile: other.key");
     let errors = errors_of(&text);
-    assert!(errors.iter().any(|e| e.contains("spec.tls.keyFile: key does not fit certFile")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.tls.keyFile: key does not fit certFile")),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn unreadable_and_malformed_files_are_reported_per_field() {
-    let text = format!("{GATEWAY}{}", route("a", "h.example.com", "", "'127.0.0.1:1'"))
-        .replace("certFile: srv.pem", "certFile: missing.pem")
-        .replace("caFile: ca.pem", "caFile: garbage.pem");
+    let text = format!(
+        "{GATEWAY}{}",
+        route("a", "h.example.com", "", "'127.0.0.1:1'")
+    )
+    .replace("certFile: srv.pem", "certFile: missing.pem")
+    .replace("caFile: ca.pem", "caFile: garbage.pem");
     let errors = errors_of(&text);
-    assert!(errors.iter().any(|e| e.contains("spec.tls.certFile: cannot read missing.pem")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("spec.upstream.caFile: no PEM CERTIFICATE block")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.tls.certFile: cannot read missing.pem")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.upstream.caFile: no PEM CERTIFICATE block")),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn client_ca_requires_front_proxy_identity() {
-    let text = format!("{GATEWAY}{}", route("a", "h.example.com", ", clientCAFile: ca.pem", "'127.0.0.1:1'"))
-        .replace(", frontProxyCertFile: fp.pem, frontProxyKeyFile: fp.key", "");
+    let text = format!(
+        "{GATEWAY}{}",
+        route(
+            "a",
+            "h.example.com",
+            ", clientCAFile: ca.pem",
+            "'127.0.0.1:1'"
+        )
+    )
+    .replace(
+        ", frontProxyCertFile: fp.pem, frontProxyKeyFile: fp.key",
+        "",
+    );
     let errors = errors_of(&text);
-    assert!(errors.iter().any(|e| e.contains("spec.upstream.frontProxyCertFile: is required")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.upstream.frontProxyCertFile: is required")),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn missing_or_duplicate_gateway_is_an_error() {
     let errors = errors_of(&route("a", "h.example.com", "", "'127.0.0.1:1'"));
-    assert!(errors[0].contains("exactly one GatewayConfig"), "{errors:?}");
+    assert!(
+        errors[0].contains("exactly one GatewayConfig"),
+        "{errors:?}"
+    );
     let text = format!("{GATEWAY}---\n{}", GATEWAY.replace("name: gw", "name: gw2"));
     let errors = compile(&inputs(&text)).unwrap_err();
     assert!(matches!(errors[0].problem, Problem::Conflict { .. }));
@@ -179,7 +253,12 @@ fn invalid_timeouts_are_rejected() {
         "  defaults: {requestTimeout: 10m, longRunningTimeout: 1m}\n  admin:",
     );
     let errors = errors_of(&text);
-    assert!(errors.iter().any(|e| e.contains("spec.defaults.longRunningTimeout")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.defaults.longRunningTimeout")),
+        "{errors:?}"
+    );
 }
 
 #[test]

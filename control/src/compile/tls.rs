@@ -118,8 +118,8 @@ pub(super) fn server_config(
 ) -> Option<Arc<rustls::ServerConfig>> {
     let chain = certificates(cert_pem, object_ref, "spec.tls.certFile", errors);
     let key = private_key(key_pem, object_ref, "spec.tls.keyFile", errors);
-    let client_roots = client_ca_pem
-        .map(|pem| ca_bundle(pem, object_ref, "spec.tls.clientCAFile", errors));
+    let client_roots =
+        client_ca_pem.map(|pem| ca_bundle(pem, object_ref, "spec.tls.clientCAFile", errors));
     let (chain, key) = (chain?, key?);
     let builder = match rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -184,7 +184,12 @@ pub(super) fn client_identity(
         "spec.upstream.frontProxyCertFile",
         errors,
     );
-    let key = private_key(key_pem, object_ref, "spec.upstream.frontProxyKeyFile", errors);
+    let key = private_key(
+        key_pem,
+        object_ref,
+        "spec.upstream.frontProxyKeyFile",
+        errors,
+    );
     let (chain, key) = (chain?, key?);
     let key_der = key.secret_der().to_vec();
     let check = rustls::ClientConfig::builder_with_provider(provider())

@@ -7,16 +7,22 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Duration(pub std::time::Duration);
 
-impl<'de> Deserialize<'de> for Duration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
+impl std::str::FromStr for Duration {
+    type Err = String;
+
+    /// Parse `250ms`, `30s`, `5m`, `24h`, `1h30m`; the error says what is expected.
+    fn from_str(text: &str) -> Result<Self, String> {
         humantime::parse_duration(text.trim())
             .map(Duration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {text:?} ({e}); write e.g. 250ms, 30s, 5m, 24h"
-                ))
-            })
+            .map_err(|e| format!("invalid duration {text:?} ({e}); write e.g. 250ms, 30s, 5m, 24h"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 

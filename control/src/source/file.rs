@@ -31,6 +31,23 @@ impl FileSource {
     pub fn load(&self) -> Result<Inputs, Vec<ConfigError>> {
         load_file(&self.path)
     }
+
+    /// The files the configuration references, resolved, without reading them: what a
+    /// change watcher must look at besides the configuration file itself.
+    pub fn referenced_paths(&self) -> Vec<PathBuf> {
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return Vec::new();
+        };
+        let Ok(objects) = parse_documents(&text, "") else {
+            return Vec::new();
+        };
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        objects
+            .iter()
+            .flat_map(referenced_files)
+            .map(|p| base.join(p))
+            .collect()
+    }
 }
 
 /// Read a configuration file and every file its objects reference.
@@ -55,8 +72,8 @@ pub fn load_file(path: &Path) -> Result<Inputs, Vec<ConfigError>> {
     let referenced: Vec<String> = inputs.objects.iter().flat_map(referenced_files).collect();
     for written in referenced {
         let resolved = base.join(&written);
-        let content = std::fs::read(&resolved)
-            .map_err(|e| format!("{} ({})", e, resolved.display()));
+        let content =
+            std::fs::read(&resolved).map_err(|e| format!("{} ({})", e, resolved.display()));
         inputs.files.insert(written, content);
     }
     Ok(inputs)

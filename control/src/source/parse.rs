@@ -77,10 +77,12 @@ fn parse_object(value: serde_yaml::Value, doc_ref: &ObjectRef) -> Result<Object,
         ));
     }
     let result = match kind.as_str() {
-        "GatewayConfig" => serde_path_to_error::deserialize::<_, GatewayConfig>(value)
-            .map(Object::Gateway),
-        "ApiServerRoute" => serde_path_to_error::deserialize::<_, ApiServerRoute>(value)
-            .map(Object::Route),
+        "GatewayConfig" => {
+            serde_path_to_error::deserialize::<_, GatewayConfig>(value).map(Object::Gateway)
+        }
+        "ApiServerRoute" => {
+            serde_path_to_error::deserialize::<_, ApiServerRoute>(value).map(Object::Route)
+        }
         _ => {
             return Err(ConfigError::new(
                 object_ref,
@@ -92,7 +94,11 @@ fn parse_object(value: serde_yaml::Value, doc_ref: &ObjectRef) -> Result<Object,
     result.map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { String::new() } else { path };
-        ConfigError::new(object_ref, field, Problem::Syntax(e.into_inner().to_string()))
+        ConfigError::new(
+            object_ref,
+            field,
+            Problem::Syntax(e.into_inner().to_string()),
+        )
     })
 }
 
@@ -119,8 +125,11 @@ mod tests {
 
     #[test]
     fn unknown_kind_is_rejected() {
-        let errors =
-            parse_documents("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "f").unwrap_err();
+        let errors = parse_documents(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+            "f",
+        )
+        .unwrap_err();
         assert_eq!(errors[0].problem.label(), "unknown_kind");
         assert_eq!(errors[0].field, "apiVersion");
     }

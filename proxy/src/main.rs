@@ -1,0 +1,116 @@
+//! The `apigate` binary: `run`, `validate`, `demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// apigate: TLS-terminating, per-request load balancer for kube-apiservers.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `apigate=debug`.
+    #[arg(long, env = "APIGATE_LOG", default_value = "info", global = true)]
+    log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a configuration file; reload it on SIGHUP or when it changes.
+    Run {
+        /// Multi-document YAML with one GatewayConfig and ApiServerRoutes.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// How long shutdown waits for open connections.
+        #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+        grace: Duration,
+        /// How often the configuration files are checked for changes.
+        #[arg(long, default_value = "2s", value_parser = humantime_duration)]
+        watch_interval: Duration,
+    },
+    /// Check a configuration file; exit non-zero listing every problem.
+    Validate {
+        /// The configuration file.
+        config: PathBuf,
+    },
+    /// Start fake API-server replicas and apigate in front of them, on loopback.
+    Demo(apigate::demo::DemoArgs),
+}
+
+fn humantime_duration(text: &str) -> Result<Duration, String> {
+    text.parse::<apigate_control::model::Duration>()
+        .map(|d| d.0)
+}
+
+fn init_logging(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("apigate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Validate { config } => return validate(&config),
+        Command::Run {
+            config,
+            grace,
+            watch_interval,
+        } => runtime.block_on(apigate::server::run(config, grace, watch_interval)),
+        Command::Demo(args) => runtime.block_on(apigate::demo::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("apigate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(config: &std::path::Path) -> ExitCode {
+    let result = apigate_control::source::load_file(config)
+        .and_then(|inputs| apigate_control::compile(&inputs));
+    match result {
+        Ok(snapshot) => {
+            println!(
+                "{}: valid ({} route(s), {} listener(s))",
+                config.display(),
+                snapshot.routes.len(),
+                snapshot.gateway.listeners.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{}: {} error(s)", config.display(), errors.len());
+            for error in errors {
+                eprintln!("  {error}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Prometheus metrics: everything an operator graphs or alerts on.
+//!
+//! One registry per process, owned by [`Metrics`]; the admin listener renders it. In-flight
+//! gauges are filled from the balancer's own counters at scrape time, so the hot path
+//! updates each count exactly once.
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// All metrics apigate exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, backend and status code (`backend="none"` when none was chosen).
+    pub requests: IntCounterVec,
+    /// Ordinary-request latency by route (watches and upgrades are excluded: their
+    /// duration is how long a client chose to stay, not how fast apigate was).
+    pub request_duration: HistogramVec,
+    /// In-flight requests by route, backend and kind (`ordinary`, `long_running`).
+    pub in_flight: IntGaugeVec,
+    /// Failed upstream connection attempts by route and backend.
+    pub upstream_connect_errors: IntCounterVec,
+    /// Requests retried on another backend, by route.
+    pub retries: IntCounterVec,
+    /// Backend ejections by backend.
+    pub ejections: IntCounterVec,
+    /// Whether a backend is currently ejected (1) or not (0).
+    pub ejected: IntGaugeVec,
+    /// Picks made with every backend ejected (all tried anyway), by route.
+    pub panic_mode: IntCounterVec,
+    /// Downstream connections by listener and outcome (`accepted`, `unknown_sni`,
+    /// `no_sni`, `handshake_failed`, `handshake_timeout`, `not_tls`).
+    pub connections: IntCounterVec,
+    /// Open downstream connections by listener.
+    pub connections_open: IntGaugeVec,
+    /// TLS handshake failures by listener and reason.
+    pub tls_handshake_failures: IntCounterVec,
+    /// Requests the proxy answered itself, by reason.
+    pub rejections: IntCounterVec,
+    /// Config reloads by result (`success`, `failure`).
+    pub reloads: IntCounterVec,
+    /// Config errors in rejected reloads, by problem kind.
+    pub config_errors: IntCounterVec,
+    /// Revision of the active configuration (counts successful swaps).
+    pub config_revision: IntGauge,
+    /// Unix time of the last successful configuration load.
+    pub config_last_success: Gauge,
+    /// Routes in the active configuration.
+    pub routes: IntGauge,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    register(registry, Box::new(metric.clone()));
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    register(registry, Box::new(metric.clone()));
+    metric
+}
+
+fn register(registry: &Registry, metric: Box<dyn prometheus::core::Collector>) {
+    // Names are static and unique; a failure here is a programming error caught by tests.
+    if let Err(e) = registry.register(metric) {
+        panic!("metric registration failed: {e}");
+    }
+}
+
+impl Metrics {
+    /// Create and register every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "apigate_request_duration_seconds",
+                "Time from request headers to the end of the response, ordinary requests only.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0,
+            ]),
+            &["route"],
+        )
+        .unwrap_or_else(|e| panic!("histogram is malformed: {e}"));
+        register(&registry, Box::new(request_duration.clone()));
+        let config_revision = IntGauge::new(
+            "apigate_config_revision",
+            "Revision of the active configuration; increases with every successful swap.",
+        )
+        .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
+        register(&registry, Box::new(config_revision.clone()));
+        let config_last_success = Gauge::new(
+            "apigate_config_last_success_timestamp_seconds",
+            "Unix time of the last configuration that was loaded and activated.",
+        )
+        .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
+        register(&registry, Box::new(config_last_success.clone()));
+        let routes = IntGauge::new("apigate_routes", "Routes in the active configuration.")
+            .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
+        register(&registry, Box::new(routes.clone()));
+        Metrics {
+            requests: counter(
+                &registry,
+                "apigate_requests_total",
+                "Requests by route, backend and status code.",
+                &["route", "backend", "code"],
+            ),
+            request_duration,
+            in_flight: gauge(
+                &registry,
+                "apigate_requests_in_flight",
+                "Requests currently in flight by route, backend and kind.",
+                &["route", "backend", "kind"],
+            ),
+            upstream_connect_errors: counter(
+                &registry,
+                "apigate_upstream_connect_errors_total",
+                "Failed upstream connection attempts.",
+                &["route", "backend"],
+            ),
+            retries: counter(
+                &registry,
+                "apigate_retries_total",
+                "Requests retried on another backend after a connect failure.",
+                &["route"],
+            ),
+            ejections: counter(
+                &registry,
+                "apigate_backend_ejections_total",
+                "Times a backend was ejected after consecutive failures.",
+                &["backend"],
+            ),
+            ejected: gauge(
+                &registry,
+                "apigate_backend_ejected",
+                "1 while a backend is ejected.",
+                &["backend"],
+            ),
+            panic_mode: counter(
+                &registry,
+                "apigate_panic_mode_total",
+                "Backend picks made while every backend of the route was ejected.",
+                &["route"],
+            ),
+            connections: counter(
+                &registry,
+                "apigate_connections_total",
+                "Downstream connections by listener and outcome.",
+                &["listener", "result"],
+            ),
+            connections_open: gauge(
+                &registry,
+                "apigate_connections_open",
+                "Open downstream connections.",
+                &["listener"],
+            ),
+            tls_handshake_failures: counter(
+                &registry,
+                "apigate_tls_handshake_failures_total",
+                "Downstream TLS handshake failures by reason.",
+                &["listener", "reason"],
+            ),
+            rejections: counter(
+                &registry,
+                "apigate_rejections_total",
+                "Requests answered by apigate itself, by reason.",
+                &["reason"],
+            ),
+            reloads: counter(
+                &registry,
+                "apigate_config_reloads_total",
+                "Configuration loads by result.",
+                &["result"],
+            ),
+            config_errors: counter(
+                &registry,
+                "apigate_config_errors_total",
+                "Errors found in rejected configurations, by problem kind.",
+                &["problem"],
+            ),
+            config_revision,
+            config_last_success,
+            routes,
+            registry,
+        }
+    }
+
+    /// Render the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,117 @@
+//! Hot reload: SIGHUP or a change of the configuration file re-reads it.
+//!
+//! A configuration that fails to load or validate is rejected with one log line per
+//! error and a metric; the last good configuration keeps serving. A good one is swapped
+//! in atomically; open connections, watches and in-flight requests are untouched.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use apigate_control::source::FileSource;
+use apigate_control::{compile, ConfigError, SnapshotDiff};
+use pingora::server::ShutdownWatch;
+
+use crate::state::State;
+
+/// Load and compile the file, and install the result if it is valid.
+pub fn reload(source: &FileSource, state: &State) -> Result<SnapshotDiff, Vec<ConfigError>> {
+    let result = source.load().and_then(|inputs| compile(&inputs));
+    match result {
+        Ok(snapshot) => {
+            let old = state.load();
+            if snapshot.gateway.listeners != old.snapshot.gateway.listeners
+                || snapshot.gateway.admin != old.snapshot.gateway.admin
+            {
+                tracing::warn!("listener or admin addresses changed; they take effect on restart");
+            }
+            let diff = state.install(snapshot);
+            state.metrics.reloads.with_label_values(&["success"]).inc();
+            tracing::info!(
+                revision = state.load().revision,
+                added = ?diff.added.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                removed = ?diff.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                changed = ?diff.changed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                gateway_changed = diff.gateway_changed,
+                "configuration reloaded"
+            );
+            Ok(diff)
+        }
+        Err(errors) => {
+            state.metrics.reloads.with_label_values(&["failure"]).inc();
+            for error in &errors {
+                state
+                    .metrics
+                    .config_errors
+                    .with_label_values(&[error.problem.label()])
+                    .inc();
+                tracing::error!(
+                    object = %error.object,
+                    field = %error.field,
+                    problem = %error.problem,
+                    "configuration rejected; the last good configuration keeps serving"
+                );
+            }
+            Err(errors)
+        }
+    }
+}
+
+/// Size, modification time and inode of each file: a change is noticed without reading
+/// anything, and atomic replacement (as Kubernetes does with mounted ConfigMaps and
+/// Secrets) changes the inode and is noticed too.
+fn stamp(paths: &[std::path::PathBuf]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for path in paths {
+        if let Ok(meta) = std::fs::metadata(path) {
+            (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ino()).hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+/// The configuration file and the files it references.
+fn watched(source: &FileSource) -> Vec<std::path::PathBuf> {
+    let mut paths = vec![source.path().to_path_buf()];
+    paths.extend(source.referenced_paths());
+    paths
+}
+
+/// Reload on SIGHUP and whenever the files change (checked every `interval`).
+pub async fn watch(
+    source: FileSource,
+    state: Arc<State>,
+    interval: Duration,
+    mut shutdown: ShutdownWatch,
+) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; file watching only");
+            None
+        }
+    };
+    let mut paths = watched(&source);
+    let mut last = stamp(&paths);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let signalled = tokio::select! {
+            _ = ticker.tick() => false,
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            _ = shutdown.changed() => return,
+        };
+        let current = stamp(&paths);
+        if signalled || current != last {
+            // The config may now reference other files; re-read the list.
+            paths = watched(&source);
+            last = stamp(&paths);
+            tracing::info!(signalled, path = %source.path().display(), "reloading configuration");
+            let source = source.clone();
+            let state = state.clone();
+            // Reading files and building TLS configs is blocking work.
+            let _ = tokio::task::spawn_blocking(move || reload(&source, &state)).await;
+        }
+    }
+}

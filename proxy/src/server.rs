@@ -1,0 +1,206 @@
+//! Wiring: bind listeners, start the HTTP engine, the admin endpoint and the reloader,
+//! and shut down gracefully.
+//!
+//! Used by `apigate run`, `apigate demo` and the in-process integration tests alike, so
+//! what the tests exercise is what production runs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apigate_control::source::FileSource;
+use apigate_control::Snapshot;
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::ServerConf;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::{self, Readiness};
+use crate::http::Apigate;
+use crate::listener::{self, Connections, ListenerContext};
+use crate::metrics::Metrics;
+use crate::state::State;
+
+/// Concurrent streams a client may open on one HTTP/2 connection.
+const DOWNSTREAM_H2_MAX_STREAMS: u32 = 1000;
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("cannot bind {name} on {address}: {source}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Address.
+        address: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running apigate.
+pub struct Running {
+    /// Shared state (config, backends, metrics).
+    pub state: Arc<State>,
+    /// Bound TLS listeners (name, address) — useful when port 0 was configured.
+    pub listeners: Vec<(String, SocketAddr)>,
+    /// Bound admin address.
+    pub admin: Option<SocketAddr>,
+    /// `/readyz` state.
+    pub readiness: Arc<Readiness>,
+    connections: Arc<Connections>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Start serving `snapshot`. With `source`, reload on SIGHUP and file changes.
+pub async fn start(
+    snapshot: Snapshot,
+    source: Option<(FileSource, Duration)>,
+) -> Result<Running, StartError> {
+    let gateway = snapshot.gateway.clone();
+    let state = State::new(snapshot, Metrics::new());
+    let (shutdown, shutdown_rx) = watch::channel(false);
+
+    let conf = Arc::new(ServerConf {
+        max_retries: 4,
+        ..ServerConf::default()
+    });
+    let mut app = pingora::proxy::http_proxy(&conf, Apigate::new(state.clone()));
+    let mut server_options = HttpServerOptions::default();
+    server_options.h2_idle_timeout = Some(gateway.timeouts.idle);
+    app.server_options = Some(server_options);
+    let mut h2 = pingora::protocols::http::v2::server::H2Options::new();
+    h2.max_concurrent_streams(DOWNSTREAM_H2_MAX_STREAMS);
+    app.h2_options = Some(h2);
+    let app = Arc::new(app);
+
+    let connections = Arc::new(Connections::default());
+    let mut bound = Vec::new();
+    for spec in &gateway.listeners {
+        let tcp = TcpListener::bind(spec.address)
+            .await
+            .map_err(|source| StartError::Bind {
+                name: spec.name.clone(),
+                address: spec.address,
+                source,
+            })?;
+        let address = tcp.local_addr().unwrap_or(spec.address);
+        bound.push((spec.name.clone(), address));
+        let ctx = ListenerContext {
+            state: state.clone(),
+            app: app.clone(),
+            shutdown: shutdown_rx.clone(),
+            connections: connections.clone(),
+        };
+        tracing::info!(listener = %spec.name, %address, "listening");
+        tokio::spawn(listener::serve(tcp, spec.name.as_str().into(), ctx));
+    }
+
+    let readiness = Arc::new(Readiness::default());
+    let admin = match gateway.admin {
+        Some(address) => {
+            let tcp = TcpListener::bind(address)
+                .await
+                .map_err(|source| StartError::Bind {
+                    name: "admin".into(),
+                    address,
+                    source,
+                })?;
+            let address = tcp.local_addr().unwrap_or(address);
+            tracing::info!(%address, "admin listening");
+            tokio::spawn(admin::serve(
+                tcp,
+                state.clone(),
+                readiness.clone(),
+                shutdown_rx.clone(),
+            ));
+            Some(address)
+        }
+        None => None,
+    };
+
+    if let Some((source, interval)) = source {
+        tokio::spawn(crate::reload::watch(
+            source,
+            state.clone(),
+            interval,
+            shutdown_rx.clone(),
+        ));
+    }
+    readiness.set(true);
+    Ok(Running {
+        state,
+        listeners: bound,
+        admin,
+        readiness,
+        connections,
+        shutdown,
+    })
+}
+
+impl Running {
+    /// The first TLS listener's address.
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.listeners.first().map(|(_, a)| *a)
+    }
+
+    /// Graceful shutdown: report not-ready, stop accepting, ask HTTP/1.1 connections to
+    /// close after their current request and HTTP/2 connections to GOAWAY, then wait up
+    /// to `grace` for open connections to finish. Returns how many were still open.
+    pub async fn shutdown(self, grace: Duration) -> usize {
+        self.readiness.set(false);
+        let _ = self.shutdown.send(true);
+        let left = self.connections.drain(grace).await;
+        if left > 0 {
+            tracing::warn!(
+                open = left,
+                "grace period over; closing remaining connections"
+            );
+        }
+        left
+    }
+}
+
+/// `apigate run`: serve a configuration file until SIGTERM or SIGINT.
+pub async fn run(config: PathBuf, grace: Duration, watch_interval: Duration) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let source = FileSource::new(config.clone());
+    let snapshot = source
+        .load()
+        .and_then(|inputs| apigate_control::compile(&inputs))
+        .map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!(
+                "invalid configuration {}:\n  {}",
+                config.display(),
+                lines.join("\n  ")
+            )
+        })?;
+    let running = start(snapshot, Some((source, watch_interval)))
+        .await
+        .context("starting apigate")?;
+    wait_for_termination().await;
+    tracing::info!("shutting down");
+    running.shutdown(grace).await;
+    Ok(())
+}
+
+/// Resolve on SIGTERM or SIGINT.
+pub async fn wait_for_termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The proxy's view of the active configuration, swapped atomically.
+//!
+//! [`Active`] pairs a control-plane [`Snapshot`] with what the proxy derives from it once
+//! per swap (backend states, pingora's upstream TLS material). It is published through a
+//! single `ArcSwap`, loaded once per connection and once per request: no reader ever
+//! sees two halves of different configurations.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use apigate_control::{Route, RouteId, Snapshot, SnapshotDiff};
+use arc_swap::ArcSwap;
+use pingora::utils::tls::{CertKey, WrappedX509};
+
+use crate::balance::{BackendRegistry, RouteBackends};
+use crate::metrics::Metrics;
+
+/// One route with everything the proxy derived from it.
+pub struct RouteRuntime {
+    /// The compiled route.
+    pub route: Arc<Route>,
+    /// Its backends' shared states and balancing policy.
+    pub backends: RouteBackends,
+    /// Upstream CA in pingora's form, built once per swap rather than per connection.
+    pub upstream_ca: Arc<[WrappedX509]>,
+    /// Front-proxy client certificate in pingora's form.
+    pub front_proxy: Option<Arc<CertKey>>,
+    /// The route id as a metric label.
+    pub label: String,
+}
+
+/// The active configuration as the proxy serves it.
+pub struct Active {
+    /// The compiled configuration.
+    pub snapshot: Arc<Snapshot>,
+    /// Runtimes aligned with `snapshot.routes`.
+    pub routes: Vec<Arc<RouteRuntime>>,
+    /// Increases with every swap.
+    pub revision: u64,
+}
+
+impl Active {
+    /// The route runtime selected by a TLS server name.
+    pub fn route_for_sni(&self, sni: &str) -> Option<&Arc<RouteRuntime>> {
+        let route = self.snapshot.route_for_sni(sni)?;
+        self.route(&route.id)
+    }
+
+    /// The route runtime with this id.
+    pub fn route(&self, id: &RouteId) -> Option<&Arc<RouteRuntime>> {
+        self.routes
+            .binary_search_by(|r| r.route.id.cmp(id))
+            .ok()
+            .and_then(|i| self.routes.get(i))
+    }
+}
+
+/// Shared proxy state: the active configuration plus everything that outlives it.
+pub struct State {
+    active: ArcSwap<Active>,
+    revision: AtomicU64,
+    /// Backend states shared across snapshots.
+    pub backends: BackendRegistry,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl State {
+    /// Start serving `snapshot` as revision 1.
+    pub fn new(snapshot: Snapshot, metrics: Metrics) -> Arc<Self> {
+        let backends = BackendRegistry::default();
+        let active = build(Arc::new(snapshot), 1, &backends);
+        let state = Arc::new(State {
+            active: ArcSwap::from_pointee(active),
+            revision: AtomicU64::new(1),
+            backends,
+            metrics,
+        });
+        state.record_swap();
+        state
+    }
+
+    /// The active configuration; hold the returned `Arc` for the whole connection or
+    /// request so every decision in it uses the same configuration.
+    pub fn load(&self) -> Arc<Active> {
+        self.active.load_full()
+    }
+
+    /// Replace the active configuration. Open connections and in-flight requests keep
+    /// the `Arc` they loaded; nothing is closed.
+    pub fn install(&self, snapshot: Snapshot) -> SnapshotDiff {
+        let old = self.load();
+        let diff = snapshot.diff(&old.snapshot);
+        let revision = self.revision.fetch_add(1, Ordering::Relaxed) + 1;
+        let active = build(Arc::new(snapshot), revision, &self.backends);
+        self.active.store(Arc::new(active));
+        self.record_swap();
+        diff
+    }
+
+    fn record_swap(&self) {
+        let active = self.load();
+        let revision = i64::try_from(active.revision).unwrap_or(i64::MAX);
+        self.metrics.config_revision.set(revision);
+        self.metrics
+            .routes
+            .set(i64::try_from(active.routes.len()).unwrap_or(i64::MAX));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        self.metrics.config_last_success.set(now);
+    }
+
+    /// Copy live backend counters into the gauges, just before a scrape.
+    pub fn refresh_gauges(&self) {
+        let active = self.load();
+        let now = crate::balance::health::now_nanos();
+        self.metrics.in_flight.reset();
+        self.metrics.ejected.reset();
+        for runtime in &active.routes {
+            for backend in &runtime.backends.states {
+                let labels = [runtime.label.as_str(), backend.label.as_str()];
+                let set = |kind: &str, v: u64| {
+                    self.metrics
+                        .in_flight
+                        .with_label_values(&[labels[0], labels[1], kind])
+                        .set(i64::try_from(v).unwrap_or(i64::MAX));
+                };
+                set("ordinary", backend.in_flight());
+                set("long_running", backend.long_running());
+                self.metrics
+                    .ejected
+                    .with_label_values(&[backend.label.as_str()])
+                    .set(i64::from(backend.health.ejected(now)));
+            }
+        }
+    }
+}
+
+fn build(snapshot: Arc<Snapshot>, revision: u64, registry: &BackendRegistry) -> Active {
+    let routes = snapshot
+        .routes
+        .iter()
+        .map(|route| {
+            let ca: Vec<WrappedX509> = route
+                .upstream
+                .ca
+                .iter()
+                .map(|der| WrappedX509::new(der.to_vec(), pingora::utils::tls::parse_x509))
+                .collect();
+            // Compile has parsed every certificate and checked the key, so pingora's
+            // constructors (which panic on bad input) only ever see good material.
+            let front_proxy = route.upstream.front_proxy.as_ref().map(|id| {
+                Arc::new(CertKey::new(
+                    id.chain.iter().map(|c| c.to_vec()).collect(),
+                    id.key_der.clone(),
+                ))
+            });
+            Arc::new(RouteRuntime {
+                backends: RouteBackends::new(&route.backends, route.balancing, registry),
+                upstream_ca: Arc::from(ca.into_boxed_slice()),
+                front_proxy,
+                label: route.id.to_string(),
+                route: route.clone(),
+            })
+        })
+        .collect();
+    Active {
+        snapshot,
+        routes,
+        revision,
+    }
+}

@@ -1,0 +1,11 @@
+//! apigate in-process integration tests: real sockets (ports the OS picks), real TLS,
+//! real HTTP/2 and HTTP/1.1 clients, fake API-server replicas as load targets.
+//! One test binary, so the (large) link happens once.
+
+mod bad_input;
+mod balancing;
+mod failures;
+mod identity;
+mod reload;
+mod streaming;
+mod support;
