@@ -413,9 +413,22 @@ impl ProxyHttp for Apigate {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        // apigate's own rejections are counted and logged by apigate.
-        ctx.rejection.is_some()
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        // apigate's own rejections are counted and logged by apigate; a client that goes
+        // away (a cancelled watch, a killed kubectl) is normal, not an error, and is
+        // logged at debug by `logging`.
+        ctx.rejection.is_some() || error.esource() == &ErrorSource::Downstream
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        // Retries are logged (with route and backend) and counted in `fail_to_connect`.
+        true
     }
 }
 
