@@ -10,16 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-for cmd in cmake cc pkg-config; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "[run.sh] installing build packages (missing: ${missing[*]})"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq cmake build-essential pkg-config >/dev/null
-fi
+bash scripts/bootstrap.sh
 
 echo "[run.sh] testbed install (cached after the first run)"
 bash tests/testbed/testbed.sh install

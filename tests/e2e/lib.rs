@@ -98,7 +98,10 @@ impl Testbed {
     /// TLS settings for a client of apigate (or of a replica, with `server_name`).
     pub fn client_tls(&self, user: Option<&str>, server_name: &str) -> anyhow::Result<ClientTls> {
         let client_cert = match user {
-            Some(user) => Some((self.read(&format!("{user}.crt"))?, self.read(&format!("{user}.key"))?)),
+            Some(user) => Some((
+                self.read(&format!("{user}.crt"))?,
+                self.read(&format!("{user}.key"))?,
+            )),
             None => None,
         };
         Ok(ClientTls {
@@ -111,7 +114,8 @@ impl Testbed {
     /// `apiserver_request_total` of one replica, scraped directly with the admin cert,
     /// summed over the series whose labels contain every one of `labels`.
     pub async fn request_total(&self, replica: SocketAddr, labels: &[&str]) -> anyhow::Result<f64> {
-        let client = H2Client::connect(replica, &self.client_tls(Some("admin"), "localhost")?).await?;
+        let client =
+            H2Client::connect(replica, &self.client_tls(Some("admin"), "localhost")?).await?;
         let response = client.get("/metrics", &[]).await?;
         let text = String::from_utf8_lossy(&response.body);
         Ok(text
@@ -228,7 +232,12 @@ current-context: admin
     }
 
     /// Run kubectl (the testbed's 1.20 client) through apigate as `context`.
-    pub fn kubectl(&self, testbed: &Testbed, context: &str, args: &[&str]) -> anyhow::Result<Output> {
+    pub fn kubectl(
+        &self,
+        testbed: &Testbed,
+        context: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Output> {
         let output = Command::new(testbed.get("KUBECTL")?)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)

@@ -34,14 +34,20 @@ const SPOOF: [(&str, &str); 5] = [
 fn kubectl_ok(ctx: &Ctx, context: &str, args: &[&str]) -> anyhow::Result<String> {
     let output = ctx.gateway.kubectl(&ctx.testbed, context, args)?;
     let out = text(&output);
-    ensure!(output.status.success(), "kubectl {args:?} as {context} failed: {out}");
+    ensure!(
+        output.status.success(),
+        "kubectl {args:?} as {context} failed: {out}"
+    );
     Ok(out)
 }
 
 fn kubectl_denied(ctx: &Ctx, context: &str, args: &[&str], user: &str) -> anyhow::Result<()> {
     let output = ctx.gateway.kubectl(&ctx.testbed, context, args)?;
     let out = text(&output);
-    ensure!(!output.status.success(), "kubectl {args:?} as {context} should be forbidden: {out}");
+    ensure!(
+        !output.status.success(),
+        "kubectl {args:?} as {context} should be forbidden: {out}"
+    );
     ensure!(
         out.contains(&format!("User \"{user}\" cannot")),
         "the API server should name {user:?}: {out}"
@@ -54,19 +60,60 @@ async fn client(ctx: &Ctx, user: Option<&str>) -> anyhow::Result<H2Client> {
     Ok(H2Client::connect(ctx.gateway.address()?, &tls).await?)
 }
 
-/// kubectl with a client-certificate user: get, list, create and watch.
-async fn kubectl_with_client_certificate(ctx: Arc<Ctx>) -> anyhow::Result<()> {
-    let out = kubectl_ok(&ctx, "admin", &["get", "namespaces", "-o", "name"])?;
-    ensure!(out.contains("namespace/default"), "{out}");
-    kubectl_ok(&ctx, "admin", &["-n", "default", "create", "configmap", "e2e-cert", "--from-literal=k=v"])?;
-    let out = kubectl_ok(&ctx, "admin", &["-n", "default", "get", "configmaps", "-o", "name"])?;
-    ensure!(out.contains("configmap/e2e-cert"), "{out}");
+/// kubectl as `context` through apigate: get, list, create and watch (configmaps, which
+/// the testbed's RBAC lets group `devs` read, watch and create).
+async fn kubectl_get_list_create_watch(ctx: &Ctx, context: &str) -> anyhow::Result<()> {
+    let name = format!("e2e-{context}");
+    let watched = format!("e2e-{context}-watched");
+    kubectl_ok(ctx, context, &["-n", "default", "get", "pods"])?;
+    kubectl_ok(
+        ctx,
+        context,
+        &[
+            "-n",
+            "default",
+            "create",
+            "configmap",
+            &name,
+            "--from-literal=k=v",
+        ],
+    )?;
+    let out = kubectl_ok(
+        ctx,
+        context,
+        &["-n", "default", "get", "configmaps", "-o", "name"],
+    )?;
+    ensure!(out.contains(&format!("configmap/{name}")), "{out}");
+    let out = kubectl_ok(
+        ctx,
+        context,
+        &[
+            "-n",
+            "default",
+            "get",
+            "configmap",
+            &name,
+            "-o",
+            "jsonpath={.data.k}",
+        ],
+    )?;
+    ensure!(out.trim() == "v", "{out}");
 
     // kubectl get -w through apigate sees an object created while it watches.
     let mut watch = Command::new(ctx.testbed.get("KUBECTL")?)
         .args(["--kubeconfig"])
         .arg(&ctx.gateway.kubeconfig)
-        .args(["--context", "admin", "-n", "default", "get", "configmaps", "-w", "-o", "name"])
+        .args([
+            "--context",
+            context,
+            "-n",
+            "default",
+            "get",
+            "configmaps",
+            "-w",
+            "-o",
+            "name",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
@@ -81,33 +128,62 @@ async fn kubectl_with_client_certificate(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     });
     // The initial list arrives first; then create the object the watch must report.
     let first = lines_rx.recv_timeout(Duration::from_secs(20));
-    let created = kubectl_ok(&ctx, "admin", &["-n", "default", "create", "configmap", "e2e-watched"]);
+    let created = kubectl_ok(
+        ctx,
+        context,
+        &["-n", "default", "create", "configmap", &watched],
+    );
     let mut seen = false;
     let end = Instant::now() + Duration::from_secs(20);
     while Instant::now() < end && !seen {
         if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(200)) {
-            seen = line.contains("configmap/e2e-watched");
+            seen = line.contains(&format!("configmap/{watched}"));
         }
     }
     let _ = watch.kill();
     let _ = watch.wait();
     ensure!(first.is_ok(), "kubectl -w printed nothing");
     created?;
-    ensure!(seen, "the watch did not report configmap/e2e-watched");
+    ensure!(seen, "the watch did not report configmap/{watched}");
     Ok(())
+}
+
+/// A client-certificate user (alice: CN alice, O devs + testers).
+async fn kubectl_with_client_certificate(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    kubectl_get_list_create_watch(&ctx, "alice").await?;
+    let out = kubectl_ok(&ctx, "admin", &["get", "namespaces", "-o", "name"])?;
+    ensure!(out.contains("namespace/default"), "{out}");
+    Ok(())
+}
+
+/// A bearer-token user (bob, group devs).
+async fn kubectl_with_bearer_token(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    kubectl_get_list_create_watch(&ctx, "bob").await
 }
 
 /// RBAC through apigate sees the real caller: allowed and forbidden actions for a
 /// certificate user (alice, group devs) and a token user (bob, group devs).
 async fn rbac_sees_the_caller(ctx: Arc<Ctx>) -> anyhow::Result<()> {
-    let out = kubectl_ok(&ctx, "alice", &["auth", "can-i", "list", "pods", "-n", "default"])?;
+    let out = kubectl_ok(
+        &ctx,
+        "alice",
+        &["auth", "can-i", "list", "pods", "-n", "default"],
+    )?;
     ensure!(out.trim() == "yes", "{out}");
-    kubectl_ok(&ctx, "alice", &["-n", "default", "get", "pods"])?;
-    kubectl_ok(&ctx, "alice", &["-n", "default", "create", "configmap", "e2e-alice"])?;
     kubectl_denied(&ctx, "alice", &["-n", "default", "get", "secrets"], "alice")?;
-    kubectl_ok(&ctx, "bob", &["-n", "default", "get", "pods"])?;
+    let out = kubectl_ok(
+        &ctx,
+        "bob",
+        &["auth", "can-i", "watch", "configmaps", "-n", "default"],
+    )?;
+    ensure!(out.trim() == "yes", "{out}");
     kubectl_denied(&ctx, "bob", &["get", "secrets", "-A"], "bob")?;
-    kubectl_denied(&ctx, "bob", &["delete", "namespace", "kube-public", "--dry-run=server"], "bob")?;
+    kubectl_denied(
+        &ctx,
+        "bob",
+        &["delete", "namespace", "kube-public", "--dry-run=server"],
+        "bob",
+    )?;
     Ok(())
 }
 
@@ -116,7 +192,11 @@ async fn spoofed_identity_headers_have_no_effect(ctx: Arc<Ctx>) -> anyhow::Resul
     let alice = client(&ctx, Some("alice")).await?;
     let r = alice.get("/api/v1/secrets", &SPOOF).await?;
     let body = String::from_utf8_lossy(&r.body);
-    ensure!(r.status == 403 && body.contains("User \\\"alice\\\""), "{} {body}", r.status);
+    ensure!(
+        r.status == 403 && body.contains("User \\\"alice\\\""),
+        "{} {body}",
+        r.status
+    );
 
     let bob = client(&ctx, None).await?;
     let bearer = format!("Bearer {}", ctx.testbed.get("BOB_TOKEN")?);
@@ -124,10 +204,18 @@ async fn spoofed_identity_headers_have_no_effect(ctx: Arc<Ctx>) -> anyhow::Resul
     headers.push(("Authorization", &bearer));
     let r = bob.get("/api/v1/secrets", &headers).await?;
     let body = String::from_utf8_lossy(&r.body);
-    ensure!(r.status == 403 && body.contains("User \\\"bob\\\""), "{} {body}", r.status);
+    ensure!(
+        r.status == 403 && body.contains("User \\\"bob\\\""),
+        "{} {body}",
+        r.status
+    );
 
     let r = bob.get("/api/v1/secrets", &SPOOF).await?;
-    ensure!(r.status == 401 || r.status == 403, "anonymous with spoofed headers got {}", r.status);
+    ensure!(
+        r.status == 401 || r.status == 403,
+        "anonymous with spoofed headers got {}",
+        r.status
+    );
     Ok(())
 }
 
@@ -152,7 +240,10 @@ async fn one_connection_spreads_over_all_replicas(ctx: Arc<Ctx>) -> anyhow::Resu
     }
     println!("    per-replica requests: {shares:?}");
     for (replica, n) in &shares {
-        ensure!((85.0..=115.0).contains(n), "{replica} served {n} of 300: {shares:?}");
+        ensure!(
+            (85.0..=115.0).contains(n),
+            "{replica} served {n} of 300: {shares:?}"
+        );
     }
     Ok(())
 }
@@ -162,14 +253,23 @@ async fn one_connection_spreads_over_all_replicas(ctx: Arc<Ctx>) -> anyhow::Resu
 async fn watch_survives_while_requests_flow(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let admin = client(&ctx, Some("admin")).await?;
     let mut watch = admin
-        .stream("/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=120", &[])
+        .stream(
+            "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=120",
+            &[],
+        )
         .await?;
     ensure!(watch.status == 200, "watch status {}", watch.status);
     let mut received = String::new();
     for i in 0..5 {
         let name = format!("e2e-flow-{i}");
-        kubectl_ok(&ctx, "admin", &["-n", "default", "create", "configmap", &name])?;
-        let counts = admin.spread("/api/v1/namespaces/default", &[], "content-type", 20, 4).await?;
+        kubectl_ok(
+            &ctx,
+            "admin",
+            &["-n", "default", "create", "configmap", &name],
+        )?;
+        let counts = admin
+            .spread("/api/v1/namespaces/default", &[], "content-type", 20, 4)
+            .await?;
         ensure!(counts.values().sum::<usize>() == 20, "{counts:?}");
         let end = Instant::now() + Duration::from_secs(15);
         while !received.contains(&format!("\"name\":\"{name}\"")) {
@@ -187,33 +287,62 @@ async fn watch_survives_while_requests_flow(ctx: Arc<Ctx>) -> anyhow::Result<()>
 /// to another replica before anything is sent.
 async fn stopped_replica_fails_no_request(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let admin = client(&ctx, Some("admin")).await?;
-    let pid = *ctx.testbed.replica_pids()?.first().context("no replica pid")?;
+    let pid = *ctx
+        .testbed
+        .replica_pids()?
+        .first()
+        .context("no replica pid")?;
     let mut failures = Vec::new();
     for i in 0..400 {
         if i == 50 {
-            let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+            let status = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()?;
             ensure!(status.success(), "kill {pid}");
         }
         match admin.get("/api/v1/namespaces/default", &[]).await {
             Ok(r) if r.status == 200 => {}
-            Ok(r) => failures.push(format!("#{i}: {} {}", r.status, String::from_utf8_lossy(&r.body))),
+            Ok(r) => failures.push(format!(
+                "#{i}: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            )),
             Err(e) => failures.push(format!("#{i}: {e}")),
         }
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
-    ensure!(failures.is_empty(), "{} failed: {failures:?}", failures.len());
+    ensure!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
     Ok(())
 }
 
 fn scenarios() -> Vec<(&'static str, Scenario)> {
     vec![
-        ("kubectl_with_client_certificate", |c| Box::pin(kubectl_with_client_certificate(c))),
-        ("rbac_sees_the_caller", |c| Box::pin(rbac_sees_the_caller(c))),
-        ("spoofed_identity_headers_have_no_effect", |c| Box::pin(spoofed_identity_headers_have_no_effect(c))),
-        ("one_connection_spreads_over_all_replicas", |c| Box::pin(one_connection_spreads_over_all_replicas(c))),
-        ("watch_survives_while_requests_flow", |c| Box::pin(watch_survives_while_requests_flow(c))),
+        ("kubectl_with_client_certificate", |c| {
+            Box::pin(kubectl_with_client_certificate(c))
+        }),
+        ("kubectl_with_bearer_token", |c| {
+            Box::pin(kubectl_with_bearer_token(c))
+        }),
+        ("rbac_sees_the_caller", |c| {
+            Box::pin(rbac_sees_the_caller(c))
+        }),
+        ("spoofed_identity_headers_have_no_effect", |c| {
+            Box::pin(spoofed_identity_headers_have_no_effect(c))
+        }),
+        ("one_connection_spreads_over_all_replicas", |c| {
+            Box::pin(one_connection_spreads_over_all_replicas(c))
+        }),
+        ("watch_survives_while_requests_flow", |c| {
+            Box::pin(watch_survives_while_requests_flow(c))
+        }),
         // Last: it stops a replica.
-        ("stopped_replica_fails_no_request", |c| Box::pin(stopped_replica_fails_no_request(c))),
+        ("stopped_replica_fails_no_request", |c| {
+            Box::pin(stopped_replica_fails_no_request(c))
+        }),
     ]
 }
 
@@ -222,7 +351,11 @@ fn main() -> std::process::ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("APIGATE_LOG").unwrap_or_else(|_| "warn".into()))
         .try_init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("runtime: {e}");

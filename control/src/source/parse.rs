@@ -27,7 +27,7 @@ pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Object>, Vec<Conf
         };
         match parse_object(value, &doc_ref) {
             Ok(object) => objects.push(object),
-            Err(e) => errors.extend([e]),
+            Err(e) => errors.extend([*e]),
         }
     }
     if errors.is_empty() {
@@ -37,7 +37,8 @@ pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Object>, Vec<Conf
     }
 }
 
-fn parse_object(value: serde_yaml::Value, doc_ref: &ObjectRef) -> Result<Object, ConfigError> {
+/// Boxed error: a parse error is rare and `ConfigError` is large.
+fn parse_object(value: serde_yaml::Value, doc_ref: &ObjectRef) -> Result<Object, Box<ConfigError>> {
     let text_field = |key: &str| {
         value
             .get(key)
@@ -70,11 +71,11 @@ fn parse_object(value: serde_yaml::Value, doc_ref: &ObjectRef) -> Result<Object,
         }
     };
     if api_version != API_VERSION {
-        return Err(ConfigError::new(
+        return Err(Box::new(ConfigError::new(
             object_ref,
             "apiVersion",
             Problem::UnknownKind(format!("{api_version}/{kind}")),
-        ));
+        )));
     }
     let result = match kind.as_str() {
         "GatewayConfig" => {
@@ -84,21 +85,21 @@ fn parse_object(value: serde_yaml::Value, doc_ref: &ObjectRef) -> Result<Object,
             serde_path_to_error::deserialize::<_, ApiServerRoute>(value).map(Object::Route)
         }
         _ => {
-            return Err(ConfigError::new(
+            return Err(Box::new(ConfigError::new(
                 object_ref,
                 "kind",
                 Problem::UnknownKind(format!("{api_version}/{kind}")),
-            ))
+            )))
         }
     };
     result.map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { String::new() } else { path };
-        ConfigError::new(
+        Box::new(ConfigError::new(
             object_ref,
             field,
             Problem::Syntax(e.into_inner().to_string()),
-        )
+        ))
     })
 }
 

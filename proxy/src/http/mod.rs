@@ -37,7 +37,7 @@ use self::classify::Kind;
 use self::identity::Identity;
 use self::rejection::Rejection;
 use crate::balance::health::{now_nanos, FailureOutcome};
-use crate::balance::InFlight;
+use crate::balance::{BackendState, InFlight};
 use crate::listener::conn::{ClientAuth, ConnCtx};
 use crate::state::{Active, RouteRuntime, State};
 
@@ -72,6 +72,8 @@ pub struct RequestCtx {
     identity: Option<Identity>,
     tried: Vec<SocketAddr>,
     in_flight: Option<InFlight>,
+    /// The last backend tried, kept for metrics after its in-flight count ended.
+    last_backend: Option<Arc<BackendState>>,
     rejection: Option<Rejection>,
     started: Instant,
 }
@@ -82,9 +84,9 @@ impl RequestCtx {
     }
 
     fn backend_label(&self) -> &str {
-        self.in_flight
+        self.last_backend
             .as_ref()
-            .map_or("none", |f| f.backend().label.as_str())
+            .map_or("none", |b| b.label.as_str())
     }
 
     fn active(&self) -> Option<&Arc<Active>> {
@@ -140,6 +142,7 @@ impl ProxyHttp for Apigate {
             identity: None,
             tried: Vec::new(),
             in_flight: None,
+            last_backend: None,
             rejection: None,
             started: Instant::now(),
         }
@@ -175,6 +178,18 @@ impl ProxyHttp for Apigate {
         let Some(conn) = ctx.conn.clone() else {
             return reject(ctx, Rejection::MissingConnectionContext);
         };
+        if let Some(active) = ctx.active() {
+            let timeouts = active.snapshot.gateway.timeouts;
+            // pingora's HTTP/1.1 defaults (60 s keep-alive, 60 s body reads) would cut
+            // an idle `kubectl exec` session; long-running requests get the long limit.
+            let read_limit = if ctx.kind.is_long_running() {
+                timeouts.long_running
+            } else {
+                timeouts.request
+            };
+            session.set_read_timeout(Some(read_limit));
+            session.set_keepalive(Some(timeouts.idle.as_secs()));
+        }
         match &conn.client {
             ClientAuth::Anonymous => {}
             ClientAuth::Verified(identity) => ctx.identity = Some(identity.clone()),
@@ -187,7 +202,7 @@ impl ProxyHttp for Apigate {
 
     async fn upstream_peer(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
         let (Some(route), Some(active)) = (ctx.route.clone(), ctx.active().cloned()) else {
@@ -217,6 +232,7 @@ impl ProxyHttp for Apigate {
                 .inc();
         }
         ctx.tried.push(backend.addr);
+        ctx.last_backend = Some(backend.clone());
         ctx.in_flight = Some(InFlight::start(backend.clone(), ctx.kind.is_long_running()));
 
         let timeouts = active.snapshot.gateway.timeouts;
@@ -256,7 +272,6 @@ impl ProxyHttp for Apigate {
             peer.client_cert_key = route.front_proxy.clone();
         }
         peer.group_key = pool_key(&route, with_identity, timeouts.upstream_max_connection_age);
-        let _ = session;
         Ok(Box::new(peer))
     }
 
@@ -399,7 +414,11 @@ impl ProxyHttp for Apigate {
         self.state
             .metrics
             .requests
-            .with_label_values(&[route.as_str(), ctx.backend_label(), code_label(code)])
+            .with_label_values(&[
+                route.as_str(),
+                ctx.backend_label(),
+                code_label(code).as_str(),
+            ])
             .inc();
         if !ctx.kind.is_long_running() {
             self.state
@@ -433,7 +452,7 @@ impl ProxyHttp for Apigate {
 }
 
 impl Apigate {
-    fn record_failure(&self, ctx: &RequestCtx, backend: &Arc<crate::balance::BackendState>) {
+    fn record_failure(&self, ctx: &RequestCtx, backend: &Arc<BackendState>) {
         let Some(active) = ctx.active() else { return };
         let policy = active.snapshot.gateway.ejection;
         if let FailureOutcome::Ejected(duration) =
@@ -487,34 +506,12 @@ fn rejection_for(e: &Error, ctx: &RequestCtx) -> Option<Rejection> {
     }
 }
 
-fn code_label(code: u16) -> &'static str {
-    // A fixed label set keeps cardinality bounded whatever an upstream sends.
-    match code {
-        0 => "0",
-        101 => "101",
-        200 => "200",
-        201 => "201",
-        202 => "202",
-        204 => "204",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        409 => "409",
-        410 => "410",
-        421 => "421",
-        422 => "422",
-        429 => "429",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+/// Status code as a metric label. Valid codes are a bounded set (100–599); anything
+/// else (no response written) is `0`.
+fn code_label(code: u16) -> String {
+    if (100..600).contains(&code) {
+        code.to_string()
+    } else {
+        "0".to_string()
     }
 }

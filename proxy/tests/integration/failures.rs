@@ -120,3 +120,34 @@ async fn a_replica_stopped_mid_run_fails_no_request() {
     assert_eq!(after.values().sum::<usize>(), 60);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_slower_than_the_request_timeout_gives_504_status() {
+    let pki = Arc::new(Pki::new());
+    let mut options = pki.replica_options();
+    options.service_time =
+        apigate_fake_apiserver::ServiceTime::Fixed(std::time::Duration::from_secs(3));
+    let replicas = apigate_fake_apiserver::spawn_many(1, "127.0.0.1".parse().unwrap(), options)
+        .await
+        .unwrap();
+    let backends = vec![replicas[0].local_addr()];
+    let settings = Settings {
+        defaults: "    requestTimeout: 300ms".into(),
+        ..Settings::default()
+    };
+    let h = Harness::start_backends(pki, replicas, &backends, settings).await;
+    let client = h.h2(None).await;
+    let started = std::time::Instant::now();
+    let r = client
+        .get("/api/v1/namespaces/default/pods", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 504);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "cut at the timeout, not after the reply"
+    );
+    let status: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(status["reason"], "Timeout");
+    h.stop().await;
+}

@@ -2,6 +2,9 @@
 //! real HTTP/2 and HTTP/1.1 clients, fake API-server replicas as load targets.
 //! One test binary, so the (large) link happens once.
 
+// Test code: a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod bad_input;
 mod balancing;
 mod failures;

@@ -40,6 +40,10 @@ async fn watch_events_arrive_one_by_one_while_other_requests_flow() {
 }
 
 async fn upgrade(h: &Harness, upgrade: &str, extra: &str) {
+    upgrade_with_pause(h, upgrade, extra, Duration::ZERO).await;
+}
+
+async fn upgrade_with_pause(h: &Harness, upgrade: &str, extra: &str, pause: Duration) {
     let mut stream = h.h1_stream(None).await;
     let request = format!(
         "POST /api/v1/namespaces/default/pods/p/exec?command=sh HTTP/1.1\r\nHost: api.test.local\r\nAuthorization: Bearer {TOKEN}\r\nConnection: Upgrade\r\nUpgrade: {upgrade}\r\n{extra}\r\n"
@@ -52,8 +56,9 @@ async fn upgrade(h: &Harness, upgrade: &str, extra: &str) {
             .contains(&format!("upgrade: {}", upgrade.to_ascii_lowercase())),
         "{head}"
     );
-    // Bytes flow both ways through the upgraded stream.
+    // Bytes flow both ways through the upgraded stream, also after a quiet spell.
     for message in [&b"hello"[..], b"kubectl exec bytes \x00\x01\x02"] {
+        tokio::time::sleep(pause).await;
         write_all(&mut stream, message).await;
         let mut echoed = vec![0u8; message.len()];
         tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
@@ -85,5 +90,17 @@ async fn websocket_upgrade_passes_through() {
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n",
     )
     .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_exec_session_outlives_the_ordinary_request_timeout() {
+    let settings = crate::support::Settings {
+        defaults: "    requestTimeout: 300ms\n    longRunningTimeout: 1h".into(),
+        ..crate::support::Settings::default()
+    };
+    let h = Harness::start_with(1, settings).await;
+    // Quiet for longer than requestTimeout on both sides: must not be cut.
+    upgrade_with_pause(&h, "SPDY/3.1", "", Duration::from_millis(800)).await;
     h.stop().await;
 }
