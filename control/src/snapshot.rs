@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 
-use crate::model::Balancing;
+use crate::access::{AccessPolicy, CidrSet};
+use crate::model::{Balancing, ListenerKind, ProxyProtocolMode, RouteMode};
 
 /// Identity of a route: namespace and name of its `ApiServerRoute`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,6 +40,7 @@ pub struct Snapshot {
     /// Routes in a stable order (by id).
     pub routes: Vec<Arc<Route>>,
     hosts: HashMap<String, usize>,
+    destinations: HashMap<String, usize>,
 }
 
 impl Snapshot {
@@ -46,15 +48,20 @@ impl Snapshot {
     pub(crate) fn new(gateway: GatewaySettings, mut routes: Vec<Arc<Route>>) -> Self {
         routes.sort_by(|a, b| a.id.cmp(&b.id));
         let mut hosts = HashMap::new();
+        let mut destinations = HashMap::new();
         for (index, route) in routes.iter().enumerate() {
             for host in &route.hostnames {
                 hosts.insert(host.clone(), index);
+            }
+            for destination in &route.destinations {
+                destinations.insert(destination.clone(), index);
             }
         }
         let snapshot = Snapshot {
             gateway,
             routes,
             hosts,
+            destinations,
         };
         #[cfg(debug_assertions)]
         snapshot.check_invariants();
@@ -67,6 +74,16 @@ impl Snapshot {
             Some(i) => *i,
             None => *self.hosts.get(&sni.to_ascii_lowercase())?,
         };
+        self.routes.get(index)
+    }
+
+    /// The route a CONNECT destination header names. Matching is exact (after
+    /// lowercasing): a value that merely contains a route's name selects nothing, so no
+    /// crafted value can reach a route other than the one it names.
+    pub fn route_for_destination(&self, destination: &str) -> Option<&Arc<Route>> {
+        let index = *self
+            .destinations
+            .get(destination.trim().to_ascii_lowercase().as_str())?;
         self.routes.get(index)
     }
 
@@ -118,22 +135,33 @@ impl Snapshot {
             );
             assert_eq!(host, &host.to_ascii_lowercase(), "hostnames are lowercase");
         }
+        for (destination, index) in &self.destinations {
+            assert!(self.routes[*index].destinations.contains(destination));
+        }
         for route in &self.routes {
             assert!(
                 !route.backends.is_empty(),
                 "route {} has no backends",
                 route.id
             );
-            assert!(
-                !route.upstream.ca.is_empty(),
-                "route {} has no upstream CA",
+            assert_eq!(
+                route.terminate.is_some(),
+                route.mode == RouteMode::Terminate,
+                "route {}: TLS material exactly in terminate mode",
                 route.id
             );
-            assert!(
-                !route.client_auth || route.upstream.front_proxy.is_some(),
-                "route {} verifies client certs but has no front-proxy identity",
-                route.id
-            );
+            if let Some(t) = &route.terminate {
+                assert!(
+                    !t.upstream.ca.is_empty(),
+                    "route {} has no upstream CA",
+                    route.id
+                );
+                assert!(
+                    !t.client_auth || t.upstream.front_proxy.is_some(),
+                    "route {} verifies client certs but has no front-proxy identity",
+                    route.id
+                );
+            }
         }
         let ids: BTreeSet<_> = self.routes.iter().map(|r| &r.id).collect();
         assert_eq!(ids.len(), self.routes.len(), "route ids are unique");
@@ -166,8 +194,10 @@ impl SnapshotDiff {
 /// Gateway-wide settings with defaults applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewaySettings {
-    /// TLS listeners.
+    /// Listeners.
     pub listeners: Vec<Listener>,
+    /// CONNECT destination header name (lowercase).
+    pub destination_header: String,
     /// Admin listener address.
     pub admin: Option<SocketAddr>,
     /// Timeouts.
@@ -176,14 +206,41 @@ pub struct GatewaySettings {
     pub ejection: Ejection,
 }
 
-/// A TLS listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A listener.
+#[derive(Debug, Clone)]
 pub struct Listener {
     /// Name for logs and metrics.
     pub name: String,
     /// Bind address.
     pub address: SocketAddr,
+    /// TLS (route by SNI) or CONNECT (route by destination header).
+    pub kind: ListenerKind,
+    /// PROXY protocol expectation.
+    pub proxy_protocol: ProxyProtocolMode,
+    /// Trusted PROXY senders as written (for equality and logs).
+    pub trusted_proxies: Vec<String>,
+    /// Trusted PROXY senders, compiled.
+    pub trusted: CidrSet,
 }
+
+impl Listener {
+    /// Whether `peer` may send a PROXY header on this listener.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted.contains(peer)
+    }
+}
+
+impl PartialEq for Listener {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.address == other.address
+            && self.kind == other.kind
+            && self.proxy_protocol == other.proxy_protocol
+            && self.trusted_proxies == other.trusted_proxies
+    }
+}
+
+impl Eq for Listener {}
 
 /// Timeouts with defaults applied; see [`crate::model::Defaults`] for meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +278,24 @@ pub struct Route {
     pub id: RouteId,
     /// Lowercased SNI names.
     pub hostnames: Vec<String>,
+    /// Terminate or pass through.
+    pub mode: RouteMode,
+    /// TLS termination material; `Some` exactly in terminate mode.
+    pub terminate: Option<Terminate>,
+    /// Backend replica addresses.
+    pub backends: Vec<SocketAddr>,
+    /// Balancing policy with the default applied.
+    pub balancing: Balancing,
+    /// Source-IP allowlist (allow-all when none is configured).
+    pub access: AccessPolicy,
+    /// Lowercased CONNECT destination values that select this route.
+    pub destinations: Vec<String>,
+    /// Hash of everything above, to tell changed routes apart in diffs.
+    pub fingerprint: u64,
+}
+
+/// What terminate mode needs.
+pub struct Terminate {
     /// Server config presenting the route's certificate; client certs are requested
     /// (never required) when `client_auth` is set.
     pub server_tls: Arc<rustls::ServerConfig>,
@@ -228,12 +303,6 @@ pub struct Route {
     pub client_auth: bool,
     /// Upstream trust and identity.
     pub upstream: UpstreamTls,
-    /// Backend replica addresses.
-    pub backends: Vec<SocketAddr>,
-    /// Balancing policy with the default applied.
-    pub balancing: Balancing,
-    /// Hash of everything above, to tell changed routes apart in diffs.
-    pub fingerprint: u64,
 }
 
 impl fmt::Debug for Route {
@@ -241,10 +310,16 @@ impl fmt::Debug for Route {
         f.debug_struct("Route")
             .field("id", &self.id)
             .field("hostnames", &self.hostnames)
-            .field("client_auth", &self.client_auth)
-            .field("upstream", &self.upstream)
+            .field("mode", &self.mode)
+            .field(
+                "client_auth",
+                &self.terminate.as_ref().is_some_and(|t| t.client_auth),
+            )
+            .field("upstream", &self.terminate.as_ref().map(|t| &t.upstream))
             .field("backends", &self.backends)
             .field("balancing", &self.balancing)
+            .field("access", &self.access)
+            .field("destinations", &self.destinations)
             .finish_non_exhaustive()
     }
 }

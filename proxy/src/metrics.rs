@@ -38,6 +38,15 @@ pub struct Metrics {
     pub tls_handshake_failures: IntCounterVec,
     /// Requests the proxy answered itself, by reason.
     pub rejections: IntCounterVec,
+    /// Connection admission by listener, route, result (`allowed`, `denied`), reason
+    /// (`acl`, `acl_default`, `always_allowed`, `no_policy`, `untrusted_proxy_header`,
+    /// `malformed_proxy_header`, `unknown_sni`, `no_sni`, `unknown_destination`,
+    /// `bad_connect`) and address family.
+    pub access: IntCounterVec,
+    /// Open connections closed because a new configuration no longer allows them.
+    pub revoked: IntCounterVec,
+    /// Passthrough connections by route and backend.
+    pub passthrough_connections: IntCounterVec,
     /// Config reloads by result (`success`, `failure`).
     pub reloads: IntCounterVec,
     /// Config errors in rejected reloads, by problem kind.
@@ -170,6 +179,24 @@ impl Metrics {
                 "apigate_rejections_total",
                 "Requests answered by apigate itself, by reason.",
                 &["reason"],
+            ),
+            access: counter(
+                &registry,
+                "apigate_access_total",
+                "Connection admission decisions.",
+                &["listener", "route", "result", "reason", "family"],
+            ),
+            revoked: counter(
+                &registry,
+                "apigate_connections_revoked_total",
+                "Open connections closed after a configuration change revoked them.",
+                &["listener", "reason"],
+            ),
+            passthrough_connections: counter(
+                &registry,
+                "apigate_passthrough_connections_total",
+                "Connections spliced to a backend in passthrough mode.",
+                &["route", "backend"],
             ),
             reloads: counter(
                 &registry,

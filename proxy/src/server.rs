@@ -94,8 +94,8 @@ pub async fn start(
             shutdown: shutdown_rx.clone(),
             connections: connections.clone(),
         };
-        tracing::info!(listener = %spec.name, %address, "listening");
-        tokio::spawn(listener::serve(tcp, spec.name.as_str().into(), ctx));
+        tracing::info!(listener = %spec.name, %address, kind = ?spec.kind, proxy_protocol = ?spec.proxy_protocol, "listening");
+        tokio::spawn(listener::serve(tcp, spec.clone(), ctx));
     }
 
     let readiness = Arc::new(Readiness::default());

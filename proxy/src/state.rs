@@ -22,12 +22,63 @@ pub struct RouteRuntime {
     pub route: Arc<Route>,
     /// Its backends' shared states and balancing policy.
     pub backends: RouteBackends,
-    /// Upstream CA in pingora's form, built once per swap rather than per connection.
-    pub upstream_ca: Arc<[WrappedX509]>,
-    /// Front-proxy client certificate in pingora's form.
-    pub front_proxy: Option<Arc<CertKey>>,
+    /// Upstream TLS in pingora's form (terminate mode), built once per swap rather
+    /// than per connection.
+    pub upstream: Option<UpstreamPeerTls>,
+    /// rustls client configs for upgrades, which apigate forwards itself.
+    pub upgrade_tls: Option<UpgradeTls>,
     /// The route id as a metric label.
     pub label: String,
+}
+
+/// Upstream TLS material of a terminating route, in pingora's types.
+pub struct UpstreamPeerTls {
+    /// Trust anchors for the replicas' serving certificates.
+    pub ca: Arc<[WrappedX509]>,
+    /// Front-proxy client certificate.
+    pub front_proxy: Option<Arc<CertKey>>,
+}
+
+/// Client configs for upgraded requests: one without and one with the front-proxy
+/// certificate, mirroring the two pools of the pooled path.
+pub struct UpgradeTls {
+    /// For token and anonymous requests.
+    pub anonymous: Arc<rustls::ClientConfig>,
+    /// For verified client certificates.
+    pub identity: Option<Arc<rustls::ClientConfig>>,
+}
+
+fn upgrade_tls(upstream: &apigate_control::snapshot::UpstreamTls) -> Option<UpgradeTls> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in &upstream.ca {
+        roots.add(cert.clone()).ok()?;
+    }
+    let builder = || {
+        rustls::ClientConfig::builder_with_provider(apigate_control::compile::provider())
+            .with_safe_default_protocol_versions()
+            .ok()
+            .map(|b| b.with_root_certificates(roots.clone()))
+    };
+    let finish = |mut config: rustls::ClientConfig| {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    };
+    let anonymous = finish(builder()?.with_no_client_auth());
+    let identity = match &upstream.front_proxy {
+        None => None,
+        Some(id) => {
+            let key = rustls::pki_types::PrivateKeyDer::try_from(id.key_der.clone()).ok()?;
+            Some(finish(
+                builder()?
+                    .with_client_auth_cert(id.chain.clone(), key)
+                    .ok()?,
+            ))
+        }
+    };
+    Some(UpgradeTls {
+        anonymous,
+        identity,
+    })
 }
 
 /// The active configuration as the proxy serves it.
@@ -60,6 +111,7 @@ impl Active {
 pub struct State {
     active: ArcSwap<Active>,
     revision: AtomicU64,
+    revisions: tokio::sync::watch::Sender<u64>,
     /// Backend states shared across snapshots.
     pub backends: BackendRegistry,
     /// Metrics.
@@ -74,6 +126,7 @@ impl State {
         let state = Arc::new(State {
             active: ArcSwap::from_pointee(active),
             revision: AtomicU64::new(1),
+            revisions: tokio::sync::watch::channel(1).0,
             backends,
             metrics,
         });
@@ -96,7 +149,13 @@ impl State {
         let active = build(Arc::new(snapshot), revision, &self.backends);
         self.active.store(Arc::new(active));
         self.record_swap();
+        self.revisions.send_replace(revision);
         diff
+    }
+
+    /// Notified after every swap (connections re-check their permission).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revisions.subscribe()
     }
 
     fn record_swap(&self) {
@@ -144,24 +203,34 @@ fn build(snapshot: Arc<Snapshot>, revision: u64, registry: &BackendRegistry) -> 
         .routes
         .iter()
         .map(|route| {
-            let ca: Vec<WrappedX509> = route
-                .upstream
-                .ca
-                .iter()
-                .map(|der| WrappedX509::new(der.to_vec(), pingora::utils::tls::parse_x509))
-                .collect();
             // Compile has parsed every certificate and checked the key, so pingora's
             // constructors (which panic on bad input) only ever see good material.
-            let front_proxy = route.upstream.front_proxy.as_ref().map(|id| {
-                Arc::new(CertKey::new(
-                    id.chain.iter().map(|c| c.to_vec()).collect(),
-                    id.key_der.clone(),
-                ))
+            let upstream = route.terminate.as_ref().map(|t| {
+                let ca: Vec<WrappedX509> = t
+                    .upstream
+                    .ca
+                    .iter()
+                    .map(|der| WrappedX509::new(der.to_vec(), pingora::utils::tls::parse_x509))
+                    .collect();
+                let front_proxy = t.upstream.front_proxy.as_ref().map(|id| {
+                    Arc::new(CertKey::new(
+                        id.chain.iter().map(|c| c.to_vec()).collect(),
+                        id.key_der.clone(),
+                    ))
+                });
+                UpstreamPeerTls {
+                    ca: Arc::from(ca.into_boxed_slice()),
+                    front_proxy,
+                }
             });
+            let upgrade_tls = route
+                .terminate
+                .as_ref()
+                .and_then(|t| upgrade_tls(&t.upstream));
             Arc::new(RouteRuntime {
+                upgrade_tls,
                 backends: RouteBackends::new(&route.backends, route.balancing, registry),
-                upstream_ca: Arc::from(ca.into_boxed_slice()),
-                front_proxy,
+                upstream,
                 label: route.id.to_string(),
                 route: route.clone(),
             })

@@ -4,18 +4,29 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::access::compile_cidrs;
 use crate::error::{Errors, Problem};
-use crate::model::{Balancing, GatewayConfig};
+use crate::model::{Balancing, GatewayConfig, ProxyProtocolMode};
 use crate::snapshot::{Ejection, GatewaySettings, Listener, Timeouts};
+
+/// Default `access.maxCIDRsPerRoute`.
+pub const DEFAULT_MAX_CIDRS_PER_ROUTE: usize = 1000;
+/// Default CONNECT destination header (Gardener's).
+pub const DEFAULT_DESTINATION_HEADER: &str = "X-Gardener-Destination";
+
+/// A compiled `GatewayConfig` plus the defaults routes are compiled with.
+pub(super) struct CompiledGateway {
+    pub(super) settings: GatewaySettings,
+    pub(super) balancing: Balancing,
+    pub(super) always_allowed: Vec<ipnet::IpNet>,
+    pub(super) max_cidrs: usize,
+}
 
 const SECOND: Duration = Duration::from_secs(1);
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// Returns the settings and the default balancing policy, or `None` after recording errors.
-pub(super) fn compile(
-    object: &GatewayConfig,
-    errors: &mut Errors,
-) -> Option<(GatewaySettings, Balancing)> {
+/// Compile the gateway settings, or record errors and return `None`.
+pub(super) fn compile(object: &GatewayConfig, errors: &mut Errors) -> Option<CompiledGateway> {
     let object_ref = object.object_ref();
     let before = errors.len();
     let spec = &object.spec;
@@ -48,11 +59,35 @@ pub(super) fn compile(
                 },
             );
         }
+        let trusted = compile_cidrs(
+            &listener.trusted_proxies,
+            &object_ref,
+            &format!("{field}.trustedProxies"),
+            errors,
+        )
+        .unwrap_or_default();
+        if listener.proxy_protocol != ProxyProtocolMode::Off && listener.trusted_proxies.is_empty()
+        {
+            errors.push(
+                &object_ref,
+                format!("{field}.trustedProxies"),
+                Problem::Missing(
+                    "the CIDRs of the load balancers allowed to send PROXY headers when proxyProtocol is optional or required",
+                ),
+            );
+        }
         match parse_address(&listener.address) {
-            Ok(address) if addresses.insert(address) => listeners.push(Listener {
-                name: listener.name.clone(),
-                address,
-            }),
+            // Port 0 (the OS picks) never conflicts.
+            Ok(address) if address.port() == 0 || addresses.insert(address) => {
+                listeners.push(Listener {
+                    name: listener.name.clone(),
+                    address,
+                    kind: listener.kind,
+                    proxy_protocol: listener.proxy_protocol,
+                    trusted_proxies: listener.trusted_proxies.clone(),
+                    trusted,
+                })
+            }
             Ok(_) => errors.push(
                 &object_ref,
                 format!("{field}.address"),
@@ -145,18 +180,71 @@ pub(super) fn compile(
         );
     }
 
+    let access = &spec.access;
+    compile_cidrs(
+        &access.always_allowed_cidrs,
+        &object_ref,
+        "spec.access.alwaysAllowedCIDRs",
+        errors,
+    );
+    // Validated just above; parse again to keep the list for the routes' policies.
+    let always_allowed: Vec<ipnet::IpNet> = access
+        .always_allowed_cidrs
+        .iter()
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let max_cidrs = access
+        .max_cidrs_per_route
+        .unwrap_or(DEFAULT_MAX_CIDRS_PER_ROUTE);
+    if max_cidrs == 0 {
+        errors.push(
+            &object_ref,
+            "spec.access.maxCIDRsPerRoute",
+            Problem::Invalid {
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            },
+        );
+    }
+    let header = spec
+        .connect
+        .destination_header
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DESTINATION_HEADER.to_string());
+    if http_header_name_invalid(&header) {
+        errors.push(
+            &object_ref,
+            "spec.connect.destinationHeader",
+            Problem::Invalid {
+                value: header.clone(),
+                reason: "not a valid HTTP header name".into(),
+            },
+        );
+    }
+
     if errors.len() != before {
         return None;
     }
-    Some((
-        GatewaySettings {
+    Some(CompiledGateway {
+        settings: GatewaySettings {
             listeners,
+            destination_header: header.to_ascii_lowercase(),
             admin,
             timeouts,
             ejection,
         },
-        d.balancing.unwrap_or_default(),
-    ))
+        balancing: d.balancing.unwrap_or_default(),
+        always_allowed,
+        max_cidrs,
+    })
+}
+
+/// RFC 9110 token characters only.
+fn http_header_name_invalid(name: &str) -> bool {
+    name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Parse `ip:port` (IPv6 in brackets). Host names are rejected: a listener or backend

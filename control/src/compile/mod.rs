@@ -7,7 +7,8 @@ mod gateway;
 mod route;
 mod tls;
 
-pub use route::DEFAULT_UPSTREAM_SERVER_NAME;
+pub use gateway::{DEFAULT_DESTINATION_HEADER, DEFAULT_MAX_CIDRS_PER_ROUTE};
+pub use route::{default_destination, DEFAULT_UPSTREAM_SERVER_NAME};
 pub use tls::{provider, ALPN};
 
 use std::collections::HashMap;
@@ -56,14 +57,25 @@ pub fn compile(inputs: &Inputs) -> Result<Snapshot, Vec<ConfigError>> {
     let mut routes = Vec::new();
     let mut ids: HashMap<RouteId, ObjectRef> = HashMap::new();
     let mut hosts: HashMap<String, ObjectRef> = HashMap::new();
-    let default_balancing = gateway.as_ref().map(|g| g.1).unwrap_or_default();
+    let mut destinations: HashMap<String, ObjectRef> = HashMap::new();
+    // The default CONNECT destination names a namespace's kube-apiserver; it is only
+    // unambiguous when the namespace holds one route.
+    let mut per_namespace: HashMap<&str, usize> = HashMap::new();
+    for object in &inputs.objects {
+        if let Object::Route(route) = object {
+            *per_namespace.entry(route::namespace_of(route)).or_default() += 1;
+        }
+    }
     for object in &inputs.objects {
         let Object::Route(object) = object else {
             continue;
         };
+        let Some(gateway) = gateway.as_ref() else {
+            continue;
+        };
         let object_ref = object.object_ref();
-        let Some(route) = route::compile(object, &inputs.files, default_balancing, &mut errors)
-        else {
+        let sole = per_namespace.get(route::namespace_of(object)) == Some(&1);
+        let Some(route) = route::compile(object, &inputs.files, gateway, sole, &mut errors) else {
             continue;
         };
         if let Some(other) = ids.get(&route.id) {
@@ -91,18 +103,34 @@ pub fn compile(inputs: &Inputs) -> Result<Snapshot, Vec<ConfigError>> {
                 conflict = true;
             }
         }
+        for destination in &route.destinations {
+            if let Some(other) = destinations.get(destination) {
+                errors.push(
+                    &object_ref,
+                    "spec.destinations",
+                    Problem::Conflict {
+                        value: destination.clone(),
+                        other: other.to_string(),
+                    },
+                );
+                conflict = true;
+            }
+        }
         if conflict {
             continue;
         }
         for host in &route.hostnames {
             hosts.insert(host.clone(), object_ref.clone());
         }
+        for destination in &route.destinations {
+            destinations.insert(destination.clone(), object_ref.clone());
+        }
         ids.insert(route.id.clone(), object_ref);
         routes.push(Arc::new(route));
     }
 
     match gateway {
-        Some((settings, _)) if errors.is_empty() => Ok(Snapshot::new(settings, routes)),
+        Some(gateway) if errors.is_empty() => Ok(Snapshot::new(gateway.settings, routes)),
         _ => Err(errors.into_vec()),
     }
 }

@@ -3,11 +3,18 @@
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 
-use super::gateway::parse_address;
+use super::gateway::{parse_address, CompiledGateway};
 use super::tls;
+use crate::access::compile_policy;
 use crate::error::{Errors, ObjectRef, Problem};
-use crate::model::{ApiServerRoute, Balancing, RouteMode};
-use crate::snapshot::{Route, RouteId, UpstreamTls};
+use crate::model::{ApiServerRoute, RouteMode, ServingTlsSpec, UpstreamSpec};
+use crate::snapshot::{Route, RouteId, Terminate, UpstreamTls};
+
+/// The CONNECT destination that selects a route by default: what Gardener's
+/// apiserver-proxy and VPN send for the shoot's `kube-apiserver` Service.
+pub fn default_destination(namespace: &str) -> String {
+    format!("outbound|443||kube-apiserver.{namespace}.svc.cluster.local")
+}
 
 /// Upstream server name used when a route does not set one: the name every
 /// kube-apiserver serving certificate carries.
@@ -15,11 +22,22 @@ pub const DEFAULT_UPSTREAM_SERVER_NAME: &str = "kubernetes.default.svc";
 
 type Files = BTreeMap<String, Result<Vec<u8>, String>>;
 
-/// Compile a route, or record its errors and return `None`.
+/// The route's namespace, `default` when unset.
+pub(super) fn namespace_of(object: &ApiServerRoute) -> &str {
+    if object.metadata.namespace.is_empty() {
+        "default"
+    } else {
+        &object.metadata.namespace
+    }
+}
+
+/// Compile a route, or record its errors and return `None`. `sole_in_namespace` says
+/// whether the default CONNECT destination can be given to it.
 pub(super) fn compile(
     object: &ApiServerRoute,
     files: &Files,
-    default_balancing: Balancing,
+    gateway: &CompiledGateway,
+    sole_in_namespace: bool,
     errors: &mut Errors,
 ) -> Option<Route> {
     let object_ref = object.object_ref();
@@ -29,78 +47,161 @@ pub(super) fn compile(
     if object.metadata.name.is_empty() {
         errors.push(&object_ref, "metadata.name", Problem::Missing("a name"));
     }
-    let namespace = if object.metadata.namespace.is_empty() {
-        "default".to_string()
-    } else {
-        object.metadata.namespace.clone()
-    };
+    let namespace = namespace_of(object).to_string();
 
     let hostnames = compile_hostnames(&spec.hostnames, &object_ref, errors);
     let backends = compile_backends(&spec.backends.static_addresses, &object_ref, errors);
+    let access = compile_policy(
+        spec.access_control.as_ref(),
+        spec.acl.as_ref(),
+        &gateway.always_allowed,
+        &spec.always_allowed_cidrs,
+        gateway.max_cidrs,
+        &object_ref,
+        errors,
+    );
+    let destinations = compile_destinations(
+        sole_in_namespace.then_some(namespace.as_str()),
+        &spec.destinations,
+        &object_ref,
+        errors,
+    );
 
-    let file = |field: &str, path: &str, errors: &mut Errors| -> Option<Vec<u8>> {
-        match files.get(path) {
-            Some(Ok(bytes)) => Some(bytes.clone()),
-            Some(Err(reason)) => {
-                errors.push(
-                    &object_ref,
-                    field,
-                    Problem::Unreadable {
-                        path: path.to_string(),
-                        reason: reason.clone(),
-                    },
-                );
+    let terminate = match spec.mode {
+        RouteMode::Terminate => match (&spec.tls, &spec.upstream) {
+            (Some(tls), Some(upstream)) => {
+                compile_terminate(tls, upstream, files, &object_ref, errors)
+            }
+            (tls, upstream) => {
+                if tls.is_none() {
+                    errors.push(
+                        &object_ref,
+                        "spec.tls",
+                        Problem::Missing("the serving certificate in terminate mode"),
+                    );
+                }
+                if upstream.is_none() {
+                    errors.push(
+                        &object_ref,
+                        "spec.upstream",
+                        Problem::Missing("the upstream CA in terminate mode"),
+                    );
+                }
                 None
             }
-            None => {
-                errors.push(
-                    &object_ref,
-                    field,
-                    Problem::Unreadable {
-                        path: path.to_string(),
-                        reason: "not provided by the configuration source".into(),
-                    },
-                );
-                None
+        },
+        RouteMode::Passthrough => {
+            for (field, present) in [
+                ("spec.tls", spec.tls.is_some()),
+                ("spec.upstream", spec.upstream.is_some()),
+                ("spec.balancing", spec.balancing.is_some()),
+            ] {
+                if present {
+                    errors.push(
+                        &object_ref,
+                        field,
+                        Problem::Invalid {
+                            value: "set".into(),
+                            reason: "not used in passthrough mode (TLS goes to the replica untouched, one replica per connection); remove it or use mode: terminate".into(),
+                        },
+                    );
+                }
             }
+            None
         }
     };
 
-    let cert = file("spec.tls.certFile", &spec.tls.cert_file, errors);
-    let key = file("spec.tls.keyFile", &spec.tls.key_file, errors);
-    let client_ca = spec
-        .tls
+    if errors.len() != before {
+        return None;
+    }
+    let access = access?;
+    if spec.mode == RouteMode::Terminate && terminate.is_none() {
+        return None;
+    }
+    let balancing = spec.balancing.unwrap_or(gateway.balancing);
+    let mut route_hash = std::collections::hash_map::DefaultHasher::new();
+    hostnames.hash(&mut route_hash);
+    backends.hash(&mut route_hash);
+    spec.mode.hash(&mut route_hash);
+    format!("{balancing:?}").hash(&mut route_hash);
+    terminate.as_ref().map(|t| t.1).hash(&mut route_hash);
+    access.fingerprint().hash(&mut route_hash);
+    destinations.hash(&mut route_hash);
+
+    Some(Route {
+        id: RouteId {
+            namespace,
+            name: object.metadata.name.clone(),
+        },
+        hostnames,
+        mode: spec.mode,
+        terminate: terminate.map(|t| t.0),
+        backends,
+        balancing,
+        access,
+        destinations,
+        fingerprint: route_hash.finish(),
+    })
+}
+
+/// TLS material of a terminating route and a hash of it.
+fn compile_terminate(
+    tls_spec: &ServingTlsSpec,
+    upstream_spec: &UpstreamSpec,
+    files: &Files,
+    object_ref: &ObjectRef,
+    errors: &mut Errors,
+) -> Option<(Terminate, u64)> {
+    let before = errors.len();
+    let file = |field: &str, path: &str, errors: &mut Errors| -> Option<Vec<u8>> {
+        let reason = match files.get(path) {
+            Some(Ok(bytes)) => return Some(bytes.clone()),
+            Some(Err(reason)) => reason.clone(),
+            None => "not provided by the configuration source".into(),
+        };
+        errors.push(
+            object_ref,
+            field,
+            Problem::Unreadable {
+                path: path.to_string(),
+                reason,
+            },
+        );
+        None
+    };
+
+    let cert = file("spec.tls.certFile", &tls_spec.cert_file, errors);
+    let key = file("spec.tls.keyFile", &tls_spec.key_file, errors);
+    let client_ca = tls_spec
         .client_ca_file
         .as_deref()
         .and_then(|p| file("spec.tls.clientCAFile", p, errors));
-    let upstream_ca = file("spec.upstream.caFile", &spec.upstream.ca_file, errors);
-    let front_proxy_cert = spec
-        .upstream
+    let upstream_ca = file("spec.upstream.caFile", &upstream_spec.ca_file, errors);
+    let front_proxy_cert = upstream_spec
         .front_proxy_cert_file
         .as_deref()
         .and_then(|p| file("spec.upstream.frontProxyCertFile", p, errors));
-    let front_proxy_key = spec
-        .upstream
+    let front_proxy_key = upstream_spec
         .front_proxy_key_file
         .as_deref()
         .and_then(|p| file("spec.upstream.frontProxyKeyFile", p, errors));
 
     match (
-        &spec.upstream.front_proxy_cert_file,
-        &spec.upstream.front_proxy_key_file,
+        &upstream_spec.front_proxy_cert_file,
+        &upstream_spec.front_proxy_key_file,
     ) {
         (Some(_), None) => errors.push(
-            &object_ref,
+            object_ref,
             "spec.upstream.frontProxyKeyFile",
             Problem::Missing("the key of frontProxyCertFile"),
         ),
         (None, Some(_)) => errors.push(
-            &object_ref,
+            object_ref,
             "spec.upstream.frontProxyCertFile",
             Problem::Missing("the certificate for frontProxyKeyFile"),
         ),
-        (None, None) if spec.tls.client_ca_file.is_some() => errors.push(
-            &object_ref,
+        (None, None) if tls_spec.client_ca_file.is_some() => errors.push(
+            object_ref,
             "spec.upstream.frontProxyCertFile",
             Problem::Missing(
                 "a front-proxy client certificate when clientCAFile is set (certificate-authenticated requests are forwarded with it)",
@@ -109,14 +210,13 @@ pub(super) fn compile(
         _ => {}
     }
 
-    let server_name = spec
-        .upstream
+    let server_name = upstream_spec
         .server_name
         .clone()
         .unwrap_or_else(|| DEFAULT_UPSTREAM_SERVER_NAME.to_string());
     if rustls::pki_types::ServerName::try_from(server_name.clone()).is_err() {
         errors.push(
-            &object_ref,
+            object_ref,
             "spec.upstream.serverName",
             Problem::Invalid {
                 value: server_name.clone(),
@@ -127,17 +227,16 @@ pub(super) fn compile(
 
     let server_tls = match (&cert, &key) {
         (Some(cert), Some(key)) => {
-            tls::server_config(cert, key, client_ca.as_deref(), &object_ref, errors)
+            tls::server_config(cert, key, client_ca.as_deref(), object_ref, errors)
         }
         _ => None,
     };
     let ca = upstream_ca
-        .and_then(|pem| tls::ca_bundle(&pem, &object_ref, "spec.upstream.caFile", errors));
+        .and_then(|pem| tls::ca_bundle(&pem, object_ref, "spec.upstream.caFile", errors));
     let front_proxy = match (&front_proxy_cert, &front_proxy_key) {
-        (Some(cert), Some(key)) => tls::client_identity(cert, key, &object_ref, errors),
+        (Some(cert), Some(key)) => tls::client_identity(cert, key, object_ref, errors),
         _ => None,
     };
-
     if errors.len() != before {
         return None;
     }
@@ -149,36 +248,57 @@ pub(super) fn compile(
     front_proxy_cert.hash(&mut upstream_hash);
     front_proxy_key.hash(&mut upstream_hash);
     let upstream_fingerprint = upstream_hash.finish();
+    let mut hash = std::collections::hash_map::DefaultHasher::new();
+    cert.hash(&mut hash);
+    key.hash(&mut hash);
+    client_ca.hash(&mut hash);
+    upstream_fingerprint.hash(&mut hash);
 
-    let balancing = spec.balancing.unwrap_or(default_balancing);
-    let RouteMode::Terminate = spec.mode;
-    let mut route_hash = std::collections::hash_map::DefaultHasher::new();
-    hostnames.hash(&mut route_hash);
-    backends.hash(&mut route_hash);
-    format!("{balancing:?}").hash(&mut route_hash);
-    cert.hash(&mut route_hash);
-    key.hash(&mut route_hash);
-    client_ca.hash(&mut route_hash);
-    upstream_fingerprint.hash(&mut route_hash);
+    Some((
+        Terminate {
+            server_tls,
+            client_auth: client_ca.is_some(),
+            upstream: UpstreamTls {
+                server_name,
+                ca,
+                front_proxy,
+                fingerprint: upstream_fingerprint,
+            },
+        },
+        hash.finish(),
+    ))
+}
 
-    Some(Route {
-        id: RouteId {
-            namespace,
-            name: object.metadata.name.clone(),
-        },
-        hostnames,
-        server_tls,
-        client_auth: client_ca.is_some(),
-        upstream: UpstreamTls {
-            server_name,
-            ca,
-            front_proxy,
-            fingerprint: upstream_fingerprint,
-        },
-        backends,
-        balancing,
-        fingerprint: route_hash.finish(),
-    })
+fn compile_destinations(
+    default_namespace: Option<&str>,
+    extra: &[String],
+    object_ref: &ObjectRef,
+    errors: &mut Errors,
+) -> Vec<String> {
+    let mut out: Vec<String> = default_namespace
+        .map(|ns| default_destination(ns).to_ascii_lowercase())
+        .into_iter()
+        .collect();
+    for (i, value) in extra.iter().enumerate() {
+        let lower = value.trim().to_ascii_lowercase();
+        if lower.is_empty()
+            || lower
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            errors.push(
+                object_ref,
+                format!("spec.destinations[{i}]"),
+                Problem::Invalid {
+                    value: value.clone(),
+                    reason: "a destination is a non-empty header value without spaces, e.g. outbound|443||kube-apiserver.shoot--p--n.svc.cluster.local".into(),
+                },
+            );
+        } else if !out.contains(&lower) {
+            out.push(lower);
+        }
+    }
+    out
 }
 
 fn compile_hostnames(names: &[String], object_ref: &ObjectRef, errors: &mut Errors) -> Vec<String> {

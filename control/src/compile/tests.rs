@@ -105,9 +105,10 @@ fn valid_config_compiles_with_defaults() {
     snapshot.check_invariants();
     let r = snapshot.route_for_sni("api.a.example.com").unwrap();
     assert_eq!(r.id.to_string(), "garden/a");
-    assert!(r.client_auth);
+    let t = r.terminate.as_ref().unwrap();
+    assert!(t.client_auth);
     assert_eq!(r.backends.len(), 2);
-    assert_eq!(r.upstream.server_name, "kubernetes.default.svc");
+    assert_eq!(t.upstream.server_name, "kubernetes.default.svc");
     assert_eq!(
         snapshot
             .route_for_sni("Api.A.Example.Com")
@@ -117,7 +118,7 @@ fn valid_config_compiles_with_defaults() {
     assert!(snapshot.route_for_sni("other.example.com").is_none());
     assert_eq!(snapshot.gateway.timeouts.long_running.as_secs(), 24 * 3600);
     assert_eq!(
-        r.server_tls.alpn_protocols,
+        t.server_tls.alpn_protocols,
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     );
 }
@@ -282,4 +283,168 @@ fn diff_reports_added_removed_changed() {
     assert_eq!(diff.changed[0].name, "a");
     assert!(!diff.gateway_changed);
     assert!(new.diff(&new).is_empty());
+}
+
+fn passthrough(name: &str, host: &str, extra: &str) -> String {
+    format!(
+        "---
+apiVersion: apigate.dev/v1alpha1
+kind: ApiServerRoute
+metadata: {{name: {name}, namespace: {name}-ns}}
+spec:
+  hostnames: [{host}]
+  mode: passthrough
+  backends: {{static: ['127.0.0.1:1']}}
+{extra}"
+    )
+}
+
+#[test]
+fn passthrough_needs_no_tls_material_and_rejects_it() {
+    let snapshot = compile(&inputs(&format!(
+        "{GATEWAY}{}",
+        passthrough("p", "p.example.com", "")
+    )))
+    .unwrap();
+    let r = snapshot.route_for_sni("p.example.com").unwrap();
+    assert!(r.terminate.is_none());
+    let errors = errors_of(&format!(
+        "{GATEWAY}{}",
+        passthrough(
+            "p",
+            "p.example.com",
+            "  tls: {certFile: srv.pem, keyFile: srv.key}\n"
+        )
+    ));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.tls: invalid value") && e.contains("passthrough")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn terminate_requires_tls_and_upstream() {
+    let text = format!("{GATEWAY}{}", passthrough("t", "t.example.com", ""))
+        .replace("mode: passthrough", "mode: terminate");
+    let errors = errors_of(&text);
+    assert!(
+        errors.iter().any(|e| e.contains("spec.tls: is required")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.upstream: is required")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn connect_destinations_match_exactly_and_must_be_unique() {
+    let text = format!(
+        "{GATEWAY}{}{}",
+        passthrough("a", "a.example.com", "  destinations: [Alias-A]\n"),
+        passthrough("b", "b.example.com", "")
+    );
+    let snapshot = compile(&inputs(&text)).unwrap();
+    let by = |d: &str| snapshot.route_for_destination(d).map(|r| r.id.name.clone());
+    assert_eq!(
+        by("outbound|443||kube-apiserver.a-ns.svc.cluster.local").as_deref(),
+        Some("a")
+    );
+    assert_eq!(by("alias-a").as_deref(), Some("a"));
+    assert_eq!(
+        by("outbound|443||kube-apiserver.b-ns.svc.cluster.local").as_deref(),
+        Some("b")
+    );
+    assert_eq!(
+        by("outbound|443||kube-apiserver.a-ns.svc.cluster.local.evil"),
+        None
+    );
+    assert_eq!(
+        by("xoutbound|443||kube-apiserver.a-ns.svc.cluster.local"),
+        None
+    );
+    let clash = format!(
+        "{GATEWAY}{}{}",
+        passthrough("a", "a.example.com", "  destinations: [shared]\n"),
+        passthrough("b", "b.example.com", "  destinations: [SHARED]\n")
+    );
+    let errors = errors_of(&clash);
+    assert!(
+        errors.iter().any(|e| e.contains("spec.destinations")
+            && e.contains("already used by ApiServerRoute a-ns/a")),
+        "{errors:?}"
+    );
+    // Two routes in one namespace: the default destination would be ambiguous, so
+    // neither gets it.
+    let shared = format!(
+        "{GATEWAY}{}{}",
+        passthrough("a", "a.example.com", ""),
+        passthrough("b", "b.example.com", "")
+    )
+    .replace("namespace: b-ns", "namespace: a-ns");
+    let snapshot = compile(&inputs(&shared)).unwrap();
+    assert!(snapshot
+        .route_for_destination("outbound|443||kube-apiserver.a-ns.svc.cluster.local")
+        .is_none());
+}
+
+#[test]
+fn listeners_with_proxy_protocol_need_trusted_proxies() {
+    let text = GATEWAY.replace(
+        "address: '127.0.0.1:8443'}",
+        "address: '127.0.0.1:8443', proxyProtocol: required}",
+    );
+    let errors = errors_of(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.listeners[0].trustedProxies: is required")),
+        "{errors:?}"
+    );
+    let ok = GATEWAY.replace(
+        "address: '127.0.0.1:8443'}",
+        "address: '127.0.0.1:8443', proxyProtocol: optional, trustedProxies: [10.0.0.0/8]}",
+    );
+    let snapshot = compile(&inputs(&ok)).unwrap();
+    assert!(snapshot.gateway.listeners[0].trusts("10.1.2.3".parse().unwrap()));
+    assert!(!snapshot.gateway.listeners[0].trusts("127.0.0.1".parse().unwrap()));
+}
+
+#[test]
+fn route_allowlists_compile_in_both_spellings_and_not_both() {
+    let gardener = passthrough(
+        "g",
+        "g.example.com",
+        "  acl: {rule: {action: ALLOW, type: remote_ip, cidrs: [192.0.2.0/24]}}\n",
+    );
+    let snapshot = compile(&inputs(&format!("{GATEWAY}{gardener}"))).unwrap();
+    let r = snapshot.route_for_sni("g.example.com").unwrap();
+    let ip = |s: &str| s.parse().unwrap();
+    assert!(r.access.decide(ip("10.0.0.1"), ip("192.0.2.7")).allowed());
+    assert!(!r
+        .access
+        .decide(ip("10.0.0.1"), ip("198.51.100.7"))
+        .allowed());
+    let both = passthrough(
+        "g",
+        "g.example.com",
+        "  acl: {rule: {action: ALLOW, type: remote_ip, cidrs: [192.0.2.0/24]}}\n  accessControl: {rules: [{action: allow, cidrs: [192.0.2.0/24]}]}\n",
+    );
+    assert!(!errors_of(&format!("{GATEWAY}{both}")).is_empty());
+    let host_bits = passthrough(
+        "g",
+        "g.example.com",
+        "  acl: {rule: {action: ALLOW, type: remote_ip, cidrs: [1.2.3.4/24]}}\n",
+    );
+    let errors = errors_of(&format!("{GATEWAY}{host_bits}"));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.acl.rule.cidrs[0]") && e.contains("1.2.3.4/24")),
+        "{errors:?}"
+    );
 }

@@ -43,16 +43,80 @@ pub struct GatewaySpec {
     /// Defaults for every route; a route may override some of them.
     #[serde(default)]
     pub defaults: Defaults,
+    /// Source-IP allowlist settings shared by all routes.
+    #[serde(default)]
+    pub access: AccessDefaults,
+    /// The in-cluster CONNECT path.
+    #[serde(default)]
+    pub connect: ConnectSpec,
 }
 
-/// A TLS listener.
+/// Allowlist settings shared by all routes.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessDefaults {
+    /// Networks every allowlist includes: the seed's node and pod networks and operator
+    /// additions, so the platform itself can always reach every API server.
+    #[serde(default, rename = "alwaysAllowedCIDRs", alias = "alwaysAllowedCidrs")]
+    pub always_allowed_cidrs: Vec<String>,
+    /// Most CIDRs one route's allowlist may hold (default 1000). The limit exists so a
+    /// single tenant cannot make every snapshot compile (and every replica's memory)
+    /// grow without bound; raise it deliberately.
+    #[serde(default, rename = "maxCIDRsPerRoute", alias = "maxCidrsPerRoute")]
+    pub max_cidrs_per_route: Option<usize>,
+}
+
+/// Settings of CONNECT listeners.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectSpec {
+    /// Request header naming the destination (default `X-Gardener-Destination`).
+    pub destination_header: Option<String>,
+}
+
+/// A listener.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListenerSpec {
     /// Name used in logs and metrics.
     pub name: String,
-    /// `ip:port` to bind, e.g. `0.0.0.0:443` or `[::]:443`.
+    /// `ip:port` to bind, e.g. `0.0.0.0:443` or `[::]:443` (dual-stack on Linux).
     pub address: String,
+    /// `tls` (default): the route comes from the TLS SNI. `connect`: HTTP CONNECT with a
+    /// destination header, then TLS inside the tunnel (Gardener's port 8443 path).
+    #[serde(default)]
+    pub kind: ListenerKind,
+    /// PROXY protocol (v1 and v2) before anything else on the connection.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocolMode,
+    /// Peers allowed to send a PROXY header (CIDRs); a header from anyone else closes
+    /// the connection. Required when `proxyProtocol` is not `off`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// What a listener speaks first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ListenerKind {
+    /// TLS; the ClientHello's SNI selects the route.
+    #[default]
+    Tls,
+    /// Plain HTTP CONNECT naming the route in a header, then TLS inside the tunnel.
+    Connect,
+}
+
+/// Whether a listener expects a PROXY protocol header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProxyProtocolMode {
+    /// Never: the TCP peer is the client.
+    #[default]
+    Off,
+    /// Use a header when a trusted peer sends one; connections without one keep the TCP peer.
+    Optional,
+    /// Every connection must start with a header from a trusted peer.
+    Required,
 }
 
 /// The admin (health and metrics) listener.

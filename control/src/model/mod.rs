@@ -11,7 +11,8 @@ mod route;
 
 pub use duration::Duration;
 pub use gateway::{
-    AdminSpec, Balancing, Defaults, EjectionSpec, GatewayConfig, GatewaySpec, ListenerSpec,
+    AccessDefaults, AdminSpec, Balancing, ConnectSpec, Defaults, EjectionSpec, GatewayConfig,
+    GatewaySpec, ListenerKind, ListenerSpec, ProxyProtocolMode,
 };
 pub use route::{ApiServerRoute, BackendsSpec, RouteMode, RouteSpec, ServingTlsSpec, UpstreamSpec};
 

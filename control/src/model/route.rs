@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use super::{Balancing, ObjectMeta};
+use crate::access::{AccessControlSpec, GardenerAclConfig};
 use crate::error::ObjectRef;
 
 /// One API server (e.g. one Gardener shoot's kube-apiserver) and how to reach it.
@@ -36,27 +37,48 @@ impl ApiServerRoute {
 pub struct RouteSpec {
     /// TLS server names (SNI) that select this route, e.g. `api.shoot.project.example.com`.
     pub hostnames: Vec<String>,
-    /// `terminate` (default): apigate terminates TLS and balances each request.
+    /// `terminate` (default): apigate terminates TLS and balances each request;
+    /// `passthrough`: apigate splices the TLS stream to one replica per connection.
     #[serde(default)]
     pub mode: RouteMode,
     /// Where the API server replicas are.
     pub backends: BackendsSpec,
-    /// The API server's serving certificate, presented to clients.
-    pub tls: ServingTlsSpec,
-    /// How apigate talks to the replicas.
-    pub upstream: UpstreamSpec,
-    /// Overrides `GatewayConfig.spec.defaults.balancing`.
+    /// The API server's serving certificate, presented to clients (terminate mode).
+    #[serde(default)]
+    pub tls: Option<ServingTlsSpec>,
+    /// How apigate talks to the replicas (terminate mode).
+    #[serde(default)]
+    pub upstream: Option<UpstreamSpec>,
+    /// Overrides `GatewayConfig.spec.defaults.balancing` (terminate mode).
     #[serde(default)]
     pub balancing: Option<Balancing>,
+    /// Source-IP allowlist in apigate's form: ordered rules, first match wins.
+    #[serde(default)]
+    pub access_control: Option<AccessControlSpec>,
+    /// Source-IP allowlist as Gardener's ACL extension `providerConfig`, pasted verbatim.
+    #[serde(default)]
+    pub acl: Option<GardenerAclConfig>,
+    /// Networks this route always allows (the cluster's own node network and egress
+    /// addresses), so the cluster can always reach its own API server.
+    #[serde(default, rename = "alwaysAllowedCIDRs", alias = "alwaysAllowedCidrs")]
+    pub always_allowed_cidrs: Vec<String>,
+    /// Extra CONNECT destinations (values of the destination header) that select this
+    /// route, besides `outbound|443||kube-apiserver.<namespace>.svc.cluster.local`.
+    #[serde(default)]
+    pub destinations: Vec<String>,
 }
 
 /// How a route handles its connections.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum RouteMode {
     /// Terminate TLS and balance every request and HTTP/2 stream.
     #[default]
     Terminate,
+    /// Pass the TLS stream through to one replica per connection (least connections),
+    /// so the client's certificate reaches kube-apiserver directly: the L4 status quo,
+    /// for API servers that opt out of termination.
+    Passthrough,
 }
 
 /// Backend replicas of a route.

@@ -85,11 +85,17 @@ pub(crate) fn referenced_files(object: &Object) -> Vec<String> {
         Object::Gateway(_) => Vec::new(),
         Object::Route(route) => {
             let spec = &route.spec;
-            let mut files = vec![spec.tls.cert_file.clone(), spec.tls.key_file.clone()];
-            files.extend(spec.tls.client_ca_file.clone());
-            files.push(spec.upstream.ca_file.clone());
-            files.extend(spec.upstream.front_proxy_cert_file.clone());
-            files.extend(spec.upstream.front_proxy_key_file.clone());
+            let mut files = Vec::new();
+            if let Some(tls) = &spec.tls {
+                files.push(tls.cert_file.clone());
+                files.push(tls.key_file.clone());
+                files.extend(tls.client_ca_file.clone());
+            }
+            if let Some(upstream) = &spec.upstream {
+                files.push(upstream.ca_file.clone());
+                files.extend(upstream.front_proxy_cert_file.clone());
+                files.extend(upstream.front_proxy_key_file.clone());
+            }
             files.retain(|f| !f.is_empty());
             files
         }

@@ -94,12 +94,21 @@ impl BodyStream {
 impl H2Client {
     /// Open one TLS connection negotiating `h2`.
     pub async fn connect(addr: SocketAddr, tls: &ClientTls) -> Result<Self, ClientError> {
-        let config = client_config(tls, vec![b"h2".to_vec()])?;
-        let name = ServerName::try_from(tls.server_name.clone())
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| ClientError::Connect { addr, source })?;
+        Self::over(tcp, tls).await
+    }
+
+    /// Run TLS + HTTP/2 over an already connected stream (after a PROXY header or an
+    /// HTTP CONNECT, for example).
+    pub async fn over(tcp: TcpStream, tls: &ClientTls) -> Result<Self, ClientError> {
+        let addr = tcp
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let config = client_config(tls, vec![b"h2".to_vec()])?;
+        let name = ServerName::try_from(tls.server_name.clone())
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
         let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await

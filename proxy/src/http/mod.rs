@@ -20,6 +20,7 @@
 pub mod classify;
 pub mod identity;
 pub mod rejection;
+mod upgrade;
 
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ use crate::balance::health::{now_nanos, FailureOutcome};
 use crate::balance::{BackendState, InFlight};
 use crate::listener::conn::{ClientAuth, ConnCtx};
 use crate::state::{Active, RouteRuntime, State};
+use apigate_control::snapshot::UpstreamTls;
 
 /// Streams per upstream HTTP/2 connection before another connection is opened.
 const MAX_UPSTREAM_H2_STREAMS: usize = 100;
@@ -76,6 +78,10 @@ pub struct RequestCtx {
     last_backend: Option<Arc<BackendState>>,
     rejection: Option<Rejection>,
     started: Instant,
+    /// Status of an upgrade apigate served itself (see [`upgrade`]).
+    upgrade_status: Option<u16>,
+    /// Whether the current attempt got response headers from a replica.
+    upstream_responded: bool,
 }
 
 impl RequestCtx {
@@ -116,14 +122,14 @@ fn reject<T>(ctx: &mut RequestCtx, rejection: Rejection) -> pingora::Result<T> {
 /// Connection-pool key: route upstream material, identity mode and the age bucket.
 /// A connection made in one `max_age` window is never reused in the next, which bounds
 /// upstream connection age so rotated certificates take effect.
-fn pool_key(runtime: &RouteRuntime, with_identity: bool, max_age: Duration) -> u64 {
+fn pool_key(upstream: &UpstreamTls, with_identity: bool, max_age: Duration) -> u64 {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
     let bucket = secs / max_age.as_secs().max(1);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    runtime.route.upstream.fingerprint.hash(&mut hasher);
+    upstream.fingerprint.hash(&mut hasher);
     with_identity.hash(&mut hasher);
     bucket.hash(&mut hasher);
     hasher.finish()
@@ -145,6 +151,8 @@ impl ProxyHttp for Apigate {
             last_backend: None,
             rejection: None,
             started: Instant::now(),
+            upgrade_status: None,
+            upstream_responded: false,
         }
     }
 
@@ -197,6 +205,15 @@ impl ProxyHttp for Apigate {
                 return reject(ctx, Rejection::InvalidClientCertificate(e.to_string()))
             }
         }
+        if ctx.kind == Kind::Upgrade && !session.is_http2() {
+            return match upgrade::serve(&self.state, session, ctx).await {
+                Ok(status) => {
+                    ctx.upgrade_status = Some(status);
+                    Ok(true)
+                }
+                Err(rejection) => reject(ctx, rejection),
+            };
+        }
         Ok(false)
     }
 
@@ -207,6 +224,10 @@ impl ProxyHttp for Apigate {
     ) -> pingora::Result<Box<HttpPeer>> {
         let (Some(route), Some(active)) = (ctx.route.clone(), ctx.active().cloned()) else {
             return reject(ctx, Rejection::MissingConnectionContext);
+        };
+        let (Some(terminate), Some(peer_tls)) = (&route.route.terminate, &route.upstream) else {
+            // The route changed to passthrough under this terminated connection.
+            return reject(ctx, Rejection::RouteGone(route.label.clone()));
         };
         // A retry releases the previous attempt's in-flight count first.
         ctx.in_flight = None;
@@ -236,12 +257,12 @@ impl ProxyHttp for Apigate {
         ctx.in_flight = Some(InFlight::start(backend.clone(), ctx.kind.is_long_running()));
 
         let timeouts = active.snapshot.gateway.timeouts;
-        let upstream = &route.route.upstream;
+        let upstream = &terminate.upstream;
         let mut peer = HttpPeer::new(backend.addr, true, upstream.server_name.clone());
         let options = &mut peer.options;
         options.verify_cert = true;
         options.verify_hostname = true;
-        options.ca = Some(route.upstream_ca.clone());
+        options.ca = Some(peer_tls.ca.clone());
         options.connection_timeout = Some(timeouts.connect);
         options.total_connection_timeout = Some(timeouts.connect);
         let silence = if ctx.kind.is_long_running() {
@@ -269,9 +290,13 @@ impl ProxyHttp for Apigate {
         // certificates; token and anonymous requests use a pool without it.
         let with_identity = ctx.identity.is_some();
         if with_identity {
-            peer.client_cert_key = route.front_proxy.clone();
+            peer.client_cert_key = peer_tls.front_proxy.clone();
         }
-        peer.group_key = pool_key(&route, with_identity, timeouts.upstream_max_connection_age);
+        peer.group_key = pool_key(
+            upstream,
+            with_identity,
+            timeouts.upstream_max_connection_age,
+        );
         Ok(Box::new(peer))
     }
 
@@ -308,6 +333,7 @@ impl ProxyHttp for Apigate {
         if upstream_response.status.is_informational() && upstream_response.status != 101 {
             return Ok(());
         }
+        ctx.upstream_responded = true;
         if let Some(flight) = &ctx.in_flight {
             let backend = flight.backend().clone();
             if matches!(upstream_response.status.as_u16(), 502..=504) {
@@ -364,19 +390,33 @@ impl ProxyHttp for Apigate {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        if e.esource() == &ErrorSource::Upstream {
+        let upstream_failed = e.esource() == &ErrorSource::Upstream;
+        if upstream_failed {
             if let Some(flight) = &ctx.in_flight {
                 let backend = flight.backend().clone();
                 self.record_failure(ctx, &backend);
             }
         }
         let mut e = e.more_context(format!("backend {peer}"));
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
-        {
+        let idempotent = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        let backends = ctx.route.as_ref().map_or(0, |r| r.backends.states.len());
+        let attempts_left = ctx.tried.len() < backends.min(MAX_ATTEMPTS);
+        if !idempotent {
             e.set_retry(false);
+        } else if upstream_failed && !ctx.upstream_responded && attempts_left {
+            // The replica failed before answering (e.g. it went away and its
+            // connection broke): an idempotent request is safe to send elsewhere.
+            e.set_retry(true);
+            self.state
+                .metrics
+                .retries
+                .with_label_values(&[ctx.route_label()])
+                .inc();
         } else {
             e.retry.decide_reuse(client_reused);
         }
+        ctx.upstream_responded = false;
         e
     }
 

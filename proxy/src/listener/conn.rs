@@ -25,10 +25,11 @@ use pingora::protocols::{
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 
+use super::prefixed::PrefixedStream;
+use super::revocation::{KillSwitch, Watcher};
 use crate::http::identity::{Identity, IdentityError};
 
 /// How the client authenticated at the TLS layer.
@@ -91,7 +92,10 @@ impl ConnCtx {
 
 /// A terminated client connection handed to pingora.
 pub struct Conn {
-    tls: TlsStream<TcpStream>,
+    tls: TlsStream<PrefixedStream>,
+    /// Tripped when a new configuration no longer allows this connection.
+    kill: Arc<KillSwitch>,
+    _watcher: Watcher,
     fd: UniqueIDType,
     ctx: Arc<ConnCtx>,
     alpn: ALPN,
@@ -106,13 +110,15 @@ pub struct Conn {
 impl Conn {
     /// Wrap a finished TLS stream.
     pub fn new(
-        tls: TlsStream<TcpStream>,
+        tls: TlsStream<PrefixedStream>,
         ctx: Arc<ConnCtx>,
         header_timeout: Duration,
+        kill: Arc<KillSwitch>,
+        watcher: Watcher,
     ) -> io::Result<Self> {
         use std::os::fd::AsRawFd;
-        let (tcp, session) = tls.get_ref();
-        let fd = tcp.as_raw_fd();
+        let (stream, session) = tls.get_ref();
+        let fd = stream.tcp().as_raw_fd();
         let alpn = match session.alpn_protocol() {
             Some(b"h2") => ALPN::H2,
             _ => ALPN::H1,
@@ -151,6 +157,8 @@ impl Conn {
         ));
         Ok(Conn {
             tls,
+            kill,
+            _watcher: watcher,
             fd,
             ctx,
             alpn,
@@ -160,6 +168,13 @@ impl Conn {
             header_deadline: Some(Box::pin(tokio::time::sleep(header_timeout))),
         })
     }
+}
+
+fn revoked() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection no longer allowed by the configuration",
+    )
 }
 
 impl fmt::Debug for Conn {
@@ -179,6 +194,9 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.kill.poll_read_tripped(cx) {
+            return Poll::Ready(Err(revoked()));
+        }
         if let Some(deadline) = this.header_deadline.as_mut() {
             if this.ctx.request_seen() {
                 this.header_deadline = None;
@@ -199,6 +217,9 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.kill.poll_write_tripped(cx) {
+            return Poll::Ready(Err(revoked()));
+        }
         Pin::new(&mut self.tls).poll_write(cx, buf)
     }
 
@@ -215,6 +236,9 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.kill.poll_write_tripped(cx) {
+            return Poll::Ready(Err(revoked()));
+        }
         Pin::new(&mut self.tls).poll_write_vectored(cx, bufs)
     }
 

@@ -37,8 +37,9 @@ impl Pki {
         let server_ca = Ca::new("server-ca").unwrap();
         let serving = server_ca.issue_server(&[HOST, "other.test.local"]).unwrap();
         let replica_ca = Ca::new("replica-ca").unwrap();
+        // HOST too: in passthrough mode clients see the replica's own certificate.
         let replica_serving = replica_ca
-            .issue_server(&["kubernetes.default.svc", "127.0.0.1", "::1"])
+            .issue_server(&["kubernetes.default.svc", HOST, "127.0.0.1", "::1"])
             .unwrap();
         let client_ca = Ca::new("client-ca").unwrap();
         let alice = client_ca
@@ -91,9 +92,20 @@ impl Pki {
 /// Extra settings for a test's config.
 #[derive(Clone)]
 pub struct Settings {
+    /// Lines under `spec.defaults` (indented 4 spaces).
     pub defaults: String,
     pub balancing: &'static str,
     pub host: IpAddr,
+    /// Extra keys of the `https` listener, e.g. `proxyProtocol: optional`.
+    pub listener: String,
+    /// Also start a CONNECT listener with these extra keys (`None`: no CONNECT listener).
+    pub connect_listener: Option<String>,
+    /// Lines under `spec` of the gateway (indented 2 spaces), e.g. `access:` settings.
+    pub gateway: String,
+    /// Lines appended to the route's spec (indented 2 spaces).
+    pub route: String,
+    /// Passthrough mode (no tls/upstream sections).
+    pub passthrough: bool,
 }
 
 impl Default for Settings {
@@ -102,6 +114,11 @@ impl Default for Settings {
             defaults: String::new(),
             balancing: "leastRequest",
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            listener: String::new(),
+            connect_listener: None,
+            gateway: String::new(),
+            route: String::new(),
+            passthrough: false,
         }
     }
 }
@@ -109,15 +126,46 @@ impl Default for Settings {
 pub fn config(backends: &[SocketAddr], settings: &Settings) -> String {
     let listen = SocketAddr::new(settings.host, 0);
     let backends: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+    let extra = |keys: &str| {
+        if keys.is_empty() {
+            String::new()
+        } else {
+            format!(", {keys}")
+        }
+    };
+    let mut listeners = format!(
+        "  - {{name: https, address: \"{listen}\"{}}}\n",
+        extra(&settings.listener)
+    );
+    if let Some(keys) = &settings.connect_listener {
+        listeners.push_str(&format!(
+            "  - {{name: connect, kind: connect, address: \"{}\"{}}}\n",
+            SocketAddr::new(settings.host, 0),
+            extra(keys)
+        ));
+    }
+    let (mode, terminate) = if settings.passthrough {
+        ("passthrough", String::new())
+    } else {
+        (
+            "terminate",
+            "  tls: {certFile: serving.pem, keyFile: serving-key.pem, clientCAFile: client-ca.pem}
+  upstream: {caFile: replica-ca.pem, frontProxyCertFile: front-proxy.pem, frontProxyKeyFile: front-proxy-key.pem}
+  balancing: BALANCING
+"
+            .replace("BALANCING", settings.balancing),
+        )
+    };
     format!(
         "apiVersion: apigate.dev/v1alpha1
 kind: GatewayConfig
 metadata: {{name: test}}
 spec:
-  listeners: [{{name: https, address: \"{listen}\"}}]
-  admin: {{address: \"127.0.0.1:0\"}}
+  listeners:
+{listeners}  admin: {{address: \"127.0.0.1:0\"}}
   defaults:
     balancing: {}
+{}
 {}
 ---
 apiVersion: apigate.dev/v1alpha1
@@ -125,13 +173,15 @@ kind: ApiServerRoute
 metadata: {{name: shoot, namespace: garden-test}}
 spec:
   hostnames: [{HOST}]
+  mode: {mode}
   backends: {{static: [{}]}}
-  tls: {{certFile: serving.pem, keyFile: serving-key.pem, clientCAFile: client-ca.pem}}
-  upstream: {{caFile: replica-ca.pem, frontProxyCertFile: front-proxy.pem, frontProxyKeyFile: front-proxy-key.pem}}
+{terminate}{}
 ",
         settings.balancing,
         settings.defaults,
-        backends.join(", ")
+        settings.gateway,
+        backends.join(", "),
+        settings.route,
     )
 }
 
@@ -164,6 +214,13 @@ impl Harness {
         backends: &[SocketAddr],
         settings: Settings,
     ) -> Harness {
+        // `RUST_LOG=debug cargo test ...` shows apigate's and pingora's logs.
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let dir = tempfile::tempdir().unwrap();
         pki.write(dir.path());
         let path = dir.path().join("apigate.yaml");
@@ -188,6 +245,16 @@ impl Harness {
 
     pub fn addr(&self) -> SocketAddr {
         self.running().address().unwrap()
+    }
+
+    /// Address of the listener with this name.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.running()
+            .listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .unwrap()
     }
 
     pub fn config_path(&self) -> PathBuf {

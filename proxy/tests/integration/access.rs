@@ -1,0 +1,489 @@
+//! Source-IP allowlists on every path in: 443 terminate, 443 passthrough, CONNECT; with
+//! and without PROXY headers (v1, v2), over IPv4 and IPv6; revocation of open streams.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use apigate::demo::client::{ClientTls, H2Client};
+use apigate_fake_apiserver::{REPLICA_HEADER, USER_HEADER};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::support::{config, eventually, read_head, write_all, Harness, Settings, HOST};
+
+const TRUST_LOOPBACK: &str = "proxyProtocol: optional, trustedProxies: [127.0.0.0/8, \"::1/128\"]";
+
+fn v1(source: &str, port: u16) -> Vec<u8> {
+    let ip: IpAddr = source.parse().unwrap();
+    let (family, dest) = if ip.is_ipv4() {
+        ("TCP4", "127.0.0.1")
+    } else {
+        ("TCP6", "::1")
+    };
+    format!("PROXY {family} {source} {dest} {port} 443\r\n").into_bytes()
+}
+
+fn v2(source: &str) -> Vec<u8> {
+    let ip: IpAddr = source.parse().unwrap();
+    let dest: SocketAddr = if ip.is_ipv4() {
+        "127.0.0.1:443".parse().unwrap()
+    } else {
+        "[::1]:443".parse().unwrap()
+    };
+    ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        (SocketAddr::new(ip, 40000), dest),
+    )
+    .write_tlv(ppp::v2::Type::NoOp, b"padding")
+    .unwrap()
+    .build()
+    .unwrap()
+}
+
+/// Connect, send `preface` (a PROXY header or nothing), then TLS + HTTP/2 and one GET.
+async fn request_via(addr: SocketAddr, preface: &[u8], tls: &ClientTls) -> Result<u16, String> {
+    let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    tcp.write_all(preface).await.map_err(|e| e.to_string())?;
+    let client = H2Client::over(tcp, tls).await.map_err(|e| e.to_string())?;
+    let response = client
+        .get("/version", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(response.status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_ip_rules_use_the_proxy_address_and_direct_rules_the_tcp_peer() {
+    let settings = Settings {
+        listener: TRUST_LOOPBACK.into(),
+        route: "  accessControl:
+    rules:
+    - {action: allow, type: remote_ip, cidrs: [192.0.2.0/24, \"2001:db8:1::/48\"]}
+    - {action: deny, type: direct_remote_ip, cidrs: [\"::1/128\"]}
+    - {action: allow, type: direct_remote_ip, cidrs: [127.0.0.2/32]}
+    defaultAction: deny
+"
+        .into(),
+        ..Settings::default()
+    };
+    let h = Harness::start_with(1, settings).await;
+    let tls = h.tls(None);
+    let addr = h.addr();
+    // Allowed by the PROXY source, v1 and v2, IPv4 and IPv6 sources.
+    for preface in [
+        v1("192.0.2.7", 1234),
+        v2("192.0.2.8"),
+        v1("2001:db8:1::5", 1),
+        v2("2001:db8:1:2::9"),
+    ] {
+        assert_eq!(request_via(addr, &preface, &tls).await, Ok(200));
+    }
+    // Denied: the PROXY source is elsewhere; no header means the peer 127.0.0.1 is checked.
+    for preface in [v1("198.51.100.1", 1234), v2("2001:db8:2::1"), Vec::new()] {
+        assert!(
+            request_via(addr, &preface, &tls).await.is_err(),
+            "{preface:?}"
+        );
+    }
+    assert_eq!(
+        h.replicas[0].requests_total(),
+        4,
+        "denied clients reached nothing"
+    );
+    let denied = h.metric("apigate_access_total{family=\"ipv4\",listener=\"https\",reason=\"acl_default\",result=\"denied\",route=\"garden-test/shoot\"}");
+    assert_eq!(denied, 2.0, "{}", h.metrics());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_listener_with_direct_rules() {
+    let settings = Settings {
+        host: IpAddr::V6(Ipv6Addr::LOCALHOST),
+        route: "  accessControl:
+    rules:
+    - {action: deny, type: direct_remote_ip, cidrs: [\"::1/128\"]}
+    defaultAction: allow
+"
+        .into(),
+        ..Settings::default()
+    };
+    let h = Harness::start_with(1, settings).await;
+    assert!(
+        request_via(h.addr(), &[], &h.tls(None)).await.is_err(),
+        "::1 is denied"
+    );
+    assert_eq!(h.metric("apigate_access_total{family=\"ipv6\",listener=\"https\",reason=\"acl\",result=\"denied\",route=\"garden-test/shoot\"}"), 1.0, "{}", h.metrics());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_headers_from_untrusted_peers_and_malformed_headers_are_refused() {
+    let settings = Settings {
+        listener: "proxyProtocol: optional, trustedProxies: [10.0.0.0/8]".into(),
+        ..Settings::default()
+    };
+    let h = Harness::start_with(1, settings).await;
+    let tls = h.tls(None);
+    // No header from an untrusted peer: fine (optional).
+    assert_eq!(request_via(h.addr(), &[], &tls).await, Ok(200));
+    // A header from an untrusted peer: refused, whatever it claims.
+    assert!(request_via(h.addr(), &v1("192.0.2.7", 1), &tls)
+        .await
+        .is_err());
+    assert_eq!(h.metric("apigate_access_total{family=\"ipv4\",listener=\"https\",reason=\"untrusted_proxy_header\",result=\"denied\",route=\"none\"}"), 1.0, "{}", h.metrics());
+    h.stop().await;
+
+    let settings = Settings {
+        listener: format!("{TRUST_LOOPBACK}, ")
+            .replace("optional", "required")
+            .trim_end_matches(", ")
+            .to_string(),
+        defaults: "    handshakeTimeout: 1s".into(),
+        ..Settings::default()
+    };
+    let h = Harness::start_with(1, settings).await;
+    let tls = h.tls(None);
+    assert!(
+        request_via(h.addr(), &[], &tls).await.is_err(),
+        "required but missing"
+    );
+    let mut truncated = v2("192.0.2.7");
+    truncated.truncate(truncated.len() - 3);
+    let no_crlf = b"PROXY TCP4 192.0.2.7 127.0.0.1 1 443".to_vec();
+    for bad in [truncated, no_crlf] {
+        let mut tcp = TcpStream::connect(h.addr()).await.unwrap();
+        tcp.write_all(&bad).await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut tcp, &mut buf),
+        )
+        .await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "closed within the handshake deadline"
+        );
+    }
+    assert!(h.metric("apigate_access_total{family=\"ipv4\",listener=\"https\",reason=\"malformed_proxy_header\",result=\"denied\",route=\"none\"}") >= 3.0, "{}", h.metrics());
+    assert_eq!(h.replicas[0].requests_total(), 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gardener_provider_config_allow_and_deny() {
+    for (rule, allowed) in [
+        (
+            "{action: ALLOW, type: remote_ip, cidrs: [\"127.0.0.1/32\"]}",
+            true,
+        ),
+        (
+            "{action: allow, type: Remote_IP, cidrs: [\"10.0.0.0/8\"]}",
+            false,
+        ),
+        (
+            "{action: DENY, type: source_ip, cidrs: [\"127.0.0.0/8\"]}",
+            false,
+        ),
+        (
+            "{action: deny, type: direct_remote_ip, cidrs: [\"10.0.0.0/8\"]}",
+            true,
+        ),
+    ] {
+        let settings = Settings {
+            route: format!("  acl:\n    rule: {rule}\n"),
+            ..Settings::default()
+        };
+        let h = Harness::start_with(1, settings).await;
+        let result = request_via(h.addr(), &[], &h.tls(None)).await;
+        assert_eq!(result.is_ok(), allowed, "{rule}: {result:?}");
+        h.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_allowed_networks_pass_an_allow_list_that_omits_them() {
+    let settings = Settings {
+        gateway: "  access: {alwaysAllowedCIDRs: [127.0.0.0/8]}".into(),
+        route: "  acl: {rule: {action: ALLOW, type: remote_ip, cidrs: [\"203.0.113.0/24\"]}}\n"
+            .into(),
+        ..Settings::default()
+    };
+    let h = Harness::start_with(1, settings).await;
+    assert_eq!(request_via(h.addr(), &[], &h.tls(None)).await, Ok(200));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_an_address_closes_its_open_watch() {
+    let allow = "  accessControl: {rules: [{action: allow, cidrs: [127.0.0.0/8]}]}\n";
+    let settings = Settings {
+        route: allow.into(),
+        ..Settings::default()
+    };
+    let h = Harness::start_with(1, settings.clone()).await;
+    let client = h.h2(None).await;
+    let mut watch = client
+        .stream("/api/v1/namespaces/default/pods?watch=true", &[])
+        .await
+        .unwrap();
+    assert!(watch.next_chunk(Duration::from_secs(5)).await.is_some());
+    let revoked = Settings {
+        route: allow.replace("127.0.0.0/8", "10.0.0.0/8"),
+        ..settings
+    };
+    std::fs::write(
+        h.config_path(),
+        config(&[h.replicas[0].local_addr()], &revoked),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut ended = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        if watch.next_chunk(Duration::from_secs(10)).await.is_none() {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the watch was cut after revocation");
+    assert!(
+        client.get("/version", &[]).await.is_err(),
+        "the connection is gone"
+    );
+    assert_eq!(
+        h.metric("apigate_connections_revoked_total{listener=\"https\",reason=\"acl_revoked\"}"),
+        1.0
+    );
+    // New connections from the revoked address are refused too.
+    assert!(request_via(h.addr(), &[], &h.tls(None)).await.is_err());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_splices_tls_to_one_replica_per_connection_with_the_client_certificate() {
+    let settings = Settings {
+        passthrough: true,
+        ..Settings::default()
+    };
+    let h = Harness::start_with(2, settings).await;
+    // The client now talks TLS with the replica itself: it verifies the replica's
+    // certificate and its own certificate authenticates it there.
+    let tls = ClientTls {
+        ca_pem: h.pki.replica_ca.cert_pem(),
+        client_cert: Some((h.pki.alice.cert_pem.clone(), h.pki.alice.key_pem.clone())),
+        server_name: HOST.into(),
+    };
+    let mut replicas = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let client = H2Client::connect(h.addr(), &tls).await.unwrap();
+        let counts = client
+            .spread("/version", &[], REPLICA_HEADER, 10, 2)
+            .await
+            .unwrap();
+        assert_eq!(counts.len(), 1, "one replica per connection: {counts:?}");
+        replicas.extend(counts.into_keys());
+        let r = client.get("/api", &[]).await.unwrap();
+        assert_eq!(r.headers.get(USER_HEADER).unwrap(), "alice");
+        assert_eq!(r.headers.get("x-apiserver-authn").unwrap(), "x509");
+    }
+    assert_eq!(replicas.len(), 2, "connections are spread: {replicas:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_honours_the_allowlist_and_a_split_client_hello() {
+    let settings = Settings {
+        passthrough: true,
+        listener: TRUST_LOOPBACK.into(),
+        route: "  accessControl: {rules: [{action: allow, cidrs: [192.0.2.0/24]}]}\n".into(),
+        ..Settings::default()
+    };
+    let h = Harness::start_with(1, settings).await;
+    let tls = ClientTls {
+        ca_pem: h.pki.replica_ca.cert_pem(),
+        client_cert: None,
+        server_name: HOST.into(),
+    };
+    assert!(
+        request_via(h.addr(), &[], &tls).await.is_err(),
+        "127.0.0.1 is not allowed"
+    );
+    assert_eq!(
+        request_via(h.addr(), &v1("192.0.2.1", 9), &tls).await,
+        Ok(200)
+    );
+    // A ClientHello trickled one byte per TCP segment still routes.
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let tcp = TcpStream::connect(h.addr()).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let pump = tokio::spawn(trickle(server, tcp, v1("192.0.2.2", 10)));
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        apigate::demo::client::client_config(&tls, vec![b"http/1.1".to_vec()]).unwrap(),
+    ));
+    let mut stream = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from(HOST).unwrap(),
+            client,
+        )
+        .await
+        .unwrap();
+    write_all(&mut stream, b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    pump.abort();
+    h.stop().await;
+}
+
+/// Forward `client` ↔ `tcp`, sending the first 600 client bytes one per segment.
+async fn trickle(client: tokio::io::DuplexStream, tcp: TcpStream, preface: Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut tcp_read, mut tcp_write) = tcp.into_split();
+    tcp_write.write_all(&preface).await.unwrap();
+    let up = async move {
+        let mut sent = 0usize;
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            for byte in &buf[..n] {
+                if sent < 600 {
+                    tcp_write
+                        .write_all(std::slice::from_ref(byte))
+                        .await
+                        .unwrap();
+                    tcp_write.flush().await.unwrap();
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                } else {
+                    tcp_write
+                        .write_all(std::slice::from_ref(byte))
+                        .await
+                        .unwrap();
+                }
+                sent += 1;
+            }
+        }
+    };
+    let down = async move {
+        let _ = tokio::io::copy(&mut tcp_read, &mut client_write).await;
+    };
+    tokio::join!(up, down);
+}
+
+/// Send a CONNECT request; return the status line.
+async fn connect(
+    addr: SocketAddr,
+    destination: Option<&str>,
+    preface: &[u8],
+) -> (TcpStream, String) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(preface).await.unwrap();
+    let header = destination
+        .map(|d| format!("X-Gardener-Destination: {d}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("CONNECT kube-apiserver:443 HTTP/1.1\r\nHost: kube-apiserver:443\r\n{header}\r\n");
+    write_all(&mut tcp, request.as_bytes()).await;
+    let head = read_head(&mut tcp).await;
+    (tcp, head)
+}
+
+const DESTINATION: &str = "outbound|443||kube-apiserver.garden-test.svc.cluster.local";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_path_routes_by_destination_and_balances_inside_the_tunnel() {
+    let settings = Settings {
+        connect_listener: Some(String::new()),
+        ..Settings::default()
+    };
+    let h = Harness::start_with(3, settings).await;
+    let addr = h.listener("connect");
+    let (tcp, head) = connect(addr, Some(DESTINATION), &[]).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let client = H2Client::over(tcp, &h.tls(Some(&h.pki.alice)))
+        .await
+        .unwrap();
+    let counts = client
+        .spread("/version", &[], REPLICA_HEADER, 60, 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        counts.len(),
+        3,
+        "terminated and balanced per request: {counts:?}"
+    );
+    let r = client
+        .get("/api", &[("X-Remote-User", "admin")])
+        .await
+        .unwrap();
+    assert_eq!(r.headers.get(USER_HEADER).unwrap(), "alice");
+
+    for (destination, status) in [
+        (None, "400"),
+        (
+            Some("outbound|443||kube-apiserver.other.svc.cluster.local"),
+            "403",
+        ),
+        (Some(&format!("{DESTINATION}.evil.example.com")[..]), "403"),
+        (Some(&format!("x{DESTINATION}")[..]), "403"),
+    ] {
+        let (_, head) = connect(addr, destination, &[]).await;
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{destination:?}: {head}"
+        );
+    }
+    assert_eq!(h.metric("apigate_access_total{family=\"ipv4\",listener=\"connect\",reason=\"unknown_destination\",result=\"denied\",route=\"none\"}"), 3.0, "{}", h.metrics());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_path_bypasses_the_allowlist() {
+    let route = "  accessControl: {rules: [{action: allow, cidrs: [192.0.2.0/24]}]}\n";
+    // 443 terminate and CONNECT.
+    let settings = Settings {
+        route: route.into(),
+        listener: TRUST_LOOPBACK.into(),
+        connect_listener: Some(TRUST_LOOPBACK.into()),
+        ..Settings::default()
+    };
+    let h = Harness::start_with(1, settings).await;
+    assert!(
+        request_via(h.addr(), &[], &h.tls(None)).await.is_err(),
+        "443 terminate"
+    );
+    assert!(
+        request_via(h.addr(), &v1("198.51.100.4", 1), &h.tls(None))
+            .await
+            .is_err(),
+        "443 terminate, PROXY"
+    );
+    let (_, head) = connect(h.listener("connect"), Some(DESTINATION), &[]).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "CONNECT: {head}");
+    let (_, head) = connect(
+        h.listener("connect"),
+        Some(DESTINATION),
+        &v1("198.51.100.4", 1),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 403"), "CONNECT, PROXY: {head}");
+    // The allowed address passes on both.
+    assert_eq!(
+        request_via(h.addr(), &v1("192.0.2.9", 1), &h.tls(None)).await,
+        Ok(200)
+    );
+    let (tcp, head) = connect(
+        h.listener("connect"),
+        Some(DESTINATION),
+        &v1("192.0.2.9", 1),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let client = H2Client::over(tcp, &h.tls(None)).await.unwrap();
+    assert_eq!(client.get("/version", &[]).await.unwrap().status, 200);
+    assert_eq!(h.replicas[0].requests_total(), 2);
+    assert!(eventually(Duration::from_secs(1), || h.metric("apigate_access_total{family=\"ipv4\",listener=\"connect\",reason=\"acl_default\",result=\"denied\",route=\"garden-test/shoot\"}") == 2.0).await, "{}", h.metrics());
+    h.stop().await;
+}
