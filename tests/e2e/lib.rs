@@ -137,11 +137,50 @@ impl Drop for Testbed {
     }
 }
 
+/// SNI of the passthrough route (also in the replicas' serving certificate).
+pub const PASSTHROUGH_HOST: &str = "kubernetes";
+/// CONNECT destination of the terminating route (its namespace is `e2e`).
+pub const DESTINATION: &str = "outbound|443||kube-apiserver.e2e.svc.cluster.local";
+
 /// apigate in front of the testbed.
 pub struct Gateway {
     pub running: Option<Running>,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
+    /// Stand-in for Gardener's apiserver-proxy: plain TCP in, CONNECT with the
+    /// destination header to apigate's CONNECT listener, then a splice.
+    forwarder: tokio::task::JoinHandle<()>,
+}
+
+/// Accept plain TCP and tunnel each connection through apigate's CONNECT listener,
+/// the way the shoot's apiserver-proxy (Envoy) does.
+async fn forward(listener: tokio::net::TcpListener, connect: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while let Ok((mut client, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let Ok(mut tunnel) = tokio::net::TcpStream::connect(connect).await else {
+                return;
+            };
+            let request = format!(
+                "CONNECT kube-apiserver:443 HTTP/1.1\r\nHost: kube-apiserver:443\r\nX-Gardener-Destination: {DESTINATION}\r\n\r\n"
+            );
+            if tunnel.write_all(request.as_bytes()).await.is_err() {
+                return;
+            }
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
+                match tunnel.read(&mut byte).await {
+                    Ok(1) => head.push(byte[0]),
+                    _ => return,
+                }
+            }
+            if !head.starts_with(b"HTTP/1.1 200") {
+                return;
+            }
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut tunnel).await;
+        });
+    }
 }
 
 impl Gateway {
@@ -158,8 +197,18 @@ impl Gateway {
 kind: GatewayConfig
 metadata: {{name: e2e}}
 spec:
-  listeners: [{{name: https, address: \"127.0.0.1:0\"}}]
+  listeners:
+  - {{name: https, address: \"127.0.0.1:0\"}}
+  - {{name: connect, kind: connect, address: \"127.0.0.1:0\"}}
   admin: {{address: \"127.0.0.1:0\"}}
+---
+apiVersion: apigate.dev/v1alpha1
+kind: ApiServerRoute
+metadata: {{name: testbed-passthrough, namespace: e2e-passthrough}}
+spec:
+  hostnames: [{PASSTHROUGH_HOST}]
+  mode: passthrough
+  backends: {{static: [{backends}]}}
 ---
 apiVersion: apigate.dev/v1alpha1
 kind: ApiServerRoute
@@ -190,6 +239,15 @@ spec:
             .map_err(|e| anyhow::anyhow!("config: {e:?}"))?;
         let running = apigate::server::start(snapshot, None).await?;
         let address = running.address().context("no listener")?;
+        let connect = running
+            .listeners
+            .iter()
+            .find(|(name, _)| name == "connect")
+            .map(|(_, a)| *a)
+            .context("no CONNECT listener")?;
+        let forwarder_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let forwarder_address = forwarder_listener.local_addr()?;
+        let forwarder = tokio::spawn(forward(forwarder_listener, connect));
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(
             &kubeconfig,
@@ -199,6 +257,10 @@ kind: Config
 clusters:
 - name: apigate
   cluster: {{server: \"https://{address}\", tls-server-name: {HOST}, certificate-authority: {ca}}}
+- name: apigate-passthrough
+  cluster: {{server: \"https://{address}\", tls-server-name: {PASSTHROUGH_HOST}, certificate-authority: {ca}}}
+- name: apigate-connect
+  cluster: {{server: \"https://{forwarder_address}\", tls-server-name: {HOST}, certificate-authority: {ca}}}
 users:
 - name: admin
   user: {{client-certificate: {pki_dir}/admin.crt, client-key: {pki_dir}/admin.key}}
@@ -210,6 +272,10 @@ contexts:
 - {{name: admin, context: {{cluster: apigate, user: admin}}}}
 - {{name: alice, context: {{cluster: apigate, user: alice}}}}
 - {{name: bob, context: {{cluster: apigate, user: bob}}}}
+- {{name: passthrough-alice, context: {{cluster: apigate-passthrough, user: alice}}}}
+- {{name: passthrough-bob, context: {{cluster: apigate-passthrough, user: bob}}}}
+- {{name: connect-alice, context: {{cluster: apigate-connect, user: alice}}}}
+- {{name: connect-bob, context: {{cluster: apigate-connect, user: bob}}}}
 current-context: admin
 ",
                 ca = pki("ca.crt")?,
@@ -221,6 +287,7 @@ current-context: admin
             running: Some(running),
             dir,
             kubeconfig,
+            forwarder,
         })
     }
 
@@ -250,7 +317,25 @@ current-context: admin
         Ok(output)
     }
 
+    /// Value of one apigate metric line (exact labels as rendered), or 0.
+    pub fn metric(&self, name_and_labels: &str) -> f64 {
+        let Some(running) = &self.running else {
+            return 0.0;
+        };
+        running
+            .state
+            .metrics
+            .render()
+            .lines()
+            .find_map(|line| {
+                let (key, value) = line.rsplit_once(' ')?;
+                (key == name_and_labels).then(|| value.parse().ok())?
+            })
+            .unwrap_or(0.0)
+    }
+
     pub async fn stop(&mut self) {
+        self.forwarder.abort();
         if let Some(running) = self.running.take() {
             running.shutdown(Duration::from_secs(2)).await;
         }

@@ -161,6 +161,53 @@ async fn kubectl_with_bearer_token(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     kubectl_get_list_create_watch(&ctx, "bob").await
 }
 
+/// Passthrough: kubectl's client certificate goes straight to kube-apiserver (no
+/// front-proxy headers involved), certificate and token users alike.
+async fn passthrough_with_kubectl(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    kubectl_ok(
+        &ctx,
+        "passthrough-alice",
+        &["-n", "default", "get", "configmaps"],
+    )?;
+    kubectl_denied(
+        &ctx,
+        "passthrough-alice",
+        &["-n", "default", "get", "secrets"],
+        "alice",
+    )?;
+    kubectl_ok(&ctx, "passthrough-bob", &["-n", "default", "get", "pods"])?;
+    let spliced: f64 = ctx
+        .testbed
+        .replicas()?
+        .iter()
+        .map(|r| {
+            ctx.gateway.metric(&format!(
+                "apigate_passthrough_connections_total{{backend=\"{r}\",route=\"e2e-passthrough/testbed-passthrough\"}}"
+            ))
+        })
+        .sum();
+    ensure!(
+        spliced >= 3.0,
+        "kubectl went through the passthrough route ({spliced} connections)"
+    );
+    Ok(())
+}
+
+/// The in-cluster CONNECT path carries kubectl traffic: a forwarder that speaks CONNECT
+/// with X-Gardener-Destination (like the shoot's apiserver-proxy) in front of apigate.
+async fn connect_path_with_kubectl(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    kubectl_get_list_create_watch(&ctx, "connect-alice").await?;
+    kubectl_denied(
+        &ctx,
+        "connect-alice",
+        &["-n", "default", "get", "secrets"],
+        "alice",
+    )?;
+    kubectl_ok(&ctx, "connect-bob", &["-n", "default", "get", "configmaps"])?;
+    kubectl_denied(&ctx, "connect-bob", &["get", "secrets", "-A"], "bob")?;
+    Ok(())
+}
+
 /// RBAC through apigate sees the real caller: allowed and forbidden actions for a
 /// certificate user (alice, group devs) and a token user (bob, group devs).
 async fn rbac_sees_the_caller(ctx: Arc<Ctx>) -> anyhow::Result<()> {
@@ -338,6 +385,12 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         }),
         ("watch_survives_while_requests_flow", |c| {
             Box::pin(watch_survives_while_requests_flow(c))
+        }),
+        ("passthrough_with_kubectl", |c| {
+            Box::pin(passthrough_with_kubectl(c))
+        }),
+        ("connect_path_with_kubectl", |c| {
+            Box::pin(connect_path_with_kubectl(c))
         }),
         // Last: it stops a replica.
         ("stopped_replica_fails_no_request", |c| {
