@@ -13,8 +13,10 @@ use apigate_control::{Route, RouteId, Snapshot, SnapshotDiff};
 use arc_swap::ArcSwap;
 use pingora::utils::tls::{CertKey, WrappedX509};
 
-use crate::balance::{BackendRegistry, RouteBackends};
+use crate::balance::health::{now_nanos, FailureOutcome};
+use crate::balance::{BackendRegistry, BackendState, RouteBackends};
 use crate::metrics::Metrics;
+use apigate_control::snapshot::Ejection;
 
 /// One route with everything the proxy derived from it.
 pub struct RouteRuntime {
@@ -170,6 +172,38 @@ impl State {
             .map(|d| d.as_secs_f64())
             .unwrap_or_default();
         self.metrics.config_last_success.set(now);
+    }
+
+    /// A backend failed a request of `route` (connect failure or gateway error): count
+    /// it, and eject the backend when the failure streak reaches the policy's limit.
+    /// The one place that turns failures into ejections, for every path.
+    pub fn backend_failed(
+        &self,
+        route: &str,
+        backend: &BackendState,
+        policy: &Ejection,
+        connect_failure: bool,
+    ) {
+        if connect_failure {
+            self.metrics
+                .upstream_connect_errors
+                .with_label_values(&[route, backend.label.as_str()])
+                .inc();
+        }
+        if let FailureOutcome::Ejected(duration) =
+            backend.health.record_failure(now_nanos(), policy)
+        {
+            self.metrics
+                .ejections
+                .with_label_values(&[backend.label.as_str()])
+                .inc();
+            tracing::warn!(
+                backend = %backend.addr,
+                route,
+                ejected_for_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                "backend ejected after consecutive failures"
+            );
+        }
     }
 
     /// Copy live backend counters into the gauges, just before a scrape.

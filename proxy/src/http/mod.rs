@@ -37,7 +37,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use self::classify::Kind;
 use self::identity::Identity;
 use self::rejection::Rejection;
-use crate::balance::health::{now_nanos, FailureOutcome};
+use crate::balance::health::now_nanos;
 use crate::balance::{BackendState, InFlight};
 use crate::listener::conn::{ClientAuth, ConnCtx};
 use crate::state::{Active, RouteRuntime, State};
@@ -353,14 +353,10 @@ impl ProxyHttp for Apigate {
         mut e: Box<Error>,
     ) -> Box<Error> {
         let route_label = ctx.route_label().to_string();
-        self.state
-            .metrics
-            .upstream_connect_errors
-            .with_label_values(&[route_label.as_str(), ctx.backend_label()])
-            .inc();
-        if let Some(flight) = ctx.in_flight.take() {
-            let backend = flight.backend().clone();
-            self.record_failure(ctx, &backend);
+        if let (Some(flight), Some(active)) = (ctx.in_flight.take(), ctx.active()) {
+            let policy = active.snapshot.gateway.ejection;
+            self.state
+                .backend_failed(&route_label, flight.backend(), &policy, true);
         }
         let backends = ctx.route.as_ref().map_or(0, |r| r.backends.states.len());
         let retry = ctx.tried.len() < backends.min(MAX_ATTEMPTS);
@@ -495,21 +491,8 @@ impl Apigate {
     fn record_failure(&self, ctx: &RequestCtx, backend: &Arc<BackendState>) {
         let Some(active) = ctx.active() else { return };
         let policy = active.snapshot.gateway.ejection;
-        if let FailureOutcome::Ejected(duration) =
-            backend.health.record_failure(now_nanos(), &policy)
-        {
-            self.state
-                .metrics
-                .ejections
-                .with_label_values(&[backend.label.as_str()])
-                .inc();
-            tracing::warn!(
-                backend = %backend.addr,
-                route = ctx.route_label(),
-                ejected_for_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-                "backend ejected after consecutive failures"
-            );
-        }
+        self.state
+            .backend_failed(ctx.route_label(), backend, &policy, false);
     }
 }
 

@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 
 use super::rejection::Rejection;
 use super::RequestCtx;
-use crate::balance::health::{now_nanos, FailureOutcome};
+use crate::balance::health::now_nanos;
 use crate::balance::InFlight;
 use crate::state::State;
 
@@ -92,22 +92,7 @@ pub(super) async fn serve(
         };
         match tokio::time::timeout(timeouts.connect, connect).await {
             Ok(Ok(stream)) => break stream,
-            Ok(Err(_)) | Err(_) => {
-                state
-                    .metrics
-                    .upstream_connect_errors
-                    .with_label_values(&[route.label.as_str(), backend.label.as_str()])
-                    .inc();
-                if let FailureOutcome::Ejected(_) =
-                    backend.health.record_failure(now_nanos(), &policy)
-                {
-                    state
-                        .metrics
-                        .ejections
-                        .with_label_values(&[backend.label.as_str()])
-                        .inc();
-                }
-            }
+            Ok(Err(_)) | Err(_) => state.backend_failed(&route.label, &backend, &policy, true),
         }
     };
 

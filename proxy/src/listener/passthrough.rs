@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use super::prefixed::PrefixedStream;
 use super::revocation::KillSwitch;
-use crate::balance::health::{now_nanos, FailureOutcome};
+use crate::balance::health::now_nanos;
 use crate::balance::InFlight;
 use crate::state::{RouteRuntime, State};
 use apigate_control::snapshot::Ejection;
@@ -52,22 +52,7 @@ pub async fn serve(
                     .inc();
                 break (stream, flight);
             }
-            Ok(Err(_)) | Err(_) => {
-                state
-                    .metrics
-                    .upstream_connect_errors
-                    .with_label_values(&[route.label.as_str(), backend.label.as_str()])
-                    .inc();
-                if let FailureOutcome::Ejected(_) =
-                    backend.health.record_failure(now_nanos(), &policy)
-                {
-                    state
-                        .metrics
-                        .ejections
-                        .with_label_values(&[backend.label.as_str()])
-                        .inc();
-                }
-            }
+            Ok(Err(_)) | Err(_) => state.backend_failed(&route.label, &backend, &policy, true),
         }
     };
     let _ = upstream.set_nodelay(true);

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Proxy overhead benchmark for the README: small GETs over TLS + HTTP/2 on loopback,
+# measured side by side in ONE run against
+#   direct   - one fake kube-apiserver replica, no proxy
+#   apigate  - apigate terminating TLS, HTTP/2 upstream, per-request balancing over 3 replicas
+#   haproxy  - HAProxy 2.6 (Debian) configured the same way (TLS termination, h2 both
+#              sides, balance roundrobin = per request/stream)
+# Load: h2load (nghttp2-client), closed loop, C connections x M concurrent streams,
+# ROUNDS rounds per target interleaved (direct, apigate, haproxy, direct, ...) so drift on
+# a shared machine hits all targets alike. Latency percentiles come from h2load's
+# per-request log. Prints a Markdown table: median over rounds of req/s, p50, p99.
+#
+# Usage: bench/proxy-overhead.sh   (from the repo root; builds release binaries if needed)
+# Knobs: REQUESTS=100000 CLIENTS=10 STREAMS=10 ROUNDS=3 APIGATE_WORKERS=(all cores)
+# Every process it starts is killed by pid on exit; ports are picked free; loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REQUESTS=${REQUESTS:-100000}
+CLIENTS=${CLIENTS:-10}
+STREAMS=${STREAMS:-10}
+ROUNDS=${ROUNDS:-3}
+HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
+LOADTEST=target/release/apigate-loadtest
+APIGATE=target/release/apigate
+
+PIDS=()
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/apigate-overhead.XXXXXX")
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+command -v h2load >/dev/null || { echo "needs h2load (apt-get install nghttp2-client)" >&2; exit 1; }
+[ -x "$HAPROXY" ] || { echo "needs HAProxy at $HAPROXY (apt-get install haproxy)" >&2; exit 1; }
+if [ ! -x "$APIGATE" ] || [ ! -x "$LOADTEST" ]; then
+  bash scripts/bootstrap.sh
+  cargo build --release --locked -p apigate -p apigate-loadtest
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+# 1. Three fake replicas (TLS, h2 + http/1.1), certificates in $TMP/backend.
+"$LOADTEST" backend -n 3 --service-time 0ms --out-dir "$TMP/backend" >"$TMP/backend.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do [ -s "$TMP/backend/backends.env" ] && break; sleep 0.1; done
+# shellcheck disable=SC1091
+source "$TMP/backend/backends.env"
+read -r -a BACKENDS <<<"$REPLICA_ADDRS"
+
+# 2. apigate, same certificates: serving cert for localhost, replicas verified.
+AG_PORT=$(free_port)
+cat >"$TMP/apigate.yaml" <<YAML
+apiVersion: apigate.dev/v1alpha1
+kind: GatewayConfig
+metadata: {name: bench}
+spec:
+  listeners: [{name: https, address: "127.0.0.1:$AG_PORT"}]
+---
+apiVersion: apigate.dev/v1alpha1
+kind: ApiServerRoute
+metadata: {name: bench, namespace: bench}
+spec:
+  hostnames: [localhost]
+  backends: {static: [$(printf '"%s",' "${BACKENDS[@]}" | sed 's/,$//')]}
+  tls: {certFile: $TMP/backend/server.pem, keyFile: $TMP/backend/server-key.pem}
+  upstream: {caFile: $TMP/backend/ca.pem, serverName: localhost}
+YAML
+"$APIGATE" --log warn run --config "$TMP/apigate.yaml" >"$TMP/apigate.log" 2>&1 &
+PIDS+=($!)
+
+# 3. HAProxy, configured the same way.
+HA_PORT=$(free_port)
+{
+  cat <<CFG
+global
+  maxconn 20000
+  nbthread $(nproc)
+  ssl-server-verify required
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend fe
+  bind 127.0.0.1:$HA_PORT ssl crt $TMP/backend/server-bundle.pem alpn h2,http/1.1
+  default_backend be
+backend be
+  balance roundrobin
+  http-reuse always
+CFG
+  i=0
+  for b in "${BACKENDS[@]}"; do
+    echo "  server r$i $b ssl verify required ca-file $TMP/backend/ca.pem sni str(localhost) alpn h2"
+    i=$((i + 1))
+  done
+} >"$TMP/haproxy.cfg"
+"$HAPROXY" -f "$TMP/haproxy.cfg" -db >"$TMP/haproxy.log" 2>&1 &
+PIDS+=($!)
+
+wait_port "$AG_PORT"; wait_port "$HA_PORT"
+DIRECT_PORT=${BACKENDS[0]##*:}
+
+declare -A URL=(
+  [direct]="https://localhost:$DIRECT_PORT/version"
+  [apigate]="https://localhost:$AG_PORT/version"
+  [haproxy]="https://localhost:$HA_PORT/version"
+)
+
+run_one() { # name round -> "rps p50_ms p99_ms errors"
+  local name=$1 round=$2 log="$TMP/$1-$2.log"
+  local out
+  out=$(h2load -n "$REQUESTS" -c "$CLIENTS" -m "$STREAMS" -t 1 --log-file="$log" "${URL[$name]}" 2>&1)
+  local rps errors
+  rps=$(awk '/finished in/ {gsub(",", "", $4); print $4}' <<<"$out")
+  errors=$(awk '/^requests:/ {print $8 + $10}' <<<"$out")
+  python3 - "$log" "$rps" "$errors" <<'PY'
+import sys
+durations = sorted(int(line.split("\t")[2]) for line in open(sys.argv[1]) if line.strip())
+def pct(p): return durations[min(len(durations) - 1, int(p / 100 * len(durations)))] / 1000
+print(sys.argv[2], f"{pct(50):.3f}", f"{pct(99):.3f}", sys.argv[3])
+PY
+}
+
+# Warm-up (TLS session setup, pools), then interleaved rounds.
+for name in direct apigate haproxy; do REQUESTS=5000 run_one "$name" warm >/dev/null; done
+declare -A RESULTS
+for round in $(seq 1 "$ROUNDS"); do
+  for name in direct apigate haproxy; do
+    RESULTS[$name]+="$(run_one "$name" "$round")"$'\n'
+  done
+done
+
+echo
+echo "Small GETs (/version), TLS + HTTP/2, $CLIENTS connections x $STREAMS streams, $REQUESTS requests per round, median of $ROUNDS rounds; $(nproc) cores, load generator on the same machine."
+echo
+echo "| target | requests/s | p50 ms | p99 ms | errors |"
+echo "|---|---:|---:|---:|---:|"
+for name in direct apigate haproxy; do
+  python3 - "$name" <<PY
+import statistics, sys
+rows = [l.split() for l in """${RESULTS[$name]}""".strip().splitlines()]
+med = lambda i: statistics.median(float(r[i]) for r in rows)
+print(f"| {sys.argv[1]} | {med(0):,.0f} | {med(1):.2f} | {med(2):.2f} | {int(sum(float(r[3]) for r in rows))} |")
+PY
+done
