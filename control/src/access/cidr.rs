@@ -2,15 +2,17 @@
 //! them?" in time bounded by the address width, not by the number of networks; and the
 //! strict CIDR parser every allowlist field goes through.
 //!
-//! Matching runs on this module's own [`trie`](super::trie) (path-compressed, 6-bit
-//! strides, membership only). Ready-made crates were evaluated first: `prefix-trie` 0.10
-//! (a well-kept tree-bitmap with `ipnet` support, and a shortest-match `is_covered`) came
-//! closest but walks one node per 5 bits of the matching prefix, with no path
-//! compression: measured 130 ns per hit at 50 networks and 335 ns at 1,000,000 (mixed
-//! IPv4/IPv6, random /16–/128 IPv6), against a target of < 100 ns. `treebitmap` and
-//! `ip_network_table` (its fork, with its own address types) use the same uncompressed
-//! scheme with 4-bit strides. Membership alone lets us drop covered prefixes, which makes
-//! a compact compressed trie small enough (~150 lines) to own.
+//! Matching runs on this module's own [`trie`](super::trie): path-compressed 6-bit
+//! strides, leaf buckets, a root table for big sets, membership only. Ready-made crates
+//! were evaluated first. `prefix-trie` 0.10 — well kept, `ipnet`-native, with a
+//! shortest-match `is_covered` — came closest, but its tree bitmap has no path
+//! compression and walks one node per 5 bits of the matching prefix: on
+//! `benches/access.rs` (mixed IPv4/IPv6, random /8–/32 and /16–/128) it took ~130 ns per
+//! hit at 50 networks and ~335 ns at 1,000,000, against a target of < 100 ns; this trie
+//! takes ~30 and ~50 ns on the same machine. `treebitmap` and its fork `ip_network_table`
+//! (with its own address types) use the same uncompressed scheme with 4-bit strides.
+//! Needing membership only lets covered prefixes be dropped at build time, which keeps
+//! our own trie simple enough to live in one file.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -38,6 +40,30 @@ const _: fn() = || {
     fn shared<T: Send + Sync>() {}
     shared::<CidrSet>();
 };
+
+/// An address as a trie key: canonical family (IPv4-mapped IPv6 is IPv4) and the
+/// address bits, left-aligned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct AddrKey {
+    v4: bool,
+    bits: u128,
+}
+
+impl From<IpAddr> for AddrKey {
+    #[inline]
+    fn from(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(a) => AddrKey {
+                v4: true,
+                bits: u128::from(u32::from(a)) << 96,
+            },
+            IpAddr::V6(a) => AddrKey {
+                v4: false,
+                bits: u128::from(a),
+            },
+        }
+    }
+}
 
 /// Left-aligned trie key of a network.
 fn prefix(net: &IpNet) -> Prefix {
@@ -69,13 +95,21 @@ impl CidrSet {
     }
 
     /// Whether `ip` lies in any network of the set. Cost is bounded by the address width
-    /// (in practice 4–5 trie nodes at a million networks), so a 1,000,000-entry set is as
-    /// usable as a 10-entry one.
+    /// (in practice a root-table read and 2–3 trie nodes at a million networks), so a
+    /// 1,000,000-entry set is as usable as a 10-entry one.
     #[inline]
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match ip.to_canonical() {
-            IpAddr::V4(a) => self.v4.contains(u128::from(u32::from(a)) << 96),
-            IpAddr::V6(a) => self.v6.contains(u128::from(a)),
+        self.contains_key(AddrKey::from(ip))
+    }
+
+    /// [`CidrSet::contains`] for an address already turned into a trie key, so a policy
+    /// converts each address once however many sets it checks.
+    #[inline]
+    pub(super) fn contains_key(&self, key: AddrKey) -> bool {
+        if key.v4 {
+            self.v4.contains(key.bits)
+        } else {
+            self.v6.contains(key.bits)
         }
     }
 

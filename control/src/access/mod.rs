@@ -1,6 +1,6 @@
 //! Source-IP allowlists: the pure core of apigate's ACL gate.
 //!
-//! A route's allowlist is written in one of two spellings ([`spec`]): Gardener's ACL
+//! A route's allowlist is written in one of two spellings: Gardener's ACL
 //! extension `providerConfig` (`acl`, one ALLOW or DENY rule, pasted verbatim) or apigate's
 //! own form (`accessControl`, ordered rules, first match wins, a default action). Both
 //! compile ([`compile_policy`]) into the same [`AccessPolicy`], which the proxy evaluates

@@ -13,6 +13,7 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::cidr::AddrKey;
 use super::CidrSet;
 
 /// What a rule or the default does with a connection.
@@ -204,7 +205,8 @@ impl AccessPolicy {
                 reason: MatchReason::NoPolicy,
             };
         };
-        if policy.always.contains(remote) {
+        let (direct, remote) = (AddrKey::from(direct), AddrKey::from(remote));
+        if policy.always.contains_key(remote) {
             return Decision {
                 action: Action::Allow,
                 reason: MatchReason::AlwaysAllowed,
@@ -216,7 +218,7 @@ impl AccessPolicy {
             } else {
                 remote
             };
-            if rule.cidrs.contains(ip) {
+            if rule.cidrs.contains_key(ip) {
                 return Decision {
                     action: rule.action,
                     reason: MatchReason::Rule {

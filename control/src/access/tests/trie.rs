@@ -47,7 +47,7 @@ fn single_prefixes_at_every_length() {
             assert!(!trie.contains(addr(outside.into())), "/{len}");
         }
     }
-    let trie = Trie::build(vec![(u128::from(1u128), 128)], 128);
+    let trie = Trie::build(vec![(1u128, 128)], 128);
     assert!(trie.contains(1));
     assert!(!trie.contains(0) && !trie.contains(3));
     assert!(!Trie::default().contains(0));
@@ -91,5 +91,76 @@ fn union_covers_matches_brute_force() {
             (0..size).all(|i| trie.contains(u128::from(base + i) << 96))
         });
         assert_eq!(union_covers(&outer, &inner), naive, "{outer:?} ⊇ {inner:?}");
+    }
+}
+
+#[test]
+fn deep_branches_match_brute_force() {
+    // Many prefixes sharing 100+ leading bits: branches far below bit 64, and every
+    // length from the common prefix to /128, nested and adjacent.
+    let mut rng = StdRng::seed_from_u64(0xdee9);
+    let common: u128 = 0x2001_0db8_0001_0002_0003_0004_0005_0000;
+    for _ in 0..50 {
+        let prefixes: Vec<Prefix> = (0..rng.gen_range(1..60))
+            .map(|_| {
+                let len = rng.gen_range(104..=128u8);
+                let key = (common | u128::from(rng.gen::<u32>() & 0x00FF_FFFF))
+                    & !u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+                (key, len)
+            })
+            .collect();
+        let trie = Trie::build(prefixes.clone(), 128);
+        for _ in 0..300 {
+            let a = common | u128::from(rng.gen::<u32>() & 0x00FF_FFFF);
+            let naive = prefixes
+                .iter()
+                .any(|&(key, len)| a & !u128::MAX.checked_shr(u32::from(len)).unwrap_or(0) == key);
+            assert_eq!(trie.contains(a), naive, "{a:x} in {prefixes:x?}");
+        }
+        assert!(!trie.contains(common ^ (1 << 100)));
+    }
+}
+
+#[test]
+fn root_table_matches_brute_force() {
+    // Big enough for the root table, in both families, with some nesting, neighbours,
+    // and probes both inside and just outside.
+    let mut rng = StdRng::seed_from_u64(0x7ab1e);
+    for (width, lens) in [(32u8, 18..=32u8), (128, 28..=128)] {
+        let prefixes: Vec<Prefix> = (0..12_000)
+            .map(|_| {
+                // A few short prefixes cover whole root-table entries.
+                let len = if rng.gen_bool(0.01) {
+                    rng.gen_range(6..=10)
+                } else {
+                    rng.gen_range(lens.clone())
+                };
+                let bits = rng.gen::<u128>();
+                (
+                    bits & !u128::MAX.checked_shr(u32::from(len)).unwrap_or(0),
+                    len,
+                )
+            })
+            .collect();
+        let trie = Trie::build(prefixes.clone(), width);
+        assert!(
+            trie.root_table_len() > 0,
+            "/{width}: the root table is exercised"
+        );
+        let inside =
+            |p: &Prefix, a: u128| a & !u128::MAX.checked_shr(u32::from(p.1)).unwrap_or(0) == p.0;
+        for _ in 0..1500 {
+            let p = prefixes[rng.gen_range(0..prefixes.len())];
+            let host = rng.gen::<u128>() & u128::MAX.checked_shr(u32::from(p.1)).unwrap_or(0);
+            let mut a = p.0 | host;
+            if rng.gen_bool(0.5) {
+                a ^= 1 << (128 - u32::from(p.1));
+            }
+            if width == 32 {
+                a &= !(u128::MAX >> 32);
+            }
+            let naive = prefixes.iter().any(|p| inside(p, a));
+            assert_eq!(trie.contains(a), naive, "/{width}: {a:x}");
+        }
     }
 }
