@@ -487,3 +487,33 @@ async fn no_path_bypasses_the_allowlist() {
     assert!(eventually(Duration::from_secs(1), || h.metric("apigate_access_total{family=\"ipv4\",listener=\"connect\",reason=\"acl_default\",result=\"denied\",route=\"garden-test/shoot\"}") == 2.0).await, "{}", h.metrics());
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_listener_matches_ipv4_clients_against_ipv4_rules() {
+    let pki = std::sync::Arc::new(crate::support::Pki::new());
+    let replicas = apigate_fake_apiserver::spawn_many(
+        1,
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+        pki.replica_options(),
+    )
+    .await
+    .unwrap();
+    let backends = vec![replicas[0].local_addr()];
+    let settings = Settings {
+        host: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        route: "  accessControl: {rules: [{action: allow, type: direct_remote_ip, cidrs: [127.0.0.1/32]}]}\n".into(),
+        ..Settings::default()
+    };
+    let h = Harness::start_backends(pki, replicas, &backends, settings).await;
+    let port = h.addr().port();
+    // An IPv4 client on the [::] listener arrives as ::ffff:127.0.0.1 and matches 127.0.0.1/32.
+    let v4: SocketAddr = ([127, 0, 0, 1], port).into();
+    assert_eq!(request_via(v4, &[], &h.tls(None)).await, Ok(200));
+    let v6: SocketAddr = (Ipv6Addr::LOCALHOST, port).into();
+    assert!(
+        request_via(v6, &[], &h.tls(None)).await.is_err(),
+        "::1 is not in the list"
+    );
+    assert_eq!(h.metric("apigate_access_total{family=\"ipv4\",listener=\"https\",reason=\"acl\",result=\"allowed\",route=\"garden-test/shoot\"}"), 1.0, "{}", h.metrics());
+    h.stop().await;
+}
