@@ -4,7 +4,7 @@
 #   direct   - one fake kube-apiserver replica, no proxy
 #   apigate  - apigate terminating TLS, HTTP/2 upstream, per-request balancing over 3 replicas
 #   haproxy  - HAProxy 2.6 (Debian) configured the same way (TLS termination, h2 both
-#              sides, balance roundrobin = per request/stream)
+#              sides, balance leastconn = least outstanding streams, per request)
 # Load: h2load (nghttp2-client), closed loop, C connections x M concurrent streams,
 # ROUNDS rounds per target interleaved (direct, apigate, haproxy, direct, ...) so drift on
 # a shared machine hits all targets alike. Latency percentiles come from h2load's
@@ -41,7 +41,7 @@ if [ ! -x "$APIGATE" ] || [ ! -x "$LOADTEST" ]; then
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; tail -n 20 "$TMP"/*.log >&2; exit 1; }
 
 # 1. Three fake replicas (TLS, h2 + http/1.1), certificates in $TMP/backend.
 "$LOADTEST" backend -n 3 --service-time 0ms --out-dir "$TMP/backend" >"$TMP/backend.log" 2>&1 &
@@ -77,7 +77,7 @@ HA_PORT=$(free_port)
 {
   cat <<CFG
 global
-  maxconn 20000
+  maxconn 4096
   nbthread $(nproc)
   ssl-server-verify required
 defaults
@@ -89,7 +89,7 @@ frontend fe
   bind 127.0.0.1:$HA_PORT ssl crt $TMP/backend/server-bundle.pem alpn h2,http/1.1
   default_backend be
 backend be
-  balance roundrobin
+  balance leastconn
   http-reuse always
 CFG
   i=0
@@ -116,7 +116,7 @@ run_one() { # name round -> "rps p50_ms p99_ms errors"
   out=$(h2load -n "$REQUESTS" -c "$CLIENTS" -m "$STREAMS" -t 1 --log-file="$log" "${URL[$name]}" 2>&1)
   local rps errors
   rps=$(awk '/finished in/ {gsub(",", "", $4); print $4}' <<<"$out")
-  errors=$(awk '/^requests:/ {print $8 + $10}' <<<"$out")
+  errors=$(awk '/^requests:/ {print $10 + $12}' <<<"$out")
   python3 - "$log" "$rps" "$errors" <<'PY'
 import sys
 durations = sorted(int(line.split("\t")[2]) for line in open(sys.argv[1]) if line.strip())
