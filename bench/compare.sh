@@ -139,25 +139,9 @@ start_apigate() {
     cargo build --release -p apigate
   fi
   APIGATE_PORT=$(free_port)
-  local backends
-  backends=$(printf '"%s", ' "${ADDRS[@]}")
-  cat >"$TMP/apigate.yaml" <<YAML
-apiVersion: apigate.dev/v1alpha1
-kind: GatewayConfig
-metadata: {name: bench}
-spec:
-  listeners: [{name: https, address: "[::]:${APIGATE_PORT}"}]
-  defaults: {balancing: leastRequest}
----
-apiVersion: apigate.dev/v1alpha1
-kind: ApiServerRoute
-metadata: {name: bench, namespace: bench}
-spec:
-  hostnames: [localhost]
-  backends: {static: [${backends%, }]}
-  tls: {certFile: ${SERVER_CERT}, keyFile: ${SERVER_KEY}}
-  upstream: {caFile: ${CA}, serverName: localhost}
-YAML
+  # shellcheck source=bench/apigate-config.sh
+  source "$(dirname "$0")/apigate-config.sh"
+  apigate_bench_config "[::]:${APIGATE_PORT}" "$SERVER_CERT" "$SERVER_KEY" "$CA" "${ADDRS[@]}" >"$TMP/apigate.yaml"
   "${PIN_TARGET[@]}" "$APIGATE_BIN" --log warn run --config "$TMP/apigate.yaml" >"$TMP/apigate.log" 2>&1 &
   PIDS+=($!)
   wait_for_port "$APIGATE_PORT" "$!" || { cat "$TMP/apigate.log" >&2; exit 1; }

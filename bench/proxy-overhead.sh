@@ -53,22 +53,10 @@ read -r -a BACKENDS <<<"$REPLICA_ADDRS"
 
 # 2. apigate, same certificates: serving cert for localhost, replicas verified.
 AG_PORT=$(free_port)
-cat >"$TMP/apigate.yaml" <<YAML
-apiVersion: apigate.dev/v1alpha1
-kind: GatewayConfig
-metadata: {name: bench}
-spec:
-  listeners: [{name: https, address: "127.0.0.1:$AG_PORT"}]
----
-apiVersion: apigate.dev/v1alpha1
-kind: ApiServerRoute
-metadata: {name: bench, namespace: bench}
-spec:
-  hostnames: [localhost]
-  backends: {static: [$(printf '"%s",' "${BACKENDS[@]}" | sed 's/,$//')]}
-  tls: {certFile: $TMP/backend/server.pem, keyFile: $TMP/backend/server-key.pem}
-  upstream: {caFile: $TMP/backend/ca.pem, serverName: localhost}
-YAML
+# shellcheck source=bench/apigate-config.sh
+source bench/apigate-config.sh
+apigate_bench_config "127.0.0.1:$AG_PORT" "$TMP/backend/server.pem" "$TMP/backend/server-key.pem" \
+  "$TMP/backend/ca.pem" "${BACKENDS[@]}" >"$TMP/apigate.yaml"
 "$APIGATE" --log warn run --config "$TMP/apigate.yaml" >"$TMP/apigate.log" 2>&1 &
 PIDS+=($!)
 
