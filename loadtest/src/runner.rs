@@ -324,6 +324,8 @@ async fn open_loop(ctx: &Ctx, conn: &HttpConn, c: usize, weight: f64, rate: f64,
     let mut inflight = FuturesUnordered::new();
     // Requests due just before the end may go out a timer tick or two late.
     let send_until = end + SEND_TOLERANCE;
+    // When the driver was last released from waiting for a free slot.
+    let mut released = ctx.window.start;
     let total = ctx.scenario.warmup + ctx.scenario.duration;
     // Bound in count as well as time: the timetable has at most this many entries.
     let max_i = (total.as_secs_f64() / sched.interval().as_secs_f64()).ceil() as u64 + 1;
@@ -333,7 +335,8 @@ async fn open_loop(ctx: &Ctx, conn: &HttpConn, c: usize, weight: f64, rate: f64,
             break;
         }
         // Wait until the send time and a free slot, completing responses meanwhile.
-        loop {
+        let mut blocked = false;
+        let lag_ref = loop {
             let now = Instant::now();
             if now >= send_until {
                 // Due before the end but not sent by then — because the target held every
@@ -346,22 +349,35 @@ async fn open_loop(ctx: &Ctx, conn: &HttpConn, c: usize, weight: f64, rate: f64,
             let full = inflight.len() >= max_inflight;
             let due = intended <= now;
             if due && !full {
-                break;
+                if blocked {
+                    // Held up by the target: the lag of this and the following
+                    // (now overdue) requests counts from here.
+                    released = now;
+                }
+                break intended.max(released);
             }
+            blocked |= due && full;
             tokio::select! {
                 biased;
                 Some(()) = inflight.next(), if !inflight.is_empty() => {}
                 _ = sleep_until(intended), if !due => {}
                 _ = sleep_until(send_until), if due => {}
             }
-        }
+        };
         let measured = ctx.window.is_measured(intended);
         if measured && !ctx.tickets.take() {
             break;
         }
         let op = ctx.scenario.mix.pick(&mut rng);
         let req = ctx.factory.build(op, &mut rng);
-        inflight.push(one_request(ctx, conn, c, op, req, intended, measured));
+        let planned = Planned {
+            op,
+            req,
+            t_ref: intended,
+            lag_ref,
+            measured,
+        };
+        inflight.push(one_request(ctx, conn, c, planned));
         // Start it now (and collect whatever finished), with this task's waker.
         std::future::poll_fn(|cx| {
             while let std::task::Poll::Ready(Some(())) = inflight.poll_next_unpin(cx) {}
@@ -412,24 +428,44 @@ async fn closed_worker(ctx: Arc<Ctx>, conn: Arc<HttpConn>, c: usize, mut rng: St
         }
         let op = ctx.scenario.mix.pick(&mut rng);
         let req = ctx.factory.build(op, &mut rng);
-        one_request(&ctx, &conn, c, op, req, now, measured).await;
+        let planned = Planned {
+            op,
+            req,
+            t_ref: now,
+            lag_ref: now,
+            measured,
+        };
+        one_request(&ctx, &conn, c, planned).await;
     }
 }
 
 /// Sends one request and records it (if measured) with latency from `t_ref`.
-async fn one_request(
-    ctx: &Ctx,
-    conn: &HttpConn,
-    c: usize,
+/// One request about to be sent.
+struct Planned {
     op: Op,
     req: Result<http::Request<http_body_util::Full<bytes::Bytes>>, http::Error>,
+    /// Latency is measured from here: the intended (open loop) or actual send time.
     t_ref: Instant,
+    /// Send lag is measured from here: the intended time, or later if the driver was
+    /// held up waiting for a free `--max-inflight` slot (the target's backpressure, not
+    /// generator lateness).
+    lag_ref: Instant,
+    /// Whether it is recorded.
     measured: bool,
-) {
+}
+
+async fn one_request(ctx: &Ctx, conn: &HttpConn, c: usize, p: Planned) {
+    let Planned {
+        op,
+        req,
+        t_ref,
+        lag_ref,
+        measured,
+    } = p;
     if measured {
         ctx.stats.live.in_flight.fetch_add(1, Ordering::Relaxed);
     }
-    let send_lag = Instant::now().saturating_duration_since(t_ref);
+    let send_lag = Instant::now().saturating_duration_since(lag_ref);
     let result = match req {
         Ok(req) => match timeout(ctx.scenario.timeout, exchange(ctx, conn, req)).await {
             Ok(r) => r,

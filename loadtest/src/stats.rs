@@ -59,8 +59,9 @@ pub struct Sample {
     /// Response body bytes.
     pub bytes: u64,
     /// How late the generator itself sent it: actual send time minus the scheduled
-    /// time (open loop; zero in closed loop). Large values mean the load generator, not
-    /// the target, was the bottleneck.
+    /// time, not counting waits for a free `--max-inflight` slot (open loop; zero in
+    /// closed loop). Large values mean the load generator (or a busy machine), not the
+    /// target, was the bottleneck.
     pub send_lag: Duration,
     /// What went wrong, for failures (kept once per kind as an example for the report).
     pub error: Option<String>,

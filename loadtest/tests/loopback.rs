@@ -200,7 +200,7 @@ async fn open_loop_latency_includes_a_one_second_stall_closed_loop_hides_it() ->
     // Closed loop, one outstanding request: only the one request in flight sees the stall.
     let (addr, mut server) = stalling_server().await?;
     sc.mode = Mode::Closed { concurrency: 1 };
-    let closed = run(&plan(&format!("http://{addr}"), None, sc)?).await?;
+    let closed = run(&plan(&format!("http://{addr}"), None, sc.clone())?).await?;
     server.shutdown().await;
     assert!(
         closed.latency_ms.max >= 800.0,
@@ -211,6 +211,24 @@ async fn open_loop_latency_includes_a_one_second_stall_closed_loop_hides_it() ->
         closed.latency_ms.p99 < 100.0,
         "closed loop hides the stall (coordinated omission): p99 {}",
         closed.latency_ms.p99
+    );
+
+    // Open loop with a single slot: requests due during the stall wait for it. The wait
+    // is in their latency (target backpressure) but not in the generator's send lag.
+    let (addr, mut server) = stalling_server().await?;
+    sc.mode = Mode::Open { rate: 200.0 };
+    sc.max_inflight = 1;
+    let one_slot = run(&plan(&format!("http://{addr}"), None, sc)?).await?;
+    server.shutdown().await;
+    assert!(
+        one_slot.latency_ms.p99 >= 800.0,
+        "p99 {}",
+        one_slot.latency_ms.p99
+    );
+    assert!(
+        one_slot.send_lag_ms.p99 < 100.0,
+        "send lag excludes slot waits: {}",
+        one_slot.send_lag_ms.p99
     );
     Ok(())
 }
