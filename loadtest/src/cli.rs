@@ -307,15 +307,10 @@ impl GateArgs {
     }
 }
 
-/// `run`.
+/// The flags `run` and `compare` share: one scenario, how to reach and measure the
+/// target(s), what to print, and when the run counts as failed.
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
-    /// Target URL, e.g. https://127.0.0.1:8443.
-    #[arg(long, short = 't', value_name = "URL")]
-    pub target: Target,
-    /// Name of the target in reports [default: the URL].
-    #[arg(long)]
-    pub name: Option<String>,
+pub struct ScenarioArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tls: TlsArgs,
@@ -331,6 +326,20 @@ pub struct RunArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub gate: GateArgs,
+}
+
+/// `run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Target URL, e.g. https://127.0.0.1:8443.
+    #[arg(long, short = 't', value_name = "URL")]
+    pub target: Target,
+    /// Name of the target in reports [default: the URL].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The scenario, TLS, measurement, output and threshold flags.
+    #[command(flatten)]
+    pub common: ScenarioArgs,
 }
 
 /// A `NAME=URL` target of `compare`.
@@ -368,21 +377,9 @@ pub struct CompareArgs {
     /// Pause between targets so one run's tail does not overlap the next.
     #[arg(long, default_value = "1s", value_parser = duration_arg)]
     pub pause: Duration,
+    /// The scenario, TLS, measurement, output and threshold flags.
     #[command(flatten)]
-    #[allow(missing_docs)]
-    pub tls: TlsArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub load: LoadArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub measure: MeasureArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub output: OutputArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub gate: GateArgs,
+    pub common: ScenarioArgs,
 }
 
 /// `backend`.
@@ -442,27 +439,21 @@ pub struct L4Args {
     pub run_for: Option<Duration>,
 }
 
-/// Builds the plan for one target from the shared flags.
-pub fn plan(
-    name: String,
-    target: Target,
-    scenario: Arc<Scenario>,
-    tls: &TlsArgs,
-    measure: &MeasureArgs,
-    output: &OutputArgs,
-    gate: &GateArgs,
-) -> RunPlan {
-    RunPlan {
-        name,
-        target,
-        scenario,
-        tls: tls.options(),
-        token: tls.token.clone(),
-        replicas: measure.replicas.clone().unwrap_or_default(),
-        scrape: measure.scrape.clone(),
-        scrape_labels: measure.scrape_label.clone(),
-        thresholds: gate.thresholds(),
-        progress: !output.quiet,
+impl ScenarioArgs {
+    /// The plan for one target.
+    pub fn plan(&self, name: String, target: Target, scenario: Arc<Scenario>) -> RunPlan {
+        RunPlan {
+            name,
+            target,
+            scenario,
+            tls: self.tls.options(),
+            token: self.tls.token.clone(),
+            replicas: self.measure.replicas.clone().unwrap_or_default(),
+            scrape: self.measure.scrape.clone(),
+            scrape_labels: self.measure.scrape_label.clone(),
+            thresholds: self.gate.thresholds(),
+            progress: !self.output.quiet,
+        }
     }
 }
 
@@ -499,7 +490,7 @@ mod tests {
         let Command::Run(args) = cli.command else {
             return Err("not run".into());
         };
-        let s = args.load.scenario()?;
+        let s = args.common.load.scenario()?;
         assert_eq!(s.mode, Mode::Open { rate: 500.0 });
         assert_eq!(s.accept_status, vec![404, 409]);
         assert_eq!(s.duration, Duration::from_secs(5));
@@ -568,7 +559,7 @@ mod tests {
         let Command::Run(args) = cli.command else {
             return Err("not run".into());
         };
-        assert!(args.load.scenario().is_err());
+        assert!(args.common.load.scenario().is_err());
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use apigate_loadtest::backend::{Backend, BackendOptions};
-use apigate_loadtest::cli::{self, BackendArgs, Cli, Command, CompareArgs, L4Args, RunArgs};
+use apigate_loadtest::cli::{BackendArgs, Cli, Command, CompareArgs, L4Args, RunArgs};
 use apigate_loadtest::compare::compare;
 use apigate_loadtest::l4::L4Baseline;
 use apigate_loadtest::report::{html, json, terminal};
@@ -79,26 +79,19 @@ fn emit(json_text: Option<String>, summary: &str) -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let scenario = Arc::new(args.load.scenario().unwrap_or_else(|e| usage_error(e)));
+    let common = &args.common;
+    let scenario = Arc::new(common.load.scenario().unwrap_or_else(|e| usage_error(e)));
     let name = args.name.clone().unwrap_or_else(|| args.target.to_string());
-    let plan = cli::plan(
-        name,
-        args.target.clone(),
-        scenario,
-        &args.tls,
-        &args.measure,
-        &args.output,
-        &args.gate,
-    );
+    let plan = common.plan(name, args.target.clone(), scenario);
     let report = runner::run(&plan).await?;
     let summary = terminal::run_summary(&report);
-    let json_text = if args.output.json {
+    let json_text = if common.output.json {
         Some(json::run_json(&report)?)
     } else {
         None
     };
     emit(json_text, &summary)?;
-    if let Some(path) = &args.output.report {
+    if let Some(path) = &common.output.report {
         html::write(path, std::slice::from_ref(&report), &summary)?;
         eprintln!("report written to {}", path.display());
     }
@@ -110,7 +103,8 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
 }
 
 async fn run_compare(args: CompareArgs) -> anyhow::Result<u8> {
-    let scenario = Arc::new(args.load.scenario().unwrap_or_else(|e| usage_error(e)));
+    let common = &args.common;
+    let scenario = Arc::new(common.load.scenario().unwrap_or_else(|e| usage_error(e)));
     let mut names = std::collections::BTreeSet::new();
     for t in &args.targets {
         if !names.insert(t.name.as_str()) {
@@ -120,17 +114,7 @@ async fn run_compare(args: CompareArgs) -> anyhow::Result<u8> {
     let plans: Vec<_> = args
         .targets
         .iter()
-        .map(|t| {
-            cli::plan(
-                t.name.clone(),
-                t.target.clone(),
-                Arc::clone(&scenario),
-                &args.tls,
-                &args.measure,
-                &args.output,
-                &args.gate,
-            )
-        })
+        .map(|t| common.plan(t.name.clone(), t.target.clone(), Arc::clone(&scenario)))
         .collect();
     let report = compare(&plans, args.pause).await?;
     let mut summary = String::new();
@@ -139,13 +123,13 @@ async fn run_compare(args: CompareArgs) -> anyhow::Result<u8> {
     }
     summary.push('\n');
     summary.push_str(&terminal::compare_table(&report));
-    let json_text = if args.output.json {
+    let json_text = if common.output.json {
         Some(json::compare_json(&report)?)
     } else {
         None
     };
     emit(json_text, &summary)?;
-    if let Some(path) = &args.output.report {
+    if let Some(path) = &common.output.report {
         html::write(path, &report.runs, &summary)?;
         eprintln!("report written to {}", path.display());
     }

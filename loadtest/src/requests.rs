@@ -141,34 +141,10 @@ impl RequestFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{Mix, Mode};
     use rand::SeedableRng;
-    use std::time::Duration;
 
     fn scenario() -> Scenario {
-        Scenario {
-            clients: 1,
-            protocol: Protocol::H2,
-            h1_pool: 4,
-            mode: Mode::Open { rate: 1.0 },
-            warmup: Duration::ZERO,
-            duration: Duration::from_secs(1),
-            max_requests: None,
-            timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            grace: Duration::from_secs(1),
-            mix: Mix::default(),
-            list_size: 50,
-            namespace: "default".into(),
-            objects: 10,
-            body_bytes: 512,
-            watches_per_client: 0,
-            client_skew: 0.0,
-            max_inflight: 100,
-            accept_status: vec![],
-            replica_header: "x-apiserver-replica".into(),
-            seed: 1,
-        }
+        crate::scenario::test_scenario(1, 1.0)
     }
 
     #[test]

@@ -368,15 +368,7 @@ async fn open_loop(ctx: &Ctx, conn: &HttpConn, c: usize, weight: f64, rate: f64,
         if measured && !ctx.tickets.take() {
             break;
         }
-        let op = ctx.scenario.mix.pick(&mut rng);
-        let req = ctx.factory.build(op, &mut rng);
-        let planned = Planned {
-            op,
-            req,
-            t_ref: intended,
-            lag_ref,
-            measured,
-        };
+        let planned = Planned::next(ctx, &mut rng, intended, lag_ref, measured);
         inflight.push(one_request(ctx, conn, c, planned));
         // Start it now (and collect whatever finished), with this task's waker.
         std::future::poll_fn(|cx| {
@@ -426,15 +418,7 @@ async fn closed_worker(ctx: Arc<Ctx>, conn: Arc<HttpConn>, c: usize, mut rng: St
         if measured && !ctx.tickets.take() {
             break;
         }
-        let op = ctx.scenario.mix.pick(&mut rng);
-        let req = ctx.factory.build(op, &mut rng);
-        let planned = Planned {
-            op,
-            req,
-            t_ref: now,
-            lag_ref: now,
-            measured,
-        };
+        let planned = Planned::next(&ctx, &mut rng, now, now, measured);
         one_request(&ctx, &conn, c, planned).await;
     }
 }
@@ -452,6 +436,21 @@ struct Planned {
     lag_ref: Instant,
     /// Whether it is recorded.
     measured: bool,
+}
+
+impl Planned {
+    /// The next request of the mix, timed from `t_ref` (latency) and `lag_ref` (send lag).
+    fn next(ctx: &Ctx, rng: &mut StdRng, t_ref: Instant, lag_ref: Instant, measured: bool) -> Self {
+        let op = ctx.scenario.mix.pick(rng);
+        let req = ctx.factory.build(op, rng);
+        Planned {
+            op,
+            req,
+            t_ref,
+            lag_ref,
+            measured,
+        }
+    }
 }
 
 async fn one_request(ctx: &Ctx, conn: &HttpConn, c: usize, p: Planned) {

@@ -323,35 +323,41 @@ mod secs {
     }
 }
 
+/// A small scenario for unit tests of this crate.
+#[cfg(test)]
+pub(crate) fn test_scenario(clients: usize, rate: f64) -> Scenario {
+    Scenario {
+        clients,
+        protocol: Protocol::H2,
+        h1_pool: 4,
+        mode: Mode::Open { rate },
+        warmup: Duration::ZERO,
+        duration: Duration::from_secs(1),
+        max_requests: None,
+        timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+        grace: Duration::from_secs(1),
+        mix: Mix::default(),
+        list_size: 50,
+        namespace: "default".into(),
+        objects: 10,
+        body_bytes: 512,
+        watches_per_client: 0,
+        client_skew: 0.0,
+        max_inflight: 100,
+        accept_status: vec![],
+        replica_header: "x-apiserver-replica".into(),
+        seed: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
 
     fn scenario() -> Scenario {
-        Scenario {
-            clients: 3,
-            protocol: Protocol::H2,
-            h1_pool: 4,
-            mode: Mode::Open { rate: 100.0 },
-            warmup: Duration::ZERO,
-            duration: Duration::from_secs(1),
-            max_requests: None,
-            timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            grace: Duration::from_secs(1),
-            mix: Mix::default(),
-            list_size: 50,
-            namespace: "default".into(),
-            objects: 10,
-            body_bytes: 512,
-            watches_per_client: 0,
-            client_skew: 0.0,
-            max_inflight: 100,
-            accept_status: vec![],
-            replica_header: "x-apiserver-replica".into(),
-            seed: 1,
-        }
+        test_scenario(3, 100.0)
     }
 
     #[test]
