@@ -25,6 +25,14 @@ pub fn is_identity_header(name: &str) -> bool {
         || matches("x-remote-extra-")
 }
 
+/// Whether `request` carries any identity header (for assertions after [`strip`]).
+pub fn has_identity_headers(request: &RequestHeader) -> bool {
+    request
+        .headers
+        .keys()
+        .any(|n| is_identity_header(n.as_str()))
+}
+
 /// Remove every identity header from `request`. Returns how many were removed (for logs).
 pub fn strip(request: &mut RequestHeader) -> usize {
     let names: Vec<http::HeaderName> = request

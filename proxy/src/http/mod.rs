@@ -306,9 +306,8 @@ impl ProxyHttp for Apigate {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        // Already stripped from the downstream request; stripping the copy again keeps
-        // the guarantee local to the place that sets the headers.
-        identity::strip(upstream_request);
+        // `request_filter` stripped the downstream request this copy was made from.
+        debug_assert!(!identity::has_identity_headers(upstream_request));
         if let Some(identity) = &ctx.identity {
             identity.apply(upstream_request)?;
         }

@@ -145,7 +145,8 @@ pub(super) async fn serve(
 /// `Connection: Upgrade, close` so a refused upgrade ends with its response.
 fn request_head(request: &RequestHeader, ctx: &RequestCtx) -> Result<Vec<u8>, Rejection> {
     let mut request = request.clone();
-    super::identity::strip(&mut request);
+    // `request_filter` stripped the request before handing it here.
+    debug_assert!(!super::identity::has_identity_headers(&request));
     let bad = |e: pingora::BError| Rejection::BadRequest(e.to_string());
     if let Some(identity) = &ctx.identity {
         identity.apply(&mut request).map_err(bad)?;

@@ -46,12 +46,8 @@ pub enum ClientAuth {
 /// What every request on a connection needs to know about it.
 #[derive(Debug)]
 pub struct ConnCtx {
-    /// Listener name, for metrics.
-    pub listener: Arc<str>,
-    /// The route the ClientHello selected.
+    /// The route the ClientHello (or CONNECT destination) selected.
     pub route_id: RouteId,
-    /// The SNI the client sent.
-    pub sni: String,
     /// The client's TLS authentication.
     pub client: ClientAuth,
     /// The client's address.
@@ -61,17 +57,9 @@ pub struct ConnCtx {
 
 impl ConnCtx {
     /// Context of a freshly terminated connection.
-    pub fn new(
-        listener: Arc<str>,
-        route_id: RouteId,
-        sni: String,
-        client: ClientAuth,
-        peer: SocketAddr,
-    ) -> Self {
+    pub fn new(route_id: RouteId, client: ClientAuth, peer: SocketAddr) -> Self {
         ConnCtx {
-            listener,
             route_id,
-            sni,
             client,
             peer,
             request_seen: AtomicBool::new(false),

@@ -432,13 +432,7 @@ async fn terminate(
         _ => ClientAuth::Anonymous,
     };
     count(ctx, &listener, "accepted");
-    let conn_ctx = Arc::new(ConnCtx::new(
-        listener.clone(),
-        route.route.id.clone(),
-        sni,
-        client,
-        addrs.remote,
-    ));
+    let conn_ctx = Arc::new(ConnCtx::new(route.route.id.clone(), client, addrs.remote));
     let conn = match Conn::new(tls, conn_ctx, timeouts.request_header, kill, watcher) {
         Ok(conn) => conn,
         Err(e) => {
