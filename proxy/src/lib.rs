@@ -14,6 +14,7 @@ pub mod admin;
 pub mod balance;
 pub mod demo;
 pub mod http;
+pub mod kubernetes;
 pub mod listener;
 pub mod metrics;
 pub mod reload;

@@ -1,4 +1,4 @@
-//! The `apigate` binary: `run`, `validate`, `demo`.
+//! The `apigate` binary: `run`, `validate`, `demo`, `crd`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,7 +28,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve a configuration file; reload it on SIGHUP or when it changes.
+    /// Serve a configuration file; reload it on SIGHUP or when it changes. With
+    /// `--kubernetes`, the file gives the gateway (listeners, defaults) and routes come
+    /// from the cluster.
     Run {
         /// Multi-document YAML with one GatewayConfig and ApiServerRoutes.
         #[arg(long, short)]
@@ -39,7 +41,11 @@ enum Command {
         /// How often the configuration files are checked for changes.
         #[arg(long, default_value = "2s", value_parser = humantime_duration)]
         watch_interval: Duration,
+        #[command(flatten)]
+        kubernetes: apigate::kubernetes::KubernetesArgs,
     },
+    /// Print the ApiServerRoute CustomResourceDefinition (as in manifests/crd/).
+    Crd,
     /// Check a configuration file; exit non-zero listing every problem.
     Validate {
         /// The configuration file.
@@ -85,8 +91,24 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             grace,
+            kubernetes,
+            ..
+        } if kubernetes.kubernetes => {
+            runtime.block_on(apigate::kubernetes::run(config, grace, kubernetes))
+        }
+        Command::Run {
+            config,
+            grace,
             watch_interval,
+            ..
         } => runtime.block_on(apigate::server::run(config, grace, watch_interval)),
+        Command::Crd => match apigate_control::source::kubernetes::crd::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => Err(anyhow::anyhow!("rendering the CRD: {e}")),
+        },
         Command::Demo(args) => runtime.block_on(apigate::demo::run(args)),
     };
     match result {

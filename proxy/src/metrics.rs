@@ -57,6 +57,19 @@ pub struct Metrics {
     pub config_last_success: Gauge,
     /// Routes in the active configuration.
     pub routes: IntGauge,
+    /// Kubernetes source: `ApiServerRoute`s by verdict (`accepted`, `rejected`, `pending`).
+    pub kube_routes: IntGaugeVec,
+    /// Kubernetes source: rejected routes by condition reason (e.g. `HostnameConflict`).
+    pub kube_rejected: IntGaugeVec,
+    /// Kubernetes source: seconds from the oldest change of a batch to its snapshot
+    /// being active (debounce included).
+    pub kube_apply_seconds: HistogramVec,
+    /// Kubernetes source: watch failures by resource (disconnects, expiry, denials).
+    pub kube_watch_errors: IntCounterVec,
+    /// Kubernetes source: status writes by result; Events published as `event`.
+    pub kube_status_writes: IntCounterVec,
+    /// Kubernetes source: running per-Secret watches.
+    pub kube_secret_watches: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -112,7 +125,51 @@ impl Metrics {
         let routes = IntGauge::new("apigate_routes", "Routes in the active configuration.")
             .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
         register(&registry, Box::new(routes.clone()));
+        let kube_apply_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "apigate_kubernetes_apply_seconds",
+                "Kubernetes source: time from a change to its snapshot being active (stage=apply) and compile time alone (stage=compile).",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["stage"],
+        )
+        .unwrap_or_else(|e| panic!("histogram is malformed: {e}"));
+        register(&registry, Box::new(kube_apply_seconds.clone()));
+        let kube_secret_watches = IntGauge::new(
+            "apigate_kubernetes_secret_watches",
+            "Kubernetes source: running per-Secret watches (one per referenced Secret).",
+        )
+        .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
+        register(&registry, Box::new(kube_secret_watches.clone()));
         Metrics {
+            kube_routes: gauge(
+                &registry,
+                "apigate_kubernetes_routes",
+                "Kubernetes source: ApiServerRoutes by verdict.",
+                &["verdict"],
+            ),
+            kube_rejected: gauge(
+                &registry,
+                "apigate_kubernetes_routes_rejected",
+                "Kubernetes source: rejected ApiServerRoutes by condition reason.",
+                &["reason"],
+            ),
+            kube_apply_seconds,
+            kube_watch_errors: counter(
+                &registry,
+                "apigate_kubernetes_watch_errors_total",
+                "Kubernetes source: watch failures by resource; watches retry with back-off.",
+                &["resource"],
+            ),
+            kube_status_writes: counter(
+                &registry,
+                "apigate_kubernetes_status_writes_total",
+                "Kubernetes source: status writes by result (written, failed) and Events published (event).",
+                &["result"],
+            ),
+            kube_secret_watches,
             requests: counter(
                 &registry,
                 "apigate_requests_total",

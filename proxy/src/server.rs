@@ -59,6 +59,16 @@ pub async fn start(
     snapshot: Snapshot,
     source: Option<(FileSource, Duration)>,
 ) -> Result<Running, StartError> {
+    start_with(snapshot, source, true).await
+}
+
+/// [`start`], reporting ready on `/readyz` only when `ready` (a source that still has
+/// to sync sets readiness itself once it has).
+pub async fn start_with(
+    snapshot: Snapshot,
+    source: Option<(FileSource, Duration)>,
+    ready: bool,
+) -> Result<Running, StartError> {
     let gateway = snapshot.gateway.clone();
     let state = State::new(snapshot, Metrics::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -129,7 +139,7 @@ pub async fn start(
             shutdown_rx.clone(),
         ));
     }
-    readiness.set(true);
+    readiness.set(ready);
     Ok(Running {
         state,
         listeners: bound,

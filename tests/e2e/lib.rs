@@ -7,6 +7,8 @@
 
 #![allow(missing_docs)]
 
+pub mod kube;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

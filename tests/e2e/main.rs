@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use apigate::demo::client::H2Client;
-use apigate_e2e::{text, Gateway, Testbed, HOST};
+use apigate_e2e::{kube, text, Gateway, Testbed, HOST};
 
 struct Ctx {
     testbed: Testbed,
@@ -366,8 +366,538 @@ async fn stopped_replica_fails_no_request(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Status conditions of a route as `type=status/reason: message` lines.
+fn conditions(
+    ctx: &Ctx,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    let json = kube::admin_ok(
+        &ctx.testbed,
+        &["-n", namespace, "get", "apiserverroute", name, "-o", "json"],
+        None,
+    )?;
+    let object: serde_json::Value = serde_json::from_str(&json)?;
+    let lines = object["status"]["conditions"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|c| {
+                    format!(
+                        "{}={}/{}: {}",
+                        c["type"].as_str().unwrap_or_default(),
+                        c["status"].as_str().unwrap_or_default(),
+                        c["reason"].as_str().unwrap_or_default(),
+                        c["message"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    Ok((lines, object))
+}
+
+/// Requests through the Kubernetes-configured apigate, per backend, by its metrics.
+async fn spread(
+    gateway: &kube::KubeGateway,
+    testbed: &Testbed,
+    n: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let replicas = testbed.replicas()?;
+    let before: Vec<f64> = replicas
+        .iter()
+        .map(|r| {
+            gateway.metric_sum(
+                "apigate_requests_total",
+                &[kube::ROUTE, &format!("backend=\"{r}\"")],
+            )
+        })
+        .collect();
+    let tls = testbed.client_tls(Some("admin"), kube::K8S_HOST)?;
+    let client = H2Client::connect(gateway.address()?, &tls).await?;
+    for i in 0..n {
+        let response = client.get("/api/v1/namespaces/default", &[]).await?;
+        ensure!(response.status == 200, "request {i}: {}", response.status);
+    }
+    Ok(replicas
+        .iter()
+        .zip(before)
+        .map(|(r, b)| {
+            gateway.metric_sum(
+                "apigate_requests_total",
+                &[kube::ROUTE, &format!("backend=\"{r}\"")],
+            ) - b
+        })
+        .collect())
+}
+
+/// The Kubernetes source against the real API server: routes, EndpointSlices, Secrets
+/// and the Gardener acl Extension configure apigate; status, Events, rotation,
+/// invalid objects and an API-server restart behave as operators need.
+async fn kubernetes_source(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    use kube::{admin_ok, apply, eventually, KubeGateway, K8S_HOST, NAMESPACE};
+    let testbed = &ctx.testbed;
+    let replicas = testbed.replicas()?;
+    kube::install_crds(testbed).context("installing CRDs")?;
+    kube::create_backing_objects(testbed, NAMESPACE).context("backing objects")?;
+    for (i, replica) in replicas.iter().enumerate() {
+        apply(testbed, &kube::slice_yaml(i, *replica, true))?;
+    }
+    apply(testbed, &kube::extension_yaml("127.0.0.0/8"))?;
+    apply(
+        testbed,
+        &kube::route_yaml(NAMESPACE, "kube-apiserver", "serving"),
+    )?;
+
+    let (mut gateway, ready_before_sync) = KubeGateway::start(testbed).await?;
+    let result = async {
+        ensure!(
+            !ready_before_sync,
+            "/readyz was ready before the first sync"
+        );
+        let readiness = gateway.readiness()?;
+        let synced = eventually(
+            "first sync",
+            Duration::from_secs(60),
+            || Ok(readiness.get()),
+        )
+        .await?;
+        println!(
+            "    initial sync + first snapshot: {} ms",
+            synced.as_millis()
+        );
+
+        // kubectl through apigate reaches every replica.
+        let out = gateway.kubectl(testbed, &["get", "namespaces", NAMESPACE])?;
+        ensure!(
+            out.status.success(),
+            "kubectl through apigate: {}",
+            text(&out)
+        );
+        let counts = spread(&gateway, testbed, 60).await?;
+        ensure!(
+            counts.iter().all(|c| *c >= 10.0),
+            "requests per replica: {counts:?}"
+        );
+
+        // Status from the Lease holder.
+        eventually(
+            "status Accepted=True, 3 endpoints",
+            Duration::from_secs(20),
+            || {
+                let (lines, object) = conditions(&ctx, NAMESPACE, "kube-apiserver")?;
+                Ok(lines.contains("Accepted=True/Accepted")
+                    && lines.contains("BackendsReady=True/EndpointsReady: 3 ready endpoint(s)")
+                    && object["status"]["observedGeneration"] == object["metadata"]["generation"])
+            },
+        )
+        .await?;
+
+        // The acl Extension is the allowlist: narrowing it denies us (127.0.0.1).
+        let ca = std::fs::read_to_string(testbed.pki("ca.crt")?)?;
+        let address = gateway.address()?;
+        ensure!(
+            kube::presented_certificate(address, K8S_HOST, &ca)
+                .await
+                .is_ok(),
+            "allowed before the edit"
+        );
+        apply(testbed, &kube::extension_yaml("10.0.0.0/8"))?;
+        let started = Instant::now();
+        loop {
+            if kube::presented_certificate(address, K8S_HOST, &ca)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "still allowed 10 s after the acl edit"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!(
+            "    acl Extension edit → address denied: {} ms",
+            started.elapsed().as_millis()
+        );
+        apply(testbed, &kube::extension_yaml("127.0.0.0/8"))?;
+        eventually("allowed again", Duration::from_secs(10), || Ok(true)).await?;
+        let started = Instant::now();
+        while kube::presented_certificate(address, K8S_HOST, &ca)
+            .await
+            .is_err()
+        {
+            ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "not allowed again after restoring the acl"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // Endpoints: a terminating replica gets no new requests; back when ready.
+        apply(testbed, &kube::slice_yaml(2, replicas[2], false))?;
+        eventually(
+            "BackendsReady shows 2 ready",
+            Duration::from_secs(20),
+            || {
+                Ok(conditions(&ctx, NAMESPACE, "kube-apiserver")?
+                    .0
+                    .contains("2 ready endpoint(s), 1 terminating or not ready"))
+            },
+        )
+        .await?;
+        let counts = spread(&gateway, testbed, 40).await?;
+        ensure!(
+            counts[2] == 0.0 && counts[0] > 0.0 && counts[1] > 0.0,
+            "scaled down to 2: {counts:?}"
+        );
+        apply(testbed, &kube::slice_yaml(2, replicas[2], true))?;
+        eventually("3 ready again", Duration::from_secs(20), || {
+            Ok(conditions(&ctx, NAMESPACE, "kube-apiserver")?
+                .0
+                .contains("3 ready endpoint(s)"))
+        })
+        .await?;
+        let counts = spread(&gateway, testbed, 60).await?;
+        ensure!(
+            counts.iter().all(|c| *c > 0.0),
+            "scaled up to 3: {counts:?}"
+        );
+
+        // Rotation: the new serving certificate is presented on new handshakes.
+        let (cert, key) = kube::rotated_serving_cert(testbed, gateway.dir.path())?;
+        let rotated = kube::certificate_der(&cert)?;
+        ensure!(
+            kube::presented_certificate(address, K8S_HOST, &ca).await? != rotated,
+            "rotated before rotation"
+        );
+        let secret = admin_ok(
+            testbed,
+            &[
+                "-n",
+                NAMESPACE,
+                "create",
+                "secret",
+                "tls",
+                "serving",
+                "--dry-run=client",
+                "-o",
+                "yaml",
+                &format!("--cert={}", cert.display()),
+                &format!("--key={}", key.display()),
+            ],
+            None,
+        )?;
+        apply(testbed, &secret)?;
+        let started = Instant::now();
+        while kube::presented_certificate(address, K8S_HOST, &ca)
+            .await
+            .ok()
+            != Some(rotated.clone())
+        {
+            ensure!(
+                started.elapsed() < Duration::from_secs(15),
+                "rotated certificate not presented after 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "    Secret rotation → new certificate served: {} ms",
+            started.elapsed().as_millis()
+        );
+        let out = gateway.kubectl(testbed, &["get", "namespaces", NAMESPACE])?;
+        ensure!(
+            out.status.success(),
+            "kubectl after rotation: {}",
+            text(&out)
+        );
+
+        // Invalid objects: status + Event, the last good version keeps serving.
+        apply(
+            testbed,
+            &kube::route_yaml(NAMESPACE, "kube-apiserver", "no-such-secret"),
+        )?;
+        eventually(
+            "Accepted=False for a missing Secret",
+            Duration::from_secs(20),
+            || {
+                let (lines, _) = conditions(&ctx, NAMESPACE, "kube-apiserver")?;
+                Ok(lines.contains("Accepted=False/InvalidSecretRef")
+                    && lines.contains("last accepted version keeps serving"))
+            },
+        )
+        .await?;
+        let out = gateway.kubectl(testbed, &["get", "namespaces", NAMESPACE])?;
+        ensure!(
+            out.status.success(),
+            "the last good version stopped serving: {}",
+            text(&out)
+        );
+        eventually(
+            "a Warning Event for the rejection",
+            Duration::from_secs(20),
+            || {
+                let events = admin_ok(
+                    testbed,
+                    &["-n", NAMESPACE, "get", "events", "-o", "json"],
+                    None,
+                )?;
+                Ok(events.contains("InvalidSecretRef") && events.contains("no-such-secret"))
+            },
+        )
+        .await?;
+        apply(testbed, &kube::extension_yaml("not-a-cidr"))?;
+        apply(
+            testbed,
+            &kube::route_yaml(NAMESPACE, "kube-apiserver", "serving"),
+        )?;
+        eventually(
+            "Accepted=False for a malformed acl providerConfig",
+            Duration::from_secs(20),
+            || {
+                Ok(conditions(&ctx, NAMESPACE, "kube-apiserver")?
+                    .0
+                    .contains("Accepted=False/InvalidAcl"))
+            },
+        )
+        .await?;
+        ensure!(
+            gateway.metric_sum("apigate_kubernetes_routes_rejected", &["InvalidAcl"]) >= 1.0,
+            "rejection metric"
+        );
+        let out = gateway.kubectl(testbed, &["get", "namespaces", NAMESPACE])?;
+        ensure!(
+            out.status.success(),
+            "serving stopped on a malformed acl: {}",
+            text(&out)
+        );
+        apply(testbed, &kube::extension_yaml("127.0.0.0/8"))?;
+
+        // A newer route in another namespace claiming the hostname loses.
+        kube::create_backing_objects(testbed, "shoot--e2e--other")?;
+        apply(
+            testbed,
+            &kube::route_yaml("shoot--e2e--other", "kube-apiserver", "serving"),
+        )?;
+        eventually(
+            "HostnameConflict on the newer route",
+            Duration::from_secs(20),
+            || {
+                Ok(conditions(&ctx, "shoot--e2e--other", "kube-apiserver")?
+                    .0
+                    .contains("Accepted=False/HostnameConflict"))
+            },
+        )
+        .await?;
+        eventually("the older route accepted", Duration::from_secs(20), || {
+            Ok(conditions(&ctx, NAMESPACE, "kube-apiserver")?
+                .0
+                .contains("Accepted=True"))
+        })
+        .await?;
+
+        // Restart of the seed's kube-apiserver (the replica apigate watches through):
+        // the configuration keeps serving, the watches resume.
+        restart_replica(testbed, 0, || {
+            // Down: apigate still serves kubectl through the other replicas.
+            let out = gateway.kubectl(testbed, &["get", "namespaces", NAMESPACE])?;
+            ensure!(
+                out.status.success(),
+                "serving while the seed API server is down: {}",
+                text(&out)
+            );
+            Ok(())
+        })?;
+        admin_ok(
+            testbed,
+            &[
+                "-n",
+                "shoot--e2e--other",
+                "delete",
+                "apiserverroute",
+                "kube-apiserver",
+            ],
+            None,
+        )?;
+        apply(testbed, &kube::extension_yaml("10.0.0.0/8"))?;
+        let started = Instant::now();
+        while kube::presented_certificate(address, K8S_HOST, &ca)
+            .await
+            .is_ok()
+        {
+            ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "watches did not resume after the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        apply(testbed, &kube::extension_yaml("127.0.0.0/8"))?;
+        eventually("allowed after restart", Duration::from_secs(20), || {
+            Ok(true)
+        })
+        .await?;
+
+        // Deleting the route refuses its SNI.
+        admin_ok(
+            testbed,
+            &[
+                "-n",
+                NAMESPACE,
+                "delete",
+                "apiserverroute",
+                "kube-apiserver",
+            ],
+            None,
+        )?;
+        let started = Instant::now();
+        loop {
+            if kube::presented_certificate(address, K8S_HOST, &ca)
+                .await
+                .is_err()
+                && !gateway
+                    .kubectl(testbed, &["get", "namespaces"])?
+                    .status
+                    .success()
+            {
+                break;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(20),
+                "SNI still served 20 s after deletion"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+    .await;
+    gateway.stop().await;
+    result
+}
+
+/// Stop replica `index` (SIGKILL), run `while_down`, start it again with the same
+/// command line and wait until it answers. The new pid is recorded so that
+/// `testbed.sh down` stops it.
+fn restart_replica(
+    testbed: &Testbed,
+    index: usize,
+    while_down: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let pid = *testbed
+        .replica_pids()?
+        .get(index)
+        .context("no such replica")?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let (program, rest) = args.split_first().context("empty command line")?;
+    ensure!(
+        Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()?
+            .success(),
+        "kill {pid}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let down = while_down();
+    let log = std::fs::File::create(testbed.dir.path().join("logs/apiserver-restarted.log"))?;
+    let child = Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let pids = testbed.dir.path().join("pids");
+    let mut recorded = std::fs::read_to_string(&pids).unwrap_or_default();
+    recorded.push_str(&format!("{}\n", child.id()));
+    std::fs::write(&pids, recorded)?;
+    down?;
+    let replica = testbed.replicas()?[index];
+    let started = Instant::now();
+    while std::net::TcpStream::connect(replica).is_err() {
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "replica {index} did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Listening is not serving yet; wait for its /readyz through kubectl.
+    let started = Instant::now();
+    while !kube::admin(testbed, &["get", "--raw", "/readyz"], None)?
+        .status
+        .success()
+    {
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "replica {index} not ready"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Ok(())
+}
+
+/// The manifests are accepted by a real API server (`kubectl apply --dry-run=server`).
+async fn manifests_apply_with_server_dry_run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    let testbed = &ctx.testbed;
+    kube::install_crds(testbed)?;
+    // Namespaces must exist for a server-side dry run of the objects inside them.
+    for namespace in ["apigate-system", "shoot--dev--example"] {
+        let out = kube::admin(testbed, &["create", "namespace", namespace], None)?;
+        ensure!(
+            out.status.success() || text(&out).contains("AlreadyExists"),
+            "{}",
+            text(&out)
+        );
+    }
+    let rendered = kube::admin_ok(
+        testbed,
+        &["kustomize", &kube::manifests().display().to_string()],
+        None,
+    )?;
+    // kube-apiserver 1.20 predates policy/v1 (1.21); its PodDisruptionBudget schema is
+    // the same in policy/v1beta1, which is what the testbed can check.
+    let rendered = rendered.replace("apiVersion: policy/v1\n", "apiVersion: policy/v1beta1\n");
+    let out = kube::admin_ok(
+        testbed,
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&rendered),
+    )?;
+    for kind in [
+        "deployment.apps/apigate",
+        "service/apigate",
+        "service/apigate-metrics",
+        "clusterrole.rbac.authorization.k8s.io/apigate",
+        "poddisruptionbudget.policy/apigate",
+        "serviceaccount/apigate",
+    ] {
+        ensure!(out.contains(kind), "{kind} missing from the dry run: {out}");
+    }
+    for example in ["route.yaml", "acl-extension.yaml"] {
+        let path = kube::manifests().join("examples").join(example);
+        kube::admin_ok(
+            testbed,
+            &[
+                "apply",
+                "--dry-run=server",
+                "-f",
+                &path.display().to_string(),
+            ],
+            None,
+        )?;
+    }
+    Ok(())
+}
+
 fn scenarios() -> Vec<(&'static str, Scenario)> {
     vec![
+        ("kubernetes_source", |c| Box::pin(kubernetes_source(c))),
+        ("manifests_apply_with_server_dry_run", |c| {
+            Box::pin(manifests_apply_with_server_dry_run(c))
+        }),
         ("kubectl_with_client_certificate", |c| {
             Box::pin(kubectl_with_client_certificate(c))
         }),

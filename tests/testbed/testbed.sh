@@ -33,7 +33,12 @@ EOF
 # install
 # ---------------------------------------------------------------------------
 
-apiserver_ok() { [ -x "$KUBE_APISERVER" ] && "$KUBE_APISERVER" --version >/dev/null 2>&1; }
+# The stamp marks a binary built with the reflect2 fix below; older caches are rebuilt.
+APISERVER_STAMP="reflect2-1.0.2"
+apiserver_ok() {
+  [ -x "$KUBE_APISERVER" ] && "$KUBE_APISERVER" --version >/dev/null 2>&1 &&
+    [ "$(cat "$KUBE_APISERVER.build" 2>/dev/null)" = "$APISERVER_STAMP" ]
+}
 kubectl_ok() { [ -x "$KUBECTL" ] && "$KUBECTL" version --client >/dev/null 2>&1; }
 
 APT_UPDATED=0
@@ -50,7 +55,7 @@ apt_known() { apt-cache show "$1" >/dev/null 2>&1; }
 
 install_packages() {
   local missing=() p
-  for p in etcd-server golang-go rsync jq openssl dpkg-dev build-essential curl python3 ca-certificates; do
+  for p in etcd-server golang-go golang-github-modern-go-reflect2-dev rsync jq openssl dpkg-dev build-essential curl python3 ca-certificates; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
       missing+=("$p")
     fi
@@ -161,6 +166,13 @@ build_apiserver() {
   ver="$(cd "$tree" && dpkg-parsechangelog -S Version 2>/dev/null || true)"
   ver="${ver%%-*}"; ver="${ver##*really}"; ver="${ver#*:}"
   [ -n "$ver" ] || ver="1.20.2"
+  # Kubernetes 1.20 vendors modern-go/reflect2 1.0.1, whose map iteration crashes
+  # (SIGSEGV in mapiternext) when built with Go >= 1.18, as soon as a custom resource
+  # is encoded. Debian's reflect2 1.0.2 has the fix; use it instead.
+  local reflect2=/usr/share/gocode/src/github.com/modern-go/reflect2
+  [ -d "$reflect2" ] || die "golang-github-modern-go-reflect2-dev is not installed"
+  rm -rf "$tree/vendor/github.com/modern-go/reflect2"
+  cp -r "$reflect2" "$tree/vendor/github.com/modern-go/reflect2"
   log "building kube-apiserver v$ver in $tree (takes ~7+ minutes on 2 cores; log: $b/build.log)"
   local start=$SECONDS
   (
@@ -187,6 +199,7 @@ build_apiserver() {
   out="$(find "$tree/_output/local/bin" "$tree/_output" -type f -name kube-apiserver -perm -u+x 2>/dev/null | head -n1)"
   [ -n "$out" ] || die "built kube-apiserver binary not found under $tree/_output"
   install -m 0755 "$out" "$KUBE_APISERVER"
+  echo "$APISERVER_STAMP" >"$KUBE_APISERVER.build"
   apiserver_ok || die "built kube-apiserver does not run"
   log "kube-apiserver cached: $KUBE_APISERVER ($("$KUBE_APISERVER" --version 2>&1)) from $out"
   if [ -z "${APIGATE_TESTBED_KEEP_BUILD:-}" ]; then

@@ -9,14 +9,15 @@
 //! every bad entry is reported with its field path instead of failing the whole document at
 //! the first one. Unknown fields are rejected so a typo never silently widens access.
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Errors, ObjectRef, Problem};
 
 /// apigate's own allowlist (`spec.accessControl` of an `ApiServerRoute`): rules are tried
 /// in order and the first whose CIDRs contain the client address decides; when none
 /// matches, `defaultAction` decides.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessControlSpec {
     /// Ordered rules, first match wins. May be empty: then only the always-allowed
@@ -25,7 +26,7 @@ pub struct AccessControlSpec {
     pub rules: Vec<RuleSpec>,
     /// `allow` or `deny` (case-insensitive) for addresses no rule matches; default `deny`,
     /// because an allowlist that silently admits everything else would be no allowlist.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_action: Option<String>,
 }
 
@@ -34,17 +35,17 @@ pub struct AccessControlSpec {
 ///
 /// Exactly one rule: `ALLOW` admits its CIDRs and denies everything else, `DENY` denies
 /// its CIDRs and admits everything else.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GardenerAclConfig {
     /// The single rule.
     pub rule: RuleSpec,
     /// Accepted and ignored: a `providerConfig` may carry one, and rejecting it would
     /// break the copy-and-paste promise.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     /// Accepted and ignored, like `apiVersion`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
 }
 
@@ -60,7 +61,7 @@ impl GardenerAclConfig {
 }
 
 /// One rule, shared by both spellings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleSpec {
     /// `allow` or `deny`, case-insensitive (Gardener writes `ALLOW`/`DENY`).
@@ -69,7 +70,7 @@ pub struct RuleSpec {
     /// Which client address the CIDRs are matched against: `remote_ip` (default; the
     /// address the PROXY protocol carried, else the TCP peer), `direct_remote_ip` (the TCP
     /// peer) or `source_ip` (same as `remote_ip`). Case-insensitive.
-    #[serde(default, rename = "type")]
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub address_type: Option<String>,
     /// Networks in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`); host bits must be zero.
     #[serde(default)]

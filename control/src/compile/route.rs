@@ -50,7 +50,7 @@ pub(super) fn compile(
     let namespace = namespace_of(object).to_string();
 
     let hostnames = compile_hostnames(&spec.hostnames, &object_ref, errors);
-    let backends = compile_backends(&spec.backends.static_addresses, &object_ref, errors);
+    let backends = compile_backends(&spec.backends, &object_ref, errors);
     let access = compile_policy(
         spec.access_control.as_ref(),
         spec.acl.as_ref(),
@@ -349,11 +349,12 @@ fn compile_hostnames(names: &[String], object_ref: &ObjectRef, errors: &mut Erro
 }
 
 fn compile_backends(
-    addresses: &[String],
+    spec: &crate::model::BackendsSpec,
     object_ref: &ObjectRef,
     errors: &mut Errors,
 ) -> Vec<std::net::SocketAddr> {
-    if addresses.is_empty() {
+    let addresses = &spec.static_addresses;
+    if addresses.is_empty() && !spec.discovered {
         errors.push(
             object_ref,
             "spec.backends.static",

@@ -128,7 +128,9 @@ pub struct AdminSpec {
 }
 
 /// How a backend is chosen for each request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Balancing {
     /// Least outstanding requests, choosing between two random backends (Envoy's

@@ -69,7 +69,18 @@ pub struct RouteSpec {
 }
 
 /// How a route handles its connections.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum RouteMode {
     /// Terminate TLS and balance every request and HTTP/2 stream.
@@ -89,6 +100,11 @@ pub struct BackendsSpec {
     /// from EndpointSlices).
     #[serde(rename = "static")]
     pub static_addresses: Vec<String>,
+    /// Set by the Kubernetes source: the list comes from a Service's EndpointSlices, so
+    /// an empty list is a real state (every replica gone or not ready; requests get 503
+    /// until one is back), not a configuration mistake.
+    #[serde(skip)]
+    pub discovered: bool,
 }
 
 /// Serving certificate and client authentication.

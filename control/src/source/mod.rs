@@ -1,9 +1,11 @@
 //! Configuration sources: where objects and the files they reference come from.
 //!
-//! A source turns its input into [`Inputs`], the plain data that [`crate::compile`]
+//! Two sources: a YAML file (the embedded default) and the Kubernetes API
+//! ([`kubernetes`]). A source turns its input into [`Inputs`], the plain data that [`crate::compile`]
 //! turns into a snapshot. Sources do all the I/O; compile does none.
 
 mod file;
+pub mod kubernetes;
 mod parse;
 
 pub use file::{load_file, FileSource};

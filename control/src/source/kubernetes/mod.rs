@@ -1,0 +1,233 @@
+//! The Kubernetes source: routes, backends, Secrets and Gardener allowlists from the
+//! API server, reconciled into snapshots.
+//!
+//! ```text
+//!  watchers ──▶ World ──(debounce)──▶ Reconciler (pure) ──▶ publish(Snapshot)
+//!  (routes, Services, EndpointSlices,          │
+//!   Extensions, referenced Secrets)            └──▶ StatusWriter (Lease holder only)
+//! ```
+//!
+//! The gateway itself (listeners, admin, defaults) stays in the configuration file: it
+//! is process-level and changes with a rollout. Routes come from the cluster, one bad
+//! route never holding back the others.
+
+pub mod crd;
+pub mod lease;
+pub mod reconcile;
+pub mod status;
+pub mod translate;
+pub mod watch;
+pub mod world;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use tokio::sync::watch as channel;
+
+use self::lease::LeaseConfig;
+use self::reconcile::{Reconciler, RouteReport};
+use self::status::{StatusWriter, WriteCounts};
+use self::watch::{SecretWatches, Shared};
+use self::world::{ObjectKey, RouteObject, SecretState};
+use crate::error::ConfigError;
+use crate::snapshot::Snapshot;
+use crate::source::Inputs;
+
+/// How the source behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Only routes with these labels (a Kubernetes label selector); all when `None`.
+    pub route_selector: Option<String>,
+    /// A change is compiled once no further change arrived for this long...
+    pub debounce: Duration,
+    /// ...or once the oldest uncompiled change is this old, whichever is first.
+    pub max_delay: Duration,
+    /// Leader election for status writes; `None` makes this replica write (one replica).
+    pub lease: Option<LeaseConfig>,
+    /// `reportingController` of Events.
+    pub controller: String,
+    /// `reportingInstance` of Events (the pod name).
+    pub instance: String,
+}
+
+/// One compiled configuration, ready to install.
+#[derive(Debug)]
+pub struct Update {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Per-route outcome.
+    pub reports: Arc<BTreeMap<ObjectKey, RouteReport>>,
+    /// From the oldest change this update includes until compile finished.
+    pub latency: Option<Duration>,
+    /// Time spent translating and compiling.
+    pub compile_time: Duration,
+    /// The first update after the initial full sync.
+    pub first: bool,
+    /// Secret watches running.
+    pub secret_watches: usize,
+}
+
+/// What the source reports besides snapshots.
+#[derive(Debug)]
+pub enum Report {
+    /// A new configuration.
+    Update(Box<Update>),
+    /// The gateway part is invalid (cannot happen for a base that compiled alone).
+    Rejected(Vec<ConfigError>),
+    /// A status write pass finished.
+    Status(WriteCounts),
+    /// Watch errors so far, per resource label.
+    WatchErrors(BTreeMap<&'static str, u64>),
+}
+
+/// Errors that stop the source from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// API discovery failed (server unreachable, credentials refused).
+    #[error("cannot discover the API server's resources: {0}")]
+    Discovery(#[source] kube::Error),
+}
+
+type Statuses = Option<
+    Arc<(
+        BTreeMap<ObjectKey, RouteObject>,
+        Arc<BTreeMap<ObjectKey, RouteReport>>,
+    )>,
+>;
+
+/// Watch the cluster and call `report` with every new configuration, forever.
+///
+/// `base` holds the objects from the configuration file (the `GatewayConfig`, and any
+/// static routes); they take part in every compile.
+pub async fn run(
+    client: Client,
+    base: Inputs,
+    options: Options,
+    report: impl Fn(Report) + Send + Sync + 'static,
+) -> Result<(), SourceError> {
+    let report = Arc::new(report);
+    let slices = watch::slice_resource(&client)
+        .await
+        .map_err(SourceError::Discovery)?;
+    let extensions = watch::extension_resource(&client)
+        .await
+        .map_err(SourceError::Discovery)?;
+    let shared = Arc::new(Shared::default());
+    let required = watch::spawn_watchers(
+        &client,
+        &shared,
+        options.route_selector.as_deref(),
+        slices,
+        extensions,
+    );
+
+    let (leader_tx, leader_rx) = channel::channel(options.lease.is_none());
+    if let Some(lease) = options.lease.clone() {
+        tokio::spawn(lease::run(client.clone(), lease, leader_tx));
+    }
+    let (status_tx, status_rx) = channel::channel::<Statuses>(None);
+    tokio::spawn(write_statuses(
+        StatusWriter::new(client.clone(), &options.controller, &options.instance),
+        status_rx,
+        leader_rx,
+        report.clone(),
+    ));
+
+    let base = Arc::new(base);
+    let mut reconciler = Reconciler::default();
+    let mut secrets = SecretWatches::default();
+    let mut first = true;
+    loop {
+        shared.changed.notified().await;
+        let started = Instant::now();
+        while tokio::time::timeout(options.debounce, shared.changed.notified())
+            .await
+            .is_ok()
+        {
+            if started.elapsed() >= options.max_delay {
+                break;
+            }
+        }
+        let wanted = shared.world().referenced_secrets();
+        secrets.sync(&client, &shared, &wanted);
+        if !shared.synced(&required) {
+            continue;
+        }
+        let since = shared.take_pending_since();
+        let world = shared.world().clone();
+        // Until the first full sync, a Secret still being listed would look missing.
+        if first && world.secrets.values().any(|s| *s == SecretState::Pending) {
+            continue;
+        }
+        let compile_started = Instant::now();
+        let base_ref = base.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let outcome = reconciler.reconcile(&base_ref, &world);
+            (reconciler, outcome, world)
+        })
+        .await;
+        let (back, outcome, world) = match joined {
+            Ok(done) => done,
+            Err(error) => {
+                // A panic in compile is a bug; it must not take the source down with it.
+                tracing::error!(%error, "reconcile failed; the current configuration keeps serving");
+                reconciler = Reconciler::default();
+                continue;
+            }
+        };
+        reconciler = back;
+        let compile_time = compile_started.elapsed();
+        let reports = Arc::new(outcome.reports);
+        match outcome.snapshot {
+            Ok(snapshot) => {
+                report(Report::Update(Box::new(Update {
+                    snapshot,
+                    reports: reports.clone(),
+                    latency: since.map(|s| s.elapsed()),
+                    compile_time,
+                    first,
+                    secret_watches: secrets.len(),
+                })));
+                first = false;
+            }
+            Err(errors) => report(Report::Rejected(errors)),
+        }
+        report(Report::WatchErrors(
+            shared
+                .errors()
+                .into_iter()
+                .map(|(r, n)| (r.label(), n))
+                .collect(),
+        ));
+        status_tx.send_replace(Some(Arc::new((world.routes, reports))));
+    }
+}
+
+/// Write statuses whenever new reports arrive or this replica becomes the leader.
+async fn write_statuses(
+    mut writer: StatusWriter,
+    mut statuses: channel::Receiver<Statuses>,
+    mut leader: channel::Receiver<bool>,
+    report: Arc<impl Fn(Report) + Send + Sync + 'static>,
+) {
+    loop {
+        tokio::select! {
+            changed = statuses.changed() => if changed.is_err() { return },
+            changed = leader.changed() => if changed.is_err() { return },
+        }
+        if !*leader.borrow_and_update() {
+            continue;
+        }
+        let Some(current) = statuses.borrow_and_update().clone() else {
+            continue;
+        };
+        let (routes, reports) = &*current;
+        let counts = writer.write(routes, reports).await;
+        report(Report::Status(counts));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,326 @@
+//! From the watched world to a snapshot, one route's mistake at a time.
+//!
+//! The file source is all-or-nothing: a bad file changes nothing. In a cluster, routes
+//! belong to different teams, so a bad route must not hold the others back: each route
+//! is accepted or rejected on its own, and a rejected route keeps serving its last
+//! accepted version (with the current endpoints). Pure: no I/O, so every rule here is
+//! tested without a cluster.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::translate::{crd_field, route_ref, translate, Translated};
+use super::world::{ObjectKey, World};
+use crate::compile::compile;
+use crate::error::{ConfigError, ObjectRef, Problem};
+use crate::model::Object;
+use crate::snapshot::Snapshot;
+use crate::source::Inputs;
+
+/// What became of a route's current version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid and serving.
+    Accepted,
+    /// A referenced Secret has not been listed yet.
+    Pending,
+    /// Invalid; `reason` is the condition reason, `errors` say which field and why.
+    Rejected {
+        /// PascalCase reason for the `Accepted=False` condition.
+        reason: &'static str,
+        /// Every problem found, in the custom resource's field names.
+        errors: Vec<ConfigError>,
+    },
+}
+
+/// Which version of a route the new snapshot serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// The current spec.
+    Current,
+    /// The last accepted spec (with current endpoints when they could be resolved).
+    LastGood,
+    /// Nothing: never accepted, or the last accepted version no longer fits.
+    Nothing,
+}
+
+/// The outcome for one route, as its status reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteReport {
+    /// `metadata.generation` the verdict is about.
+    pub generation: i64,
+    /// Accepted, pending or rejected.
+    pub verdict: Verdict,
+    /// What serves.
+    pub serving: Serving,
+    /// Ready endpoints of the backend Service.
+    pub ready_endpoints: usize,
+    /// Terminating or not-ready endpoints.
+    pub unready_endpoints: usize,
+}
+
+/// The result of one reconcile.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The snapshot to install, or the errors of the non-Kubernetes part (the gateway
+    /// file), which no route can fix.
+    pub snapshot: Result<Snapshot, Vec<ConfigError>>,
+    /// One report per route in the world.
+    pub reports: BTreeMap<ObjectKey, RouteReport>,
+}
+
+/// Remembers each route's last accepted version between reconciles.
+#[derive(Debug, Default)]
+pub struct Reconciler {
+    last_good: HashMap<ObjectKey, Translated>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Choice {
+    Current,
+    LastGood,
+}
+
+impl Reconciler {
+    /// Compile `base` (the gateway file's objects) plus every route in `world`.
+    pub fn reconcile(&mut self, base: &Inputs, world: &World) -> Outcome {
+        self.last_good
+            .retain(|key, _| world.routes.contains_key(key));
+
+        // Oldest first: the older route wins every conflict, and compile reports a
+        // conflict on the later object.
+        let mut order: Vec<&ObjectKey> = world.routes.keys().collect();
+        order.sort_by_key(|k| (world.routes[*k].created, *k));
+
+        let mut reports = BTreeMap::new();
+        let mut current: HashMap<ObjectKey, Translated> = HashMap::new();
+        let mut chosen: Vec<(ObjectKey, Choice)> = Vec::new();
+        let mut claimed: HashMap<String, ObjectRef> = HashMap::new();
+        for object in &base.objects {
+            if let Object::Route(route) = object {
+                for host in &route.spec.hostnames {
+                    claimed.insert(normalize(host), route.object_ref());
+                }
+            }
+        }
+
+        for key in order {
+            let route = &world.routes[key];
+            let translated = translate(world, key, route);
+            let mut report = RouteReport {
+                generation: route.generation,
+                verdict: Verdict::Accepted,
+                serving: Serving::Nothing,
+                ready_endpoints: translated.ready_endpoints,
+                unready_endpoints: translated.unready_endpoints,
+            };
+            let mut candidates = Vec::new();
+            if translated.pending {
+                report.verdict = Verdict::Pending;
+            } else if !translated.problems.is_empty() {
+                report.verdict = rejected(translated.problems.clone());
+            } else {
+                candidates.push(Choice::Current);
+            }
+            if self.last_good.contains_key(key) {
+                candidates.push(Choice::LastGood);
+            }
+            for choice in candidates {
+                let version = match choice {
+                    Choice::Current => &translated,
+                    Choice::LastGood => &self.last_good[key],
+                };
+                let conflicts = hostname_conflicts(version, &claimed, key);
+                if conflicts.is_empty() {
+                    for host in &version.object.spec.hostnames {
+                        claimed.insert(normalize(host), route_ref(key));
+                    }
+                    chosen.push((key.clone(), choice));
+                    break;
+                }
+                if choice == Choice::Current {
+                    report.verdict = rejected(conflicts);
+                }
+            }
+            reports.insert(key.clone(), report);
+            current.insert(key.clone(), translated);
+        }
+
+        // Compile; a route compile rejects falls back to its last good version, or
+        // out. Each round removes or downgrades at least one route, so this ends.
+        let snapshot = loop {
+            let inputs = self.inputs(base, &chosen, &current);
+            let errors = match compile(&inputs) {
+                Ok(snapshot) => break Ok(snapshot),
+                Err(errors) => errors,
+            };
+            let mut by_route: BTreeMap<ObjectKey, Vec<ConfigError>> = BTreeMap::new();
+            let mut foreign = Vec::new();
+            for error in errors {
+                match route_key(&error.object).filter(|k| world.routes.contains_key(k)) {
+                    Some(key) => by_route.entry(key).or_default().push(error),
+                    None => foreign.push(error),
+                }
+            }
+            if !foreign.is_empty() || by_route.is_empty() {
+                break Err(foreign);
+            }
+            for (key, errors) in by_route {
+                let Some(at) = chosen.iter().position(|(k, _)| *k == key) else {
+                    continue;
+                };
+                let translated = &current[&key];
+                if chosen[at].1 == Choice::Current {
+                    let errors = errors
+                        .into_iter()
+                        .map(|e| in_crd_terms(e, translated))
+                        .collect();
+                    if let Some(report) = reports.get_mut(&key) {
+                        report.verdict = rejected(errors);
+                    }
+                    if self.last_good.contains_key(&key) {
+                        chosen[at].1 = Choice::LastGood;
+                        continue;
+                    }
+                }
+                chosen.remove(at);
+            }
+        };
+
+        if snapshot.is_ok() {
+            for (key, choice) in &chosen {
+                let serving = match choice {
+                    Choice::Current => {
+                        if let Some(t) = current.get(key) {
+                            self.last_good.insert(key.clone(), t.clone());
+                        }
+                        Serving::Current
+                    }
+                    Choice::LastGood => Serving::LastGood,
+                };
+                if let Some(report) = reports.get_mut(key) {
+                    report.serving = serving;
+                }
+            }
+        }
+        Outcome { snapshot, reports }
+    }
+
+    /// The compile inputs: the base objects, then each chosen route version. A last
+    /// good version takes the current endpoints when they resolved, so a route whose
+    /// new spec is broken still follows its replicas.
+    fn inputs(
+        &self,
+        base: &Inputs,
+        chosen: &[(ObjectKey, Choice)],
+        current: &HashMap<ObjectKey, Translated>,
+    ) -> Inputs {
+        let mut inputs = base.clone();
+        for (key, choice) in chosen {
+            let now = &current[key];
+            let version = match choice {
+                Choice::Current => now.clone(),
+                Choice::LastGood => {
+                    let mut old = self.last_good[key].clone();
+                    let backends_resolved = !now
+                        .problems
+                        .iter()
+                        .any(|e| e.field.starts_with("spec.backendRef"));
+                    if backends_resolved {
+                        old.object.spec.backends = now.object.spec.backends.clone();
+                    }
+                    old
+                }
+            };
+            inputs.files.extend(version.files);
+            inputs.objects.push(Object::Route(version.object));
+        }
+        inputs
+    }
+}
+
+fn normalize(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn hostname_conflicts(
+    version: &Translated,
+    claimed: &HashMap<String, ObjectRef>,
+    key: &ObjectKey,
+) -> Vec<ConfigError> {
+    let me = route_ref(key);
+    version
+        .object
+        .spec
+        .hostnames
+        .iter()
+        .enumerate()
+        .filter_map(|(i, host)| {
+            let owner = claimed.get(&normalize(host))?;
+            (*owner != me).then(|| {
+                ConfigError::new(
+                    me.clone(),
+                    format!("spec.hostnames[{i}]"),
+                    Problem::Conflict {
+                        value: host.clone(),
+                        other: format!("{owner} (older)"),
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
+fn route_key(object: &ObjectRef) -> Option<ObjectKey> {
+    match object {
+        ObjectRef::Named {
+            kind,
+            namespace,
+            name,
+        } if kind == "ApiServerRoute" => Some(ObjectKey::new(namespace.clone(), name.clone())),
+        _ => None,
+    }
+}
+
+/// Rename a compile error's field from the file form to the custom resource, and say
+/// so when the allowlist came from a Gardener Extension.
+fn in_crd_terms(mut error: ConfigError, translated: &Translated) -> ConfigError {
+    match (
+        &translated.acl_extension,
+        error.field.strip_prefix("spec.acl"),
+    ) {
+        (Some(ext), Some(rest)) if translated.object.spec.acl.is_some() => {
+            error.field = format!("spec.acl (from Extension {ext} spec.providerConfig{rest})");
+        }
+        _ => error.field = crd_field(&error.field),
+    }
+    error
+}
+
+/// The verdict for a set of errors, with the condition reason of the first.
+fn rejected(errors: Vec<ConfigError>) -> Verdict {
+    let reason = errors.first().map(reason_of).unwrap_or("Invalid");
+    Verdict::Rejected { reason, errors }
+}
+
+/// The condition reason for an error.
+pub fn reason_of(error: &ConfigError) -> &'static str {
+    let field = error.field.as_str();
+    match &error.problem {
+        Problem::Conflict { .. } if field.starts_with("spec.hostnames") => "HostnameConflict",
+        Problem::Conflict { .. } if field.starts_with("spec.destinations") => "DestinationConflict",
+        _ if field.starts_with("spec.backendRef") => "BackendNotFound",
+        _ if field.starts_with("spec.acl")
+            || field.starts_with("spec.accessControl")
+            || field.starts_with("spec.alwaysAllowedCIDRs") =>
+        {
+            "InvalidAcl"
+        }
+        Problem::Invalid { .. }
+            if field.starts_with("spec.tls") || field.starts_with("spec.upstream") =>
+        {
+            "InvalidSecretRef"
+        }
+        Problem::Tls(_) | Problem::Unreadable { .. } => "InvalidCertificate",
+        _ => "Invalid",
+    }
+}

@@ -1,0 +1,282 @@
+//! `ApiServerRoute.status` and Events: what the operator sees with `kubectl get/describe`.
+//!
+//! Only the Lease holder writes. A status is written only when a condition's meaning
+//! changed (not for a new timestamp), so N reconciles of an unchanged route write
+//! nothing. A rejection also becomes a Warning Event, once per distinct message.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::Client;
+
+use super::crd::{ApiServerRoute, Condition, RouteStatus};
+use super::reconcile::{RouteReport, Serving, Verdict};
+use super::world::{ObjectKey, RouteObject};
+
+/// Longest condition message written; the API allows 32 KiB, people read far less.
+const MAX_MESSAGE: usize = 4096;
+/// Event notes are limited to 1 KiB by the API.
+const MAX_NOTE: usize = 1024;
+/// Status writes in flight at once: enough to write thousands of statuses quickly
+/// without flooding the API server.
+const CONCURRENT_WRITES: usize = 8;
+
+/// The status a report asks for. Transition times are kept from `existing` for
+/// conditions whose status did not change.
+pub fn desired_status(
+    report: &RouteReport,
+    existing: Option<&RouteStatus>,
+    now: &str,
+) -> RouteStatus {
+    let generation = Some(report.generation);
+    let (status, reason, message) = match &report.verdict {
+        Verdict::Accepted => ("True", "Accepted", "serving this generation".to_string()),
+        Verdict::Pending => (
+            "Unknown",
+            "SecretsPending",
+            "waiting for the first list of a referenced Secret".to_string(),
+        ),
+        Verdict::Rejected { reason, errors } => {
+            let problems: Vec<String> = errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.problem))
+                .collect();
+            let serving = match report.serving {
+                Serving::LastGood => "the last accepted version keeps serving",
+                Serving::Current | Serving::Nothing => "not serving",
+            };
+            (
+                "False",
+                *reason,
+                truncate(format!("{}; {serving}", problems.join("; ")), MAX_MESSAGE),
+            )
+        }
+    };
+    let accepted = condition("Accepted", status, reason, message, generation);
+    let ready = report.ready_endpoints;
+    let mut backends_message = format!("{ready} ready endpoint(s)");
+    if report.unready_endpoints > 0 {
+        backends_message.push_str(&format!(
+            ", {} terminating or not ready",
+            report.unready_endpoints
+        ));
+    }
+    let backends = if ready > 0 {
+        condition(
+            "BackendsReady",
+            "True",
+            "EndpointsReady",
+            backends_message,
+            generation,
+        )
+    } else {
+        condition(
+            "BackendsReady",
+            "False",
+            "NoReadyEndpoints",
+            backends_message,
+            generation,
+        )
+    };
+    let conditions = [accepted, backends]
+        .into_iter()
+        .map(|mut c| {
+            let old = existing.and_then(|s| s.conditions.iter().find(|o| o.type_ == c.type_));
+            c.last_transition_time = match old {
+                Some(old) if old.status == c.status => old.last_transition_time.clone(),
+                _ => now.to_string(),
+            };
+            c
+        })
+        .collect();
+    RouteStatus {
+        observed_generation: generation,
+        conditions,
+    }
+}
+
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    observed_generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: String::new(),
+        observed_generation,
+    }
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max.saturating_sub(3);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
+/// Writes status and Events for the routes whose outcome changed.
+pub struct StatusWriter {
+    client: Client,
+    recorder: Recorder,
+    /// The rejection message last announced per route, so an Event is published once
+    /// per distinct problem rather than on every reconcile.
+    announced: HashMap<ObjectKey, String>,
+}
+
+/// Counts of one write pass.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteCounts {
+    /// Statuses written.
+    pub written: usize,
+    /// Status writes that failed (retried on the next pass).
+    pub failed: usize,
+    /// Events published.
+    pub events: usize,
+}
+
+impl StatusWriter {
+    /// A writer reporting as `controller` / `instance` (the pod name).
+    pub fn new(client: Client, controller: &str, instance: &str) -> Self {
+        let reporter = Reporter {
+            controller: controller.into(),
+            instance: Some(instance.into()),
+        };
+        StatusWriter {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            announced: HashMap::new(),
+        }
+    }
+
+    /// Bring every route's status in line with its report.
+    pub async fn write(
+        &mut self,
+        routes: &BTreeMap<ObjectKey, RouteObject>,
+        reports: &BTreeMap<ObjectKey, RouteReport>,
+    ) -> WriteCounts {
+        let now = Timestamp::now().to_string();
+        let mut counts = WriteCounts::default();
+        let mut patches = Vec::new();
+        let mut events = Vec::new();
+        for (key, report) in reports {
+            let Some(route) = routes.get(key) else {
+                continue;
+            };
+            let desired = desired_status(report, route.status.as_ref(), &now);
+            if !same_meaning(route.status.as_ref(), &desired) {
+                patches.push((key.clone(), desired));
+            }
+            match &report.verdict {
+                Verdict::Rejected { reason, .. } => {
+                    let message = desired_message(report, route, &now);
+                    if self.announced.get(key) != Some(&message) {
+                        self.announced.insert(key.clone(), message.clone());
+                        events.push((key.clone(), EventType::Warning, *reason, message));
+                    }
+                }
+                Verdict::Accepted => {
+                    if self.announced.remove(key).is_some() {
+                        events.push((
+                            key.clone(),
+                            EventType::Normal,
+                            "Accepted",
+                            "the route is valid again and serves its current generation".into(),
+                        ));
+                    }
+                }
+                Verdict::Pending => {}
+            }
+        }
+        self.announced.retain(|k, _| reports.contains_key(k));
+
+        let client = &self.client;
+        let results: Vec<bool> = futures_util::stream::iter(patches)
+            .map(|(key, status)| async move {
+                let api = Api::<ApiServerRoute>::namespaced(client.clone(), &key.namespace);
+                let body = serde_json::json!({ "status": status });
+                match api
+                    .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&body))
+                    .await
+                {
+                    Ok(_) => true,
+                    Err(error) => {
+                        tracing::warn!(route = %key, %error, "status write failed; retried on the next reconcile");
+                        false
+                    }
+                }
+            })
+            .buffer_unordered(CONCURRENT_WRITES)
+            .collect()
+            .await;
+        counts.written = results.iter().filter(|ok| **ok).count();
+        counts.failed = results.len() - counts.written;
+
+        for (key, type_, reason, note) in events {
+            let Some(route) = routes.get(&key) else {
+                continue;
+            };
+            let event = Event {
+                type_,
+                reason: reason.into(),
+                note: Some(truncate(note, MAX_NOTE)),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            match self.recorder.publish(&event, &reference(&key, route)).await {
+                Ok(()) => counts.events += 1,
+                Err(error) => tracing::warn!(route = %key, %error, "event not published"),
+            }
+        }
+        counts
+    }
+}
+
+fn desired_message(report: &RouteReport, route: &RouteObject, now: &str) -> String {
+    desired_status(report, route.status.as_ref(), now)
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Accepted")
+        .map(|c| c.message)
+        .unwrap_or_default()
+}
+
+/// Equal except for transition times: nothing worth a write.
+pub fn same_meaning(existing: Option<&RouteStatus>, desired: &RouteStatus) -> bool {
+    let Some(existing) = existing else {
+        return false;
+    };
+    let strip = |s: &RouteStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time.clear();
+        }
+        s
+    };
+    strip(existing) == strip(desired)
+}
+
+fn reference(key: &ObjectKey, route: &RouteObject) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("apigate.dev/v1alpha1".into()),
+        kind: Some("ApiServerRoute".into()),
+        name: Some(key.name.clone()),
+        namespace: Some(key.namespace.clone()),
+        uid: Some(route.uid.clone()).filter(|u| !u.is_empty()),
+        resource_version: Some(route.resource_version.clone()).filter(|v| !v.is_empty()),
+        ..ObjectReference::default()
+    }
+}

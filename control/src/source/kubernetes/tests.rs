@@ -1,0 +1,377 @@
+//! The pure half of the Kubernetes source: translation, per-route acceptance, last good
+//! versions, conflicts and status, without a cluster.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::crd::{BackendRef, RouteSpec, SecretKeyRef, ServingTlsRef, UpstreamRef};
+use super::reconcile::{Reconciler, Serving, Verdict};
+use super::status::{desired_status, same_meaning};
+use super::world::{
+    AclExtension, Endpoint, ObjectKey, RouteObject, SecretState, ServicePort, Slice, World,
+};
+use crate::model::RouteMode;
+use crate::source::{parse_documents, Inputs};
+
+fn base() -> Inputs {
+    let objects = parse_documents(
+        "apiVersion: apigate.dev/v1alpha1
+kind: GatewayConfig
+metadata: {name: test}
+spec:
+  listeners: [{name: https, address: \"127.0.0.1:0\"}]
+",
+        "test",
+    )
+    .unwrap();
+    Inputs {
+        objects,
+        ..Inputs::default()
+    }
+}
+
+fn spec(host: &str) -> RouteSpec {
+    RouteSpec {
+        hostnames: vec![host.into()],
+        mode: RouteMode::Passthrough,
+        backend_ref: BackendRef {
+            service: "kube-apiserver".into(),
+            port: 443,
+        },
+        tls: None,
+        upstream: None,
+        balancing: None,
+        access_control: None,
+        acl: None,
+        always_allowed_cidrs: Vec::new(),
+        destinations: Vec::new(),
+    }
+}
+
+fn route(created: i64, spec: RouteSpec) -> RouteObject {
+    RouteObject {
+        generation: 1,
+        created,
+        uid: String::new(),
+        resource_version: String::new(),
+        spec,
+        status: None,
+    }
+}
+
+/// A namespace with a Service and one slice of `ready` and `terminating` endpoints.
+fn backends(world: &mut World, namespace: &str, ready: &[&str], terminating: &[&str]) {
+    world.services.insert(
+        ObjectKey::new(namespace, "kube-apiserver"),
+        vec![ServicePort {
+            name: "https".into(),
+            port: 443,
+        }],
+    );
+    let endpoint = |ip: &&str, ready: bool| Endpoint {
+        addresses: vec![ip.to_string()],
+        ready,
+        terminating: !ready,
+    };
+    world.slices.insert(
+        ObjectKey::new(namespace, "kube-apiserver-abc"),
+        Slice {
+            service: "kube-apiserver".into(),
+            ports: vec![("https".into(), 6443)],
+            endpoints: ready
+                .iter()
+                .map(|ip| endpoint(ip, true))
+                .chain(terminating.iter().map(|ip| endpoint(ip, false)))
+                .collect(),
+        },
+    );
+}
+
+fn key(namespace: &str) -> ObjectKey {
+    ObjectKey::new(namespace, "kube-apiserver")
+}
+
+fn rejected_reason(verdict: &Verdict) -> &'static str {
+    match verdict {
+        Verdict::Rejected { reason, .. } => reason,
+        other => panic!("not rejected: {other:?}"),
+    }
+}
+
+#[test]
+fn only_ready_endpoints_become_backends() {
+    let mut world = World::default();
+    backends(&mut world, "a", &["10.0.0.1", "10.0.0.2"], &["10.0.0.3"]);
+    world
+        .routes
+        .insert(key("a"), route(1, spec("a.example.com")));
+    let outcome = Reconciler::default().reconcile(&base(), &world);
+    let snapshot = outcome.snapshot.unwrap();
+    let backends: Vec<String> = snapshot.routes[0]
+        .backends
+        .iter()
+        .map(|b| b.to_string())
+        .collect();
+    assert_eq!(backends, ["10.0.0.1:6443", "10.0.0.2:6443"]);
+    let report = &outcome.reports[&key("a")];
+    assert_eq!(report.verdict, Verdict::Accepted);
+    assert_eq!((report.ready_endpoints, report.unready_endpoints), (2, 1));
+}
+
+#[test]
+fn a_service_without_ready_endpoints_is_served_with_no_backends() {
+    let mut world = World::default();
+    backends(&mut world, "a", &[], &["10.0.0.3"]);
+    world
+        .routes
+        .insert(key("a"), route(1, spec("a.example.com")));
+    let outcome = Reconciler::default().reconcile(&base(), &world);
+    assert!(outcome.snapshot.unwrap().routes[0].backends.is_empty());
+    assert_eq!(outcome.reports[&key("a")].verdict, Verdict::Accepted);
+}
+
+#[test]
+fn a_missing_service_rejects_only_that_route() {
+    let mut world = World::default();
+    backends(&mut world, "a", &["10.0.0.1"], &[]);
+    world
+        .routes
+        .insert(key("a"), route(1, spec("a.example.com")));
+    world
+        .routes
+        .insert(key("b"), route(2, spec("b.example.com")));
+    let outcome = Reconciler::default().reconcile(&base(), &world);
+    let snapshot = outcome.snapshot.unwrap();
+    assert_eq!(snapshot.routes.len(), 1);
+    assert_eq!(
+        rejected_reason(&outcome.reports[&key("b")].verdict),
+        "BackendNotFound"
+    );
+    assert_eq!(outcome.reports[&key("b")].serving, Serving::Nothing);
+    assert_eq!(outcome.reports[&key("a")].verdict, Verdict::Accepted);
+}
+
+#[test]
+fn an_invalid_update_keeps_the_last_good_version_with_current_endpoints() {
+    let mut world = World::default();
+    backends(&mut world, "a", &["10.0.0.1"], &[]);
+    world
+        .routes
+        .insert(key("a"), route(1, spec("a.example.com")));
+    let mut reconciler = Reconciler::default();
+    reconciler.reconcile(&base(), &world).snapshot.unwrap();
+
+    let mut bad = spec("a.example.com");
+    bad.always_allowed_cidrs = vec!["10.0.0.1/8".into()]; // host bits set
+    world.routes.insert(key("a"), route(1, bad));
+    backends(&mut world, "a", &["10.0.0.9"], &[]);
+    let outcome = reconciler.reconcile(&base(), &world);
+    let report = &outcome.reports[&key("a")];
+    assert_eq!(rejected_reason(&report.verdict), "InvalidAcl");
+    assert_eq!(report.serving, Serving::LastGood);
+    let snapshot = outcome.snapshot.unwrap();
+    assert_eq!(snapshot.routes[0].hostnames, ["a.example.com"]);
+    assert_eq!(snapshot.routes[0].backends[0].to_string(), "10.0.0.9:6443");
+}
+
+#[test]
+fn the_older_route_wins_a_hostname_conflict() {
+    let mut world = World::default();
+    backends(&mut world, "a", &["10.0.0.1"], &[]);
+    backends(&mut world, "b", &["10.0.0.2"], &[]);
+    world
+        .routes
+        .insert(key("a"), route(20, spec("shared.example.com")));
+    world
+        .routes
+        .insert(key("b"), route(10, spec("Shared.Example.com.")));
+    let outcome = Reconciler::default().reconcile(&base(), &world);
+    assert_eq!(
+        rejected_reason(&outcome.reports[&key("a")].verdict),
+        "HostnameConflict"
+    );
+    assert_eq!(outcome.reports[&key("b")].verdict, Verdict::Accepted);
+    let snapshot = outcome.snapshot.unwrap();
+    assert_eq!(snapshot.routes.len(), 1);
+    assert_eq!(snapshot.routes[0].id.namespace, "b");
+}
+
+#[test]
+fn the_acl_extension_becomes_the_allowlist_and_a_malformed_one_keeps_the_old() {
+    let mut world = World::default();
+    backends(&mut world, "a", &["10.0.0.1"], &[]);
+    world
+        .routes
+        .insert(key("a"), route(1, spec("a.example.com")));
+    let extension = |config: serde_json::Value| AclExtension {
+        created: 1,
+        provider_config: Some(config),
+    };
+    world.extensions.insert(
+        ObjectKey::new("a", "acl"),
+        extension(serde_json::json!({"rule": {"action": "ALLOW", "type": "remote_ip", "cidrs": ["10.0.0.0/8"]}})),
+    );
+    let mut reconciler = Reconciler::default();
+    let snapshot = reconciler.reconcile(&base(), &world).snapshot.unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let access = &snapshot.routes[0].access;
+    assert!(access.decide(ip("10.1.2.3"), ip("10.1.2.3")).allowed());
+    assert!(!access.decide(ip("192.0.2.1"), ip("192.0.2.1")).allowed());
+
+    world.extensions.insert(
+        ObjectKey::new("a", "acl"),
+        extension(serde_json::json!({"rule": {"action": "ALLOW", "cidrs": ["not-a-cidr"]}})),
+    );
+    let outcome = reconciler.reconcile(&base(), &world);
+    let report = &outcome.reports[&key("a")];
+    let Verdict::Rejected { reason, errors } = &report.verdict else {
+        panic!("accepted a malformed acl");
+    };
+    assert_eq!(*reason, "InvalidAcl");
+    assert!(errors[0].field.contains("Extension a/acl"), "{errors:?}");
+    assert_eq!(report.serving, Serving::LastGood);
+    let snapshot = outcome.snapshot.unwrap();
+    assert!(!snapshot.routes[0]
+        .access
+        .decide(ip("192.0.2.1"), ip("192.0.2.1"))
+        .allowed());
+}
+
+fn terminate_spec() -> RouteSpec {
+    let mut spec = spec("t.example.com");
+    spec.mode = RouteMode::Terminate;
+    spec.tls = Some(ServingTlsRef {
+        secret_name: "serving".into(),
+        client_ca: None,
+    });
+    spec.upstream = Some(UpstreamRef {
+        ca: SecretKeyRef {
+            name: "ca".into(),
+            key: None,
+        },
+        server_name: None,
+        front_proxy_secret_name: None,
+    });
+    spec
+}
+
+fn pem_pair() -> (Vec<u8>, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["t.example.com".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem().into_bytes(), key.serialize_pem().into_bytes())
+}
+
+#[test]
+fn secrets_pending_missing_keyless_and_present() {
+    let mut world = World::default();
+    backends(&mut world, "t", &["10.0.0.1"], &[]);
+    world.routes.insert(key("t"), route(1, terminate_spec()));
+    let serving = ObjectKey::new("t", "serving");
+    let ca = ObjectKey::new("t", "ca");
+    let mut reconciler = Reconciler::default();
+
+    world.secrets.insert(serving.clone(), SecretState::Pending);
+    world.secrets.insert(ca.clone(), SecretState::Pending);
+    let outcome = reconciler.reconcile(&base(), &world);
+    assert_eq!(outcome.reports[&key("t")].verdict, Verdict::Pending);
+
+    world.secrets.insert(serving.clone(), SecretState::Absent);
+    world
+        .secrets
+        .insert(ca.clone(), SecretState::Present(BTreeMap::new()));
+    let outcome = reconciler.reconcile(&base(), &world);
+    let Verdict::Rejected { reason, errors } = &outcome.reports[&key("t")].verdict else {
+        panic!("accepted without Secrets");
+    };
+    assert_eq!(*reason, "InvalidSecretRef");
+    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter()
+            .any(|e| e.contains("spec.tls.secretName") && e.contains("does not exist")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|e| e.contains("spec.upstream.ca") && e.contains("no key \"ca.crt\"")),
+        "{text:?}"
+    );
+
+    let (cert, key_pem) = pem_pair();
+    world.secrets.insert(
+        serving.clone(),
+        SecretState::Present(BTreeMap::from([
+            ("tls.crt".to_string(), b"not a certificate".to_vec()),
+            ("tls.key".to_string(), key_pem.clone()),
+        ])),
+    );
+    world.secrets.insert(
+        ca.clone(),
+        SecretState::Present(BTreeMap::from([("ca.crt".to_string(), cert.clone())])),
+    );
+    let outcome = reconciler.reconcile(&base(), &world);
+    let report = &outcome.reports[&key("t")];
+    let Verdict::Rejected { reason, errors } = &report.verdict else {
+        panic!("accepted a malformed certificate");
+    };
+    assert_eq!(*reason, "InvalidCertificate", "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.field.starts_with("spec.tls.secretName")),
+        "{errors:?}"
+    );
+
+    world.secrets.insert(
+        serving,
+        SecretState::Present(BTreeMap::from([
+            ("tls.crt".to_string(), cert),
+            ("tls.key".to_string(), key_pem),
+        ])),
+    );
+    let outcome = reconciler.reconcile(&base(), &world);
+    assert_eq!(outcome.reports[&key("t")].verdict, Verdict::Accepted);
+    assert!(outcome.snapshot.unwrap().routes[0].terminate.is_some());
+}
+
+#[test]
+fn status_keeps_transition_times_and_skips_unchanged_writes() {
+    let mut world = World::default();
+    backends(&mut world, "a", &["10.0.0.1"], &[]);
+    world
+        .routes
+        .insert(key("a"), route(1, spec("a.example.com")));
+    let outcome = Reconciler::default().reconcile(&base(), &world);
+    let report = &outcome.reports[&key("a")];
+    let first = desired_status(report, None, "2026-01-01T00:00:00Z");
+    assert_eq!(first.observed_generation, Some(1));
+    let accepted = &first.conditions[0];
+    assert_eq!(
+        (accepted.type_.as_str(), accepted.status.as_str()),
+        ("Accepted", "True")
+    );
+    assert_eq!(first.conditions[1].message, "1 ready endpoint(s)");
+
+    let again = desired_status(report, Some(&first), "2026-06-01T00:00:00Z");
+    assert_eq!(
+        again, first,
+        "unchanged conditions keep their transition time"
+    );
+    assert!(same_meaning(Some(&first), &again));
+
+    let mut empty = report.clone();
+    empty.ready_endpoints = 0;
+    let changed = desired_status(&empty, Some(&first), "2026-06-01T00:00:00Z");
+    assert!(!same_meaning(Some(&first), &changed));
+    assert_eq!(changed.conditions[1].status, "False");
+    assert_eq!(
+        changed.conditions[1].last_transition_time,
+        "2026-06-01T00:00:00Z"
+    );
+    assert_eq!(
+        changed.conditions[0].last_transition_time,
+        "2026-01-01T00:00:00Z"
+    );
+}

@@ -1,0 +1,267 @@
+//! Turn an `ApiServerRoute` custom resource plus what it references into the file form.
+//!
+//! The result is the same [`model::ApiServerRoute`] a YAML file produces, with the
+//! Secret keys standing in for files (`Secret <ns>/<name> key <key>`) and the ready
+//! endpoints as static backends. From here on both sources share validation and
+//! compile. Reference problems (a missing Service, Secret or key) are reported here, in
+//! the custom resource's own field names.
+
+use std::collections::BTreeMap;
+
+use super::crd::{RouteSpec, SecretKeyRef, CERT_KEY, KEY_KEY};
+use super::world::{ObjectKey, RouteObject, SecretState, World};
+use crate::access::parse_gardener_acl;
+use crate::error::{ConfigError, Errors, ObjectRef, Problem};
+use crate::model::{self, BackendsSpec, ObjectMeta, ServingTlsSpec, UpstreamSpec};
+
+/// A route in the file form, with what it references.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translated {
+    /// The route as compile takes it.
+    pub object: model::ApiServerRoute,
+    /// Secret keys by their stand-in file names.
+    pub files: BTreeMap<String, Result<Vec<u8>, String>>,
+    /// Reference problems, in the custom resource's field names.
+    pub problems: Vec<ConfigError>,
+    /// A referenced Secret has not been listed yet: neither accept nor reject.
+    pub pending: bool,
+    /// Ready endpoints found for the backend Service.
+    pub ready_endpoints: usize,
+    /// Endpoints that are terminating or not ready: they get no new requests.
+    pub unready_endpoints: usize,
+    /// The `acl` Extension whose `providerConfig` became the allowlist, if any.
+    pub acl_extension: Option<ObjectKey>,
+}
+
+/// The error reference of a route custom resource.
+pub fn route_ref(key: &ObjectKey) -> ObjectRef {
+    ObjectRef::Named {
+        kind: "ApiServerRoute".into(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+    }
+}
+
+/// Stand-in file name of a Secret key; also what error messages show.
+pub fn secret_file(namespace: &str, name: &str, key: &str) -> String {
+    format!("Secret {namespace}/{name} key {key}")
+}
+
+/// Translate one route.
+pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Translated {
+    let object_ref = route_ref(key);
+    let spec = &route.spec;
+    let mut errors = Errors::default();
+    let mut files = BTreeMap::new();
+    let mut pending = false;
+    let mut secret = |field: &str, name: &str, secret_key: &str, errors: &mut Errors| -> String {
+        let file = secret_file(&key.namespace, name, secret_key);
+        let secret_ref = ObjectKey::new(key.namespace.clone(), name);
+        match world.secrets.get(&secret_ref) {
+            None | Some(SecretState::Pending) => pending = true,
+            Some(SecretState::Absent) => errors.push(
+                &object_ref,
+                field,
+                Problem::Invalid {
+                    value: name.to_string(),
+                    reason: format!("Secret {secret_ref} does not exist"),
+                },
+            ),
+            Some(SecretState::Present(data)) => match data.get(secret_key) {
+                Some(bytes) => {
+                    files.insert(file.clone(), Ok(bytes.clone()));
+                }
+                None => errors.push(
+                    &object_ref,
+                    field,
+                    Problem::Invalid {
+                        value: name.to_string(),
+                        reason: format!("Secret {secret_ref} has no key {secret_key:?}"),
+                    },
+                ),
+            },
+        }
+        file
+    };
+
+    let tls = spec.tls.as_ref().map(|tls| ServingTlsSpec {
+        cert_file: secret(
+            "spec.tls.secretName",
+            &tls.secret_name,
+            CERT_KEY,
+            &mut errors,
+        ),
+        key_file: secret(
+            "spec.tls.secretName",
+            &tls.secret_name,
+            KEY_KEY,
+            &mut errors,
+        ),
+        client_ca_file: tls
+            .client_ca
+            .as_ref()
+            .map(|r: &SecretKeyRef| secret("spec.tls.clientCA", &r.name, r.key(), &mut errors)),
+    });
+    let upstream = spec.upstream.as_ref().map(|u| {
+        let ca_file = secret("spec.upstream.ca", &u.ca.name, u.ca.key(), &mut errors);
+        let (cert, key) = match &u.front_proxy_secret_name {
+            Some(name) => (
+                Some(secret(
+                    "spec.upstream.frontProxySecretName",
+                    name,
+                    CERT_KEY,
+                    &mut errors,
+                )),
+                Some(secret(
+                    "spec.upstream.frontProxySecretName",
+                    name,
+                    KEY_KEY,
+                    &mut errors,
+                )),
+            ),
+            None => (None, None),
+        };
+        UpstreamSpec {
+            ca_file,
+            server_name: u.server_name.clone(),
+            front_proxy_cert_file: cert,
+            front_proxy_key_file: key,
+        }
+    });
+
+    let (backends, ready, unready) = backends(world, key, spec, &object_ref, &mut errors);
+
+    // The route's own `acl` wins; otherwise the namespace's Gardener acl Extension.
+    let mut acl = spec.acl.clone();
+    let mut acl_extension = None;
+    if acl.is_none() {
+        if let Some((ext_key, ext)) = world.acl_extension(&key.namespace) {
+            acl_extension = Some(ext_key.clone());
+            if let Some(config) = &ext.provider_config {
+                let field = format!("spec.acl (from Extension {ext_key} spec.providerConfig)");
+                acl = parse_gardener_acl(config.clone(), &object_ref, &field, &mut errors);
+            }
+        }
+    }
+
+    let object = model::ApiServerRoute {
+        api_version: model::API_VERSION.into(),
+        kind: "ApiServerRoute".into(),
+        metadata: ObjectMeta {
+            name: key.name.clone(),
+            namespace: key.namespace.clone(),
+            ..ObjectMeta::default()
+        },
+        spec: model::RouteSpec {
+            hostnames: spec.hostnames.clone(),
+            mode: spec.mode,
+            backends,
+            tls,
+            upstream,
+            balancing: spec.balancing,
+            access_control: spec.access_control.clone(),
+            acl,
+            always_allowed_cidrs: spec.always_allowed_cidrs.clone(),
+            destinations: spec.destinations.clone(),
+        },
+    };
+    Translated {
+        object,
+        files,
+        problems: errors.into_vec(),
+        pending,
+        ready_endpoints: ready,
+        unready_endpoints: unready,
+        acl_extension,
+    }
+}
+
+/// Ready endpoint addresses of the referenced Service port, as `ip:port` text.
+fn backends(
+    world: &World,
+    key: &ObjectKey,
+    spec: &RouteSpec,
+    object_ref: &ObjectRef,
+    errors: &mut Errors,
+) -> (BackendsSpec, usize, usize) {
+    let mut out = BackendsSpec {
+        static_addresses: Vec::new(),
+        discovered: true,
+    };
+    let service = ObjectKey::new(key.namespace.clone(), spec.backend_ref.service.clone());
+    let Some(ports) = world.services.get(&service) else {
+        errors.push(
+            object_ref,
+            "spec.backendRef.service",
+            Problem::Invalid {
+                value: service.name.clone(),
+                reason: format!("Service {service} does not exist"),
+            },
+        );
+        return (out, 0, 0);
+    };
+    let Some(port) = ports.iter().find(|p| p.port == spec.backend_ref.port) else {
+        errors.push(
+            object_ref,
+            "spec.backendRef.port",
+            Problem::Invalid {
+                value: spec.backend_ref.port.to_string(),
+                reason: format!("Service {service} has no such port"),
+            },
+        );
+        return (out, 0, 0);
+    };
+    let (mut ready, mut unready) = (0, 0);
+    for slice in world.slices_of(&service) {
+        let Some((_, target)) = slice.ports.iter().find(|(name, _)| *name == port.name) else {
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            if !endpoint.ready || endpoint.terminating {
+                unready += 1;
+                continue;
+            }
+            // Every address of an endpoint is the same pod; one suffices.
+            let Some(address) = endpoint.addresses.first() else {
+                continue;
+            };
+            let text = match address.parse::<std::net::IpAddr>() {
+                Ok(ip) => {
+                    std::net::SocketAddr::new(ip, u16::try_from(*target).unwrap_or(0)).to_string()
+                }
+                Err(_) => format!("{address}:{target}"),
+            };
+            if !out.static_addresses.contains(&text) {
+                out.static_addresses.push(text);
+                ready += 1;
+            }
+        }
+    }
+    out.static_addresses.sort();
+    (out, ready, unready)
+}
+
+/// The custom resource's name for a field compile reported in the file form's terms.
+pub fn crd_field(field: &str) -> String {
+    const MAP: &[(&str, &str)] = &[
+        ("spec.backends.static", "spec.backendRef"),
+        ("spec.tls.certFile", "spec.tls.secretName"),
+        ("spec.tls.keyFile", "spec.tls.secretName"),
+        ("spec.tls.clientCAFile", "spec.tls.clientCA"),
+        ("spec.upstream.caFile", "spec.upstream.ca"),
+        (
+            "spec.upstream.frontProxyCertFile",
+            "spec.upstream.frontProxySecretName",
+        ),
+        (
+            "spec.upstream.frontProxyKeyFile",
+            "spec.upstream.frontProxySecretName",
+        ),
+    ];
+    for (from, to) in MAP {
+        if let Some(rest) = field.strip_prefix(from) {
+            return format!("{to}{rest}");
+        }
+    }
+    field.to_string()
+}

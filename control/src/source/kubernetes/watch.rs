@@ -1,0 +1,509 @@
+//! Watchers: keep the [`World`] in step with the API server.
+//!
+//! Each resource has one kube-runtime watcher, which lists, watches, re-lists after a
+//! `410 Gone` and retries with back-off after a disconnect. A (re-)list is applied to
+//! the world atomically at `InitDone`, so objects deleted while the watch was down
+//! disappear and nothing is half-updated. Secrets are watched one by one (field
+//! selector on the name), only those a route references.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, ResourceExt};
+use tokio::sync::Notify;
+
+use super::crd::ApiServerRoute;
+use super::world::{
+    AclExtension, Endpoint, ObjectKey, RouteObject, SecretState, ServicePort, Slice, World,
+};
+
+/// The resources watched as a whole; each must finish its first list before apigate
+/// reports ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Watched {
+    /// `ApiServerRoute`.
+    Routes,
+    /// `Service`.
+    Services,
+    /// `EndpointSlice`.
+    Slices,
+    /// Gardener `Extension`.
+    Extensions,
+    /// A referenced `Secret` (readiness waits for no Secret being `Pending` instead).
+    Secrets,
+}
+
+impl Watched {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Watched::Routes => "apiserverroutes",
+            Watched::Services => "services",
+            Watched::Slices => "endpointslices",
+            Watched::Extensions => "extensions",
+            Watched::Secrets => "secrets",
+        }
+    }
+}
+
+/// State shared between the watchers and the reconcile loop.
+#[derive(Default)]
+pub struct Shared {
+    world: Mutex<World>,
+    synced: Mutex<BTreeSet<Watched>>,
+    /// Set on every change; the reconcile loop waits on it.
+    pub changed: Notify,
+    /// When the oldest change not yet compiled arrived.
+    pending_since: Mutex<Option<Instant>>,
+    errors: Mutex<BTreeMap<Watched, u64>>,
+    /// Events applied, all resources.
+    pub events: AtomicU64,
+}
+
+impl Shared {
+    /// Lock the world. Poisoning is ignored: the world is plain data, always valid.
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn touch(&self) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        let mut since = self.pending_since.lock().unwrap_or_else(|e| e.into_inner());
+        since.get_or_insert_with(Instant::now);
+        self.changed.notify_one();
+    }
+
+    /// Take the arrival time of the oldest uncompiled change.
+    pub fn take_pending_since(&self) -> Option<Instant> {
+        self.pending_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Whether every listed resource finished its first list.
+    pub fn synced(&self, required: &[Watched]) -> bool {
+        let synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        required.iter().all(|r| synced.contains(r))
+    }
+
+    fn mark_synced(&self, resource: Watched) {
+        self.synced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(resource);
+    }
+
+    fn count_error(&self, resource: Watched) {
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(resource)
+            .or_default() += 1;
+    }
+
+    /// Watch errors so far, per resource (disconnects, expired watches, denials).
+    pub fn errors(&self) -> BTreeMap<Watched, u64> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// One change to a table of the world.
+enum Change<T> {
+    /// A complete (re-)list: replaces the table.
+    Replace(BTreeMap<ObjectKey, T>),
+    /// Added or modified.
+    Upsert(ObjectKey, T),
+    /// Deleted (or no longer of interest).
+    Remove(ObjectKey),
+}
+
+/// A [`Change`] applied to a whole-resource table. Always worth a reconcile.
+fn table<T>(table: &mut BTreeMap<ObjectKey, T>, change: Change<T>) -> bool {
+    match change {
+        Change::Replace(all) => *table = all,
+        Change::Upsert(key, value) => {
+            table.insert(key, value);
+        }
+        Change::Remove(key) => {
+            table.remove(&key);
+        }
+    }
+    true
+}
+
+/// Routes: a change of status alone (our own writes) is recorded without a reconcile.
+fn routes(routes: &mut BTreeMap<ObjectKey, RouteObject>, change: Change<RouteObject>) -> bool {
+    if let Change::Upsert(key, new) = &change {
+        if let Some(old) = routes.get_mut(key) {
+            if old.generation == new.generation && old.spec == new.spec {
+                old.status = new.status.clone();
+                old.resource_version = new.resource_version.clone();
+                return false;
+            }
+        }
+    }
+    table(routes, change)
+}
+
+/// Apply one watcher stream to one table of the world until the stream ends.
+async fn apply<K, T, S, F>(
+    stream: S,
+    shared: Arc<Shared>,
+    resource: Watched,
+    convert: fn(&K) -> Option<T>,
+    write: F,
+) where
+    K: kube::Resource,
+    S: Stream<Item = Result<Event<K>, watcher::Error>>,
+    F: Fn(&mut World, Change<T>) -> bool,
+{
+    let key_of = |object: &K| {
+        ObjectKey::new(
+            object.meta().namespace.clone().unwrap_or_default(),
+            object.meta().name.clone().unwrap_or_default(),
+        )
+    };
+    let mut buffer: Option<BTreeMap<ObjectKey, T>> = None;
+    futures_util::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                shared.count_error(resource);
+                tracing::warn!(resource = resource.label(), %error, "watch failed; retrying with back-off, the current configuration keeps serving");
+                continue;
+            }
+        };
+        match event {
+            Event::Init => buffer = Some(BTreeMap::new()),
+            Event::InitApply(object) => {
+                if let (Some(buffer), Some(value)) = (buffer.as_mut(), convert(&object)) {
+                    buffer.insert(key_of(&object), value);
+                }
+            }
+            Event::InitDone => {
+                let listed = buffer.take().unwrap_or_default();
+                tracing::debug!(
+                    resource = resource.label(),
+                    objects = listed.len(),
+                    "list complete"
+                );
+                write(&mut shared.world(), Change::Replace(listed));
+                shared.mark_synced(resource);
+                shared.touch();
+            }
+            Event::Apply(object) => {
+                let key = key_of(&object);
+                let change = match convert(&object) {
+                    Some(value) => Change::Upsert(key, value),
+                    None => Change::Remove(key),
+                };
+                if write(&mut shared.world(), change) {
+                    shared.touch();
+                }
+            }
+            Event::Delete(object) => {
+                if write(&mut shared.world(), Change::Remove(key_of(&object))) {
+                    shared.touch();
+                }
+            }
+        }
+    }
+}
+
+/// Seconds since the epoch of `metadata.creationTimestamp`.
+fn created<K: kube::Resource>(object: &K) -> i64 {
+    object
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or_default()
+}
+
+fn route(object: &ApiServerRoute) -> Option<RouteObject> {
+    Some(RouteObject {
+        generation: object.metadata.generation.unwrap_or_default(),
+        created: created(object),
+        uid: object.metadata.uid.clone().unwrap_or_default(),
+        resource_version: object.resource_version().unwrap_or_default(),
+        spec: object.spec.clone(),
+        status: object.status.clone(),
+    })
+}
+
+fn service(object: &Service) -> Option<Vec<ServicePort>> {
+    let ports = object.spec.as_ref()?.ports.as_ref()?;
+    Some(
+        ports
+            .iter()
+            .map(|p| ServicePort {
+                name: p.name.clone().unwrap_or_default(),
+                port: p.port,
+            })
+            .collect(),
+    )
+}
+
+/// An EndpointSlice of `discovery.k8s.io/v1` or `v1beta1`: the fields apigate reads
+/// are the same in both.
+fn slice(object: &DynamicObject) -> Option<Slice> {
+    let service = object.labels().get("kubernetes.io/service-name")?.clone();
+    let data = &object.data;
+    let ports = data
+        .get("ports")
+        .and_then(|p| p.as_array())
+        .map(|ports| {
+            ports
+                .iter()
+                .filter_map(|p| {
+                    let name = p.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+                    let port = p.get("port").and_then(|n| n.as_i64())?;
+                    Some((name.to_string(), i32::try_from(port).ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let endpoints = data
+        .get("endpoints")
+        .and_then(|e| e.as_array())
+        .map(|endpoints| {
+            endpoints
+                .iter()
+                .map(|e| {
+                    let condition = |name: &str| {
+                        e.get("conditions")
+                            .and_then(|c| c.get(name))
+                            .and_then(|v| v.as_bool())
+                    };
+                    Endpoint {
+                        addresses: e
+                            .get("addresses")
+                            .and_then(|a| a.as_array())
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|s| s.as_str().map(String::from))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        // The API: "nil should be interpreted as ready".
+                        ready: condition("ready").unwrap_or(true),
+                        terminating: condition("terminating").unwrap_or(false),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Slice {
+        service,
+        ports,
+        endpoints,
+    })
+}
+
+fn extension(object: &DynamicObject) -> Option<AclExtension> {
+    let spec = object.data.get("spec")?;
+    if spec.get("type").and_then(|t| t.as_str()) != Some("acl") {
+        return None;
+    }
+    Some(AclExtension {
+        created: created(object),
+        provider_config: spec.get("providerConfig").cloned(),
+    })
+}
+
+fn secret(object: &Secret) -> Option<SecretState> {
+    let data = object
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    Some(SecretState::Present(data))
+}
+
+/// Which EndpointSlice API the server offers: `v1`, else `v1beta1` (Kubernetes < 1.21).
+pub async fn slice_resource(client: &Client) -> Result<ApiResource, kube::Error> {
+    let version = match client.list_api_group_resources("discovery.k8s.io/v1").await {
+        Ok(list) if list.resources.iter().any(|r| r.name == "endpointslices") => "v1",
+        Ok(_) | Err(kube::Error::Api(_)) => "v1beta1",
+        Err(e) => return Err(e),
+    };
+    tracing::info!(version, "EndpointSlice API");
+    Ok(ApiResource {
+        group: "discovery.k8s.io".into(),
+        version: version.into(),
+        api_version: format!("discovery.k8s.io/{version}"),
+        kind: "EndpointSlice".into(),
+        plural: "endpointslices".into(),
+    })
+}
+
+/// Gardener's `Extension` resource, if the server has it.
+pub async fn extension_resource(client: &Client) -> Result<Option<ApiResource>, kube::Error> {
+    match client
+        .list_api_group_resources("extensions.gardener.cloud/v1alpha1")
+        .await
+    {
+        Ok(list) if list.resources.iter().any(|r| r.name == "extensions") => {
+            Ok(Some(ApiResource {
+                group: "extensions.gardener.cloud".into(),
+                version: "v1alpha1".into(),
+                api_version: "extensions.gardener.cloud/v1alpha1".into(),
+                kind: "Extension".into(),
+                plural: "extensions".into(),
+            }))
+        }
+        Ok(_) | Err(kube::Error::Api(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Start the whole-resource watchers; returns the resources that must sync.
+pub fn spawn_watchers(
+    client: &Client,
+    shared: &Arc<Shared>,
+    route_selector: Option<&str>,
+    slices: ApiResource,
+    extensions: Option<ApiResource>,
+) -> Vec<Watched> {
+    let mut required = vec![Watched::Routes, Watched::Services, Watched::Slices];
+    let mut route_config = watcher::Config::default().any_semantic();
+    if let Some(selector) = route_selector {
+        route_config = route_config.labels(selector);
+    }
+    let config = || watcher::Config::default().any_semantic();
+    tokio::spawn(apply(
+        watcher::watcher(Api::<ApiServerRoute>::all(client.clone()), route_config)
+            .default_backoff(),
+        shared.clone(),
+        Watched::Routes,
+        route,
+        |w, c| routes(&mut w.routes, c),
+    ));
+    tokio::spawn(apply(
+        watcher::watcher(Api::<Service>::all(client.clone()), config()).default_backoff(),
+        shared.clone(),
+        Watched::Services,
+        service,
+        |w, c| table(&mut w.services, c),
+    ));
+    tokio::spawn(apply(
+        watcher::watcher(
+            Api::<DynamicObject>::all_with(client.clone(), &slices),
+            config(),
+        )
+        .default_backoff(),
+        shared.clone(),
+        Watched::Slices,
+        slice,
+        |w, c| table(&mut w.slices, c),
+    ));
+    if let Some(resource) = extensions {
+        required.push(Watched::Extensions);
+        tokio::spawn(apply(
+            watcher::watcher(
+                Api::<DynamicObject>::all_with(client.clone(), &resource),
+                config(),
+            )
+            .default_backoff(),
+            shared.clone(),
+            Watched::Extensions,
+            extension,
+            |w, c| table(&mut w.extensions, c),
+        ));
+    } else {
+        tracing::info!(
+            "no extensions.gardener.cloud/v1alpha1 API; allowlists come from routes only"
+        );
+    }
+    required
+}
+
+/// One watch per referenced Secret, started and stopped as references change.
+#[derive(Default)]
+pub struct SecretWatches {
+    running: HashMap<ObjectKey, tokio::task::AbortHandle>,
+}
+
+impl SecretWatches {
+    /// Make the running watches match `wanted`. New Secrets start `Pending`.
+    pub fn sync(&mut self, client: &Client, shared: &Arc<Shared>, wanted: &BTreeSet<ObjectKey>) {
+        self.running.retain(|key, handle| {
+            let keep = wanted.contains(key);
+            if !keep {
+                handle.abort();
+                shared.world().secrets.remove(key);
+            }
+            keep
+        });
+        for key in wanted {
+            if self.running.contains_key(key) {
+                continue;
+            }
+            shared
+                .world()
+                .secrets
+                .insert(key.clone(), SecretState::Pending);
+            let api = Api::<Secret>::namespaced(client.clone(), &key.namespace);
+            let config = watcher::Config::default()
+                .any_semantic()
+                .fields(&format!("metadata.name={}", key.name));
+            let shared = shared.clone();
+            let name = key.clone();
+            let slot_key = key.clone();
+            let task = tokio::spawn(async move {
+                apply(
+                    watcher::watcher(api, config).default_backoff(),
+                    shared,
+                    Watched::Secrets,
+                    secret,
+                    // The watch sees only this Secret: a list without it, or a
+                    // deletion, means it does not exist.
+                    move |w, change| {
+                        let state = match change {
+                            Change::Replace(mut listed) => {
+                                listed.remove(&slot_key).unwrap_or(SecretState::Absent)
+                            }
+                            Change::Upsert(_, state) => state,
+                            Change::Remove(_) => SecretState::Absent,
+                        };
+                        // Only while still referenced: a stopped watch writes nothing.
+                        match w.secrets.get_mut(&slot_key) {
+                            Some(slot) => {
+                                *slot = state;
+                                true
+                            }
+                            None => false,
+                        }
+                    },
+                )
+                .await;
+                tracing::debug!(secret = %name, "secret watch ended");
+            });
+            self.running.insert(key.clone(), task.abort_handle());
+        }
+    }
+
+    /// Number of Secret watches.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    /// True when no Secret is watched.
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+}

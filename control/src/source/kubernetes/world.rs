@@ -1,0 +1,173 @@
+//! What the watchers have seen, reduced to what apigate needs.
+//!
+//! Watch events are converted into these small values as they arrive, so memory grows
+//! with what apigate uses (a Service's ports, an EndpointSlice's addresses and
+//! conditions) rather than with whole API objects. The world is plain data: translating
+//! and compiling it is pure and testable without a cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use super::crd::{self, RouteSpec};
+
+/// Namespace and name of an object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// Shorthand constructor.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// An `ApiServerRoute` as the watcher last saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteObject {
+    /// `metadata.generation`: what `status.observedGeneration` reports back.
+    pub generation: i64,
+    /// `metadata.creationTimestamp` (seconds since the epoch): the older route wins a
+    /// hostname conflict.
+    pub created: i64,
+    /// `metadata.uid`, for Events.
+    pub uid: String,
+    /// `metadata.resourceVersion`, for Events.
+    pub resource_version: String,
+    /// The spec.
+    pub spec: RouteSpec,
+    /// The status as last written, so that unchanged conditions are not rewritten.
+    pub status: Option<crd::RouteStatus>,
+}
+
+/// A Service port: the name links it to the EndpointSlice port of the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Port name; empty for a Service's single unnamed port.
+    pub name: String,
+    /// The Service port number.
+    pub port: i32,
+}
+
+/// One EndpointSlice of a Service.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Slice {
+    /// `kubernetes.io/service-name` label: the Service it belongs to.
+    pub service: String,
+    /// Port name → port number on the endpoints.
+    pub ports: Vec<(String, i32)>,
+    /// The endpoints.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One endpoint of an EndpointSlice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its addresses (all of the slice's address family).
+    pub addresses: Vec<String>,
+    /// `conditions.ready`; an absent value means ready, as the API specifies.
+    pub ready: bool,
+    /// `conditions.terminating`: finishing what it has, not taking new requests.
+    pub terminating: bool,
+}
+
+/// A referenced Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretState {
+    /// Its watch has not finished the first list: routes using it wait rather than
+    /// being rejected for a Secret that merely has not arrived yet.
+    Pending,
+    /// It does not exist.
+    Absent,
+    /// Its `data`.
+    Present(BTreeMap<String, Vec<u8>>),
+}
+
+/// A Gardener `Extension` of `spec.type: acl`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AclExtension {
+    /// `metadata.creationTimestamp` in seconds: with several in a namespace the one
+    /// named `acl` wins, then the oldest.
+    pub created: i64,
+    /// `spec.providerConfig` as raw JSON (`None` when absent).
+    pub provider_config: Option<serde_json::Value>,
+}
+
+/// Everything watched, keyed by namespace/name.
+#[derive(Debug, Clone, Default)]
+pub struct World {
+    /// `ApiServerRoute` objects.
+    pub routes: BTreeMap<ObjectKey, RouteObject>,
+    /// Services: their ports.
+    pub services: BTreeMap<ObjectKey, Vec<ServicePort>>,
+    /// EndpointSlices, keyed by the slice's own name.
+    pub slices: BTreeMap<ObjectKey, Slice>,
+    /// The Secrets routes reference, and only those.
+    pub secrets: BTreeMap<ObjectKey, SecretState>,
+    /// Gardener `acl` Extensions.
+    pub extensions: BTreeMap<ObjectKey, AclExtension>,
+}
+
+impl World {
+    /// Every Secret some route references: the set the Secret watches must cover.
+    pub fn referenced_secrets(&self) -> BTreeSet<ObjectKey> {
+        self.routes
+            .iter()
+            .flat_map(|(key, route)| {
+                secret_names(&route.spec)
+                    .into_iter()
+                    .map(|name| ObjectKey::new(key.namespace.clone(), name))
+            })
+            .collect()
+    }
+
+    /// The slices of a Service, by slice name.
+    pub fn slices_of<'a>(&'a self, service: &'a ObjectKey) -> impl Iterator<Item = &'a Slice> {
+        let from = ObjectKey::new(service.namespace.clone(), String::new());
+        self.slices
+            .range(from..)
+            .take_while(move |(k, _)| k.namespace == service.namespace)
+            .filter(move |(_, s)| s.service == service.name)
+            .map(|(_, s)| s)
+    }
+
+    /// The `acl` Extension that applies to a namespace: the one named `acl`, else the
+    /// oldest.
+    pub fn acl_extension(&self, namespace: &str) -> Option<(&ObjectKey, &AclExtension)> {
+        let from = ObjectKey::new(namespace, String::new());
+        self.extensions
+            .range(from..)
+            .take_while(|(k, _)| k.namespace == namespace)
+            .min_by_key(|(k, e)| (k.name != "acl", e.created, k.name.clone()))
+    }
+}
+
+/// Names of the Secrets a route spec references.
+pub fn secret_names(spec: &RouteSpec) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(tls) = &spec.tls {
+        names.push(tls.secret_name.clone());
+        names.extend(tls.client_ca.as_ref().map(|r| r.name.clone()));
+    }
+    if let Some(upstream) = &spec.upstream {
+        names.push(upstream.ca.name.clone());
+        names.extend(upstream.front_proxy_secret_name.clone());
+    }
+    names.retain(|n| !n.is_empty());
+    names.sort();
+    names.dedup();
+    names
+}

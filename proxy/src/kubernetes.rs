@@ -1,0 +1,228 @@
+//! `apigate run --kubernetes`: routes from the cluster, the gateway from the file.
+//!
+//! The listeners start at once with the file's configuration (its static routes, if
+//! any) but `/readyz` stays not-ready until the Kubernetes source has listed every
+//! resource and installed its first snapshot, so a new replica takes traffic only
+//! with its full configuration. After that, every update is installed like a file
+//! reload: atomically, without closing anything.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use apigate_control::source::kubernetes::lease::LeaseConfig;
+use apigate_control::source::kubernetes::reconcile::Verdict;
+use apigate_control::source::kubernetes::{self as source, Options, Report, Update};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::admin::Readiness;
+use crate::state::State;
+
+/// Settings of the Kubernetes source, from the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KubernetesArgs {
+    /// Read routes, Services, EndpointSlices, Secrets and Gardener acl Extensions from
+    /// the Kubernetes API (in-cluster credentials unless `--kubeconfig` is given).
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// Kubeconfig to use instead of the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG", requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Serve only ApiServerRoutes matching this label selector.
+    #[arg(long)]
+    pub route_selector: Option<String>,
+    /// Compile once changes have been quiet for this long.
+    #[arg(long, default_value = "100ms", value_parser = duration)]
+    pub debounce: Duration,
+    /// ...but never let a change wait longer than this.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub max_delay: Duration,
+    /// Namespace of the Lease that elects the replica writing status; without it
+    /// this replica always writes (a single replica).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of that Lease.
+    #[arg(long, default_value = "apigate-status")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease and in Events.
+    #[arg(long, env = "POD_NAME", default_value = "apigate")]
+    pub identity: String,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    text.parse::<apigate_control::model::Duration>()
+        .map(|d| d.0)
+}
+
+/// A client from `--kubeconfig` or the in-cluster service account.
+pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    // kube's rustls uses the process-wide provider; apigate uses ring everywhere.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::incluster().context("in-cluster Kubernetes configuration")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// The source's options from the arguments.
+pub fn options(args: &KubernetesArgs) -> Options {
+    Options {
+        route_selector: args.route_selector.clone(),
+        debounce: args.debounce,
+        max_delay: args.max_delay,
+        lease: args.lease_namespace.clone().map(|namespace| LeaseConfig {
+            namespace,
+            name: args.lease_name.clone(),
+            identity: args.identity.clone(),
+            duration: Duration::from_secs(15),
+        }),
+        controller: "apigate.dev/apigate".into(),
+        instance: args.identity.clone(),
+    }
+}
+
+/// Install what the source reports: snapshots into `state`, counts into metrics,
+/// readiness once the first full snapshot is active.
+pub fn installer(state: Arc<State>, readiness: Arc<Readiness>) -> impl Fn(Report) + Send + Sync {
+    move |report| match report {
+        Report::Update(update) => install(&state, &readiness, *update),
+        Report::Rejected(errors) => {
+            state.metrics.reloads.with_label_values(&["failure"]).inc();
+            for error in &errors {
+                tracing::error!(object = %error.object, field = %error.field, problem = %error.problem, "configuration rejected; the current one keeps serving");
+            }
+        }
+        Report::Status(counts) => {
+            let writes = &state.metrics.kube_status_writes;
+            writes
+                .with_label_values(&["written"])
+                .inc_by(counts.written as u64);
+            writes
+                .with_label_values(&["failed"])
+                .inc_by(counts.failed as u64);
+            writes
+                .with_label_values(&["event"])
+                .inc_by(counts.events as u64);
+        }
+        Report::WatchErrors(errors) => {
+            for (resource, total) in errors {
+                let counter = state
+                    .metrics
+                    .kube_watch_errors
+                    .with_label_values(&[resource]);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+        }
+    }
+}
+
+fn install(state: &State, readiness: &Readiness, update: Update) {
+    let (mut accepted, mut rejected, mut pending) = (0i64, 0i64, 0i64);
+    state.metrics.kube_rejected.reset();
+    for (key, report) in update.reports.iter() {
+        match &report.verdict {
+            Verdict::Accepted => accepted += 1,
+            Verdict::Pending => pending += 1,
+            Verdict::Rejected { reason, errors } => {
+                rejected += 1;
+                state
+                    .metrics
+                    .kube_rejected
+                    .with_label_values(&[reason])
+                    .inc();
+                for error in errors {
+                    state
+                        .metrics
+                        .config_errors
+                        .with_label_values(&[error.problem.label()])
+                        .inc();
+                }
+                tracing::debug!(route = %key, reason, serving = ?report.serving, "route rejected");
+            }
+        }
+    }
+    let routes = &state.metrics.kube_routes;
+    routes.with_label_values(&["accepted"]).set(accepted);
+    routes.with_label_values(&["rejected"]).set(rejected);
+    routes.with_label_values(&["pending"]).set(pending);
+    state
+        .metrics
+        .kube_secret_watches
+        .set(update.secret_watches as i64);
+    let diff = state.install(update.snapshot);
+    let apply = &state.metrics.kube_apply_seconds;
+    apply
+        .with_label_values(&["compile"])
+        .observe(update.compile_time.as_secs_f64());
+    if let Some(latency) = update.latency {
+        apply
+            .with_label_values(&["apply"])
+            .observe(latency.as_secs_f64());
+    }
+    state.metrics.reloads.with_label_values(&["success"]).inc();
+    tracing::info!(
+        revision = state.load().revision,
+        accepted,
+        rejected,
+        pending,
+        added = diff.added.len(),
+        removed = diff.removed.len(),
+        changed = diff.changed.len(),
+        compile_ms = update.compile_time.as_millis() as u64,
+        first = update.first,
+        "kubernetes configuration installed"
+    );
+    if update.first {
+        readiness.set(true);
+        tracing::info!("initial sync complete; ready");
+    }
+}
+
+/// `apigate run --kubernetes`: serve until SIGTERM or SIGINT.
+pub async fn run(config: PathBuf, grace: Duration, args: KubernetesArgs) -> anyhow::Result<()> {
+    let base = apigate_control::source::load_file(&config).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!(
+            "invalid configuration {}:\n  {}",
+            config.display(),
+            lines.join("\n  ")
+        )
+    })?;
+    let snapshot = apigate_control::compile(&base).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!(
+            "invalid configuration {}:\n  {}",
+            config.display(),
+            lines.join("\n  ")
+        )
+    })?;
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let running = crate::server::start_with(snapshot, None, false)
+        .await
+        .context("starting apigate")?;
+    let report = installer(running.state.clone(), running.readiness.clone());
+    let source_task = tokio::spawn(source::run(client, base, options(&args), report));
+    tokio::select! {
+        () = crate::server::wait_for_termination() => {}
+        result = source_task => {
+            // The source only returns when it cannot start at all.
+            running.shutdown(Duration::ZERO).await;
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e).context("Kubernetes source"),
+                Err(e) => Err(anyhow::anyhow!("Kubernetes source failed: {e}")),
+            };
+        }
+    }
+    tracing::info!("shutting down");
+    running.shutdown(grace).await;
+    Ok(())
+}
