@@ -36,7 +36,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-async fn create_objects(client: kube::Client, testbed: &Testbed, routes: usize) -> anyhow::Result<()> {
+async fn create_objects(
+    client: kube::Client,
+    testbed: &Testbed,
+    routes: usize,
+) -> anyhow::Result<()> {
     let pki = |f: &str| std::fs::read(testbed.pki(f)?).context(f.to_string());
     let (cert, key, ca) = (pki("apiserver.crt")?, pki("apiserver.key")?, pki("ca.crt")?);
     let replicas = testbed.replicas()?;
@@ -52,13 +56,18 @@ async fn create_objects(client: kube::Client, testbed: &Testbed, routes: usize) 
     let pp = PostParams::default();
     for n in 0..namespaces {
         let ns = format!("bench-{n}");
-        let object: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?;
-        let _ = Api::<Namespace>::all(client.clone()).create(&pp, &object).await;
+        let object: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?;
+        let _ = Api::<Namespace>::all(client.clone())
+            .create(&pp, &object)
+            .await;
         let secret: Secret = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "ca", "namespace": ns},
             "data": {"ca.crt": base64(&ca)}
         }))?;
-        let _ = Api::<Secret>::namespaced(client.clone(), &ns).create(&pp, &secret).await;
+        let _ = Api::<Secret>::namespaced(client.clone(), &ns)
+            .create(&pp, &secret)
+            .await;
     }
     let started = Instant::now();
     let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..routes)
@@ -206,13 +215,25 @@ async fn bench(testbed: &Testbed, routes: usize, changes: usize) -> anyhow::Resu
         let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &route_resource);
         let patch = serde_json::json!({"spec": {"destinations": [destination]}});
         let sent = Instant::now();
-        api.patch(&format!("r{i}"), &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        api.patch(
+            &format!("r{i}"),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
         loop {
-            if state.load().snapshot.route_for_destination(&destination).is_some() {
+            if state
+                .load()
+                .snapshot
+                .route_for_destination(&destination)
+                .is_some()
+            {
                 break;
             }
-            anyhow::ensure!(sent.elapsed() < Duration::from_secs(60), "change {c} not active after 60 s");
+            anyhow::ensure!(
+                sent.elapsed() < Duration::from_secs(60),
+                "change {c} not active after 60 s"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         samples.push(sent.elapsed());
@@ -228,7 +249,17 @@ async fn bench(testbed: &Testbed, routes: usize, changes: usize) -> anyhow::Resu
             samples[samples.len() - 1].as_secs_f64() * 1000.0
         );
     }
-    println!("{}", state.metrics.render().lines().filter(|l| l.starts_with("apigate_kubernetes_secret_watches") || l.starts_with("apigate_kubernetes_routes{")).collect::<Vec<_>>().join("\n"));
+    println!(
+        "{}",
+        state
+            .metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("apigate_kubernetes_secret_watches")
+                || l.starts_with("apigate_kubernetes_routes{"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     source_task.abort();
     running.shutdown(Duration::from_millis(100)).await;
     let _ = Arc::strong_count(&state);
@@ -239,7 +270,10 @@ fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
     let routes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5000);
     let changes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("runtime: {e}");
