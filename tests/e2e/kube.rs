@@ -27,7 +27,14 @@ pub const K8S_HOST: &str = "kubernetes.default.svc";
 pub const ROUTE: &str = "shoot--e2e--k8s/kube-apiserver";
 
 /// kubectl straight to the testbed as admin (not through apigate).
+///
+/// Blocking calls run under `block_in_place`: a plain blocking call would strand the
+/// tasks queued on this worker (apigate's own listener among them) until it returns.
 pub fn admin(testbed: &Testbed, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+    tokio::task::block_in_place(|| admin_blocking(testbed, args, stdin))
+}
+
+fn admin_blocking(testbed: &Testbed, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
     let mut child = Command::new(testbed.get("KUBECTL")?)
         .arg("--kubeconfig")
         .arg(testbed.get("KUBECONFIG_ADMIN")?)
@@ -294,12 +301,16 @@ current-context: admin
 
     /// kubectl through apigate as admin.
     pub fn kubectl(&self, testbed: &Testbed, args: &[&str]) -> anyhow::Result<Output> {
-        Ok(Command::new(testbed.get("KUBECTL")?)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--request-timeout=20s")
-            .args(args)
-            .output()?)
+        let command = || {
+            Command::new(testbed.get("KUBECTL")?)
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .arg("--request-timeout=20s")
+                .args(args)
+                .output()
+                .context("running kubectl")
+        };
+        tokio::task::block_in_place(command)
     }
 
     /// Sum of an apigate counter over the series containing every label.

@@ -700,15 +700,17 @@ async fn kubernetes_source(ctx: Arc<Ctx>) -> anyhow::Result<()> {
 
         // Restart of the seed's kube-apiserver (the replica apigate watches through):
         // the configuration keeps serving, the watches resume.
-        restart_replica(testbed, 0, || {
-            // Down: apigate still serves kubectl through the other replicas.
-            let out = gateway.kubectl(testbed, &["get", "namespaces", NAMESPACE])?;
-            ensure!(
-                out.status.success(),
-                "serving while the seed API server is down: {}",
-                text(&out)
-            );
-            Ok(())
+        tokio::task::block_in_place(|| {
+            restart_replica(testbed, 0, || {
+                // Down: apigate still serves kubectl through the other replicas.
+                let out = gateway.kubectl(testbed, &["get", "namespaces", NAMESPACE])?;
+                ensure!(
+                    out.status.success(),
+                    "serving while the seed API server is down: {}",
+                    text(&out)
+                );
+                Ok(())
+            })
         })?;
         admin_ok(
             testbed,
