@@ -27,7 +27,7 @@ pub struct KubernetesArgs {
     #[arg(long)]
     pub kubernetes: bool,
     /// Kubeconfig to use instead of the in-cluster service account.
-    #[arg(long, env = "KUBECONFIG", requires = "kubernetes")]
+    #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Serve only ApiServerRoutes matching this label selector.
     #[arg(long)]
@@ -93,7 +93,14 @@ pub fn options(args: &KubernetesArgs) -> Options {
 /// readiness once the first full snapshot is active.
 pub fn installer(state: Arc<State>, readiness: Arc<Readiness>) -> impl Fn(Report) + Send + Sync {
     move |report| match report {
-        Report::Update(update) => install(&state, &readiness, *update),
+        // Building the proxy's view of thousands of routes (TLS configs) takes a while;
+        // tell the runtime so other tasks move to another worker meanwhile.
+        Report::Update(update) => match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| install(&state, &readiness, *update))
+            }
+            _ => install(&state, &readiness, *update),
+        },
         Report::Rejected(errors) => {
             state.metrics.reloads.with_label_values(&["failure"]).inc();
             for error in &errors {

@@ -1,6 +1,7 @@
 //! Kubernetes source at scale, on the real testbed: initial sync + compile time and
 //! resident memory for N routes × 3 endpoints (+ one serving Secret per route and one
-//! CA Secret per namespace), then the time from an object change to the new snapshot
+//! CA Secret per namespace; headless Services, as the testbed's service IP range is
+//! small), then the time from an object change to the new snapshot
 //! being active (p50/p99).
 //!
 //! `cargo bench -p apigate-e2e --bench kube-scale -- [ROUTES] [CHANGES]`
@@ -82,7 +83,7 @@ async fn create_objects(
                 let pp = PostParams::default();
                 let service: Service = serde_json::from_value(serde_json::json!({
                     "metadata": {"name": name, "namespace": ns},
-                    "spec": {"ports": [{"name": "https", "port": 443, "targetPort": 6443}]}
+                    "spec": {"clusterIP": "None", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}
                 }))?;
                 Api::<Service>::namespaced(client.clone(), &ns).create(&pp, &service).await?;
                 let endpoints: Vec<_> = (0..3)
@@ -249,6 +250,57 @@ async fn bench(testbed: &Testbed, routes: usize, changes: usize) -> anyhow::Resu
             samples[samples.len() - 1].as_secs_f64() * 1000.0
         );
     }
+    // Debounce: a burst of updates compiles a handful of times, not once per update.
+    let burst = routes.min(1000);
+    let installs = || state.metrics.reloads.with_label_values(&["success"]).get();
+    let before = installs();
+    let started = Instant::now();
+    let results: Vec<Result<DynamicObject, kube::Error>> = futures_util::stream::iter(0..burst)
+        .map(|i| {
+            let api = Api::<DynamicObject>::namespaced_with(
+                client.clone(),
+                &format!("bench-{}", i / PER_NAMESPACE),
+                &route_resource,
+            );
+            async move {
+                let patch = serde_json::json!({"spec": {"destinations": [format!("burst-{i}")]}});
+                api.patch(
+                    &format!("r{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    let written = started.elapsed();
+    loop {
+        let active = state.load();
+        if (0..burst).all(|i| {
+            active
+                .snapshot
+                .route_for_destination(&format!("burst-{i}"))
+                .is_some()
+        }) {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "burst not active after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "burst of {burst} route updates (written in {:.2} s): all active after {:.2} s with {} snapshot installs",
+        written.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        installs() - before
+    );
     println!(
         "{}",
         state

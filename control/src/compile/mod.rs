@@ -21,7 +21,67 @@ use crate::source::Inputs;
 
 /// Compile inputs into a snapshot, or return every error found.
 pub fn compile(inputs: &Inputs) -> Result<Snapshot, Vec<ConfigError>> {
+    compile_cached(inputs, &mut RouteCache::default())
+}
+
+/// The routes of the previous compile, so that a source compiling often (the
+/// Kubernetes source, after every change) rebuilds only the routes whose inputs
+/// changed: parsing certificates and building TLS configs is most of compile's cost.
+///
+/// An entry is keyed by everything a route's compile reads (the object, the bytes of
+/// the files it references, the `GatewayConfig`, whether it is alone in its
+/// namespace) and holds the same `Arc<Route>`, so the proxy can keep what it derived
+/// from an unchanged route too. Entries not used by a compile are dropped.
+#[derive(Default)]
+pub struct RouteCache {
+    entries: HashMap<u64, CachedRoute>,
+}
+
+#[derive(Clone)]
+struct CachedRoute {
+    object: crate::model::ApiServerRoute,
+    route: Option<Arc<crate::snapshot::Route>>,
+    errors: Vec<ConfigError>,
+}
+
+impl RouteCache {
+    /// Routes held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn cache_key(
+    object: &crate::model::ApiServerRoute,
+    files: &crate::source::Files,
+    gateway: &str,
+    sole: bool,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    format!("{object:?}").hash(&mut hasher);
+    for path in crate::source::referenced_files(&Object::Route(object.clone())) {
+        path.hash(&mut hasher);
+        files.get(&path).hash(&mut hasher);
+    }
+    gateway.hash(&mut hasher);
+    sole.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// [`compile`], reusing the routes in `cache` whose inputs did not change, and
+/// leaving this compile's routes in it.
+pub fn compile_cached(
+    inputs: &Inputs,
+    cache: &mut RouteCache,
+) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errors = Errors::default();
+    let mut next = HashMap::new();
 
     let gateways: Vec<_> = inputs
         .objects
@@ -31,6 +91,10 @@ pub fn compile(inputs: &Inputs) -> Result<Snapshot, Vec<ConfigError>> {
             Object::Route(_) => None,
         })
         .collect();
+    let gateway_key = gateways
+        .first()
+        .map(|g| format!("{g:?}"))
+        .unwrap_or_default();
     let gateway = match gateways.as_slice() {
         [] => {
             errors.push(
@@ -75,7 +139,24 @@ pub fn compile(inputs: &Inputs) -> Result<Snapshot, Vec<ConfigError>> {
         };
         let object_ref = object.object_ref();
         let sole = per_namespace.get(route::namespace_of(object)) == Some(&1);
-        let Some(route) = route::compile(object, &inputs.files, gateway, sole, &mut errors) else {
+        let key = cache_key(object, &inputs.files, &gateway_key, sole);
+        let cached = match cache.entries.get(&key) {
+            Some(hit) if hit.object == *object => hit.clone(),
+            _ => {
+                let mut route_errors = Errors::default();
+                let route = route::compile(object, &inputs.files, gateway, sole, &mut route_errors)
+                    .map(Arc::new);
+                CachedRoute {
+                    object: object.clone(),
+                    route,
+                    errors: route_errors.into_vec(),
+                }
+            }
+        };
+        errors.extend(cached.errors.iter().cloned());
+        let route = cached.route.clone();
+        next.insert(key, cached);
+        let Some(route) = route else {
             continue;
         };
         if let Some(other) = ids.get(&route.id) {
@@ -126,8 +207,9 @@ pub fn compile(inputs: &Inputs) -> Result<Snapshot, Vec<ConfigError>> {
             destinations.insert(destination.clone(), object_ref.clone());
         }
         ids.insert(route.id.clone(), object_ref);
-        routes.push(Arc::new(route));
+        routes.push(route);
     }
+    cache.entries = next;
 
     match gateway {
         Some(gateway) if errors.is_empty() => Ok(Snapshot::new(gateway.settings, routes)),

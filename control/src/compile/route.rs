@@ -1,6 +1,6 @@
 //! Compile one `ApiServerRoute`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 
 use super::gateway::{parse_address, CompiledGateway};
@@ -20,7 +20,7 @@ pub fn default_destination(namespace: &str) -> String {
 /// kube-apiserver serving certificate carries.
 pub const DEFAULT_UPSTREAM_SERVER_NAME: &str = "kubernetes.default.svc";
 
-type Files = BTreeMap<String, Result<Vec<u8>, String>>;
+use crate::source::Files;
 
 /// The route's namespace, `default` when unset.
 pub(super) fn namespace_of(object: &ApiServerRoute) -> &str {

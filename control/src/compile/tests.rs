@@ -448,3 +448,57 @@ fn route_allowlists_compile_in_both_spellings_and_not_both() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn cached_compile_reuses_unchanged_routes_and_rebuilds_changed_ones() {
+    use std::sync::Arc;
+    let text = format!(
+        "{GATEWAY}{}{}",
+        route("a", "api.a.example.com", "", "'10.0.0.1:443'"),
+        route("b", "api.b.example.com", "", "'10.0.0.2:443'")
+    );
+    let mut inputs = inputs(&text);
+    let mut cache = crate::compile::RouteCache::default();
+    let first = crate::compile::compile_cached(&inputs, &mut cache).unwrap();
+    let again = crate::compile::compile_cached(&inputs, &mut cache).unwrap();
+    assert!(Arc::ptr_eq(&first.routes[0], &again.routes[0]));
+    assert!(Arc::ptr_eq(&first.routes[1], &again.routes[1]));
+
+    // A referenced file changes: both routes read srv.key, so both are rebuilt, and
+    // the broken key is reported exactly as an uncached compile reports it.
+    let good = inputs.files.get("srv.key").cloned();
+    inputs
+        .files
+        .insert("srv.key".into(), Ok(b"garbage".to_vec()));
+    let cached_errors = crate::compile::compile_cached(&inputs, &mut cache).unwrap_err();
+    assert_eq!(cached_errors, compile(&inputs).unwrap_err());
+    if let Some(good) = good {
+        inputs.files.insert("srv.key".into(), good);
+    }
+
+    // One route's object changes: only that one is rebuilt.
+    let changed = format!(
+        "{GATEWAY}{}{}",
+        route("a", "api.a.example.com", "", "'10.0.0.1:443'"),
+        route("b", "api.b.example.com", "", "'10.0.0.3:443'")
+    );
+    inputs.objects = parse_documents(&changed, "test.yaml").unwrap();
+    let base = crate::compile::compile_cached(&inputs, &mut cache).unwrap();
+    let next = {
+        let mut more = inputs.clone();
+        more.objects = parse_documents(
+            &format!(
+                "{GATEWAY}{}{}",
+                route("a", "api.a.example.com", "", "'10.0.0.1:443'"),
+                route("b", "api.b.example.com", "", "'10.0.0.4:443'")
+            ),
+            "test.yaml",
+        )
+        .unwrap();
+        crate::compile::compile_cached(&more, &mut cache).unwrap()
+    };
+    assert!(Arc::ptr_eq(&base.routes[0], &next.routes[0]));
+    assert!(!Arc::ptr_eq(&base.routes[1], &next.routes[1]));
+    assert_eq!(next.routes[1].backends[0].to_string(), "10.0.0.4:443");
+    assert_eq!(cache.len(), 2);
+}

@@ -8,12 +8,16 @@ mod file;
 pub mod kubernetes;
 mod parse;
 
+pub(crate) use file::referenced_files;
 pub use file::{load_file, FileSource};
 pub use parse::parse_documents;
 
 use std::collections::BTreeMap;
 
 use crate::model::Object;
+
+/// Referenced file contents keyed by the path as written.
+pub type Files = BTreeMap<String, Result<Vec<u8>, String>>;
 
 /// Everything compile needs: the objects, and the bytes of every file they reference.
 #[derive(Debug, Clone, Default)]
@@ -22,5 +26,5 @@ pub struct Inputs {
     pub objects: Vec<Object>,
     /// Referenced files keyed by the path as written in the object; a read error is
     /// kept as its message so compile can report it against the field that named it.
-    pub files: BTreeMap<String, Result<Vec<u8>, String>>,
+    pub files: Files,
 }

@@ -90,6 +90,9 @@ pub enum SourceError {
     Discovery(#[source] kube::Error),
 }
 
+/// How soon failed status writes are tried again.
+const STATUS_RETRY: Duration = Duration::from_secs(5);
+
 type Statuses = Option<
     Arc<(
         BTreeMap<ObjectKey, RouteObject>,
@@ -212,12 +215,16 @@ async fn write_statuses(
     mut leader: channel::Receiver<bool>,
     report: Arc<impl Fn(Report) + Send + Sync + 'static>,
 ) {
+    let mut retry = false;
     loop {
         tokio::select! {
             changed = statuses.changed() => if changed.is_err() { return },
             changed = leader.changed() => if changed.is_err() { return },
+            // Failed writes are retried even when nothing else changes.
+            () = tokio::time::sleep(STATUS_RETRY), if retry => {}
         }
         if !*leader.borrow_and_update() {
+            retry = false;
             continue;
         }
         let Some(current) = statuses.borrow_and_update().clone() else {
@@ -225,6 +232,7 @@ async fn write_statuses(
         };
         let (routes, reports) = &*current;
         let counts = writer.write(routes, reports).await;
+        retry = counts.failed > 0;
         report(Report::Status(counts));
     }
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::translate::{crd_field, route_ref, translate, Translated};
 use super::world::{ObjectKey, World};
-use crate::compile::compile;
+use crate::compile::{compile_cached, RouteCache};
 use crate::error::{ConfigError, ObjectRef, Problem};
 use crate::model::Object;
 use crate::snapshot::Snapshot;
@@ -68,10 +68,14 @@ pub struct Outcome {
     pub reports: BTreeMap<ObjectKey, RouteReport>,
 }
 
-/// Remembers each route's last accepted version between reconciles.
-#[derive(Debug, Default)]
+/// Remembers each route's last accepted version (and compiled routes) between
+/// reconciles.
+#[derive(Default)]
 pub struct Reconciler {
     last_good: HashMap<ObjectKey, Translated>,
+    /// Compiled routes of the previous reconcile: a change recompiles only the routes
+    /// it touched.
+    cache: RouteCache,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -149,7 +153,7 @@ impl Reconciler {
         // out. Each round removes or downgrades at least one route, so this ends.
         let snapshot = loop {
             let inputs = self.inputs(base, &chosen, &current);
-            let errors = match compile(&inputs) {
+            let errors = match compile_cached(&inputs, &mut self.cache) {
                 Ok(snapshot) => break Ok(snapshot),
                 Err(errors) => errors,
             };
