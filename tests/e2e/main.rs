@@ -334,10 +334,11 @@ async fn watch_survives_while_requests_flow(ctx: Arc<Ctx>) -> anyhow::Result<()>
 /// to another replica before anything is sent.
 async fn stopped_replica_fails_no_request(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let admin = client(&ctx, Some("admin")).await?;
+    // The last replica: the Kubernetes scenario restarts the first (new pid).
     let pid = *ctx
         .testbed
         .replica_pids()?
-        .first()
+        .last()
         .context("no replica pid")?;
     let mut failures = Vec::new();
     for i in 0..400 {

@@ -29,7 +29,7 @@ use tokio::sync::watch as channel;
 use self::lease::LeaseConfig;
 use self::reconcile::{Reconciler, RouteReport};
 use self::status::{StatusWriter, WriteCounts};
-use self::watch::{SecretWatches, Shared};
+use self::watch::{SecretWatches, Shared, Tasks};
 use self::world::{ObjectKey, RouteObject, SecretState};
 use crate::error::ConfigError;
 use crate::snapshot::Snapshot;
@@ -101,6 +101,7 @@ type Statuses = Option<
 >;
 
 /// Watch the cluster and call `report` with every new configuration, forever.
+/// Dropping the future (aborting its task) stops every watch it started.
 ///
 /// `base` holds the objects from the configuration file (the `GatewayConfig`, and any
 /// static routes); they take part in every compile.
@@ -118,25 +119,27 @@ pub async fn run(
         .await
         .map_err(SourceError::Discovery)?;
     let shared = Arc::new(Shared::default());
+    let mut tasks = Tasks::default();
     let required = watch::spawn_watchers(
         &client,
         &shared,
         options.route_selector.as_deref(),
         slices,
         extensions,
+        &mut tasks,
     );
 
     let (leader_tx, leader_rx) = channel::channel(options.lease.is_none());
     if let Some(lease) = options.lease.clone() {
-        tokio::spawn(lease::run(client.clone(), lease, leader_tx));
+        tasks.push(tokio::spawn(lease::run(client.clone(), lease, leader_tx)));
     }
     let (status_tx, status_rx) = channel::channel::<Statuses>(None);
-    tokio::spawn(write_statuses(
+    tasks.push(tokio::spawn(write_statuses(
         StatusWriter::new(client.clone(), &options.controller, &options.instance),
         status_rx,
         leader_rx,
         report.clone(),
-    ));
+    )));
 
     let base = Arc::new(base);
     let mut reconciler = Reconciler::default();

@@ -371,13 +371,35 @@ pub async fn extension_resource(client: &Client) -> Result<Option<ApiResource>, 
     }
 }
 
-/// Start the whole-resource watchers; returns the resources that must sync.
+/// Aborts its tasks when dropped: the source's background tasks end with it, also
+/// when the source itself is cancelled.
+#[derive(Default)]
+pub struct Tasks(Vec<tokio::task::AbortHandle>);
+
+impl Tasks {
+    /// Keep `task` until drop.
+    pub fn push<T>(&mut self, task: tokio::task::JoinHandle<T>) {
+        self.0.push(task.abort_handle());
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Start the whole-resource watchers (owned by `tasks`); returns the resources that
+/// must sync.
 pub fn spawn_watchers(
     client: &Client,
     shared: &Arc<Shared>,
     route_selector: Option<&str>,
     slices: ApiResource,
     extensions: Option<ApiResource>,
+    tasks: &mut Tasks,
 ) -> Vec<Watched> {
     let mut required = vec![Watched::Routes, Watched::Services, Watched::Slices];
     let mut route_config = watcher::Config::default().any_semantic();
@@ -385,22 +407,22 @@ pub fn spawn_watchers(
         route_config = route_config.labels(selector);
     }
     let config = || watcher::Config::default().any_semantic();
-    tokio::spawn(apply(
+    tasks.push(tokio::spawn(apply(
         watcher::watcher(Api::<ApiServerRoute>::all(client.clone()), route_config)
             .default_backoff(),
         shared.clone(),
         Watched::Routes,
         route,
         |w, c| routes(&mut w.routes, c),
-    ));
-    tokio::spawn(apply(
+    )));
+    tasks.push(tokio::spawn(apply(
         watcher::watcher(Api::<Service>::all(client.clone()), config()).default_backoff(),
         shared.clone(),
         Watched::Services,
         service,
         |w, c| table(&mut w.services, c),
-    ));
-    tokio::spawn(apply(
+    )));
+    tasks.push(tokio::spawn(apply(
         watcher::watcher(
             Api::<DynamicObject>::all_with(client.clone(), &slices),
             config(),
@@ -410,10 +432,10 @@ pub fn spawn_watchers(
         Watched::Slices,
         slice,
         |w, c| table(&mut w.slices, c),
-    ));
+    )));
     if let Some(resource) = extensions {
         required.push(Watched::Extensions);
-        tokio::spawn(apply(
+        tasks.push(tokio::spawn(apply(
             watcher::watcher(
                 Api::<DynamicObject>::all_with(client.clone(), &resource),
                 config(),
@@ -423,7 +445,7 @@ pub fn spawn_watchers(
             Watched::Extensions,
             extension,
             |w, c| table(&mut w.extensions, c),
-        ));
+        )));
     } else {
         tracing::info!(
             "no extensions.gardener.cloud/v1alpha1 API; allowlists come from routes only"
@@ -505,5 +527,13 @@ impl SecretWatches {
     /// True when no Secret is watched.
     pub fn is_empty(&self) -> bool {
         self.running.is_empty()
+    }
+}
+
+impl Drop for SecretWatches {
+    fn drop(&mut self) {
+        for task in self.running.values() {
+            task.abort();
+        }
     }
 }
