@@ -145,14 +145,9 @@ fn install(state: &State, readiness: &Readiness, update: Update) {
                     .kube_rejected
                     .with_label_values(&[reason])
                     .inc();
-                for error in errors {
-                    state
-                        .metrics
-                        .config_errors
-                        .with_label_values(&[error.problem.label()])
-                        .inc();
-                }
-                tracing::debug!(route = %key, reason, serving = ?report.serving, "route rejected");
+                // A gauge, not apigate_config_errors_total: a route stays rejected
+                // across many installs and must not count again on each.
+                tracing::debug!(route = %key, reason, errors = errors.len(), serving = ?report.serving, "route rejected");
             }
         }
     }
@@ -194,7 +189,11 @@ fn install(state: &State, readiness: &Readiness, update: Update) {
 }
 
 /// `apigate run --kubernetes`: serve until SIGTERM or SIGINT.
-pub async fn run(config: PathBuf, grace: Duration, args: KubernetesArgs) -> anyhow::Result<()> {
+pub async fn run(
+    config: PathBuf,
+    stopping: crate::server::Stopping,
+    args: KubernetesArgs,
+) -> anyhow::Result<()> {
     let base = apigate_control::source::load_file(&config).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!(
@@ -229,7 +228,6 @@ pub async fn run(config: PathBuf, grace: Duration, args: KubernetesArgs) -> anyh
             };
         }
     }
-    tracing::info!("shutting down");
-    running.shutdown(grace).await;
+    stopping.stop(running).await;
     Ok(())
 }

@@ -38,6 +38,10 @@ enum Command {
         /// How long shutdown waits for open connections.
         #[arg(long, default_value = "30s", value_parser = humantime_duration)]
         grace: Duration,
+        /// After SIGTERM, how long to keep accepting while `/readyz` already says
+        /// not-ready (load balancers notice with a delay).
+        #[arg(long, default_value = "0s", value_parser = humantime_duration)]
+        shutdown_delay: Duration,
         /// How often the configuration files are checked for changes.
         #[arg(long, default_value = "2s", value_parser = humantime_duration)]
         watch_interval: Duration,
@@ -91,17 +95,31 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             grace,
+            shutdown_delay,
             kubernetes,
             ..
-        } if kubernetes.kubernetes => {
-            runtime.block_on(apigate::kubernetes::run(config, grace, kubernetes))
-        }
+        } if kubernetes.kubernetes => runtime.block_on(apigate::kubernetes::run(
+            config,
+            apigate::server::Stopping {
+                delay: shutdown_delay,
+                grace,
+            },
+            kubernetes,
+        )),
         Command::Run {
             config,
             grace,
+            shutdown_delay,
             watch_interval,
             ..
-        } => runtime.block_on(apigate::server::run(config, grace, watch_interval)),
+        } => runtime.block_on(apigate::server::run(
+            config,
+            apigate::server::Stopping {
+                delay: shutdown_delay,
+                grace,
+            },
+            watch_interval,
+        )),
         Command::Crd => match apigate_control::source::kubernetes::crd::crd_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");

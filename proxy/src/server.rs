@@ -173,8 +173,35 @@ impl Running {
     }
 }
 
+/// How `apigate run` stops.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopping {
+    /// After SIGTERM, report not-ready but keep accepting this long, so load balancers
+    /// (whose health checks lag) stop sending before the listeners close.
+    pub delay: Duration,
+    /// Then wait this long for open connections to finish.
+    pub grace: Duration,
+}
+
+impl Stopping {
+    /// Not ready, wait `delay`, then stop accepting and drain for `grace`.
+    pub async fn stop(self, running: Running) {
+        running.readiness.set(false);
+        if !self.delay.is_zero() {
+            tracing::info!(delay = ?self.delay, "not ready; still accepting until the load balancer has noticed");
+            tokio::time::sleep(self.delay).await;
+        }
+        tracing::info!("shutting down");
+        running.shutdown(self.grace).await;
+    }
+}
+
 /// `apigate run`: serve a configuration file until SIGTERM or SIGINT.
-pub async fn run(config: PathBuf, grace: Duration, watch_interval: Duration) -> anyhow::Result<()> {
+pub async fn run(
+    config: PathBuf,
+    stopping: Stopping,
+    watch_interval: Duration,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let source = FileSource::new(config.clone());
     let snapshot = source
@@ -192,8 +219,7 @@ pub async fn run(config: PathBuf, grace: Duration, watch_interval: Duration) -> 
         .await
         .context("starting apigate")?;
     wait_for_termination().await;
-    tracing::info!("shutting down");
-    running.shutdown(grace).await;
+    stopping.stop(running).await;
     Ok(())
 }
 

@@ -4,8 +4,8 @@
 //! small), then the time from an object change to the new snapshot
 //! being active (p50/p99).
 //!
-//! `cargo bench -p apigate-e2e --bench kube-scale -- [ROUTES] [CHANGES]`
-//! (defaults 5000 and 100). Needs `tests/testbed/testbed.sh install`.
+//! `cargo bench -p apigate-e2e --bench kube-scale -- [ROUTES] [CHANGES] [passthrough]`
+//! (defaults 5000 and 100; `passthrough` routes reference no Secrets). Needs `tests/testbed/testbed.sh install`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +41,7 @@ async fn create_objects(
     client: kube::Client,
     testbed: &Testbed,
     routes: usize,
+    passthrough: bool,
 ) -> anyhow::Result<()> {
     let pki = |f: &str| std::fs::read(testbed.pki(f)?).context(f.to_string());
     let (cert, key, ca) = (pki("apiserver.crt")?, pki("apiserver.key")?, pki("ca.crt")?);
@@ -103,15 +104,24 @@ async fn create_objects(
                     "data": {"tls.crt": base64(&cert), "tls.key": base64(&key)}
                 }))?;
                 Api::<Secret>::namespaced(client.clone(), &ns).create(&pp, &secret).await?;
-                let route: DynamicObject = serde_json::from_value(serde_json::json!({
-                    "apiVersion": "apigate.dev/v1alpha1", "kind": "ApiServerRoute",
-                    "metadata": {"name": name, "namespace": ns},
-                    "spec": {
+                let spec = if passthrough {
+                    serde_json::json!({
+                        "hostnames": [format!("{name}.{ns}.example.com")],
+                        "mode": "passthrough",
+                        "backendRef": {"service": name, "port": 443},
+                    })
+                } else {
+                    serde_json::json!({
                         "hostnames": [format!("{name}.{ns}.example.com")],
                         "backendRef": {"service": name, "port": 443},
                         "tls": {"secretName": format!("{name}-tls")},
                         "upstream": {"ca": {"name": "ca"}, "serverName": "kubernetes.default.svc"}
-                    }
+                    })
+                };
+                let route: DynamicObject = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "apigate.dev/v1alpha1", "kind": "ApiServerRoute",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": spec,
                 }))?;
                 Api::<DynamicObject>::namespaced_with(client, &ns, &route_resource).create(&pp, &route).await?;
                 Ok(())
@@ -136,11 +146,16 @@ fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-async fn bench(testbed: &Testbed, routes: usize, changes: usize) -> anyhow::Result<()> {
+async fn bench(
+    testbed: &Testbed,
+    routes: usize,
+    changes: usize,
+    passthrough: bool,
+) -> anyhow::Result<()> {
     testkube::install_crds(testbed)?;
     let kubeconfig = std::path::PathBuf::from(testbed.get("KUBECONFIG_ADMIN")?);
     let client = apigate::kubernetes::client(Some(&kubeconfig)).await?;
-    create_objects(client.clone(), testbed, routes).await?;
+    create_objects(client.clone(), testbed, routes, passthrough).await?;
 
     let base = apigate_control::source::parse_documents(
         "apiVersion: apigate.dev/v1alpha1\nkind: GatewayConfig\nmetadata: {name: bench}\nspec:\n  listeners: [{name: https, address: \"127.0.0.1:0\"}]\n",
@@ -322,6 +337,9 @@ fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
     let routes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5000);
     let changes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
+    // `passthrough`: routes without TLS material (no Secret watches), to separate the
+    // memory of the Secret watches from the rest.
+    let passthrough = args.next().as_deref() == Some("passthrough");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -334,7 +352,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         let testbed = Testbed::up()?;
-        bench(&testbed, routes, changes).await
+        bench(&testbed, routes, changes, passthrough).await
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

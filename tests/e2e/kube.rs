@@ -63,6 +63,10 @@ pub fn admin_ok(testbed: &Testbed, args: &[&str], stdin: Option<&str>) -> anyhow
 /// `kubectl apply -f -` of `yaml`. Retried a few times: right after a CRD is
 /// established, a replica that has not loaded it yet may drop the request.
 pub fn apply(testbed: &Testbed, yaml: &str) -> anyhow::Result<()> {
+    tokio::task::block_in_place(|| apply_blocking(testbed, yaml))
+}
+
+fn apply_blocking(testbed: &Testbed, yaml: &str) -> anyhow::Result<()> {
     let mut attempt = 0;
     loop {
         match admin_ok(testbed, &["apply", "-f", "-"], Some(yaml)) {

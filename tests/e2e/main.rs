@@ -495,6 +495,22 @@ async fn kubernetes_source(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         )
         .await?;
 
+        // The status came from the Lease holder.
+        let holder = admin_ok(
+            testbed,
+            &[
+                "-n",
+                "default",
+                "get",
+                "lease",
+                "apigate-e2e",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+            None,
+        )?;
+        ensure!(holder.trim() == "e2e-0", "lease holder: {holder}");
+
         // The acl Extension is the allowlist: narrowing it denies us (127.0.0.1).
         let ca = std::fs::read_to_string(testbed.pki("ca.crt")?)?;
         let address = gateway.address()?;

@@ -19,7 +19,7 @@ pub mod translate;
 pub mod watch;
 pub mod world;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -136,6 +136,7 @@ pub async fn run(
     let (status_tx, status_rx) = channel::channel::<Statuses>(None);
     tasks.push(tokio::spawn(write_statuses(
         StatusWriter::new(client.clone(), &options.controller, &options.instance),
+        shared.clone(),
         status_rx,
         leader_rx,
         report.clone(),
@@ -214,6 +215,7 @@ pub async fn run(
 /// Write statuses whenever new reports arrive or this replica becomes the leader.
 async fn write_statuses(
     mut writer: StatusWriter,
+    shared: Arc<Shared>,
     mut statuses: channel::Receiver<Statuses>,
     mut leader: channel::Receiver<bool>,
     report: Arc<impl Fn(Report) + Send + Sync + 'static>,
@@ -222,7 +224,11 @@ async fn write_statuses(
     loop {
         tokio::select! {
             changed = statuses.changed() => if changed.is_err() { return },
-            changed = leader.changed() => if changed.is_err() { return },
+            changed = leader.changed() => {
+                if changed.is_err() { return }
+                // Another replica may have written meanwhile.
+                writer.forget();
+            }
             // Failed writes are retried even when nothing else changes.
             () = tokio::time::sleep(STATUS_RETRY), if retry => {}
         }
@@ -234,7 +240,13 @@ async fn write_statuses(
             continue;
         };
         let (routes, reports) = &*current;
-        let counts = writer.write(routes, reports).await;
+        let live: HashMap<ObjectKey, Option<crd::RouteStatus>> = shared
+            .world()
+            .routes
+            .iter()
+            .map(|(k, r)| (k.clone(), r.status.clone()))
+            .collect();
+        let counts = writer.write(routes, &live, reports).await;
         retry = counts.failed > 0;
         report(Report::Status(counts));
     }

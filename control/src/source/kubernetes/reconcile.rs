@@ -6,7 +6,7 @@
 //! accepted version (with the current endpoints). Pure: no I/O, so every rule here is
 //! tested without a cluster.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::translate::{crd_field, route_ref, translate, Translated};
 use super::world::{ObjectKey, World};
@@ -95,66 +95,21 @@ impl Reconciler {
         let mut order: Vec<&ObjectKey> = world.routes.keys().collect();
         order.sort_by_key(|k| (world.routes[*k].created, *k));
 
-        let mut reports = BTreeMap::new();
-        let mut current: HashMap<ObjectKey, Translated> = HashMap::new();
-        let mut chosen: Vec<(ObjectKey, Choice)> = Vec::new();
-        let mut claimed: HashMap<String, ObjectRef> = HashMap::new();
-        for object in &base.objects {
-            if let Object::Route(route) = object {
-                for host in &route.spec.hostnames {
-                    claimed.insert(normalize(host), route.object_ref());
-                }
-            }
-        }
+        let current: HashMap<ObjectKey, Translated> = order
+            .iter()
+            .map(|key| ((*key).clone(), translate(world, key, &world.routes[*key])))
+            .collect();
 
-        for key in order {
-            let route = &world.routes[key];
-            let translated = translate(world, key, route);
-            let mut report = RouteReport {
-                generation: route.generation,
-                verdict: Verdict::Accepted,
-                serving: Serving::Nothing,
-                ready_endpoints: translated.ready_endpoints,
-                unready_endpoints: translated.unready_endpoints,
-            };
-            let mut candidates = Vec::new();
-            if translated.pending {
-                report.verdict = Verdict::Pending;
-            } else if !translated.problems.is_empty() {
-                report.verdict = rejected(translated.problems.clone());
-            } else {
-                candidates.push(Choice::Current);
-            }
-            if self.last_good.contains_key(key) {
-                candidates.push(Choice::LastGood);
-            }
-            for choice in candidates {
-                let version = match choice {
-                    Choice::Current => &translated,
-                    Choice::LastGood => &self.last_good[key],
-                };
-                let conflicts = hostname_conflicts(version, &claimed, key);
-                if conflicts.is_empty() {
-                    for host in &version.object.spec.hostnames {
-                        claimed.insert(normalize(host), route_ref(key));
-                    }
-                    chosen.push((key.clone(), choice));
-                    break;
-                }
-                if choice == Choice::Current {
-                    report.verdict = rejected(conflicts);
-                }
-            }
-            reports.insert(key.clone(), report);
-            current.insert(key.clone(), translated);
-        }
-
-        // Compile; a route compile rejects falls back to its last good version, or
-        // out. Each round removes or downgrades at least one route, so this ends.
-        let snapshot = loop {
+        // Versions compile refused: the current spec (with its errors) or the last good
+        // one. Each round adds at least one, so this ends; claims are made afresh each
+        // round, so a version compile refused never holds a hostname.
+        let mut refused: HashMap<ObjectKey, Vec<ConfigError>> = HashMap::new();
+        let mut refused_last_good: HashSet<ObjectKey> = HashSet::new();
+        let (snapshot, chosen, reports) = loop {
+            let (chosen, reports) = self.plan(base, &order, &current, &refused, &refused_last_good);
             let inputs = self.inputs(base, &chosen, &current);
             let errors = match compile_cached(&inputs, &mut self.cache) {
-                Ok(snapshot) => break Ok(snapshot),
+                Ok(snapshot) => break (Ok(snapshot), chosen, reports),
                 Err(errors) => errors,
             };
             let mut by_route: BTreeMap<ObjectKey, Vec<ConfigError>> = BTreeMap::new();
@@ -165,30 +120,26 @@ impl Reconciler {
                     None => foreign.push(error),
                 }
             }
-            if !foreign.is_empty() || by_route.is_empty() {
-                break Err(foreign);
-            }
+            let mut progress = false;
             for (key, errors) in by_route {
-                let Some(at) = chosen.iter().position(|(k, _)| *k == key) else {
-                    continue;
-                };
-                let translated = &current[&key];
-                if chosen[at].1 == Choice::Current {
-                    let errors = errors
-                        .into_iter()
-                        .map(|e| in_crd_terms(e, translated))
-                        .collect();
-                    if let Some(report) = reports.get_mut(&key) {
-                        report.verdict = rejected(errors);
+                match chosen.iter().find(|(k, _)| *k == key) {
+                    Some((_, Choice::Current)) => {
+                        let translated = &current[&key];
+                        let errors = errors
+                            .into_iter()
+                            .map(|e| in_crd_terms(e, translated))
+                            .collect();
+                        progress |= refused.insert(key, errors).is_none();
                     }
-                    if self.last_good.contains_key(&key) {
-                        chosen[at].1 = Choice::LastGood;
-                        continue;
-                    }
+                    Some((_, Choice::LastGood)) => progress |= refused_last_good.insert(key),
+                    None => foreign.extend(errors),
                 }
-                chosen.remove(at);
+            }
+            if !foreign.is_empty() || !progress {
+                break (Err(foreign), chosen, reports);
             }
         };
+        let mut reports = reports;
 
         if snapshot.is_ok() {
             for (key, choice) in &chosen {
@@ -207,6 +158,72 @@ impl Reconciler {
             }
         }
         Outcome { snapshot, reports }
+    }
+
+    /// Which version of each route to compile, oldest route first claiming its
+    /// hostnames, and the verdicts so far.
+    fn plan(
+        &self,
+        base: &Inputs,
+        order: &[&ObjectKey],
+        current: &HashMap<ObjectKey, Translated>,
+        refused: &HashMap<ObjectKey, Vec<ConfigError>>,
+        refused_last_good: &HashSet<ObjectKey>,
+    ) -> (Vec<(ObjectKey, Choice)>, BTreeMap<ObjectKey, RouteReport>) {
+        let mut reports = BTreeMap::new();
+        let mut chosen = Vec::new();
+        let mut claimed: HashMap<String, ObjectRef> = HashMap::new();
+        for object in &base.objects {
+            if let Object::Route(route) = object {
+                for host in &route.spec.hostnames {
+                    claimed.insert(normalize(host), route.object_ref());
+                }
+            }
+        }
+        for key in order {
+            let key = *key;
+            let translated = &current[key];
+            let mut report = RouteReport {
+                generation: translated.generation,
+                verdict: Verdict::Accepted,
+                serving: Serving::Nothing,
+                ready_endpoints: translated.ready_endpoints,
+                unready_endpoints: translated.unready_endpoints,
+            };
+            let mut candidates = Vec::new();
+            // A definite problem outranks a Secret still being listed.
+            if !translated.problems.is_empty() {
+                report.verdict = rejected(translated.problems.clone());
+            } else if translated.pending {
+                report.verdict = Verdict::Pending;
+            } else if let Some(errors) = refused.get(key) {
+                report.verdict = rejected(errors.clone());
+            } else {
+                candidates.push(Choice::Current);
+            }
+            if self.last_good.contains_key(key) && !refused_last_good.contains(key) {
+                candidates.push(Choice::LastGood);
+            }
+            for choice in candidates {
+                let version = match choice {
+                    Choice::Current => translated,
+                    Choice::LastGood => &self.last_good[key],
+                };
+                let conflicts = hostname_conflicts(version, &claimed, key);
+                if conflicts.is_empty() {
+                    for host in &version.object.spec.hostnames {
+                        claimed.insert(normalize(host), route_ref(key));
+                    }
+                    chosen.push((key.clone(), choice));
+                    break;
+                }
+                if choice == Choice::Current {
+                    report.verdict = rejected(conflicts);
+                }
+            }
+            reports.insert(key.clone(), report);
+        }
+        (chosen, reports)
     }
 
     /// The compile inputs: the base objects, then each chosen route version. A last

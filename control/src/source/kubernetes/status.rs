@@ -132,6 +132,9 @@ fn truncate(mut text: String, max: usize) -> String {
 pub struct StatusWriter {
     client: Client,
     recorder: Recorder,
+    /// What this writer last wrote per route: fresher than the watched status, which
+    /// lags our own writes, so a write is never repeated while its echo is in flight.
+    written: HashMap<ObjectKey, RouteStatus>,
     /// The rejection message last announced per route, so an Event is published once
     /// per distinct problem rather than on every reconcile.
     announced: HashMap<ObjectKey, String>,
@@ -158,38 +161,54 @@ impl StatusWriter {
         StatusWriter {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            written: HashMap::new(),
             announced: HashMap::new(),
         }
     }
 
-    /// Bring every route's status in line with its report.
+    /// Forget what this writer wrote: after a leadership change another replica may
+    /// have written since, so compare with the watched status again.
+    pub fn forget(&mut self) {
+        self.written.clear();
+    }
+
+    /// Bring every route's status in line with its report. `live` is the status as
+    /// currently watched; `routes` supplies the references for Events.
     pub async fn write(
         &mut self,
         routes: &BTreeMap<ObjectKey, RouteObject>,
+        live: &HashMap<ObjectKey, Option<RouteStatus>>,
         reports: &BTreeMap<ObjectKey, RouteReport>,
     ) -> WriteCounts {
         let now = Timestamp::now().to_string();
         let mut counts = WriteCounts::default();
         let mut patches = Vec::new();
         let mut events = Vec::new();
+        self.written.retain(|k, _| reports.contains_key(k));
+        self.announced.retain(|k, _| reports.contains_key(k));
         for (key, report) in reports {
-            let Some(route) = routes.get(key) else {
-                continue;
+            let Some(watched) = live.get(key) else {
+                continue; // deleted since the reconcile
             };
-            let desired = desired_status(report, route.status.as_ref(), &now);
-            if !same_meaning(route.status.as_ref(), &desired) {
-                patches.push((key.clone(), desired));
+            let existing = self.written.get(key).or(watched.as_ref());
+            let desired = desired_status(report, existing, &now);
+            if !same_meaning(existing, &desired) {
+                patches.push((key.clone(), desired.clone()));
             }
+            let message = accepted_message(&desired);
+            let already_said = existing.is_some_and(|e| {
+                accepted_status(e) == Some("False") && accepted_message(e) == message
+            });
             match &report.verdict {
                 Verdict::Rejected { reason, .. } => {
-                    let message = desired_message(report, route, &now);
-                    if self.announced.get(key) != Some(&message) {
-                        self.announced.insert(key.clone(), message.clone());
+                    // Once per distinct problem: not again when this writer (or the
+                    // leader before it, whose status says so) already announced it.
+                    if self.announced.get(key) != Some(&message) && !already_said {
                         events.push((key.clone(), EventType::Warning, *reason, message));
                     }
                 }
                 Verdict::Accepted => {
-                    if self.announced.remove(key).is_some() {
+                    if accepted_status_of(existing) == Some("False") {
                         events.push((
                             key.clone(),
                             EventType::Normal,
@@ -201,29 +220,35 @@ impl StatusWriter {
                 Verdict::Pending => {}
             }
         }
-        self.announced.retain(|k, _| reports.contains_key(k));
 
         let client = &self.client;
-        let results: Vec<bool> = futures_util::stream::iter(patches)
+        let results: Vec<(ObjectKey, RouteStatus, bool)> = futures_util::stream::iter(patches)
             .map(|(key, status)| async move {
                 let api = Api::<ApiServerRoute>::namespaced(client.clone(), &key.namespace);
                 let body = serde_json::json!({ "status": status });
-                match api
+                let ok = match api
                     .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&body))
                     .await
                 {
                     Ok(_) => true,
                     Err(error) => {
-                        tracing::warn!(route = %key, %error, "status write failed; retried on the next reconcile");
+                        tracing::warn!(route = %key, %error, "status write failed; retried");
                         false
                     }
-                }
+                };
+                (key, status, ok)
             })
             .buffer_unordered(CONCURRENT_WRITES)
             .collect()
             .await;
-        counts.written = results.iter().filter(|ok| **ok).count();
-        counts.failed = results.len() - counts.written;
+        for (key, status, ok) in results {
+            if ok {
+                counts.written += 1;
+                self.written.insert(key, status);
+            } else {
+                counts.failed += 1;
+            }
+        }
 
         for (key, type_, reason, note) in events {
             let Some(route) = routes.get(&key) else {
@@ -232,12 +257,19 @@ impl StatusWriter {
             let event = Event {
                 type_,
                 reason: reason.into(),
-                note: Some(truncate(note, MAX_NOTE)),
+                note: Some(truncate(note.clone(), MAX_NOTE)),
                 action: "Reconcile".into(),
                 secondary: None,
             };
             match self.recorder.publish(&event, &reference(&key, route)).await {
-                Ok(()) => counts.events += 1,
+                Ok(()) => {
+                    counts.events += 1;
+                    if type_ == EventType::Warning {
+                        self.announced.insert(key, note);
+                    } else {
+                        self.announced.remove(&key);
+                    }
+                }
                 Err(error) => tracing::warn!(route = %key, %error, "event not published"),
             }
         }
@@ -245,12 +277,21 @@ impl StatusWriter {
     }
 }
 
-fn desired_message(report: &RouteReport, route: &RouteObject, now: &str) -> String {
-    desired_status(report, route.status.as_ref(), now)
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Accepted")
-        .map(|c| c.message)
+fn accepted(status: &RouteStatus) -> Option<&Condition> {
+    status.conditions.iter().find(|c| c.type_ == "Accepted")
+}
+
+fn accepted_status(status: &RouteStatus) -> Option<&str> {
+    accepted(status).map(|c| c.status.as_str())
+}
+
+fn accepted_status_of(status: Option<&RouteStatus>) -> Option<&str> {
+    status.and_then(accepted_status)
+}
+
+fn accepted_message(status: &RouteStatus) -> String {
+    accepted(status)
+        .map(|c| c.message.clone())
         .unwrap_or_default()
 }
 

@@ -375,3 +375,47 @@ fn status_keeps_transition_times_and_skips_unchanged_writes() {
         "2026-01-01T00:00:00Z"
     );
 }
+
+#[test]
+fn an_older_route_that_fails_compile_holds_no_hostname() {
+    let mut world = World::default();
+    backends(&mut world, "a", &["10.0.0.1"], &[]);
+    backends(&mut world, "b", &["10.0.0.2"], &[]);
+    let mut broken = spec("shared.example.com");
+    broken.always_allowed_cidrs = vec!["10.0.0.1/8".into()]; // refused by compile
+    world.routes.insert(key("a"), route(10, broken));
+    world
+        .routes
+        .insert(key("b"), route(20, spec("shared.example.com")));
+    let outcome = Reconciler::default().reconcile(&base(), &world);
+    assert_eq!(
+        rejected_reason(&outcome.reports[&key("a")].verdict),
+        "InvalidAcl"
+    );
+    assert_eq!(outcome.reports[&key("a")].serving, Serving::Nothing);
+    assert_eq!(outcome.reports[&key("b")].verdict, Verdict::Accepted);
+    let snapshot = outcome.snapshot.unwrap();
+    assert_eq!(snapshot.routes.len(), 1);
+    assert_eq!(snapshot.routes[0].id.namespace, "b");
+}
+
+#[test]
+fn a_secret_name_that_is_no_object_name_is_refused_and_never_watched() {
+    let mut world = World::default();
+    backends(&mut world, "t", &["10.0.0.1"], &[]);
+    let mut spec = terminate_spec();
+    if let Some(tls) = spec.tls.as_mut() {
+        tls.secret_name = "a,b=c".into();
+    }
+    world.routes.insert(key("t"), route(1, spec));
+    assert!(!world
+        .referenced_secrets()
+        .contains(&ObjectKey::new("t", "a,b=c")));
+    assert!(super::world::is_object_name("kube-apiserver.tls-1"));
+    assert!(!super::world::is_object_name("Upper"));
+    let outcome = Reconciler::default().reconcile(&base(), &world);
+    assert_eq!(
+        rejected_reason(&outcome.reports[&key("t")].verdict),
+        "InvalidSecretRef"
+    );
+}

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::crd::{RouteSpec, SecretKeyRef, CERT_KEY, KEY_KEY};
-use super::world::{ObjectKey, RouteObject, SecretState, World};
+use super::world::{is_object_name, ObjectKey, RouteObject, SecretState, World};
 use crate::access::parse_gardener_acl;
 use crate::error::{ConfigError, Errors, ObjectRef, Problem};
 use crate::model::{self, BackendsSpec, ObjectMeta, ServingTlsSpec, UpstreamSpec};
@@ -31,6 +31,8 @@ pub struct Translated {
     pub unready_endpoints: usize,
     /// The `acl` Extension whose `providerConfig` became the allowlist, if any.
     pub acl_extension: Option<ObjectKey>,
+    /// `metadata.generation` of the translated object.
+    pub generation: i64,
 }
 
 /// The error reference of a route custom resource.
@@ -57,6 +59,17 @@ pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Transla
     let mut secret = |field: &str, name: &str, secret_key: &str, errors: &mut Errors| -> String {
         let file = secret_file(&key.namespace, name, secret_key);
         let secret_ref = ObjectKey::new(key.namespace.clone(), name);
+        if !is_object_name(name) {
+            errors.push(
+                &object_ref,
+                field,
+                Problem::Invalid {
+                    value: name.to_string(),
+                    reason: "not a valid Secret name (lowercase DNS-1123 subdomain)".into(),
+                },
+            );
+            return file;
+        }
         match world.secrets.get(&secret_ref) {
             None | Some(SecretState::Pending) => pending = true,
             Some(SecretState::Absent) => errors.push(
@@ -173,6 +186,7 @@ pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Transla
         ready_endpoints: ready,
         unready_endpoints: unready,
         acl_extension,
+        generation: route.generation,
     }
 }
 

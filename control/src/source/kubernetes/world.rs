@@ -155,7 +155,20 @@ impl World {
     }
 }
 
-/// Names of the Secrets a route spec references.
+/// Whether `name` can name a Secret (a DNS-1123 subdomain). Anything else is refused
+/// before it reaches a field selector, where it could break the watch.
+pub fn is_object_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let edge = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    !bytes.is_empty()
+        && bytes.len() <= 253
+        && bytes.first().is_some_and(edge)
+        && bytes.last().is_some_and(edge)
+        && bytes.iter().all(|b| edge(b) || *b == b'-' || *b == b'.')
+}
+
+/// Names of the Secrets a route spec references (only valid names: a route naming
+/// an invalid one is rejected, nothing is watched for it).
 pub fn secret_names(spec: &RouteSpec) -> Vec<String> {
     let mut names = Vec::new();
     if let Some(tls) = &spec.tls {
@@ -166,7 +179,7 @@ pub fn secret_names(spec: &RouteSpec) -> Vec<String> {
         names.push(upstream.ca.name.clone());
         names.extend(upstream.front_proxy_secret_name.clone());
     }
-    names.retain(|n| !n.is_empty());
+    names.retain(|n| is_object_name(n));
     names.sort();
     names.dedup();
     names
