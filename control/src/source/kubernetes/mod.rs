@@ -162,12 +162,12 @@ pub async fn run(
         if !shared.synced(&required) {
             continue;
         }
-        let since = shared.take_pending_since();
         let world = shared.world().clone();
         // Until the first full sync, a Secret still being listed would look missing.
         if first && world.secrets.values().any(|s| *s == SecretState::Pending) {
             continue;
         }
+        let since = shared.take_pending_since();
         let compile_started = Instant::now();
         let base_ref = base.clone();
         let joined = tokio::task::spawn_blocking(move || {
