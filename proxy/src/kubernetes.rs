@@ -194,22 +194,9 @@ pub async fn run(
     stopping: crate::server::Stopping,
     args: KubernetesArgs,
 ) -> anyhow::Result<()> {
-    let base = apigate_control::source::load_file(&config).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!(
-            "invalid configuration {}:\n  {}",
-            config.display(),
-            lines.join("\n  ")
-        )
-    })?;
-    let snapshot = apigate_control::compile(&base).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!(
-            "invalid configuration {}:\n  {}",
-            config.display(),
-            lines.join("\n  ")
-        )
-    })?;
+    let invalid = |errors: Vec<_>| crate::server::invalid_configuration(&config, &errors);
+    let base = apigate_control::source::load_file(&config).map_err(invalid)?;
+    let snapshot = apigate_control::compile(&base).map_err(invalid)?;
     let client = client(args.kubeconfig.as_ref()).await?;
     let running = crate::server::start_with(snapshot, None, false)
         .await

@@ -196,6 +196,20 @@ impl Stopping {
     }
 }
 
+/// The binary's error for a configuration that does not load or compile: the file,
+/// then one line per problem.
+pub fn invalid_configuration(
+    config: &std::path::Path,
+    errors: &[apigate_control::ConfigError],
+) -> anyhow::Error {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    anyhow::anyhow!(
+        "invalid configuration {}:\n  {}",
+        config.display(),
+        lines.join("\n  ")
+    )
+}
+
 /// `apigate run`: serve a configuration file until SIGTERM or SIGINT.
 pub async fn run(
     config: PathBuf,
@@ -207,14 +221,7 @@ pub async fn run(
     let snapshot = source
         .load()
         .and_then(|inputs| apigate_control::compile(&inputs))
-        .map_err(|errors| {
-            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            anyhow::anyhow!(
-                "invalid configuration {}:\n  {}",
-                config.display(),
-                lines.join("\n  ")
-            )
-        })?;
+        .map_err(|errors| invalid_configuration(&config, &errors))?;
     let running = start(snapshot, Some((source, watch_interval)))
         .await
         .context("starting apigate")?;

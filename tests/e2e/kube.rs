@@ -319,17 +319,10 @@ current-context: admin
 
     /// Sum of an apigate counter over the series containing every label.
     pub fn metric_sum(&self, name: &str, labels: &[&str]) -> f64 {
-        let Some(running) = &self.running else {
-            return 0.0;
-        };
-        running
-            .state
-            .metrics
-            .render()
-            .lines()
-            .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
-            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-            .sum()
+        self.running
+            .as_ref()
+            .map(|r| crate::sum_series(&r.state.metrics.render(), name, labels))
+            .unwrap_or(0.0)
     }
 
     pub async fn stop(&mut self) {
@@ -401,6 +394,27 @@ pub async fn presented_certificate(
         .and_then(|c| c.first())
         .context("no certificate presented")?;
     Ok(leaf.as_ref().to_vec())
+}
+
+/// Retry handshakes with `server_name` every 20 ms until they succeed (`allowed`) or
+/// fail (refused SNI, denied address); how long it took, or an error after `limit`.
+pub async fn until_handshake(
+    address: SocketAddr,
+    ca_pem: &str,
+    allowed: bool,
+    limit: Duration,
+    what: &str,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while presented_certificate(address, K8S_HOST, ca_pem)
+        .await
+        .is_ok()
+        != allowed
+    {
+        ensure!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(started.elapsed())
 }
 
 /// DER of the first certificate in a PEM file.

@@ -120,13 +120,17 @@ impl Testbed {
             H2Client::connect(replica, &self.client_tls(Some("admin"), "localhost")?).await?;
         let response = client.get("/metrics", &[]).await?;
         let text = String::from_utf8_lossy(&response.body);
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with("apiserver_request_total{"))
-            .filter(|l| labels.iter().all(|want| l.contains(want)))
-            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-            .sum())
+        Ok(sum_series(&text, "apiserver_request_total{", labels))
     }
+}
+
+/// Sum of the Prometheus text-format series starting with `prefix` whose line
+/// contains every one of `labels`.
+pub fn sum_series(text: &str, prefix: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
 }
 
 impl Drop for Testbed {

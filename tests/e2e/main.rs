@@ -521,37 +521,27 @@ async fn kubernetes_source(ctx: Arc<Ctx>) -> anyhow::Result<()> {
             "allowed before the edit"
         );
         apply(testbed, &kube::extension_yaml("10.0.0.0/8"))?;
-        let started = Instant::now();
-        loop {
-            if kube::presented_certificate(address, K8S_HOST, &ca)
-                .await
-                .is_err()
-            {
-                break;
-            }
-            ensure!(
-                started.elapsed() < Duration::from_secs(10),
-                "still allowed 10 s after the acl edit"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let denied = kube::until_handshake(
+            address,
+            &ca,
+            false,
+            Duration::from_secs(10),
+            "denied after the acl edit",
+        )
+        .await?;
         println!(
             "    acl Extension edit → address denied: {} ms",
-            started.elapsed().as_millis()
+            denied.as_millis()
         );
         apply(testbed, &kube::extension_yaml("127.0.0.0/8"))?;
-        eventually("allowed again", Duration::from_secs(10), || Ok(true)).await?;
-        let started = Instant::now();
-        while kube::presented_certificate(address, K8S_HOST, &ca)
-            .await
-            .is_err()
-        {
-            ensure!(
-                started.elapsed() < Duration::from_secs(10),
-                "not allowed again after restoring the acl"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        kube::until_handshake(
+            address,
+            &ca,
+            true,
+            Duration::from_secs(10),
+            "allowed again after restoring the acl",
+        )
+        .await?;
 
         // Endpoints: a terminating replica gets no new requests; back when ready.
         apply(testbed, &kube::slice_yaml(2, replicas[2], false))?;
@@ -741,21 +731,22 @@ async fn kubernetes_source(ctx: Arc<Ctx>) -> anyhow::Result<()> {
             None,
         )?;
         apply(testbed, &kube::extension_yaml("10.0.0.0/8"))?;
-        let started = Instant::now();
-        while kube::presented_certificate(address, K8S_HOST, &ca)
-            .await
-            .is_ok()
-        {
-            ensure!(
-                started.elapsed() < Duration::from_secs(60),
-                "watches did not resume after the restart"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        kube::until_handshake(
+            address,
+            &ca,
+            false,
+            Duration::from_secs(60),
+            "watches resumed after the restart (acl edit applied)",
+        )
+        .await?;
         apply(testbed, &kube::extension_yaml("127.0.0.0/8"))?;
-        eventually("allowed after restart", Duration::from_secs(20), || {
-            Ok(true)
-        })
+        kube::until_handshake(
+            address,
+            &ca,
+            true,
+            Duration::from_secs(20),
+            "allowed after the restart",
+        )
         .await?;
 
         // Deleting the route refuses its SNI.
@@ -770,24 +761,16 @@ async fn kubernetes_source(ctx: Arc<Ctx>) -> anyhow::Result<()> {
             ],
             None,
         )?;
-        let started = Instant::now();
-        loop {
-            if kube::presented_certificate(address, K8S_HOST, &ca)
-                .await
-                .is_err()
-                && !gateway
-                    .kubectl(testbed, &["get", "namespaces"])?
-                    .status
-                    .success()
-            {
-                break;
-            }
-            ensure!(
-                started.elapsed() < Duration::from_secs(20),
-                "SNI still served 20 s after deletion"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        kube::until_handshake(
+            address,
+            &ca,
+            false,
+            Duration::from_secs(20),
+            "SNI refused after deletion",
+        )
+        .await?;
+        let out = gateway.kubectl(testbed, &["get", "namespaces"])?;
+        ensure!(!out.status.success(), "kubectl still served after deletion");
         Ok(())
     }
     .await;
