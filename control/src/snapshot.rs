@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::CertificateDer;
 
@@ -141,13 +141,7 @@ impl Snapshot {
         // A route may have no backends: a Service whose replicas are all gone is a
         // real state (requests get 503), not a broken snapshot.
         for route in &self.routes {
-            assert_eq!(
-                route.terminate.is_some(),
-                route.mode == RouteMode::Terminate,
-                "route {}: TLS material exactly in terminate mode",
-                route.id
-            );
-            if let Some(t) = &route.terminate {
+            if let Mode::Terminate(t) = &route.mode {
                 assert!(
                     !t.upstream.ca.is_empty(),
                     "route {} has no upstream CA",
@@ -188,7 +182,8 @@ impl SnapshotDiff {
     }
 }
 
-/// Gateway-wide settings with defaults applied.
+/// Gateway-wide settings with defaults applied: what the listeners need before a
+/// route is known, and what the HTTP engine is built with at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewaySettings {
     /// Listeners.
@@ -197,10 +192,13 @@ pub struct GatewaySettings {
     pub destination_header: String,
     /// Admin listener address.
     pub admin: Option<SocketAddr>,
-    /// Timeouts.
-    pub timeouts: Timeouts,
-    /// Passive health checking.
-    pub ejection: Ejection,
+    /// PROXY header, CONNECT request, ClientHello and TLS handshake together must
+    /// finish within this; it bounds admission, before any route is known.
+    pub handshake_timeout: Duration,
+    /// The defaults every route was compiled with. The data plane reads a route's own
+    /// [`RouteSettings`]; these are only read at start, for settings the HTTP engine
+    /// fixes per process (HTTP/2 idle timeout and header-list bound).
+    pub defaults: RouteSettings,
 }
 
 /// A listener.
@@ -239,8 +237,21 @@ impl PartialEq for Listener {
 
 impl Eq for Listener {}
 
+/// A route's settings with the gateway defaults applied at compile time, so the data
+/// plane reads one place per route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RouteSettings {
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Passive ejection of failing replicas.
+    pub ejection: Ejection,
+    /// Largest request head (request line or pseudo-headers plus header fields) accepted
+    /// from a client; larger ones get 431 and are never forwarded.
+    pub max_request_header_bytes: usize,
+}
+
 /// Timeouts with defaults applied; see [`crate::model::Defaults`] for meanings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Timeouts {
     /// Upstream connect (TCP + TLS).
     pub connect: Duration,
@@ -250,16 +261,15 @@ pub struct Timeouts {
     pub long_running: Duration,
     /// Upstream connections are not reused past this age.
     pub upstream_max_connection_age: Duration,
-    /// Downstream TLS handshake.
-    pub handshake: Duration,
-    /// First request headers after the handshake.
+    /// Every request head (HTTP/1.1) or header block (HTTP/2) must arrive within this
+    /// from its first byte; the first one within this of the handshake.
     pub request_header: Duration,
     /// Idle downstream connection.
     pub idle: Duration,
 }
 
 /// Passive ejection settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ejection {
     /// Consecutive failures that eject.
     pub consecutive_failures: u32,
@@ -269,26 +279,53 @@ pub struct Ejection {
     pub max: Duration,
 }
 
-/// A compiled route.
+/// A compiled route: the one runtime description of an API server behind apigate.
 pub struct Route {
     /// Namespace/name of the `ApiServerRoute`.
     pub id: RouteId,
     /// Lowercased SNI names.
     pub hostnames: Vec<String>,
-    /// Terminate or pass through.
-    pub mode: RouteMode,
-    /// TLS termination material; `Some` exactly in terminate mode.
-    pub terminate: Option<Terminate>,
+    /// Terminate (with its TLS material) or pass through.
+    pub mode: Mode,
     /// Backend replica addresses.
     pub backends: Vec<SocketAddr>,
-    /// Balancing policy with the default applied.
-    pub balancing: Balancing,
     /// Source-IP allowlist (allow-all when none is configured).
     pub access: AccessPolicy,
     /// Lowercased CONNECT destination values that select this route.
     pub destinations: Vec<String>,
+    /// Timeouts, ejection and limits, with the gateway defaults applied.
+    pub settings: RouteSettings,
     /// Hash of everything above, to tell changed routes apart in diffs.
     pub fingerprint: u64,
+}
+
+impl Route {
+    /// The TLS material, in terminate mode.
+    pub fn terminate(&self) -> Option<&Terminate> {
+        match &self.mode {
+            Mode::Terminate(t) => Some(t),
+            Mode::Passthrough => None,
+        }
+    }
+}
+
+/// How a route handles its connections; terminate mode carries everything it needs,
+/// so a mode and its material can never disagree.
+pub enum Mode {
+    /// apigate terminates TLS and balances every request.
+    Terminate(Box<Terminate>),
+    /// apigate splices the TLS stream to one replica per connection.
+    Passthrough,
+}
+
+impl Mode {
+    /// The mode as configured.
+    pub fn kind(&self) -> RouteMode {
+        match self {
+            Mode::Terminate(_) => RouteMode::Terminate,
+            Mode::Passthrough => RouteMode::Passthrough,
+        }
+    }
 }
 
 /// What terminate mode needs.
@@ -300,23 +337,24 @@ pub struct Terminate {
     pub client_auth: bool,
     /// Upstream trust and identity.
     pub upstream: UpstreamTls,
+    /// Balancing policy with the default applied.
+    pub balancing: Balancing,
 }
 
 impl fmt::Debug for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let terminate = self.terminate();
         f.debug_struct("Route")
             .field("id", &self.id)
             .field("hostnames", &self.hostnames)
-            .field("mode", &self.mode)
-            .field(
-                "client_auth",
-                &self.terminate.as_ref().is_some_and(|t| t.client_auth),
-            )
-            .field("upstream", &self.terminate.as_ref().map(|t| &t.upstream))
+            .field("mode", &self.mode.kind())
+            .field("client_auth", &terminate.is_some_and(|t| t.client_auth))
+            .field("upstream", &terminate.map(|t| &t.upstream))
+            .field("balancing", &terminate.map(|t| t.balancing))
             .field("backends", &self.backends)
-            .field("balancing", &self.balancing)
             .field("access", &self.access)
             .field("destinations", &self.destinations)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -331,6 +369,9 @@ pub struct UpstreamTls {
     /// Front-proxy client identity; only used for requests whose client certificate
     /// was verified.
     pub front_proxy: Option<ClientIdentity>,
+    /// rustls client configs (ALPN `http/1.1`) for the connections apigate makes itself
+    /// (upgrades), built here so a build error is a config error, never a request's.
+    pub http1: UpstreamClients,
     /// Hash of the material, so connection pools can be keyed by it and a rotated
     /// certificate never reuses a connection made with the old one.
     pub fingerprint: u64,
@@ -347,6 +388,17 @@ impl fmt::Debug for UpstreamTls {
     }
 }
 
+/// Client configs mirroring the two upstream pools: without a client certificate (token
+/// and anonymous requests) and with the front-proxy certificate (verified client
+/// certificates only).
+#[derive(Clone)]
+pub struct UpstreamClients {
+    /// No client certificate.
+    pub anonymous: Arc<rustls::ClientConfig>,
+    /// The front-proxy certificate; `None` when the route has none.
+    pub front_proxy: Option<Arc<rustls::ClientConfig>>,
+}
+
 /// A client certificate chain and its key, both DER.
 #[derive(Clone)]
 pub struct ClientIdentity {
@@ -354,4 +406,6 @@ pub struct ClientIdentity {
     pub chain: Vec<CertificateDer<'static>>,
     /// The private key as DER (PKCS#8, PKCS#1 or SEC1), already checked to match the leaf.
     pub key_der: Vec<u8>,
+    /// The leaf's `notAfter`: no upstream connection made with it is used past this.
+    pub not_after: SystemTime,
 }

@@ -253,14 +253,6 @@ impl AccessPolicy {
             |p| p.fingerprint,
         )
     }
-
-    /// Whether `self` could deny an address that `old` allowed, i.e. whether open
-    /// connections need re-checking after a reload. Exact for the common shapes (pure
-    /// allowlists, pure denylists, no policy); `true` when unsure, but always `false` for
-    /// equal policies.
-    pub fn may_tighten(&self, old: &AccessPolicy) -> bool {
-        super::tighten::may_tighten(self, old)
-    }
 }
 
 impl PartialEq for AccessPolicy {

@@ -65,8 +65,17 @@ fn shape(policy: &AccessPolicy) -> Shape {
     }
 }
 
-/// See [`AccessPolicy::may_tighten`].
-pub(super) fn may_tighten(new: &AccessPolicy, old: &AccessPolicy) -> bool {
+impl AccessPolicy {
+    /// Whether `self` could deny an address that `old` allowed, i.e. whether open
+    /// connections need re-checking after a reload. Exact for the common shapes (pure
+    /// allowlists, pure denylists, no policy); `true` when unsure, but always `false` for
+    /// equal policies.
+    pub fn may_tighten(&self, old: &AccessPolicy) -> bool {
+        may_tighten(self, old)
+    }
+}
+
+fn may_tighten(new: &AccessPolicy, old: &AccessPolicy) -> bool {
     if new == old {
         return false;
     }

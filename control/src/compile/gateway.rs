@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crate::access::compile_cidrs;
 use crate::error::{Errors, Problem};
+use crate::model::Defaults;
 use crate::model::{Balancing, GatewayConfig, ProxyProtocolMode};
-use crate::snapshot::{Ejection, GatewaySettings, Listener, Timeouts};
+use crate::snapshot::{Ejection, GatewaySettings, Listener, RouteSettings, Timeouts};
 
 /// Default `access.maxCIDRsPerRoute`.
 pub const DEFAULT_MAX_CIDRS_PER_ROUTE: usize = 1000;
@@ -22,8 +23,196 @@ pub(super) struct CompiledGateway {
     pub(super) max_cidrs: usize,
 }
 
+const MILLISECOND: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
 const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Default and bounds of `defaults.maxRequestHeaderBytes`. The upper bound is
+/// kube-apiserver's own (Go's `http.DefaultMaxHeaderBytes`): a larger head could only be
+/// refused by the replica, on a connection apigate shares with other clients.
+pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
+const MIN_REQUEST_HEADER_BYTES: u64 = 1024;
+const MAX_REQUEST_HEADER_BYTES: u64 = 1024 * 1024;
+
+/// One duration setting: field name, default and the accepted range. The bounds keep
+/// every value meaningful (a 0 s idle timeout would mean "never") and far from the
+/// overflow of clock arithmetic (an absurd value must be an error, not a panic).
+struct DurationSetting {
+    field: &'static str,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+const CONNECT: DurationSetting = DurationSetting {
+    field: "connectTimeout",
+    default: Duration::from_secs(5),
+    min: MILLISECOND,
+    max: Duration::from_secs(10 * 60),
+};
+const REQUEST: DurationSetting = DurationSetting {
+    field: "requestTimeout",
+    default: Duration::from_secs(60),
+    min: MILLISECOND,
+    max: DAY,
+};
+const LONG_RUNNING: DurationSetting = DurationSetting {
+    field: "longRunningTimeout",
+    default: DAY,
+    min: MILLISECOND,
+    max: Duration::from_secs(30 * 24 * 3600),
+};
+const MAX_CONNECTION_AGE: DurationSetting = DurationSetting {
+    field: "upstreamMaxConnectionAge",
+    default: DAY,
+    min: SECOND,
+    max: Duration::from_secs(30 * 24 * 3600),
+};
+const HANDSHAKE: DurationSetting = DurationSetting {
+    field: "handshakeTimeout",
+    default: Duration::from_secs(10),
+    min: MILLISECOND,
+    max: Duration::from_secs(10 * 60),
+};
+const REQUEST_HEADER: DurationSetting = DurationSetting {
+    field: "requestHeaderTimeout",
+    default: Duration::from_secs(10),
+    min: MILLISECOND,
+    max: Duration::from_secs(10 * 60),
+};
+const IDLE: DurationSetting = DurationSetting {
+    field: "idleTimeout",
+    default: Duration::from_secs(300),
+    min: SECOND,
+    max: DAY,
+};
+const BASE_EJECTION: DurationSetting = DurationSetting {
+    field: "ejection.baseEjectionTime",
+    default: Duration::from_secs(5),
+    min: MILLISECOND,
+    max: HOUR,
+};
+const MAX_EJECTION: DurationSetting = DurationSetting {
+    field: "ejection.maxEjectionTime",
+    default: Duration::from_secs(120),
+    min: MILLISECOND,
+    max: DAY,
+};
+
+impl DurationSetting {
+    /// The configured value or the default; out of range is recorded and the default used.
+    fn resolve(
+        &self,
+        value: Option<crate::model::Duration>,
+        object_ref: &crate::error::ObjectRef,
+        errors: &mut Errors,
+    ) -> Duration {
+        let Some(crate::model::Duration(value)) = value else {
+            return self.default;
+        };
+        if value < self.min || value > self.max {
+            errors.push(
+                object_ref,
+                format!("spec.defaults.{}", self.field),
+                Problem::Invalid {
+                    value: humantime::format_duration(value).to_string(),
+                    reason: format!(
+                        "must be between {} and {}",
+                        humantime::format_duration(self.min),
+                        humantime::format_duration(self.max)
+                    ),
+                },
+            );
+            return self.default;
+        }
+        value
+    }
+}
+
+/// Resolve `spec.defaults` into the settings every route gets, and the handshake
+/// timeout (which applies before a route is known).
+fn compile_defaults(
+    d: &Defaults,
+    object_ref: &crate::error::ObjectRef,
+    errors: &mut Errors,
+) -> (RouteSettings, Duration) {
+    let timeouts = Timeouts {
+        connect: CONNECT.resolve(d.connect_timeout, object_ref, errors),
+        request: REQUEST.resolve(d.request_timeout, object_ref, errors),
+        long_running: LONG_RUNNING.resolve(d.long_running_timeout, object_ref, errors),
+        upstream_max_connection_age: MAX_CONNECTION_AGE.resolve(
+            d.upstream_max_connection_age,
+            object_ref,
+            errors,
+        ),
+        request_header: REQUEST_HEADER.resolve(d.request_header_timeout, object_ref, errors),
+        idle: IDLE.resolve(d.idle_timeout, object_ref, errors),
+    };
+    let handshake = HANDSHAKE.resolve(d.handshake_timeout, object_ref, errors);
+    if timeouts.long_running < timeouts.request {
+        errors.push(
+            object_ref,
+            "spec.defaults.longRunningTimeout",
+            Problem::Invalid {
+                value: humantime::format_duration(timeouts.long_running).to_string(),
+                reason: "must not be shorter than requestTimeout".into(),
+            },
+        );
+    }
+    let ejection = Ejection {
+        consecutive_failures: d.ejection.consecutive_failures.unwrap_or(5),
+        base: BASE_EJECTION.resolve(d.ejection.base_ejection_time, object_ref, errors),
+        max: MAX_EJECTION.resolve(d.ejection.max_ejection_time, object_ref, errors),
+    };
+    if ejection.consecutive_failures == 0 {
+        errors.push(
+            object_ref,
+            "spec.defaults.ejection.consecutiveFailures",
+            Problem::Invalid {
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            },
+        );
+    }
+    if ejection.max < ejection.base {
+        errors.push(
+            object_ref,
+            "spec.defaults.ejection.maxEjectionTime",
+            Problem::Invalid {
+                value: humantime::format_duration(ejection.max).to_string(),
+                reason: "must not be shorter than baseEjectionTime".into(),
+            },
+        );
+    }
+    let max_request_header_bytes = match d.max_request_header_bytes {
+        None => DEFAULT_MAX_REQUEST_HEADER_BYTES,
+        Some(bytes) if (MIN_REQUEST_HEADER_BYTES..=MAX_REQUEST_HEADER_BYTES).contains(&bytes) => {
+            usize::try_from(bytes).unwrap_or(DEFAULT_MAX_REQUEST_HEADER_BYTES)
+        }
+        Some(bytes) => {
+            errors.push(
+                object_ref,
+                "spec.defaults.maxRequestHeaderBytes",
+                Problem::Invalid {
+                    value: bytes.to_string(),
+                    reason: format!(
+                        "must be between {MIN_REQUEST_HEADER_BYTES} and {MAX_REQUEST_HEADER_BYTES} (kube-apiserver's own limit)"
+                    ),
+                },
+            );
+            DEFAULT_MAX_REQUEST_HEADER_BYTES
+        }
+    };
+    (
+        RouteSettings {
+            timeouts,
+            ejection,
+            max_request_header_bytes,
+        },
+        handshake,
+    )
+}
 
 /// Compile the gateway settings, or record errors and return `None`.
 pub(super) fn compile(object: &GatewayConfig, errors: &mut Errors) -> Option<CompiledGateway> {
@@ -110,75 +299,7 @@ pub(super) fn compile(object: &GatewayConfig, errors: &mut Errors) -> Option<Com
         },
     };
 
-    let d = &spec.defaults;
-    let pick = |v: Option<crate::model::Duration>, default: Duration| v.map_or(default, |d| d.0);
-    let timeouts = Timeouts {
-        connect: pick(d.connect_timeout, 5 * SECOND),
-        request: pick(d.request_timeout, 60 * SECOND),
-        long_running: pick(d.long_running_timeout, 24 * HOUR),
-        upstream_max_connection_age: pick(d.upstream_max_connection_age, 24 * HOUR),
-        handshake: pick(d.handshake_timeout, 10 * SECOND),
-        request_header: pick(d.request_header_timeout, 10 * SECOND),
-        idle: pick(d.idle_timeout, 300 * SECOND),
-    };
-    for (field, value) in [
-        ("connectTimeout", timeouts.connect),
-        ("requestTimeout", timeouts.request),
-        ("longRunningTimeout", timeouts.long_running),
-        (
-            "upstreamMaxConnectionAge",
-            timeouts.upstream_max_connection_age,
-        ),
-        ("handshakeTimeout", timeouts.handshake),
-        ("requestHeaderTimeout", timeouts.request_header),
-        ("idleTimeout", timeouts.idle),
-    ] {
-        if value.is_zero() {
-            errors.push(
-                &object_ref,
-                format!("spec.defaults.{field}"),
-                Problem::Invalid {
-                    value: "0s".into(),
-                    reason: "must be greater than zero".into(),
-                },
-            );
-        }
-    }
-    if timeouts.long_running < timeouts.request {
-        errors.push(
-            &object_ref,
-            "spec.defaults.longRunningTimeout",
-            Problem::Invalid {
-                value: humantime::format_duration(timeouts.long_running).to_string(),
-                reason: "must not be shorter than requestTimeout".into(),
-            },
-        );
-    }
-    let ejection = Ejection {
-        consecutive_failures: d.ejection.consecutive_failures.unwrap_or(5),
-        base: pick(d.ejection.base_ejection_time, 5 * SECOND),
-        max: pick(d.ejection.max_ejection_time, 120 * SECOND),
-    };
-    if ejection.consecutive_failures == 0 {
-        errors.push(
-            &object_ref,
-            "spec.defaults.ejection.consecutiveFailures",
-            Problem::Invalid {
-                value: "0".into(),
-                reason: "must be at least 1".into(),
-            },
-        );
-    }
-    if ejection.max < ejection.base {
-        errors.push(
-            &object_ref,
-            "spec.defaults.ejection.maxEjectionTime",
-            Problem::Invalid {
-                value: humantime::format_duration(ejection.max).to_string(),
-                reason: "must not be shorter than baseEjectionTime".into(),
-            },
-        );
-    }
+    let (defaults, handshake_timeout) = compile_defaults(&spec.defaults, &object_ref, errors);
 
     let access = &spec.access;
     compile_cidrs(
@@ -230,10 +351,10 @@ pub(super) fn compile(object: &GatewayConfig, errors: &mut Errors) -> Option<Com
             listeners,
             destination_header: header.to_ascii_lowercase(),
             admin,
-            timeouts,
-            ejection,
+            handshake_timeout,
+            defaults,
         },
-        balancing: d.balancing.unwrap_or_default(),
+        balancing: spec.defaults.balancing.unwrap_or_default(),
         always_allowed,
         max_cidrs,
     })

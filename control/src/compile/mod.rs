@@ -7,7 +7,9 @@ mod gateway;
 mod route;
 mod tls;
 
-pub use gateway::{DEFAULT_DESTINATION_HEADER, DEFAULT_MAX_CIDRS_PER_ROUTE};
+pub use gateway::{
+    DEFAULT_DESTINATION_HEADER, DEFAULT_MAX_CIDRS_PER_ROUTE, DEFAULT_MAX_REQUEST_HEADER_BYTES,
+};
 pub use route::{default_destination, DEFAULT_UPSTREAM_SERVER_NAME};
 pub use tls::{provider, ALPN};
 

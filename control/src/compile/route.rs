@@ -7,8 +7,9 @@ use super::gateway::{parse_address, CompiledGateway};
 use super::tls;
 use crate::access::compile_policy;
 use crate::error::{Errors, ObjectRef, Problem};
+use crate::model::Balancing;
 use crate::model::{ApiServerRoute, RouteMode, ServingTlsSpec, UpstreamSpec};
-use crate::snapshot::{Route, RouteId, Terminate, UpstreamTls};
+use crate::snapshot::{Mode, Route, RouteId, Terminate, UpstreamTls};
 
 /// The CONNECT destination that selects a route by default: what Gardener's
 /// apiserver-proxy and VPN send for the shoot's `kube-apiserver` Service.
@@ -67,10 +68,11 @@ pub(super) fn compile(
         errors,
     );
 
+    let balancing = spec.balancing.unwrap_or(gateway.balancing);
     let terminate = match spec.mode {
         RouteMode::Terminate => match (&spec.tls, &spec.upstream) {
             (Some(tls), Some(upstream)) => {
-                compile_terminate(tls, upstream, files, &object_ref, errors)
+                compile_terminate(tls, upstream, balancing, files, &object_ref, errors)
             }
             (tls, upstream) => {
                 if tls.is_none() {
@@ -115,18 +117,22 @@ pub(super) fn compile(
         return None;
     }
     let access = access?;
-    if spec.mode == RouteMode::Terminate && terminate.is_none() {
-        return None;
-    }
-    let balancing = spec.balancing.unwrap_or(gateway.balancing);
+    let settings = gateway.settings.defaults;
     let mut route_hash = std::collections::hash_map::DefaultHasher::new();
     hostnames.hash(&mut route_hash);
     backends.hash(&mut route_hash);
     spec.mode.hash(&mut route_hash);
-    format!("{balancing:?}").hash(&mut route_hash);
-    terminate.as_ref().map(|t| t.1).hash(&mut route_hash);
+    let mode = match (spec.mode, terminate) {
+        (RouteMode::Terminate, Some((terminate, hash))) => {
+            hash.hash(&mut route_hash);
+            Mode::Terminate(Box::new(terminate))
+        }
+        (RouteMode::Terminate, None) => return None,
+        (RouteMode::Passthrough, _) => Mode::Passthrough,
+    };
     access.fingerprint().hash(&mut route_hash);
     destinations.hash(&mut route_hash);
+    settings.hash(&mut route_hash);
 
     Some(Route {
         id: RouteId {
@@ -134,12 +140,11 @@ pub(super) fn compile(
             name: object.metadata.name.clone(),
         },
         hostnames,
-        mode: spec.mode,
-        terminate: terminate.map(|t| t.0),
+        mode,
         backends,
-        balancing,
         access,
         destinations,
+        settings,
         fingerprint: route_hash.finish(),
     })
 }
@@ -148,6 +153,7 @@ pub(super) fn compile(
 fn compile_terminate(
     tls_spec: &ServingTlsSpec,
     upstream_spec: &UpstreamSpec,
+    balancing: Balancing,
     files: &Files,
     object_ref: &ObjectRef,
     errors: &mut Errors,
@@ -237,10 +243,14 @@ fn compile_terminate(
         (Some(cert), Some(key)) => tls::client_identity(cert, key, object_ref, errors),
         _ => None,
     };
+    let http1 = match &ca {
+        Some(ca) => tls::upstream_clients(ca, front_proxy.as_ref(), object_ref, errors),
+        None => None,
+    };
     if errors.len() != before {
         return None;
     }
-    let (server_tls, ca) = (server_tls?, ca?);
+    let (server_tls, ca, http1) = (server_tls?, ca?, http1?);
 
     let mut upstream_hash = std::collections::hash_map::DefaultHasher::new();
     server_name.hash(&mut upstream_hash);
@@ -253,6 +263,7 @@ fn compile_terminate(
     key.hash(&mut hash);
     client_ca.hash(&mut hash);
     upstream_fingerprint.hash(&mut hash);
+    format!("{balancing:?}").hash(&mut hash);
 
     Some((
         Terminate {
@@ -262,8 +273,10 @@ fn compile_terminate(
                 server_name,
                 ca,
                 front_proxy,
+                http1,
                 fingerprint: upstream_fingerprint,
             },
+            balancing,
         },
         hash.finish(),
     ))

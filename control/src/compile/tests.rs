@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::Balancing;
 use crate::source::{parse_documents, Inputs};
 use crate::{compile, Problem};
 
@@ -105,7 +106,7 @@ fn valid_config_compiles_with_defaults() {
     snapshot.check_invariants();
     let r = snapshot.route_for_sni("api.a.example.com").unwrap();
     assert_eq!(r.id.to_string(), "garden/a");
-    let t = r.terminate.as_ref().unwrap();
+    let t = r.terminate().unwrap();
     assert!(t.client_auth);
     assert_eq!(r.backends.len(), 2);
     assert_eq!(t.upstream.server_name, "kubernetes.default.svc");
@@ -116,7 +117,10 @@ fn valid_config_compiles_with_defaults() {
         Some("a")
     );
     assert!(snapshot.route_for_sni("other.example.com").is_none());
-    assert_eq!(snapshot.gateway.timeouts.long_running.as_secs(), 24 * 3600);
+    assert_eq!(
+        snapshot.gateway.defaults.timeouts.long_running.as_secs(),
+        24 * 3600
+    );
     assert_eq!(
         t.server_tls.alpn_protocols,
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
@@ -263,6 +267,128 @@ fn invalid_timeouts_are_rejected() {
 }
 
 #[test]
+fn absurd_and_meaningless_durations_name_their_field() {
+    for (setting, field) in [
+        // Far beyond any clock arithmetic: must be an error, never a panic later.
+        (
+            "handshakeTimeout: 300000000y",
+            "spec.defaults.handshakeTimeout",
+        ),
+        (
+            "requestHeaderTimeout: 1000y",
+            "spec.defaults.requestHeaderTimeout",
+        ),
+        (
+            "longRunningTimeout: 100y",
+            "spec.defaults.longRunningTimeout",
+        ),
+        // Below one second an HTTP/1.1 keep-alive of 0 s would mean "forever".
+        ("idleTimeout: 500ms", "spec.defaults.idleTimeout"),
+        ("connectTimeout: 0s", "spec.defaults.connectTimeout"),
+        (
+            "upstreamMaxConnectionAge: 100ms",
+            "spec.defaults.upstreamMaxConnectionAge",
+        ),
+    ] {
+        let text = GATEWAY.replace("  admin:", &format!("  defaults: {{{setting}}}\n  admin:"));
+        let errors = errors_of(&text);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(field) && e.contains("must be between")),
+            "{setting}: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn request_header_limit_has_a_default_and_kube_apiservers_ceiling() {
+    let snapshot = compile(&inputs(GATEWAY)).unwrap();
+    assert_eq!(snapshot.gateway.defaults.max_request_header_bytes, 65536);
+    for bad in ["0", "100", "2000000"] {
+        let text = GATEWAY.replace(
+            "  admin:",
+            &format!("  defaults: {{maxRequestHeaderBytes: {bad}}}\n  admin:"),
+        );
+        let errors = errors_of(&text);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("spec.defaults.maxRequestHeaderBytes")),
+            "{bad}: {errors:?}"
+        );
+    }
+    let text = GATEWAY.replace(
+        "  admin:",
+        "  defaults: {maxRequestHeaderBytes: 1048576}\n  admin:",
+    );
+    let snapshot = compile(&inputs(&text)).unwrap();
+    assert_eq!(snapshot.gateway.defaults.max_request_header_bytes, 1 << 20);
+}
+
+#[test]
+fn gateway_defaults_are_resolved_into_every_route() {
+    let text = format!(
+        "{}{}{}",
+        GATEWAY.replace(
+            "  admin:",
+            "  defaults: {requestTimeout: 7s, balancing: roundRobin, ejection: {consecutiveFailures: 2}}\n  admin:"
+        ),
+        route("a", "a.example.com", "", "'127.0.0.1:1'"),
+        passthrough("p", "p.example.com", "")
+    );
+    let snapshot = compile(&inputs(&text)).unwrap();
+    for r in &snapshot.routes {
+        assert_eq!(
+            r.settings.timeouts.request,
+            std::time::Duration::from_secs(7)
+        );
+        assert_eq!(r.settings.ejection.consecutive_failures, 2);
+        assert_eq!(r.settings, snapshot.gateway.defaults);
+    }
+    let a = snapshot.route_for_sni("a.example.com").unwrap();
+    assert_eq!(a.terminate().unwrap().balancing, Balancing::RoundRobin);
+    assert!(snapshot
+        .route_for_sni("p.example.com")
+        .unwrap()
+        .terminate()
+        .is_none());
+}
+
+#[test]
+fn the_server_prefers_its_own_cipher_suite_order() {
+    let text = format!(
+        "{GATEWAY}{}",
+        route("a", "a.example.com", "", "'127.0.0.1:1'")
+    );
+    let snapshot = compile(&inputs(&text)).unwrap();
+    let t = snapshot.routes[0].terminate().unwrap();
+    assert!(t.server_tls.ignore_client_order);
+}
+
+#[test]
+fn front_proxy_expiry_and_upstream_clients_are_prepared_at_compile() {
+    let text = format!(
+        "{GATEWAY}{}",
+        route(
+            "a",
+            "a.example.com",
+            ", clientCAFile: ca.pem",
+            "'127.0.0.1:1'"
+        )
+    );
+    let snapshot = compile(&inputs(&text)).unwrap();
+    let upstream = &snapshot.routes[0].terminate().unwrap().upstream;
+    let identity = upstream.front_proxy.as_ref().unwrap();
+    assert!(identity.not_after > std::time::SystemTime::now());
+    assert!(upstream.http1.front_proxy.is_some());
+    assert_eq!(
+        upstream.http1.anonymous.alpn_protocols,
+        vec![b"http/1.1".to_vec()]
+    );
+}
+
+#[test]
 fn diff_reports_added_removed_changed() {
     let one = format!(
         "{GATEWAY}{}{}",
@@ -307,7 +433,7 @@ fn passthrough_needs_no_tls_material_and_rejects_it() {
     )))
     .unwrap();
     let r = snapshot.route_for_sni("p.example.com").unwrap();
-    assert!(r.terminate.is_none());
+    assert!(r.terminate().is_none());
     let errors = errors_of(&format!(
         "{GATEWAY}{}",
         passthrough(
@@ -501,4 +627,27 @@ fn cached_compile_reuses_unchanged_routes_and_rebuilds_changed_ones() {
     assert!(!Arc::ptr_eq(&base.routes[1], &next.routes[1]));
     assert_eq!(next.routes[1].backends[0].to_string(), "10.0.0.4:443");
     assert_eq!(cache.len(), 2);
+}
+
+#[test]
+fn rendered_objects_parse_back_to_the_same_objects() {
+    let text = format!(
+        "{}{}{}",
+        GATEWAY.replace(
+            "  admin:",
+            "  defaults: {requestTimeout: 90s, longRunningTimeout: 1h30m, maxRequestHeaderBytes: 4096, ejection: {consecutiveFailures: 2}}\n  access: {alwaysAllowedCIDRs: [10.0.0.0/8]}\n  admin:"
+        ),
+        route("a", "a.example.com", ", clientCAFile: ca.pem", "'127.0.0.1:1', '[::1]:2'"),
+        passthrough(
+            "p",
+            "p.example.com",
+            "  acl: {rule: {action: ALLOW, type: remote_ip, cidrs: [192.0.2.0/24]}}\n  destinations: [p-alias]\n"
+        )
+    );
+    let objects = parse_documents(&text, "test.yaml").unwrap();
+    let rendered = crate::source::render_documents(&objects).unwrap();
+    assert_eq!(
+        parse_documents(&rendered, "rendered.yaml").unwrap(),
+        objects
+    );
 }

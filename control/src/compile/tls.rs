@@ -12,7 +12,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
 use crate::error::{Errors, ObjectRef, Problem};
-use crate::snapshot::ClientIdentity;
+use crate::snapshot::{ClientIdentity, UpstreamClients};
 
 /// ALPN protocols offered to clients, most preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -157,6 +157,9 @@ pub(super) fn server_config(
     match builder.with_single_cert(chain, key) {
         Ok(mut config) => {
             config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+            // The server's cipher-suite order, not the client's: the strongest suite a
+            // client supports wins (rustls' order puts AEADs with forward secrecy first).
+            config.ignore_client_order = true;
             Some(Arc::new(config))
         }
         Err(e) => {
@@ -192,6 +195,19 @@ pub(super) fn client_identity(
     );
     let (chain, key) = (chain?, key?);
     let key_der = key.secret_der().to_vec();
+    let not_after = chain.first().and_then(|leaf| {
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        let seconds = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(seconds))
+    });
+    let Some(not_after) = not_after else {
+        errors.push(
+            object_ref,
+            "spec.upstream.frontProxyCertFile",
+            Problem::Tls("the leaf certificate's notAfter is not a usable time".into()),
+        );
+        return None;
+    };
     let check = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map(|b| {
@@ -199,7 +215,11 @@ pub(super) fn client_identity(
                 .with_client_auth_cert(chain.clone(), key)
         });
     match check {
-        Ok(Ok(_)) => Some(ClientIdentity { chain, key_der }),
+        Ok(Ok(_)) => Some(ClientIdentity {
+            chain,
+            key_der,
+            not_after,
+        }),
         Ok(Err(e)) | Err(e) => {
             errors.push(
                 object_ref,
@@ -209,4 +229,67 @@ pub(super) fn client_identity(
             None
         }
     }
+}
+
+/// The client configs apigate uses for the upstream connections it makes itself
+/// (upgrades, ALPN `http/1.1`): one without and one with the front-proxy certificate.
+pub(super) fn upstream_clients(
+    ca: &[CertificateDer<'static>],
+    front_proxy: Option<&ClientIdentity>,
+    object_ref: &ObjectRef,
+    errors: &mut Errors,
+) -> Option<UpstreamClients> {
+    let mut roots = RootCertStore::empty();
+    for cert in ca {
+        // Already checked by ca_bundle.
+        let _ = roots.add(cert.clone());
+    }
+    let builder = || {
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots.clone()))
+    };
+    let finish = |mut config: rustls::ClientConfig| {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    };
+    let anonymous = match builder() {
+        Ok(b) => finish(b.with_no_client_auth()),
+        Err(e) => {
+            errors.push(
+                object_ref,
+                "spec.upstream.caFile",
+                Problem::Tls(e.to_string()),
+            );
+            return None;
+        }
+    };
+    let front_proxy = match front_proxy {
+        None => None,
+        Some(identity) => {
+            let built = PrivateKeyDer::try_from(identity.key_der.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|key| {
+                    builder()
+                        .map_err(|e| e.to_string())?
+                        .with_client_auth_cert(identity.chain.clone(), key)
+                        .map_err(|e| e.to_string())
+                });
+            match built {
+                Ok(config) => Some(finish(config)),
+                Err(e) => {
+                    errors.push(
+                        object_ref,
+                        "spec.upstream.frontProxyKeyFile",
+                        Problem::Tls(format!("cannot build the upstream client identity: {e}")),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    Some(UpstreamClients {
+        anonymous,
+        front_proxy,
+    })
 }

@@ -31,3 +31,10 @@ impl From<std::time::Duration> for Duration {
         Duration(d)
     }
 }
+
+impl serde::Serialize for Duration {
+    /// Written back the way it is read (`30s`, `1h 30m`).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}

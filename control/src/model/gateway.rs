@@ -6,7 +6,7 @@ use super::{Duration, ObjectMeta};
 use crate::error::ObjectRef;
 
 /// Gateway-wide settings. Exactly one per configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Always `apigate.dev/v1alpha1`.
@@ -31,14 +31,16 @@ impl GatewayConfig {
 }
 
 /// The body of a `GatewayConfig`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewaySpec {
     /// TLS listeners clients connect to (Gardener's port 443 path).
     #[serde(default)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerSpec>,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminSpec>,
     /// Defaults for every route; a route may override some of them.
     #[serde(default)]
@@ -52,30 +54,33 @@ pub struct GatewaySpec {
 }
 
 /// Allowlist settings shared by all routes.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessDefaults {
     /// Networks every allowlist includes: the seed's node and pod networks and operator
     /// additions, so the platform itself can always reach every API server.
     #[serde(default, rename = "alwaysAllowedCIDRs", alias = "alwaysAllowedCidrs")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub always_allowed_cidrs: Vec<String>,
     /// Most CIDRs one route's allowlist may hold (default 1000). The limit exists so a
     /// single tenant cannot make every snapshot compile (and every replica's memory)
     /// grow without bound; raise it deliberately.
     #[serde(default, rename = "maxCIDRsPerRoute", alias = "maxCidrsPerRoute")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_cidrs_per_route: Option<usize>,
 }
 
 /// Settings of CONNECT listeners.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectSpec {
     /// Request header naming the destination (default `X-Gardener-Destination`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub destination_header: Option<String>,
 }
 
 /// A listener.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListenerSpec {
     /// Name used in logs and metrics.
@@ -92,11 +97,12 @@ pub struct ListenerSpec {
     /// Peers allowed to send a PROXY header (CIDRs); a header from anyone else closes
     /// the connection. Required when `proxyProtocol` is not `off`.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<String>,
 }
 
 /// What a listener speaks first.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ListenerKind {
     /// TLS; the ClientHello's SNI selects the route.
@@ -107,7 +113,7 @@ pub enum ListenerKind {
 }
 
 /// Whether a listener expects a PROXY protocol header.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ProxyProtocolMode {
     /// Never: the TCP peer is the client.
@@ -120,7 +126,7 @@ pub enum ProxyProtocolMode {
 }
 
 /// The admin (health and metrics) listener.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdminSpec {
     /// `ip:port` to bind; keep it off the public interface.
@@ -143,41 +149,60 @@ pub enum Balancing {
 
 /// Defaults shared by all routes. Every field has a production default so that an
 /// empty `defaults:` is a working configuration.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Defaults {
     /// Balancing policy for routes that do not set one (default `leastRequest`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub balancing: Option<Balancing>,
     /// Upstream TCP + TLS connect timeout (default `5s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Duration>,
     /// Longest silence allowed while reading an ordinary response (default `60s`,
     /// kube-apiserver's own `--request-timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout: Option<Duration>,
     /// Longest silence allowed on watches, `exec`/`attach`/`port-forward` and log
     /// follows (default `24h`, like Gardener's route timeout).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub long_running_timeout: Option<Duration>,
     /// Upstream connections are not reused after this age, so a rotated front-proxy
     /// certificate takes effect (default `24h`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_max_connection_age: Option<Duration>,
-    /// Client TLS handshake (including the ClientHello) must finish within this (default `10s`).
+    /// PROXY header, CONNECT request, ClientHello and TLS handshake together must finish
+    /// within this (default `10s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub handshake_timeout: Option<Duration>,
-    /// The first request's headers must arrive within this after the handshake (default `10s`).
+    /// Every request head (HTTP/1.1) or header block (HTTP/2 stream) must arrive within
+    /// this from its first byte, and the first within this of the handshake (default `10s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_header_timeout: Option<Duration>,
-    /// An idle HTTP/1.1 keep-alive or HTTP/2 connection is closed after this (default `5m`).
+    /// An idle HTTP/1.1 keep-alive or HTTP/2 connection is closed after this (default
+    /// `5m`, at least `1s`; HTTP/1.1 counts whole seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<Duration>,
+    /// Largest request head a client may send, in bytes: the request line or HTTP/2
+    /// pseudo-headers plus every header field (default 65536, at most 1048576, which is
+    /// kube-apiserver's own limit). Larger requests get 431 and are never forwarded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request_header_bytes: Option<u64>,
     /// Passive health checking.
     #[serde(default)]
     pub ejection: EjectionSpec,
 }
 
 /// Passive ejection of failing backends.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EjectionSpec {
     /// Consecutive connect failures or gateway errors that eject a backend (default 5).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub consecutive_failures: Option<u32>,
     /// First ejection lasts this long; each further one doubles it (default `5s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub base_ejection_time: Option<Duration>,
     /// Upper bound of the growing ejection time (default `2m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_ejection_time: Option<Duration>,
 }

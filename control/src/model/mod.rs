@@ -24,7 +24,7 @@ use crate::error::ObjectRef;
 pub const API_VERSION: &str = "apigate.dev/v1alpha1";
 
 /// `metadata` of an object: only what apigate uses.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
     /// Object name, unique per kind and namespace.

@@ -7,7 +7,7 @@ use crate::access::{AccessControlSpec, GardenerAclConfig};
 use crate::error::ObjectRef;
 
 /// One API server (e.g. one Gardener shoot's kube-apiserver) and how to reach it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiServerRoute {
     /// Always `apigate.dev/v1alpha1`.
@@ -32,7 +32,7 @@ impl ApiServerRoute {
 }
 
 /// The body of an `ApiServerRoute`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteSpec {
     /// TLS server names (SNI) that select this route, e.g. `api.shoot.project.example.com`.
@@ -45,26 +45,33 @@ pub struct RouteSpec {
     pub backends: BackendsSpec,
     /// The API server's serving certificate, presented to clients (terminate mode).
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServingTlsSpec>,
     /// How apigate talks to the replicas (terminate mode).
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamSpec>,
     /// Overrides `GatewayConfig.spec.defaults.balancing` (terminate mode).
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub balancing: Option<Balancing>,
     /// Source-IP allowlist in apigate's form: ordered rules, first match wins.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub access_control: Option<AccessControlSpec>,
     /// Source-IP allowlist as Gardener's ACL extension `providerConfig`, pasted verbatim.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub acl: Option<GardenerAclConfig>,
     /// Networks this route always allows (the cluster's own node network and egress
     /// addresses), so the cluster can always reach its own API server.
     #[serde(default, rename = "alwaysAllowedCIDRs", alias = "alwaysAllowedCidrs")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub always_allowed_cidrs: Vec<String>,
     /// Extra CONNECT destinations (values of the destination header) that select this
     /// route, besides `outbound|443||kube-apiserver.<namespace>.svc.cluster.local`.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub destinations: Vec<String>,
 }
 
@@ -93,7 +100,7 @@ pub enum RouteMode {
 }
 
 /// Backend replicas of a route.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendsSpec {
     /// Fixed `ip:port` list (the file source's form; the Kubernetes source fills it
@@ -108,7 +115,7 @@ pub struct BackendsSpec {
 }
 
 /// Serving certificate and client authentication.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServingTlsSpec {
     /// PEM certificate chain, leaf first (the API server's own serving certificate).
@@ -118,11 +125,12 @@ pub struct ServingTlsSpec {
     /// PEM bundle of the cluster's client CA. When set, clients may present a
     /// certificate; a verified one becomes the request's identity.
     #[serde(default, rename = "clientCAFile")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ca_file: Option<String>,
 }
 
 /// The upstream side: verifying the replicas and proving apigate's own identity.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpstreamSpec {
     /// PEM bundle that signs the replicas' serving certificates. Always verified.
@@ -130,12 +138,15 @@ pub struct UpstreamSpec {
     pub ca_file: String,
     /// Name the replicas' certificates must carry (default `kubernetes.default.svc`).
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
     /// Front-proxy client certificate (kube-apiserver `--requestheader-client-ca-file`
     /// signs it; its CN is in `--requestheader-allowed-names`). Required with a client CA.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub front_proxy_cert_file: Option<String>,
     /// Key of the front-proxy client certificate.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub front_proxy_key_file: Option<String>,
 }

@@ -10,7 +10,7 @@ mod parse;
 
 pub(crate) use file::referenced_files;
 pub use file::{load_file, FileSource};
-pub use parse::parse_documents;
+pub use parse::{parse_documents, render_documents};
 
 use std::collections::BTreeMap;
 

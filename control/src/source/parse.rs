@@ -37,6 +37,21 @@ pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Object>, Vec<Conf
     }
 }
 
+/// Render objects as a multi-document YAML file that [`parse_documents`] reads back as
+/// the same objects: how tools and tests write configurations from typed values instead
+/// of hand-indented text.
+pub fn render_documents(objects: &[Object]) -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for object in objects {
+        out.push_str("---\n");
+        out.push_str(&match object {
+            Object::Gateway(g) => serde_yaml::to_string(g)?,
+            Object::Route(r) => serde_yaml::to_string(r)?,
+        });
+    }
+    Ok(out)
+}
+
 /// Boxed error: a parse error is rare and `ConfigError` is large.
 fn parse_object(value: serde_yaml::Value, doc_ref: &ObjectRef) -> Result<Object, Box<ConfigError>> {
     let text_field = |key: &str| {

@@ -333,7 +333,7 @@ fn secrets_pending_missing_keyless_and_present() {
     );
     let outcome = reconciler.reconcile(&base(), &world);
     assert_eq!(outcome.reports[&key("t")].verdict, Verdict::Accepted);
-    assert!(outcome.snapshot.unwrap().routes[0].terminate.is_some());
+    assert!(outcome.snapshot.unwrap().routes[0].terminate().is_some());
 }
 
 #[test]
