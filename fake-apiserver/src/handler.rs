@@ -119,9 +119,40 @@ fn header_value(text: &str) -> HeaderValue {
     })
 }
 
-fn stamp(resp: &mut Response<Body>, shared: &Shared, identity: Option<&Identity>) {
+/// kube-apiserver's `utilnet.SourceIPs(req)[0]`: the first `X-Forwarded-For` entry, else
+/// `X-Real-Ip`, else the TCP peer.
+fn source_ip(headers: &http::HeaderMap, remote: SocketAddr) -> String {
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    first("x-forwarded-for")
+        .or_else(|| first("x-real-ip"))
+        .unwrap_or_else(|| remote.ip().to_string())
+}
+
+fn stamp(
+    resp: &mut Response<Body>,
+    shared: &Shared,
+    peer: &PeerCert,
+    source: &str,
+    identity: Option<&Identity>,
+) {
     let h = resp.headers_mut();
+    h.insert(crate::SOURCE_IP_HEADER, header_value(source));
     h.insert(crate::REPLICA_HEADER, header_value(&shared.id));
+    let presented = if peer.front_proxy {
+        "front-proxy"
+    } else if peer.client_ca {
+        "client"
+    } else {
+        "none"
+    };
+    h.insert(crate::PEER_CERT_HEADER, HeaderValue::from_static(presented));
     if let Some(id) = identity {
         h.insert(crate::USER_HEADER, header_value(&id.user));
         h.insert(crate::GROUPS_HEADER, header_value(&id.groups.join(",")));
@@ -144,6 +175,7 @@ pub(crate) async fn handle(
 ) -> Response<Body> {
     let route = Route::classify(req.uri().path());
     let query = Query::parse(req.uri().query());
+    let source = source_ip(req.headers(), conn.remote);
     let identity = shared.auth.authenticate(&conn.peer, req.headers());
 
     let mut resp = match (&route, &identity) {
@@ -186,7 +218,13 @@ pub(crate) async fn handle(
             resp
         }
     };
-    stamp(&mut resp, shared, identity.as_ref().ok());
+    stamp(
+        &mut resp,
+        shared,
+        &conn.peer,
+        &source,
+        identity.as_ref().ok(),
+    );
     resp
 }
 

@@ -59,3 +59,13 @@ pub const EXTRA_HEADER: &str = "x-apiserver-extra";
 /// Response header: how the identity was established: `front-proxy`, `x509`, `token` or
 /// `anonymous`.
 pub const AUTHN_HEADER: &str = "x-apiserver-authn";
+/// Response header: which client certificate the TLS connection carrying the request
+/// presented, whatever authenticated the request: `front-proxy` (chains to the
+/// front-proxy CA), `client` (chains to the client CA) or `none`. A token request over a
+/// connection with the front-proxy certificate still authenticates by its token, so
+/// only this header shows which connection pool a proxy used.
+pub const PEER_CERT_HEADER: &str = "x-apiserver-peer-cert";
+/// Response header: the client address kube-apiserver's audit log would record
+/// (`sourceIPs[0]`): the first `X-Forwarded-For` entry, else `X-Real-Ip`, else the TCP
+/// peer. Shows what a proxy let a client plant there.
+pub const SOURCE_IP_HEADER: &str = "x-apiserver-source-ip";

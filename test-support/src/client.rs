@@ -1,14 +1,15 @@
 //! A minimal HTTP/2 client: many requests over ONE TLS connection, like client-go.
 //!
 //! The demo uses it to show that every stream of a single connection is balanced; the
-//! integration tests use it as the real HTTP/2 client they drive apigate with.
+//! integration and end-to-end tests use it as the real HTTP/2 client they drive apigate
+//! with.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
@@ -51,7 +52,7 @@ pub struct ClientTls {
 /// One HTTP/2 connection.
 #[derive(Clone)]
 pub struct H2Client {
-    sender: SendRequest<Empty<Bytes>>,
+    sender: SendRequest<Full<Bytes>>,
     authority: String,
 }
 
@@ -118,7 +119,7 @@ impl H2Client {
                 .await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "demo client connection ended");
+                tracing::debug!(error = %e, "HTTP/2 client connection ended");
             }
         });
         Ok(H2Client {
@@ -127,13 +128,41 @@ impl H2Client {
         })
     }
 
+    /// The same connection, sending requests for another `:authority` (a host name, an
+    /// address, `kubernetes.default.svc`, ...).
+    pub fn with_authority(&self, authority: &str) -> H2Client {
+        H2Client {
+            sender: self.sender.clone(),
+            authority: authority.to_string(),
+        }
+    }
+
+    /// Whether the connection can still carry requests.
+    pub fn is_open(&self) -> bool {
+        !self.sender.is_closed()
+    }
+
     /// Send a GET with extra headers and collect the response.
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<Response, ClientError> {
-        let mut builder = http::Request::get(format!("https://{}{path}", self.authority));
+        self.request(http::Method::GET, path, headers, Bytes::new())
+            .await
+    }
+
+    /// Send a request with any method and body and collect the response.
+    pub async fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Response, ClientError> {
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(format!("https://{}{path}", self.authority));
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let request = builder.body(Empty::new())?;
+        let request = builder.body(Full::new(body))?;
         let response = self.sender.clone().send_request(request).await?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await?.to_bytes();
@@ -158,7 +187,7 @@ impl H2Client {
         let response = self
             .sender
             .clone()
-            .send_request(builder.body(Empty::new())?)
+            .send_request(builder.body(Full::new(Bytes::new()))?)
             .await?;
         let (parts, body) = response.into_parts();
         Ok(BodyStream {
