@@ -1,12 +1,12 @@
-//! Identity headers for kube-apiserver's authenticating-proxy mode.
+//! Who a client is, as kube-apiserver's authenticating-proxy mode will be told.
 //!
 //! kube-apiserver trusts `X-Remote-User`, `X-Remote-Group` and `X-Remote-Extra-*` from a
 //! connection that presents the front-proxy client certificate. So apigate removes every
-//! such header a client sends, whoever the client is, and sets them only from a client
-//! certificate it verified itself. (Gardener's gateway strips only User and Group, which
-//! leaves `X-Remote-Extra-*` injectable; apigate strips the whole family.)
-
-use pingora::http::RequestHeader;
+//! such header a client sends, whoever the client is (see [`crate::http::headers`]), and
+//! sets them only from a client certificate it verified itself, read exactly as
+//! kube-apiserver's x509 authenticator reads it. (Gardener's gateway strips only User
+//! and Group, which leaves `X-Remote-Extra-*` injectable; apigate strips the whole
+//! family.)
 
 /// Header carrying the authenticated user name.
 pub const USER_HEADER: &str = "X-Remote-User";
@@ -23,34 +23,6 @@ pub fn is_identity_header(name: &str) -> bool {
         || name.eq_ignore_ascii_case("x-remote-group")
         || name.eq_ignore_ascii_case("x-remote-uid")
         || matches("x-remote-extra-")
-}
-
-/// Whether `request` carries any identity header (for assertions after [`strip`]).
-pub fn has_identity_headers(request: &RequestHeader) -> bool {
-    request
-        .headers
-        .keys()
-        .any(|n| is_identity_header(n.as_str()))
-}
-
-/// Remove every identity header from `request`. Returns how many were removed (for logs).
-pub fn strip(request: &mut RequestHeader) -> usize {
-    let names: Vec<http::HeaderName> = request
-        .headers
-        .keys()
-        .filter(|name| is_identity_header(name.as_str()))
-        .cloned()
-        .collect();
-    let mut removed = 0;
-    for name in names {
-        removed += request.headers.get_all(&name).iter().count();
-        request.remove_header(&name);
-    }
-    debug_assert!(!request
-        .headers
-        .keys()
-        .any(|n| is_identity_header(n.as_str())));
-    removed
 }
 
 /// A user authenticated by a verified client certificate.
@@ -78,7 +50,9 @@ pub enum IdentityError {
 }
 
 impl Identity {
-    /// CN → user, each O → group, like kube-apiserver's x509 authenticator.
+    /// CN → user, each O → group, like kube-apiserver's x509 authenticator. With several
+    /// CNs the *last* one wins: Go's crypto/x509 (and so kube-apiserver) keeps the last
+    /// value of a repeated attribute, and the two must never disagree on who a client is.
     pub fn from_certificate(der: &[u8]) -> Result<Identity, IdentityError> {
         let (_, cert) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| IdentityError::Unparseable(e.to_string()))?;
@@ -88,7 +62,7 @@ impl Identity {
                 .map(str::to_string)
                 .map_err(|_| IdentityError::InvalidCharacters)
         };
-        let user = match subject.iter_common_name().next() {
+        let user = match subject.iter_common_name().last() {
             Some(cn) => text(cn)?,
             None => String::new(),
         };
@@ -104,15 +78,6 @@ impl Identity {
             return Err(IdentityError::InvalidCharacters);
         }
         Ok(Identity { user, groups })
-    }
-
-    /// Set the identity headers on an upstream request (after [`strip`]).
-    pub fn apply(&self, request: &mut RequestHeader) -> pingora::Result<()> {
-        request.insert_header(USER_HEADER, self.user.as_str())?;
-        for group in &self.groups {
-            request.append_header(GROUP_HEADER, group.as_str())?;
-        }
-        Ok(())
     }
 }
 
@@ -157,39 +122,32 @@ mod tests {
     }
 
     #[test]
-    fn strip_removes_the_whole_identity_family_in_any_case() {
-        let mut req = RequestHeader::build("GET", b"/api", None).unwrap();
-        for (name, value) in [
-            ("X-Remote-User", "admin"),
-            ("x-remote-group", "system:masters"),
-            ("X-REMOTE-GROUP", "second"),
-            ("X-Remote-Uid", "0"),
-            ("X-Remote-Extra-Scopes", "all"),
-            ("x-remote-extra-foo", "bar"),
-            ("Authorization", "Bearer t"),
-            ("Impersonate-User", "bob"),
-            ("X-Remote-Userx", "kept: not an identity header"),
-        ] {
-            req.append_header(name.to_string(), value).unwrap();
-        }
-        assert_eq!(strip(&mut req), 6);
-        let left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left.len(), 3, "{left:?}");
-        assert!(req.headers.get("authorization").is_some());
-        assert!(req.headers.get("impersonate-user").is_some());
-    }
-
-    #[test]
-    fn apply_sets_one_group_header_per_group() {
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        Identity {
-            user: "alice".into(),
-            groups: vec!["a".into(), "b".into()],
-        }
-        .apply(&mut req)
-        .unwrap();
-        let groups: Vec<_> = req.headers.get_all("x-remote-group").iter().collect();
-        assert_eq!(groups.len(), 2);
-        assert_eq!(req.headers.get("x-remote-user").unwrap(), "alice");
+    fn the_last_common_name_wins_like_in_go() {
+        use rustls::pki_types::pem::PemObject;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut name = rcgen::DistinguishedName::new();
+        name.push(rcgen::DnType::CommonName, "first");
+        params.distinguished_name = name;
+        // rcgen keeps one value per attribute type, so the second CN goes in as a
+        // custom attribute with the CN's OID (2.5.4.3).
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CustomDnType(vec![2, 5, 4, 3]), "second");
+        let pem = params.self_signed(&key).unwrap().pem();
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let cns: Vec<&str> = parsed
+            .subject()
+            .iter_common_name()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            cns,
+            vec!["first", "second"],
+            "the test certificate has two CNs"
+        );
+        let id = Identity::from_certificate(der.as_ref()).unwrap();
+        assert_eq!(id.user, "second");
     }
 }

@@ -1,22 +1,28 @@
 //! apigate data plane: a TLS-terminating, per-request load balancer for kube-apiservers.
 //!
-//! Data flows: [`listener`] accepts a connection and picks its route from the TLS
-//! ClientHello → the route's certificate terminates TLS → pingora's HTTP engine runs
-//! apigate's [`http`] hooks for every HTTP/1.1 request and HTTP/2 stream → [`balance`]
-//! picks a replica → the upstream pool (mTLS with the front-proxy certificate only for
-//! verified client certificates) carries it. Configuration comes from
-//! `apigate-control` as an immutable snapshot held in [`state`] and swapped by
-//! [`reload`].
+//! Data flows: [`listener`] admits a connection (PROXY header → CONNECT → ClientHello
+//! → route → allowlist) → the route's certificate terminates TLS and [`conn`] carries
+//! the stream into pingora's HTTP engine, which runs apigate's [`http`] hooks for every
+//! HTTP/1.1 request and HTTP/2 stream → the forwarding core ([`upstream`], over
+//! [`balance`]) picks a replica, the pool and the retries, for pooled requests,
+//! upgrades and passthrough splices alike. Configuration comes from `apigate-control`
+//! as an immutable snapshot held in [`state`] and swapped by [`reload`] or
+//! [`kubernetes`]; every response apigate writes itself is a [`rejection`].
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod balance;
+pub mod conn;
 pub mod demo;
 pub mod http;
+pub mod identity;
 pub mod kubernetes;
 pub mod listener;
 pub mod metrics;
+pub mod peer_tls;
+pub mod rejection;
 pub mod reload;
 pub mod server;
 pub mod state;
+pub mod upstream;

@@ -17,24 +17,34 @@ pub struct Metrics {
     /// Ordinary-request latency by route (watches and upgrades are excluded: their
     /// duration is how long a client chose to stay, not how fast apigate was).
     pub request_duration: HistogramVec,
-    /// In-flight requests by route, backend and kind (`ordinary`, `long_running`).
+    /// In-flight work by route, backend and kind (`ordinary`, `long_running`,
+    /// `connection`).
     pub in_flight: IntGaugeVec,
-    /// Failed upstream connection attempts by route and backend.
-    pub upstream_connect_errors: IntCounterVec,
-    /// Requests retried on another backend, by route.
+    /// Failed upstream attempts by route, backend and failure (`connect`,
+    /// `connect_timeout`, `tls`, `not_processed`, `reset`, `reset_after_response`,
+    /// `response_timeout`, `body_timeout`, `refused`).
+    pub upstream_failures: IntCounterVec,
+    /// Attempts retried on another backend, by route and the failure that caused it.
     pub retries: IntCounterVec,
+    /// Upgraded and passthrough streams by route, kind (`upgrade`, `passthrough`) and how
+    /// they ended (`closed`, `idle_timeout`, `revoked`, `error`).
+    pub tunnels: IntCounterVec,
+    /// Request heads the transport refused, by route and reason (`timeout`,
+    /// `too_large`, `malformed`).
+    pub head_refusals: IntCounterVec,
     /// Backend ejections by backend.
     pub ejections: IntCounterVec,
     /// Whether a backend is currently ejected (1) or not (0).
     pub ejected: IntGaugeVec,
     /// Picks made with every backend ejected (all tried anyway), by route.
     pub panic_mode: IntCounterVec,
-    /// Downstream connections by listener and outcome (`accepted`, `unknown_sni`,
-    /// `no_sni`, `handshake_failed`, `handshake_timeout`, `not_tls`).
+    /// Downstream connections by listener and outcome (`accepted`, or why one was
+    /// refused; see [`crate::listener::refusal`]).
     pub connections: IntCounterVec,
     /// Open downstream connections by listener.
     pub connections_open: IntGaugeVec,
-    /// TLS handshake failures by listener and reason.
+    /// TLS handshake failures by listener, route (`none` when the ClientHello never
+    /// arrived) and reason.
     pub tls_handshake_failures: IntCounterVec,
     /// Requests the proxy answered itself, by reason.
     pub rejections: IntCounterVec,
@@ -183,17 +193,29 @@ impl Metrics {
                 "Requests currently in flight by route, backend and kind.",
                 &["route", "backend", "kind"],
             ),
-            upstream_connect_errors: counter(
+            upstream_failures: counter(
                 &registry,
-                "apigate_upstream_connect_errors_total",
-                "Failed upstream connection attempts.",
-                &["route", "backend"],
+                "apigate_upstream_failures_total",
+                "Failed upstream attempts by failure; connect, TLS, reset and response-timeout failures count against the replica.",
+                &["route", "backend", "failure"],
             ),
             retries: counter(
                 &registry,
                 "apigate_retries_total",
-                "Requests retried on another backend after a connect failure.",
-                &["route"],
+                "Attempts retried on another backend, by the failure that caused the retry.",
+                &["route", "reason"],
+            ),
+            tunnels: counter(
+                &registry,
+                "apigate_tunnels_total",
+                "Upgraded and passthrough streams by how they ended.",
+                &["route", "kind", "end"],
+            ),
+            head_refusals: counter(
+                &registry,
+                "apigate_request_head_refusals_total",
+                "Request heads refused by the transport: too slow, too large or unparseable.",
+                &["route", "reason"],
             ),
             ejections: counter(
                 &registry,
@@ -228,8 +250,8 @@ impl Metrics {
             tls_handshake_failures: counter(
                 &registry,
                 "apigate_tls_handshake_failures_total",
-                "Downstream TLS handshake failures by reason.",
-                &["listener", "reason"],
+                "Downstream TLS handshake failures by route (\"none\" before one is known) and reason.",
+                &["listener", "route", "reason"],
             ),
             rejections: counter(
                 &registry,

@@ -1,12 +1,13 @@
-//! Responses apigate produces itself: one taxonomy, one place that writes them.
+//! Responses apigate produces itself: one taxonomy, one place that says what each
+//! looks like.
 //!
 //! Every response apigate generates carries a kube-style `Status` JSON body, so kubectl
-//! and client-go print a readable message instead of "unknown error". Each rejection has
-//! a stable metric label.
+//! and client-go print a readable message instead of "unknown error", and each rejection
+//! has a stable metric label. Two writers use this: the HTTP hooks
+//! ([`crate::http`], through the engine's session) and the transport, for the few
+//! answers given before a request reaches the hooks ([`Rejection::http1_response`]).
 
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
 
 /// Why apigate answered a request itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,11 +16,19 @@ pub enum Rejection {
     InvalidClientCertificate(String),
     /// The connection reached apigate without the per-connection context (internal bug).
     MissingConnectionContext,
-    /// The route this connection was opened for no longer exists.
+    /// The route this connection was opened for no longer exists, or no longer
+    /// terminates TLS.
     RouteGone(String),
+    /// The request names a host served by another route than its connection's
+    /// (RFC 9110 §15.5.20); the client should retry on a new connection.
+    Misdirected(String),
+    /// The request head is larger than `maxRequestHeaderBytes`.
+    HeaderTooLarge(usize),
+    /// A method apigate does not proxy (`CONNECT` on a terminated connection).
+    MethodNotAllowed(String),
     /// The route has no backend that could be tried.
     NoBackend(String),
-    /// Connecting to the chosen backend(s) failed.
+    /// The chosen backend(s) could not be reached or broke the exchange.
     UpstreamUnavailable(String),
     /// A backend did not answer in time.
     UpstreamTimeout(String),
@@ -30,11 +39,23 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// The answer to a request the HTTP engine could not parse, by the status the
+    /// engine chose.
+    pub fn for_unparsed_request(code: u16) -> Rejection {
+        match code {
+            431 => Rejection::HeaderTooLarge(0),
+            405 => Rejection::MethodNotAllowed("CONNECT".into()),
+            _ => Rejection::BadRequest("malformed HTTP/1.1 request".into()),
+        }
+    }
+
     /// HTTP status code.
     pub fn code(&self) -> u16 {
         match self {
             Rejection::InvalidClientCertificate(_) | Rejection::BadRequest(_) => 400,
-            Rejection::RouteGone(_) => 421,
+            Rejection::MethodNotAllowed(_) => 405,
+            Rejection::RouteGone(_) | Rejection::Misdirected(_) => 421,
+            Rejection::HeaderTooLarge(_) => 431,
             Rejection::MissingConnectionContext | Rejection::Internal(_) => 500,
             Rejection::UpstreamUnavailable(_) => 502,
             Rejection::NoBackend(_) => 503,
@@ -45,11 +66,26 @@ impl Rejection {
     /// kube `Status.reason`.
     fn reason(&self) -> &'static str {
         match self.code() {
-            400 => "BadRequest",
+            400 | 431 => "BadRequest",
+            405 => "MethodNotAllowed",
             421 => "NotFound",
             503 | 502 => "ServiceUnavailable",
             504 => "Timeout",
             _ => "InternalError",
+        }
+    }
+
+    /// Reason phrase of the status line.
+    fn phrase(&self) -> &'static str {
+        match self.code() {
+            400 => "Bad Request",
+            405 => "Method Not Allowed",
+            421 => "Misdirected Request",
+            431 => "Request Header Fields Too Large",
+            502 => "Bad Gateway",
+            503 => "Service Unavailable",
+            504 => "Gateway Timeout",
+            _ => "Internal Server Error",
         }
     }
 
@@ -59,6 +95,9 @@ impl Rejection {
             Rejection::InvalidClientCertificate(_) => "invalid_client_certificate",
             Rejection::MissingConnectionContext => "missing_connection_context",
             Rejection::RouteGone(_) => "route_gone",
+            Rejection::Misdirected(_) => "misdirected",
+            Rejection::HeaderTooLarge(_) => "header_too_large",
+            Rejection::MethodNotAllowed(_) => "method_not_allowed",
             Rejection::NoBackend(_) => "no_backend",
             Rejection::UpstreamUnavailable(_) => "upstream_unavailable",
             Rejection::UpstreamTimeout(_) => "upstream_timeout",
@@ -75,7 +114,19 @@ impl Rejection {
                 "apigate: connection context missing (internal error)".into()
             }
             Rejection::RouteGone(route) => {
-                format!("apigate: API server route {route} no longer exists; reconnect")
+                format!("apigate: API server route {route} is no longer served on this connection; reconnect")
+            }
+            Rejection::Misdirected(host) => format!(
+                "apigate: {host} is served by another API server route than this connection's; reconnect to it"
+            ),
+            Rejection::HeaderTooLarge(0) => {
+                "apigate: request header fields too large".to_string()
+            }
+            Rejection::HeaderTooLarge(limit) => {
+                format!("apigate: request header fields larger than {limit} bytes")
+            }
+            Rejection::MethodNotAllowed(method) => {
+                format!("apigate: method {method} is not proxied")
             }
             Rejection::NoBackend(route) => {
                 format!("apigate: no API server replica available for {route}")
@@ -101,15 +152,19 @@ impl Rejection {
         Bytes::from(status.to_string())
     }
 
-    /// Write the response. The connection is not reused afterwards (pingora's rule for
-    /// generated errors), which is also the safe choice after a failure.
-    pub async fn respond(&self, session: &mut Session) -> pingora::Result<()> {
+    /// The whole HTTP/1.1 response, closing the connection: for answers written below
+    /// the HTTP engine.
+    pub fn http1_response(&self) -> Bytes {
         let body = self.body();
-        let mut header = ResponseHeader::build(self.code(), Some(3))?;
-        header.insert_header("content-type", "application/json")?;
-        header.insert_header("content-length", body.len().to_string())?;
-        header.insert_header("cache-control", "no-store")?;
-        session.write_error_response(header, body).await
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
+            self.code(),
+            self.phrase(),
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        Bytes::from(out)
     }
 }
 
@@ -134,5 +189,19 @@ mod tests {
         );
         assert_eq!(r.code(), 400);
         assert_eq!(r.label(), "invalid_client_certificate");
+    }
+
+    #[test]
+    fn raw_responses_parse_and_carry_the_status_body() {
+        let bytes = Rejection::HeaderTooLarge(65536).http1_response();
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut response = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(head) = response.parse(&bytes).unwrap() else {
+            panic!("incomplete");
+        };
+        assert_eq!(response.code, Some(431));
+        let v: serde_json::Value = serde_json::from_slice(&bytes[head..]).unwrap();
+        assert_eq!(v["code"], 431);
+        assert!(v["message"].as_str().unwrap().contains("65536"));
     }
 }

@@ -78,9 +78,27 @@ fn watched(source: &FileSource) -> Vec<std::path::PathBuf> {
     paths
 }
 
-/// Reload on SIGHUP and whenever the files change (checked every `interval`).
+/// What the files looked like: taken before the watcher starts, so a change made
+/// between loading the configuration and the watcher's first check is not missed.
+pub struct Seen {
+    paths: Vec<std::path::PathBuf>,
+    stamp: u64,
+}
+
+impl Seen {
+    /// The configuration file and its referenced files, now.
+    pub fn now(source: &FileSource) -> Seen {
+        let paths = watched(source);
+        let stamp = stamp(&paths);
+        Seen { paths, stamp }
+    }
+}
+
+/// Reload on SIGHUP and whenever the files change from `seen` (checked every
+/// `interval`).
 pub async fn watch(
     source: FileSource,
+    seen: Seen,
     state: Arc<State>,
     interval: Duration,
     mut shutdown: ShutdownWatch,
@@ -92,8 +110,10 @@ pub async fn watch(
             None
         }
     };
-    let mut paths = watched(&source);
-    let mut last = stamp(&paths);
+    let Seen {
+        mut paths,
+        stamp: mut last,
+    } = seen;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -25,6 +25,9 @@ use crate::state::State;
 /// Concurrent streams a client may open on one HTTP/2 connection.
 const DOWNSTREAM_H2_MAX_STREAMS: u32 = 1000;
 
+/// The HTTP engine with apigate's hooks.
+type Engine = pingora::proxy::HttpProxy<Apigate>;
+
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -51,6 +54,7 @@ pub struct Running {
     /// `/readyz` state.
     pub readiness: Arc<Readiness>,
     connections: Arc<Connections>,
+    engine: Arc<Engine>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -69,20 +73,34 @@ pub async fn start_with(
     source: Option<(FileSource, Duration)>,
     ready: bool,
 ) -> Result<Running, StartError> {
+    // Before anything awaits: a change from here on is seen by the reloader.
+    let seen = source
+        .as_ref()
+        .map(|(source, _)| crate::reload::Seen::now(source));
     let gateway = snapshot.gateway.clone();
     let state = State::new(snapshot, Metrics::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
 
+    // The forwarding core decides every retry; pingora's own loop must never stop it
+    // earlier.
     let conf = Arc::new(ServerConf {
-        max_retries: 4,
+        max_retries: crate::upstream::MAX_ATTEMPTS,
         ..ServerConf::default()
     });
     let mut app = pingora::proxy::http_proxy(&conf, Apigate::new(state.clone()));
+    let defaults = gateway.defaults;
     let mut server_options = HttpServerOptions::default();
-    server_options.h2_idle_timeout = Some(gateway.timeouts.idle);
+    server_options.h2_idle_timeout = Some(defaults.timeouts.idle);
+    // CONNECT reaches apigate's hooks, which answer it with a kube Status (pingora's
+    // own refusal has an empty body).
+    server_options.allow_connect_method_proxying = true;
     app.server_options = Some(server_options);
     let mut h2 = pingora::protocols::http::v2::server::H2Options::new();
     h2.max_concurrent_streams(DOWNSTREAM_H2_MAX_STREAMS);
+    // The HTTP/2 layer refuses larger header lists itself (431 and a stream reset)
+    // before decoding them fully; the hooks apply the route's current limit to what
+    // passes. (pingora's default is 64 KiB; h2's own would be 16 MiB.)
+    h2.max_header_list_size(u32::try_from(defaults.max_request_header_bytes).unwrap_or(u32::MAX));
     app.h2_options = Some(h2);
     let app = Arc::new(app);
 
@@ -99,8 +117,9 @@ pub async fn start_with(
         let address = tcp.local_addr().unwrap_or(spec.address);
         bound.push((spec.name.clone(), address));
         let ctx = ListenerContext {
+            name: spec.name.as_str().into(),
             state: state.clone(),
-            app: app.clone(),
+            engine: app.clone(),
             shutdown: shutdown_rx.clone(),
             connections: connections.clone(),
         };
@@ -131,9 +150,10 @@ pub async fn start_with(
         None => None,
     };
 
-    if let Some((source, interval)) = source {
+    if let (Some((source, interval)), Some(seen)) = (source, seen) {
         tokio::spawn(crate::reload::watch(
             source,
+            seen,
             state.clone(),
             interval,
             shutdown_rx.clone(),
@@ -146,22 +166,35 @@ pub async fn start_with(
         admin,
         readiness,
         connections,
+        engine: app,
         shutdown,
     })
 }
 
 impl Running {
+    /// Stop at once, without waiting: not ready, stop accepting, close HTTP/1.1
+    /// connections after their response and GOAWAY HTTP/2 ones. For callers that
+    /// cannot wait (a test harness dropped after a failed assertion).
+    pub fn stop_now(&self) {
+        self.readiness.set(false);
+        self.state.start_draining();
+        let _ = self.shutdown.send(true);
+    }
+
     /// The first TLS listener's address.
     pub fn address(&self) -> Option<SocketAddr> {
         self.listeners.first().map(|(_, a)| *a)
     }
 
-    /// Graceful shutdown: report not-ready, stop accepting, ask HTTP/1.1 connections to
-    /// close after their current request and HTTP/2 connections to GOAWAY, then wait up
-    /// to `grace` for open connections to finish. Returns how many were still open.
+    /// Graceful shutdown: report not-ready, stop accepting, close idle HTTP/1.1
+    /// keep-alive connections and let busy ones close after their current response
+    /// (`Connection: close`), send HTTP/2 connections GOAWAY, then wait up to `grace`
+    /// for open connections to finish. Returns how many were still open.
     pub async fn shutdown(self, grace: Duration) -> usize {
         self.readiness.set(false);
+        self.state.start_draining();
         let _ = self.shutdown.send(true);
+        listener::stop_idle_reads(&self.engine).await;
         let left = self.connections.drain(grace).await;
         if left > 0 {
             tracing::warn!(

@@ -1,86 +1,34 @@
 //! The proxy's view of the active configuration, swapped atomically.
 //!
 //! [`Active`] pairs a control-plane [`Snapshot`] with what the proxy derives from it once
-//! per swap (backend states, pingora's upstream TLS material). It is published through a
-//! single `ArcSwap`, loaded once per connection and once per request: no reader ever
-//! sees two halves of different configurations.
+//! per swap (each route's upstream side and engine TLS material). It is published
+//! through a single `ArcSwap`, loaded once per connection and once per request: no
+//! reader ever sees two halves of different configurations.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use apigate_control::{Route, RouteId, Snapshot, SnapshotDiff};
 use arc_swap::ArcSwap;
-use pingora::utils::tls::{CertKey, WrappedX509};
 
-use crate::balance::health::{now_nanos, FailureOutcome};
-use crate::balance::{BackendRegistry, BackendState, RouteBackends};
+use crate::balance::{BackendRegistry, Load};
 use crate::metrics::Metrics;
-use apigate_control::snapshot::Ejection;
+use crate::peer_tls::PeerTls;
+use crate::upstream::pool::PoolRegistry;
+use crate::upstream::RouteUpstream;
 
-/// One route with everything the proxy derived from it.
+/// One route with everything the proxy derived from it: the one runtime object every
+/// path of a connection or request works from.
 pub struct RouteRuntime {
-    /// The compiled route.
+    /// The compiled route (its mode carries its TLS material).
     pub route: Arc<Route>,
-    /// Its backends' shared states and balancing policy.
-    pub backends: RouteBackends,
-    /// Upstream TLS in pingora's form (terminate mode), built once per swap rather
-    /// than per connection.
-    pub upstream: Option<UpstreamPeerTls>,
-    /// rustls client configs for upgrades, which apigate forwards itself.
-    pub upgrade_tls: Option<UpgradeTls>,
+    /// Its replicas, pools and settings: what the forwarding core works with.
+    pub upstream: Arc<RouteUpstream>,
+    /// Upstream TLS in the HTTP engine's form (terminate mode).
+    pub peer_tls: Option<PeerTls>,
     /// The route id as a metric label.
-    pub label: String,
-}
-
-/// Upstream TLS material of a terminating route, in pingora's types.
-pub struct UpstreamPeerTls {
-    /// Trust anchors for the replicas' serving certificates.
-    pub ca: Arc<[WrappedX509]>,
-    /// Front-proxy client certificate.
-    pub front_proxy: Option<Arc<CertKey>>,
-}
-
-/// Client configs for upgraded requests: one without and one with the front-proxy
-/// certificate, mirroring the two pools of the pooled path.
-pub struct UpgradeTls {
-    /// For token and anonymous requests.
-    pub anonymous: Arc<rustls::ClientConfig>,
-    /// For verified client certificates.
-    pub identity: Option<Arc<rustls::ClientConfig>>,
-}
-
-fn upgrade_tls(upstream: &apigate_control::snapshot::UpstreamTls) -> Option<UpgradeTls> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in &upstream.ca {
-        roots.add(cert.clone()).ok()?;
-    }
-    let builder = || {
-        rustls::ClientConfig::builder_with_provider(apigate_control::compile::provider())
-            .with_safe_default_protocol_versions()
-            .ok()
-            .map(|b| b.with_root_certificates(roots.clone()))
-    };
-    let finish = |mut config: rustls::ClientConfig| {
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(config)
-    };
-    let anonymous = finish(builder()?.with_no_client_auth());
-    let identity = match &upstream.front_proxy {
-        None => None,
-        Some(id) => {
-            let key = rustls::pki_types::PrivateKeyDer::try_from(id.key_der.clone()).ok()?;
-            Some(finish(
-                builder()?
-                    .with_client_auth_cert(id.chain.clone(), key)
-                    .ok()?,
-            ))
-        }
-    };
-    Some(UpgradeTls {
-        anonymous,
-        identity,
-    })
+    pub label: Arc<str>,
 }
 
 /// The active configuration as the proxy serves it.
@@ -100,6 +48,12 @@ impl Active {
         self.route(&route.id)
     }
 
+    /// The route runtime a CONNECT destination names.
+    pub fn route_for_destination(&self, destination: &str) -> Option<&Arc<RouteRuntime>> {
+        let route = self.snapshot.route_for_destination(destination)?;
+        self.route(&route.id)
+    }
+
     /// The route runtime with this id.
     pub fn route(&self, id: &RouteId) -> Option<&Arc<RouteRuntime>> {
         self.routes
@@ -114,22 +68,29 @@ pub struct State {
     active: ArcSwap<Active>,
     revision: AtomicU64,
     revisions: tokio::sync::watch::Sender<u64>,
+    draining: AtomicBool,
     /// Backend states shared across snapshots.
     pub backends: BackendRegistry,
+    /// Upstream pool generations shared across snapshots.
+    pub pools: PoolRegistry,
     /// Metrics.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
 }
 
 impl State {
     /// Start serving `snapshot` as revision 1.
     pub fn new(snapshot: Snapshot, metrics: Metrics) -> Arc<Self> {
+        let metrics = Arc::new(metrics);
         let backends = BackendRegistry::default();
-        let active = build(Arc::new(snapshot), 1, &backends, None);
+        let pools = PoolRegistry::default();
+        let active = build(Arc::new(snapshot), 1, &backends, &pools, &metrics, None);
         let state = Arc::new(State {
             active: ArcSwap::from_pointee(active),
             revision: AtomicU64::new(1),
             revisions: tokio::sync::watch::channel(1).0,
+            draining: AtomicBool::new(false),
             backends,
+            pools,
             metrics,
         });
         state.record_swap();
@@ -148,7 +109,14 @@ impl State {
         let old = self.load();
         let diff = snapshot.diff(&old.snapshot);
         let revision = self.revision.fetch_add(1, Ordering::Relaxed) + 1;
-        let active = build(Arc::new(snapshot), revision, &self.backends, Some(&old));
+        let active = build(
+            Arc::new(snapshot),
+            revision,
+            &self.backends,
+            &self.pools,
+            &self.metrics,
+            Some(&old),
+        );
         self.active.store(Arc::new(active));
         self.record_swap();
         self.revisions.send_replace(revision);
@@ -158,6 +126,16 @@ impl State {
     /// Notified after every swap (connections re-check their permission).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.revisions.subscribe()
+    }
+
+    /// Shutdown has begun: HTTP/1.1 responses close their connections from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     fn record_swap(&self) {
@@ -174,38 +152,6 @@ impl State {
         self.metrics.config_last_success.set(now);
     }
 
-    /// A backend failed a request of `route` (connect failure or gateway error): count
-    /// it, and eject the backend when the failure streak reaches the policy's limit.
-    /// The one place that turns failures into ejections, for every path.
-    pub fn backend_failed(
-        &self,
-        route: &str,
-        backend: &BackendState,
-        policy: &Ejection,
-        connect_failure: bool,
-    ) {
-        if connect_failure {
-            self.metrics
-                .upstream_connect_errors
-                .with_label_values(&[route, backend.label.as_str()])
-                .inc();
-        }
-        if let FailureOutcome::Ejected(duration) =
-            backend.health.record_failure(now_nanos(), policy)
-        {
-            self.metrics
-                .ejections
-                .with_label_values(&[backend.label.as_str()])
-                .inc();
-            tracing::warn!(
-                backend = %backend.addr,
-                route,
-                ejected_for_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-                "backend ejected after consecutive failures"
-            );
-        }
-    }
-
     /// Copy live backend counters into the gauges, just before a scrape.
     pub fn refresh_gauges(&self) {
         let active = self.load();
@@ -213,16 +159,13 @@ impl State {
         self.metrics.in_flight.reset();
         self.metrics.ejected.reset();
         for runtime in &active.routes {
-            for backend in &runtime.backends.states {
-                let labels = [runtime.label.as_str(), backend.label.as_str()];
-                let set = |kind: &str, v: u64| {
+            for backend in &runtime.upstream.backends.states {
+                for load in [Load::Ordinary, Load::LongRunning, Load::Connection] {
                     self.metrics
                         .in_flight
-                        .with_label_values(&[labels[0], labels[1], kind])
-                        .set(i64::try_from(v).unwrap_or(i64::MAX));
-                };
-                set("ordinary", backend.in_flight());
-                set("long_running", backend.long_running());
+                        .with_label_values(&[&*runtime.label, backend.label.as_str(), load.label()])
+                        .set(i64::try_from(backend.in_flight(load)).unwrap_or(i64::MAX));
+                }
                 self.metrics
                     .ejected
                     .with_label_values(&[backend.label.as_str()])
@@ -238,7 +181,9 @@ impl State {
 fn build(
     snapshot: Arc<Snapshot>,
     revision: u64,
-    registry: &BackendRegistry,
+    backends: &BackendRegistry,
+    pools: &PoolRegistry,
+    metrics: &Arc<Metrics>,
     previous: Option<&Active>,
 ) -> Active {
     let routes = snapshot
@@ -251,35 +196,11 @@ fn build(
             {
                 return old.clone();
             }
-            // Compile has parsed every certificate and checked the key, so pingora's
-            // constructors (which panic on bad input) only ever see good material.
-            let upstream = route.terminate.as_ref().map(|t| {
-                let ca: Vec<WrappedX509> = t
-                    .upstream
-                    .ca
-                    .iter()
-                    .map(|der| WrappedX509::new(der.to_vec(), pingora::utils::tls::parse_x509))
-                    .collect();
-                let front_proxy = t.upstream.front_proxy.as_ref().map(|id| {
-                    Arc::new(CertKey::new(
-                        id.chain.iter().map(|c| c.to_vec()).collect(),
-                        id.key_der.clone(),
-                    ))
-                });
-                UpstreamPeerTls {
-                    ca: Arc::from(ca.into_boxed_slice()),
-                    front_proxy,
-                }
-            });
-            let upgrade_tls = route
-                .terminate
-                .as_ref()
-                .and_then(|t| upgrade_tls(&t.upstream));
+            let upstream = RouteUpstream::new(route, backends, pools, metrics.clone());
             Arc::new(RouteRuntime {
-                upgrade_tls,
-                backends: RouteBackends::new(&route.backends, route.balancing, registry),
-                upstream,
-                label: route.id.to_string(),
+                peer_tls: route.terminate().map(|t| PeerTls::new(&t.upstream)),
+                label: upstream.label.clone(),
+                upstream: Arc::new(upstream),
                 route: route.clone(),
             })
         })

@@ -16,9 +16,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use apigate::demo::client::{ClientTls, H2Client};
 use apigate::server::Running;
 use apigate_control::source::FileSource;
+use apigate_test_support::client::{ClientTls, H2Client};
 
 /// SNI clients use for the testbed's API server through apigate; it is in the
 /// replicas' serving certificate, which apigate serves too (as Gardener's gateway does).

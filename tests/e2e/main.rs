@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use apigate::demo::client::H2Client;
 use apigate_e2e::{kube, text, Gateway, Testbed, HOST};
+use apigate_test_support::client::H2Client;
 
 struct Ctx {
     testbed: Testbed,

@@ -3,7 +3,7 @@
 //! A [`BackendState`] (in-flight counts, health) is keyed by the backend's address and
 //! shared by every route and snapshot that names it, so a config swap neither resets
 //! in-flight counts nor forgets an ejection. The decision itself is the pure
-//! [`pick::choose`].
+//! [`pick::choose`]; [`crate::upstream`] is the only caller.
 
 pub mod health;
 pub mod pick;
@@ -13,10 +13,31 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use apigate_control::model::Balancing;
-
 use self::health::Health;
-use self::pick::{choose, Candidate, Choice};
+use self::pick::{choose, Candidate, Choice, Policy};
+
+/// What an in-flight unit of work costs a replica, counted apart so that one kind never
+/// distorts the balancing of another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// A normal request: the load least-request balancing compares.
+    Ordinary,
+    /// A watch, followed log or upgraded stream: long, cheap for the replica.
+    LongRunning,
+    /// A passthrough connection: the load least-connections compares.
+    Connection,
+}
+
+impl Load {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Load::Ordinary => "ordinary",
+            Load::LongRunning => "long_running",
+            Load::Connection => "connection",
+        }
+    }
+}
 
 /// Live state of one backend replica.
 #[derive(Debug)]
@@ -27,6 +48,7 @@ pub struct BackendState {
     pub label: String,
     ordinary: AtomicU64,
     long_running: AtomicU64,
+    connections: AtomicU64,
     picks: AtomicU64,
     /// Passive health.
     pub health: Health,
@@ -39,19 +61,23 @@ impl BackendState {
             label: addr.to_string(),
             ordinary: AtomicU64::new(0),
             long_running: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             picks: AtomicU64::new(0),
             health: Health::default(),
         }
     }
 
-    /// Ordinary requests in flight.
-    pub fn in_flight(&self) -> u64 {
-        self.ordinary.load(Ordering::Relaxed)
+    fn counter(&self, load: Load) -> &AtomicU64 {
+        match load {
+            Load::Ordinary => &self.ordinary,
+            Load::LongRunning => &self.long_running,
+            Load::Connection => &self.connections,
+        }
     }
 
-    /// Watches and upgraded streams in flight.
-    pub fn long_running(&self) -> u64 {
-        self.long_running.load(Ordering::Relaxed)
+    /// Units of `load` in flight on this replica.
+    pub fn in_flight(&self, load: Load) -> u64 {
+        self.counter(load).load(Ordering::Relaxed)
     }
 }
 
@@ -83,13 +109,13 @@ impl BackendRegistry {
 pub struct RouteBackends {
     /// Backend states, in the route's order.
     pub states: Vec<Arc<BackendState>>,
-    policy: Balancing,
+    policy: Policy,
     round_robin: AtomicUsize,
 }
 
 impl RouteBackends {
     /// Resolve `addrs` to their shared states.
-    pub fn new(addrs: &[SocketAddr], policy: Balancing, registry: &BackendRegistry) -> Self {
+    pub fn new(addrs: &[SocketAddr], policy: Policy, registry: &BackendRegistry) -> Self {
         RouteBackends {
             states: addrs.iter().map(|a| registry.get(*a)).collect(),
             policy,
@@ -97,21 +123,32 @@ impl RouteBackends {
         }
     }
 
-    /// Pick a backend for one request, never one in `exclude`.
+    /// The route's policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Pick a backend for one request or connection, never one in `exclude`.
     pub fn pick(&self, now: u64, exclude: &[SocketAddr]) -> Option<(Arc<BackendState>, Choice)> {
+        let compared = match self.policy {
+            Policy::LeastConnections => Load::Connection,
+            Policy::LeastRequest | Policy::RoundRobin => Load::Ordinary,
+        };
         let candidates: Vec<Candidate> = self
             .states
             .iter()
             .map(|s| Candidate {
                 available: s.health.available(now),
                 excluded: exclude.contains(&s.addr),
-                in_flight: s.in_flight(),
+                load: s.in_flight(compared),
                 picks: s.picks.load(Ordering::Relaxed),
             })
             .collect();
         let rr = match self.policy {
-            Balancing::RoundRobin => self.round_robin.fetch_add(1, Ordering::Relaxed),
-            Balancing::LeastRequest => 0,
+            Policy::RoundRobin | Policy::LeastConnections => {
+                self.round_robin.fetch_add(1, Ordering::Relaxed)
+            }
+            Policy::LeastRequest => 0,
         };
         let choice = choose(self.policy, &candidates, rr, &mut rand::thread_rng())?;
         let state = self.states.get(choice.index)?.clone();
@@ -120,29 +157,21 @@ impl RouteBackends {
     }
 }
 
-/// Counts one request as in flight on a backend until dropped.
+/// Counts one unit of work as in flight on a backend until dropped.
 #[derive(Debug)]
 pub struct InFlight {
     state: Arc<BackendState>,
-    long_running: bool,
+    load: Load,
 }
 
 impl InFlight {
     /// Start counting.
-    pub fn start(state: Arc<BackendState>, long_running: bool) -> Self {
-        let counter = if long_running {
-            &state.long_running
-        } else {
-            &state.ordinary
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            state,
-            long_running,
-        }
+    pub fn start(state: Arc<BackendState>, load: Load) -> Self {
+        state.counter(load).fetch_add(1, Ordering::Relaxed);
+        InFlight { state, load }
     }
 
-    /// The backend this request is counted on.
+    /// The backend this work is counted on.
     pub fn backend(&self) -> &Arc<BackendState> {
         &self.state
     }
@@ -150,12 +179,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let counter = if self.long_running {
-            &self.state.long_running
-        } else {
-            &self.state.ordinary
-        };
-        counter.fetch_sub(1, Ordering::Relaxed);
+        self.state
+            .counter(self.load)
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -170,13 +196,13 @@ mod tests {
         let a = registry.get(addr);
         let b = registry.get(addr);
         assert!(Arc::ptr_eq(&a, &b));
-        let guard = InFlight::start(a.clone(), false);
-        assert_eq!(b.in_flight(), 1);
+        let guard = InFlight::start(a.clone(), Load::Ordinary);
+        assert_eq!(b.in_flight(Load::Ordinary), 1);
         drop(guard);
-        assert_eq!(b.in_flight(), 0);
+        assert_eq!(b.in_flight(Load::Ordinary), 0);
         drop((a, b));
         let c = registry.get(addr);
-        assert_eq!(c.in_flight(), 0);
+        assert_eq!(c.in_flight(Load::Ordinary), 0);
     }
 
     #[test]
@@ -186,16 +212,35 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             "127.0.0.1:2".parse().unwrap(),
         ];
-        let route = RouteBackends::new(&addrs, Balancing::LeastRequest, &registry);
+        let route = RouteBackends::new(&addrs, Policy::LeastRequest, &registry);
         let _watches: Vec<_> = (0..50)
-            .map(|_| InFlight::start(route.states[0].clone(), true))
+            .map(|_| InFlight::start(route.states[0].clone(), Load::LongRunning))
             .collect();
-        let _busy = InFlight::start(route.states[1].clone(), false);
+        let _busy = InFlight::start(route.states[1].clone(), Load::Ordinary);
         // Backend 0 holds 50 watches but no ordinary request: it must win.
         for _ in 0..20 {
             let (state, _) = route.pick(0, &[]).unwrap();
             assert_eq!(state.addr, addrs[0]);
         }
-        assert_eq!(route.states[0].long_running(), 50);
+        assert_eq!(route.states[0].in_flight(Load::LongRunning), 50);
+    }
+
+    #[test]
+    fn passthrough_picks_by_open_connections_not_requests() {
+        let registry = BackendRegistry::default();
+        let addrs: Vec<SocketAddr> = vec![
+            "127.0.0.1:3".parse().unwrap(),
+            "127.0.0.1:4".parse().unwrap(),
+        ];
+        let route = RouteBackends::new(&addrs, Policy::LeastConnections, &registry);
+        // Backend 0 is busy with requests of a terminating route that shares it, but
+        // holds no passthrough connection; backend 1 holds one.
+        let _requests: Vec<_> = (0..10)
+            .map(|_| InFlight::start(route.states[0].clone(), Load::Ordinary))
+            .collect();
+        let _conn = InFlight::start(route.states[1].clone(), Load::Connection);
+        for _ in 0..5 {
+            assert_eq!(route.pick(0, &[]).unwrap().0.addr, addrs[0]);
+        }
     }
 }

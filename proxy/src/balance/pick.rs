@@ -3,6 +3,26 @@
 use apigate_control::model::Balancing;
 use rand::Rng;
 
+/// How one route chooses among its replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Fewer ordinary requests in flight of two random replicas (terminate mode default).
+    LeastRequest,
+    /// Strict rotation (terminate mode, when configured).
+    RoundRobin,
+    /// Fewest open connections of all replicas (passthrough: one replica per connection).
+    LeastConnections,
+}
+
+impl From<Balancing> for Policy {
+    fn from(b: Balancing) -> Self {
+        match b {
+            Balancing::LeastRequest => Policy::LeastRequest,
+            Balancing::RoundRobin => Policy::RoundRobin,
+        }
+    }
+}
+
 /// What the picker needs to know about one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Candidate {
@@ -10,9 +30,11 @@ pub struct Candidate {
     pub available: bool,
     /// Already tried for this request (a retry must go elsewhere).
     pub excluded: bool,
-    /// Ordinary requests in flight (long-running ones are not counted: an open watch
-    /// costs the replica little, and counting it would starve replicas that hold many).
-    pub in_flight: u64,
+    /// The load the policy compares: ordinary requests in flight for the request
+    /// policies (long-running ones are not counted: an open watch costs the replica
+    /// little, and counting it would starve replicas that hold many), open passthrough
+    /// connections for [`Policy::LeastConnections`].
+    pub load: u64,
     /// Requests ever sent to it; breaks ties so that an idle or sequential client is
     /// spread evenly instead of randomly.
     pub picks: u64,
@@ -31,7 +53,7 @@ pub struct Choice {
 /// trying a possibly-broken replica beats failing every request). Excluded ones are
 /// never chosen. `round_robin` is the route's rotating counter value for this pick.
 pub fn choose<R: Rng>(
-    policy: Balancing,
+    policy: Policy,
     candidates: &[Candidate],
     round_robin: usize,
     rng: &mut R,
@@ -59,9 +81,25 @@ pub fn choose<R: Rng>(
             .map(|(i, _)| i)
     };
     let index = match policy {
-        Balancing::RoundRobin => nth(round_robin % count)?,
-        Balancing::LeastRequest if count == 1 => nth(0)?,
-        Balancing::LeastRequest => {
+        Policy::RoundRobin => nth(round_robin % count)?,
+        Policy::LeastConnections => {
+            // Exact minimum; ties rotate with the route's counter so sequential
+            // connections spread evenly.
+            let least = candidates
+                .iter()
+                .filter(|c| eligible(c))
+                .map(|c| c.load)
+                .min()?;
+            let tied: Vec<usize> = candidates
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| eligible(c) && c.load == least)
+                .map(|(i, _)| i)
+                .collect();
+            *tied.get(round_robin % tied.len().max(1))?
+        }
+        Policy::LeastRequest if count == 1 => nth(0)?,
+        Policy::LeastRequest => {
             // Power of two choices: two distinct random eligible backends, fewer
             // requests in flight wins.
             let a = rng.gen_range(0..count);
@@ -70,7 +108,7 @@ pub fn choose<R: Rng>(
                 b += 1;
             }
             let (a, b) = (nth(a)?, nth(b)?);
-            let load = |i: usize| (candidates[i].in_flight, candidates[i].picks);
+            let load = |i: usize| (candidates[i].load, candidates[i].picks);
             if load(b) < load(a) {
                 b
             } else {
@@ -86,11 +124,11 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    fn c(available: bool, excluded: bool, in_flight: u64) -> Candidate {
+    fn c(available: bool, excluded: bool, load: u64) -> Candidate {
         Candidate {
             available,
             excluded,
-            in_flight,
+            load,
             picks: 0,
         }
     }
@@ -100,7 +138,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let cands = [c(true, false, 10), c(true, false, 0)];
         for _ in 0..100 {
-            let choice = choose(Balancing::LeastRequest, &cands, 0, &mut rng).unwrap();
+            let choice = choose(Policy::LeastRequest, &cands, 0, &mut rng).unwrap();
             assert_eq!(choice.index, 1);
             assert!(!choice.panic);
         }
@@ -112,7 +150,7 @@ mod tests {
         let cands = [c(true, false, 0); 3];
         let mut counts = [0u32; 3];
         for _ in 0..3000 {
-            counts[choose(Balancing::LeastRequest, &cands, 0, &mut rng)
+            counts[choose(Policy::LeastRequest, &cands, 0, &mut rng)
                 .unwrap()
                 .index] += 1;
         }
@@ -126,7 +164,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         let mut cands = [c(true, false, 0); 3];
         for _ in 0..300 {
-            let i = choose(Balancing::LeastRequest, &cands, 0, &mut rng)
+            let i = choose(Policy::LeastRequest, &cands, 0, &mut rng)
                 .unwrap()
                 .index;
             cands[i].picks += 1;
@@ -140,7 +178,7 @@ mod tests {
     fn ejected_and_excluded_backends_are_skipped() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let cands = [c(false, false, 0), c(true, true, 0), c(true, false, 99)];
-        for policy in [Balancing::LeastRequest, Balancing::RoundRobin] {
+        for policy in [Policy::LeastRequest, Policy::RoundRobin] {
             for rr in 0..10 {
                 let choice = choose(policy, &cands, rr, &mut rng).unwrap();
                 assert_eq!(choice.index, 2);
@@ -152,7 +190,7 @@ mod tests {
     fn panic_mode_uses_ejected_backends_but_never_excluded_ones() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let cands = [c(false, true, 0), c(false, false, 0)];
-        let choice = choose(Balancing::LeastRequest, &cands, 0, &mut rng).unwrap();
+        let choice = choose(Policy::LeastRequest, &cands, 0, &mut rng).unwrap();
         assert_eq!(
             choice,
             Choice {
@@ -161,10 +199,27 @@ mod tests {
             }
         );
         let all_excluded = [c(true, true, 0), c(false, true, 0)];
-        assert_eq!(
-            choose(Balancing::RoundRobin, &all_excluded, 0, &mut rng),
-            None
-        );
+        assert_eq!(choose(Policy::RoundRobin, &all_excluded, 0, &mut rng), None);
+    }
+
+    #[test]
+    fn least_connections_takes_the_minimum_and_rotates_ties() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let cands = [
+            c(true, false, 4),
+            c(true, false, 1),
+            c(true, false, 1),
+            c(false, false, 0),
+        ];
+        let picks: Vec<usize> = (0..4)
+            .map(|rr| {
+                choose(Policy::LeastConnections, &cands, rr, &mut rng)
+                    .unwrap()
+                    .index
+            })
+            .collect();
+        // Index 3 has no connections but is ejected; 1 and 2 tie and alternate.
+        assert_eq!(picks, vec![1, 2, 1, 2]);
     }
 
     #[test]
@@ -173,7 +228,7 @@ mod tests {
         let cands = [c(true, false, 0), c(false, false, 0), c(true, false, 0)];
         let picks: Vec<usize> = (0..4)
             .map(|rr| {
-                choose(Balancing::RoundRobin, &cands, rr, &mut rng)
+                choose(Policy::RoundRobin, &cands, rr, &mut rng)
                     .unwrap()
                     .index
             })

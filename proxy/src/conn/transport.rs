@@ -1,22 +1,34 @@
-//! A terminated TLS connection as pingora sees it, and the context it carries.
+//! A terminated TLS connection as the HTTP engine (pingora) sees it.
 //!
 //! apigate runs its own accept path (ClientHello → route → TLS) and hands the finished
 //! stream to pingora's HTTP engine. [`Conn`] implements pingora's transport traits; the
-//! per-connection [`ConnCtx`] (route, verified identity, client address) rides along in
-//! the stream's proxy digest, where the HTTP hooks read it for every request or stream.
+//! per-connection [`ConnCtx`] rides along in the stream's proxy digest, where the HTTP
+//! hooks read it for every request or stream.
+//!
+//! Below the engine, [`Conn`] enforces what the engine does not:
+//! - **every request head within `requestHeaderTimeout`**: on HTTP/1.1 from the first
+//!   byte of each head (the first head from the handshake), on HTTP/2 from the first
+//!   frame of each header block to its END_HEADERS. The engine's own read timeout
+//!   restarts with every byte, so without this a head trickled byte by byte holds the
+//!   connection forever;
+//! - **every HTTP/1.1 head within `maxRequestHeaderBytes`**: a larger one gets apigate's
+//!   431 and the connection closes before anything is parsed or forwarded (HTTP/2 header
+//!   lists are bounded by the HTTP/2 layer's own setting);
+//! - **apigate's responses only**: where the engine answers an unparseable HTTP/1.1
+//!   request with a response of its own, before any request reached apigate's hooks,
+//!   the transport writes apigate's kube `Status` instead;
+//! - **revocation**: a tripped [`KillSwitch`] fails the next read or write at once.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use apigate_control::RouteId;
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::SslDigest;
@@ -24,58 +36,52 @@ use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 
-use super::prefixed::PrefixedStream;
-use super::revocation::{KillSwitch, Watcher};
-use crate::http::identity::{Identity, IdentityError};
+use super::h1_head::{HeadScanner, Scan};
+use super::h2_frames::{Boundary, FrameTracker};
+use super::{ClientAuth, ConnCtx, KillSwitch, TaskGuard};
+use crate::listener::prefixed::PrefixedStream;
+use crate::rejection::Rejection;
 
-/// How the client authenticated at the TLS layer.
-#[derive(Debug, Clone)]
-pub enum ClientAuth {
-    /// No client certificate (bearer token or anonymous requests).
-    Anonymous,
-    /// A certificate verified against the route's client CA.
-    Verified(Identity),
-    /// A verified certificate that yields no usable identity; requests get a 400.
-    Invalid(IdentityError),
+/// Bounds on request heads, from the route's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Largest HTTP/1.1 request head.
+    pub max_bytes: usize,
+    /// Time allowed for one head or header block.
+    pub timeout: Duration,
 }
 
-/// What every request on a connection needs to know about it.
+/// Counts what the transport refused, by reason (`timeout`, `too_large`, `malformed`).
+pub type HeadRefusals = Arc<dyn Fn(&'static str) + Send + Sync>;
+
+/// Where the client side of the connection is, HTTP/1.1.
 #[derive(Debug)]
-pub struct ConnCtx {
-    /// The route the ClientHello (or CONNECT destination) selected.
-    pub route_id: RouteId,
-    /// The client's TLS authentication.
-    pub client: ClientAuth,
-    /// The client's address.
-    pub peer: SocketAddr,
-    request_seen: AtomicBool,
+enum H1Phase {
+    /// A head is arriving (the deadline runs).
+    Head(HeadScanner),
+    /// A head is complete; the engine and apigate's hooks handle its request. The
+    /// number is how many heads this connection has completed.
+    Request(u64),
+    /// The hooks finished the last request; the next byte starts a new head.
+    Idle,
 }
 
-impl ConnCtx {
-    /// Context of a freshly terminated connection.
-    pub fn new(route_id: RouteId, client: ClientAuth, peer: SocketAddr) -> Self {
-        ConnCtx {
-            route_id,
-            client,
-            peer,
-            request_seen: AtomicBool::new(false),
-        }
-    }
+#[derive(Debug)]
+enum Protocol {
+    H1(H1Phase),
+    H2(FrameTracker),
+}
 
-    /// Called when a request's headers have arrived; ends the request-header deadline.
-    pub fn request_started(&self) {
-        if !self.request_seen.load(Ordering::Relaxed) {
-            self.request_seen.store(true, Ordering::Relaxed);
-        }
-    }
-
-    fn request_seen(&self) -> bool {
-        self.request_seen.load(Ordering::Relaxed)
-    }
+/// What the write side does.
+enum Writes {
+    /// Pass the engine's bytes through.
+    Through,
+    /// Write apigate's response (then close); whatever the engine writes is dropped.
+    Own { bytes: Bytes, written: usize },
 }
 
 /// A terminated client connection handed to pingora.
@@ -83,33 +89,39 @@ pub struct Conn {
     tls: TlsStream<PrefixedStream>,
     /// Tripped when a new configuration no longer allows this connection.
     kill: Arc<KillSwitch>,
-    _watcher: Watcher,
+    _watcher: TaskGuard,
     fd: UniqueIDType,
     ctx: Arc<ConnCtx>,
     alpn: ALPN,
     ssl_digest: Arc<SslDigest>,
     socket_digest: Arc<SocketDigest>,
     proxy_digest: Arc<ProxyDigest>,
-    /// Until the first request's headers arrive, reads fail once this fires: a client
-    /// that connects and never finishes a request cannot hold the connection open.
-    header_deadline: Option<Pin<Box<Sleep>>>,
+    protocol: Protocol,
+    limits: HeadLimits,
+    /// Deadline of the head in progress; polled only while `armed`.
+    deadline: Pin<Box<Sleep>>,
+    armed: bool,
+    writes: Writes,
+    refused: HeadRefusals,
 }
 
 impl Conn {
-    /// Wrap a finished TLS stream.
+    /// Wrap a finished TLS stream. The first request head is due within
+    /// `limits.timeout` from now.
     pub fn new(
         tls: TlsStream<PrefixedStream>,
         ctx: Arc<ConnCtx>,
-        header_timeout: Duration,
+        limits: HeadLimits,
         kill: Arc<KillSwitch>,
-        watcher: Watcher,
+        watcher: TaskGuard,
+        refused: HeadRefusals,
     ) -> io::Result<Self> {
         use std::os::fd::AsRawFd;
         let (stream, session) = tls.get_ref();
         let fd = stream.tcp().as_raw_fd();
-        let alpn = match session.alpn_protocol() {
-            Some(b"h2") => ALPN::H2,
-            _ => ALPN::H1,
+        let (alpn, protocol) = match session.alpn_protocol() {
+            Some(b"h2") => (ALPN::H2, Protocol::H2(FrameTracker::new())),
+            _ => (ALPN::H1, Protocol::H1(H1Phase::Head(HeadScanner::new()))),
         };
         let cipher = session
             .negotiated_cipher_suite()
@@ -153,8 +165,127 @@ impl Conn {
             ssl_digest,
             socket_digest: Arc::new(socket_digest),
             proxy_digest,
-            header_deadline: Some(Box::pin(tokio::time::sleep(header_timeout))),
+            protocol,
+            limits,
+            deadline: Box::pin(tokio::time::sleep(limits.timeout)),
+            armed: true,
+            writes: Writes::Through,
+            refused,
         })
+    }
+
+    fn arm(&mut self) {
+        if !self.armed {
+            self.armed = true;
+            let at = tokio::time::Instant::now() + self.limits.timeout;
+            self.deadline.as_mut().reset(at);
+        }
+    }
+
+    /// Account for `bytes` just read from the client; an error ends the connection.
+    fn observe(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let Protocol::H2(frames) = &mut self.protocol else {
+            return self.observe_h1(bytes);
+        };
+        let (mut started, mut ended) = (false, false);
+        frames.feed(bytes, |boundary| match boundary {
+            Boundary::Started => started = true,
+            Boundary::Ended => ended = true,
+        });
+        let open = frames.block_open();
+        if ended {
+            self.armed = false;
+        }
+        if started && open {
+            // The first block keeps the deadline that started at the handshake.
+            self.arm();
+        }
+        Ok(())
+    }
+
+    fn observe_h1(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let finished = self.ctx.finished();
+        let Protocol::H1(phase) = &mut self.protocol else {
+            return Ok(());
+        };
+        if let H1Phase::Request(heads) = phase {
+            if finished >= *heads {
+                *phase = H1Phase::Idle;
+            }
+        }
+        let new_head = matches!(phase, H1Phase::Idle) && !bytes.is_empty();
+        if new_head {
+            *phase = H1Phase::Head(HeadScanner::new());
+        }
+        let scan = match phase {
+            H1Phase::Head(scanner) => scanner.feed(bytes, self.limits.max_bytes),
+            H1Phase::Request(_) | H1Phase::Idle => return Ok(()),
+        };
+        if new_head {
+            self.arm();
+        }
+        match scan {
+            Scan::Partial => Ok(()),
+            Scan::Complete(_) => {
+                self.protocol = Protocol::H1(H1Phase::Request(finished + 1));
+                self.armed = false;
+                Ok(())
+            }
+            Scan::TooLarge => {
+                (self.refused)("too_large");
+                self.armed = false;
+                self.writes = Writes::Own {
+                    bytes: Rejection::HeaderTooLarge(self.limits.max_bytes).http1_response(),
+                    written: 0,
+                };
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "request head larger than maxRequestHeaderBytes",
+                ))
+            }
+        }
+    }
+
+    /// Write as much of apigate's own response as the socket takes.
+    fn poll_own(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let Writes::Own { bytes, written } = &mut self.writes else {
+                return Poll::Ready(Ok(()));
+            };
+            if *written >= bytes.len() {
+                return Pin::new(&mut self.tls).poll_flush(cx);
+            }
+            match Pin::new(&mut self.tls).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// A response head written while no request is in apigate's hooks can only be the
+    /// engine's own error for an unparseable HTTP/1.1 request: apigate answers instead.
+    fn substitutes(&mut self, buf: &[u8]) -> bool {
+        if matches!(self.writes, Writes::Own { .. }) {
+            return true;
+        }
+        let engine_error = matches!(self.protocol, Protocol::H1(_))
+            && buf.starts_with(b"HTTP/1.")
+            && !self.ctx.in_request();
+        if engine_error {
+            let code = buf
+                .get(9..12)
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .and_then(|c| c.parse::<u16>().ok())
+                .unwrap_or(400);
+            (self.refused)("malformed");
+            self.writes = Writes::Own {
+                bytes: Rejection::for_unparsed_request(code).http1_response(),
+                written: 0,
+            };
+        }
+        engine_error
     }
 }
 
@@ -185,17 +316,39 @@ impl AsyncRead for Conn {
         if this.kill.poll_read_tripped(cx) {
             return Poll::Ready(Err(revoked()));
         }
-        if let Some(deadline) = this.header_deadline.as_mut() {
-            if this.ctx.request_seen() {
-                this.header_deadline = None;
-            } else if deadline.as_mut().poll(cx).is_ready() {
+        if matches!(this.writes, Writes::Own { .. }) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request refused",
+            )));
+        }
+        if this.armed && this.deadline.as_mut().poll(cx).is_ready() {
+            this.armed = false;
+            (this.refused)("timeout");
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request headers not received in time",
+            )));
+        }
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.tls).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            let filled = buf.filled();
+            let new = filled.get(before..).unwrap_or_default();
+            if let Err(e) = this.observe(new) {
+                return Poll::Ready(Err(e));
+            }
+            // The deadline may have been armed by these bytes: register its waker.
+            if this.armed && this.deadline.as_mut().poll(cx).is_ready() {
+                this.armed = false;
+                (this.refused)("timeout");
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "request headers not received in time",
                 )));
             }
         }
-        Pin::new(&mut this.tls).poll_read(cx, buf)
+        result
     }
 }
 
@@ -208,14 +361,26 @@ impl AsyncWrite for Conn {
         if self.kill.poll_write_tripped(cx) {
             return Poll::Ready(Err(revoked()));
         }
+        if self.substitutes(buf) {
+            return Poll::Ready(Ok(buf.len()));
+        }
         Pin::new(&mut self.tls).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if matches!(self.writes, Writes::Own { .. }) {
+            return self.poll_own(cx);
+        }
         Pin::new(&mut self.tls).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if matches!(self.writes, Writes::Own { .. }) {
+            match self.poll_own(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+        }
         Pin::new(&mut self.tls).poll_shutdown(cx)
     }
 
@@ -226,6 +391,11 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         if self.kill.poll_write_tripped(cx) {
             return Poll::Ready(Err(revoked()));
+        }
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            if self.substitutes(first) {
+                return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+            }
         }
         Pin::new(&mut self.tls).poll_write_vectored(cx, bufs)
     }
@@ -238,7 +408,7 @@ impl AsyncWrite for Conn {
 #[async_trait]
 impl Shutdown for Conn {
     async fn shutdown(&mut self) {
-        if let Err(e) = AsyncWriteExt::shutdown(&mut self.tls).await {
+        if let Err(e) = tokio::io::AsyncWriteExt::shutdown(self).await {
             tracing::debug!(error = %e, "TLS shutdown failed");
         }
     }

@@ -1,12 +1,15 @@
 //! `apigate demo`: fake API-server replicas plus apigate in front of them, on loopback,
 //! with freshly generated certificates. No cluster needed.
 //!
+//! The demo is the only part of the `apigate` crate that uses the fake replicas and the
+//! test client (`apigate-fake-apiserver`, `apigate-test-support`); the data plane
+//! never does.
+//!
 //! It writes a real configuration file and serves it through the same path as
 //! `apigate run` (file source → compile → snapshot, with reload), so what the demo shows
 //! is what production does. With `--requests N` it sends N requests over one HTTP/2
 //! connection, prints how they spread over the replicas, and exits.
 
-pub mod client;
 mod pki;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,8 +22,8 @@ use apigate_fake_apiserver::{
     ReplicaOptions, ServiceTime, TlsMaterial, REPLICA_HEADER, USER_HEADER,
 };
 
-use self::client::{ClientTls, H2Client};
 use self::pki::DemoPki;
+use apigate_test_support::client::{ClientTls, H2Client};
 
 /// Host name clients use for the demo API server.
 pub const DEMO_HOST: &str = "api.demo.local";

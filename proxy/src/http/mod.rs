@@ -1,31 +1,30 @@
 //! The HTTP stage: pingora's `ProxyHttp` hooks, kept thin.
 //!
-//! Each hook calls a pure decision (identity, classification, backend choice) and
-//! records what happened. The order pingora runs them in, for one request or HTTP/2
-//! stream:
+//! Each hook calls a pure decision (headers, classification) or the forwarding core
+//! ([`crate::upstream`]) and records what happened. The order pingora runs them in, for
+//! one request or HTTP/2 stream:
 //!
-//! 1. `early_request_filter` — find the connection's context and route in the active
-//!    configuration (loaded once for this request).
-//! 2. `request_filter` — strip every identity header, reject unusable client
-//!    certificates with a 400, classify the request.
-//! 3. `upstream_peer` — choose a backend (least request / round robin) and the upstream
-//!    pool: mTLS with the front-proxy certificate only for verified client certificates.
+//! 1. `early_request_filter` — find the connection's context and its route in the
+//!    active configuration (loaded once for this request); bound the request head.
+//! 2. `request_filter` — strip the headers apigate owns, classify the request, refuse
+//!    what apigate does not proxy (CONNECT, misdirected hosts, unusable client
+//!    certificates); upgrades are forwarded here by [`upgrade`].
+//! 3. `upstream_peer` — the forwarding core picks the replica and the pool: mTLS with the
+//!    front-proxy certificate only for verified client certificates.
 //! 4. `upstream_request_filter` — set identity headers and `X-Forwarded-For`.
-//! 5. `fail_to_connect` / `error_while_proxy` — record failures, retry connect failures
-//!    on another backend (nothing was sent, so any method is safe).
-//! 6. `upstream_response_filter` — passive health from the response status.
-//! 7. `fail_to_proxy` — the one place that writes apigate's own error responses.
-//! 8. `logging` — metrics; the in-flight count ends when the context drops.
+//! 5. `fail_to_connect` / `error_while_proxy` — translate the engine's error into a
+//!    [`Failure`]; the core records it and says whether to retry.
+//! 6. `upstream_response_filter` — a response head arrived: the attempt succeeded.
+//! 7. `response_filter` — while draining, HTTP/1.1 responses close their connection.
+//! 8. `fail_to_proxy` — the one place that writes apigate's own error responses.
+//! 9. `logging` — metrics; the in-flight count ends with the request.
 
 pub mod classify;
-pub mod identity;
-pub mod rejection;
+pub mod headers;
 mod upgrade;
 
-use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -35,13 +34,13 @@ use pingora::upstreams::peer::{H1UpgradePolicy, HttpPeer, HttpUpstreamRequestPol
 use pingora::{Error, ErrorSource, ErrorType};
 
 use self::classify::Kind;
-use self::identity::Identity;
-use self::rejection::Rejection;
-use crate::balance::health::now_nanos;
-use crate::balance::{BackendState, InFlight};
-use crate::listener::conn::{ClientAuth, ConnCtx};
+use crate::balance::Load;
+use crate::conn::{ClientAuth, ConnCtx};
+use crate::identity::Identity;
+use crate::rejection::Rejection;
 use crate::state::{Active, RouteRuntime, State};
-use apigate_control::snapshot::UpstreamTls;
+use crate::upstream::pool::Identity as PoolIdentity;
+use crate::upstream::{Attempts, Failure, NoReplica, Replay, Verdict};
 
 /// Streams per upstream HTTP/2 connection before another connection is opened.
 const MAX_UPSTREAM_H2_STREAMS: usize = 100;
@@ -50,8 +49,6 @@ const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// HTTP/2 PING interval on upstream connections, so a dead replica is noticed even
 /// while only quiet watches run over it.
 const UPSTREAM_H2_PING: Duration = Duration::from_secs(30);
-/// At most this many backends are tried for one request.
-const MAX_ATTEMPTS: usize = 3;
 
 /// apigate's HTTP proxy logic.
 pub struct Apigate {
@@ -65,38 +62,54 @@ impl Apigate {
     }
 }
 
+/// A request on its connection, with its route in the configuration it loaded.
+struct Routed {
+    conn: Arc<ConnCtx>,
+    active: Arc<Active>,
+    route: Arc<RouteRuntime>,
+}
+
+impl Routed {
+    fn identity(&self) -> Option<&Identity> {
+        match &self.conn.client {
+            ClientAuth::Verified(identity) => Some(identity),
+            ClientAuth::Anonymous | ClientAuth::Invalid(_) => None,
+        }
+    }
+}
+
+/// Marks a request as in apigate's hooks from its first hook until the engine is done
+/// with it (the context is dropped), which the transport relies on.
+struct InRequest(Arc<ConnCtx>);
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
 /// Per-request (per HTTP/2 stream) context.
 pub struct RequestCtx {
-    conn: Option<Arc<ConnCtx>>,
-    active: Option<Arc<Active>>,
-    route: Option<Arc<RouteRuntime>>,
+    in_request: Option<InRequest>,
+    routed: Option<Routed>,
     kind: Kind,
-    identity: Option<Identity>,
-    tried: Vec<SocketAddr>,
-    in_flight: Option<InFlight>,
-    /// The last backend tried, kept for metrics after its in-flight count ended.
-    last_backend: Option<Arc<BackendState>>,
+    attempts: Option<Attempts>,
     rejection: Option<Rejection>,
     started: Instant,
     /// Status of an upgrade apigate served itself (see [`upgrade`]).
     upgrade_status: Option<u16>,
-    /// Whether the current attempt got response headers from a replica.
-    upstream_responded: bool,
 }
 
 impl RequestCtx {
     fn route_label(&self) -> &str {
-        self.route.as_ref().map_or("none", |r| r.label.as_str())
+        self.routed.as_ref().map_or("none", |r| &*r.route.label)
     }
 
     fn backend_label(&self) -> &str {
-        self.last_backend
+        self.attempts
             .as_ref()
+            .and_then(|a| a.backend())
             .map_or("none", |b| b.label.as_str())
-    }
-
-    fn active(&self) -> Option<&Arc<Active>> {
-        self.active.as_ref()
     }
 }
 
@@ -119,20 +132,70 @@ fn reject<T>(ctx: &mut RequestCtx, rejection: Rejection) -> pingora::Result<T> {
     Error::e_explain(ErrorType::HTTPStatus(code), message)
 }
 
-/// Connection-pool key: route upstream material, identity mode and the age bucket.
-/// A connection made in one `max_age` window is never reused in the next, which bounds
-/// upstream connection age so rotated certificates take effect.
-fn pool_key(upstream: &UpstreamTls, with_identity: bool, max_age: Duration) -> u64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let bucket = secs / max_age.as_secs().max(1);
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    upstream.fingerprint.hash(&mut hasher);
-    with_identity.hash(&mut hasher);
-    bucket.hash(&mut hasher);
-    hasher.finish()
+/// Size of a request head as received: request line (or HTTP/2 pseudo-headers) and
+/// header fields, each line with its separators.
+fn head_size(request: &RequestHeader) -> usize {
+    let line = request.method.as_str().len()
+        + request.uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + request.uri.authority().map_or(0, |a| a.as_str().len())
+        + 12;
+    request.headers.iter().fold(line, |size, (name, value)| {
+        size + name.as_str().len() + value.len() + 4
+    })
+}
+
+/// The host a request names, lowercased and without port: `:authority`, else `Host`.
+fn requested_host(request: &RequestHeader) -> Option<String> {
+    let authority = match request.uri.authority() {
+        Some(authority) => authority.host().to_string(),
+        None => {
+            let host = request.headers.get(http::header::HOST)?.to_str().ok()?;
+            let host = host.trim();
+            // [v6]:port, name:port, or a bare name.
+            if let Some(v6) = host.strip_prefix('[') {
+                v6.split(']').next().unwrap_or(v6).to_string()
+            } else {
+                host.rsplit_once(':').map_or(host, |(h, _)| h).to_string()
+            }
+        }
+    };
+    Some(authority.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// Classify an error of the pooled path into the forwarding core's terms, or `None`
+/// when it is the client's (a cancelled stream, a broken downstream).
+fn failure_of(e: &Error, responded: bool) -> Option<Failure> {
+    if e.esource() == &ErrorSource::Downstream {
+        return None;
+    }
+    if let Some(h2) = e.root_cause().downcast_ref::<h2::Error>() {
+        if h2.is_remote() && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM)) {
+            return Some(Failure::NotProcessed);
+        }
+        if h2.is_remote() && h2.is_reset() {
+            return Some(Failure::Refused);
+        }
+    }
+    Some(match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => Failure::ConnectTimeout,
+        ErrorType::TLSHandshakeFailure
+        | ErrorType::InvalidCert
+        | ErrorType::HandshakeError
+        | ErrorType::TLSWantX509Lookup => Failure::Tls,
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::BindError
+        | ErrorType::SocketError => Failure::Connect,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout if responded => Failure::BodyTimeout,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::ResponseHeaderTimeout,
+        ErrorType::InvalidHTTPHeader | ErrorType::HTTPStatus(_) | ErrorType::H1Error => {
+            Failure::Refused
+        }
+        _ => Failure::Reset {
+            before_response: !responded,
+        },
+    })
 }
 
 #[async_trait]
@@ -141,18 +204,13 @@ impl ProxyHttp for Apigate {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
-            conn: None,
-            active: None,
-            route: None,
+            in_request: None,
+            routed: None,
             kind: Kind::Ordinary,
-            identity: None,
-            tried: Vec::new(),
-            in_flight: None,
-            last_backend: None,
+            attempts: None,
             rejection: None,
             started: Instant::now(),
             upgrade_status: None,
-            upstream_responded: false,
         }
     }
 
@@ -165,13 +223,21 @@ impl ProxyHttp for Apigate {
             return reject(ctx, Rejection::MissingConnectionContext);
         };
         conn.request_started();
+        ctx.in_request = Some(InRequest(conn.clone()));
         let active = self.state.load();
-        ctx.route = active.route(&conn.route_id).cloned();
-        ctx.active = Some(active);
-        let route_id = conn.route_id.to_string();
-        ctx.conn = Some(conn);
-        if ctx.route.is_none() {
-            return reject(ctx, Rejection::RouteGone(route_id));
+        let route = match active.route(&conn.route_id) {
+            // The route may have turned to passthrough under this terminated connection.
+            Some(route) if route.peer_tls.is_some() => route.clone(),
+            _ => return reject(ctx, Rejection::RouteGone(conn.route_id.to_string())),
+        };
+        let limit = route.upstream.settings.max_request_header_bytes;
+        ctx.routed = Some(Routed {
+            conn,
+            active,
+            route,
+        });
+        if head_size(session.req_header()) > limit {
+            return reject(ctx, Rejection::HeaderTooLarge(limit));
         }
         Ok(())
     }
@@ -181,30 +247,53 @@ impl ProxyHttp for Apigate {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        identity::strip(session.req_header_mut());
+        headers::sanitize(session.req_header_mut());
         ctx.kind = classify::classify(session.req_header());
-        let Some(conn) = ctx.conn.clone() else {
+        let Some(routed) = &ctx.routed else {
             return reject(ctx, Rejection::MissingConnectionContext);
         };
-        if let Some(active) = ctx.active() {
-            let timeouts = active.snapshot.gateway.timeouts;
-            // pingora's HTTP/1.1 defaults (60 s keep-alive, 60 s body reads) would cut
-            // an idle `kubectl exec` session; long-running requests get the long limit.
-            let read_limit = if ctx.kind.is_long_running() {
-                timeouts.long_running
-            } else {
-                timeouts.request
-            };
-            session.set_read_timeout(Some(read_limit));
-            session.set_keepalive(Some(timeouts.idle.as_secs()));
+        let settings = routed.route.upstream.settings;
+        // pingora's HTTP/1.1 defaults (60 s keep-alive, 60 s body reads) would cut an
+        // idle `kubectl exec` session; long-running requests get the long limit.
+        let read_limit = if ctx.kind.is_long_running() {
+            settings.timeouts.long_running
+        } else {
+            settings.timeouts.request
+        };
+        session.set_read_timeout(Some(read_limit));
+        if self.state.is_draining() {
+            session.set_keepalive(None);
+        } else {
+            // At least one second: pingora reads a keep-alive of 0 as "forever".
+            session.set_keepalive(Some(settings.timeouts.idle.as_secs().max(1)));
         }
-        match &conn.client {
-            ClientAuth::Anonymous => {}
-            ClientAuth::Verified(identity) => ctx.identity = Some(identity.clone()),
-            ClientAuth::Invalid(e) => {
-                return reject(ctx, Rejection::InvalidClientCertificate(e.to_string()))
+        if session.req_header().method == http::Method::CONNECT {
+            return reject(ctx, Rejection::MethodNotAllowed("CONNECT".into()));
+        }
+        if let ClientAuth::Invalid(e) = &routed.conn.client {
+            let message = e.to_string();
+            return reject(ctx, Rejection::InvalidClientCertificate(message));
+        }
+        if let Some(host) = requested_host(session.req_header()) {
+            let other = routed
+                .active
+                .snapshot
+                .route_for_sni(&host)
+                .is_some_and(|r| r.id != routed.conn.route_id);
+            if other {
+                return reject(ctx, Rejection::Misdirected(host));
             }
         }
+        let load = if ctx.kind.is_long_running() {
+            Load::LongRunning
+        } else {
+            Load::Ordinary
+        };
+        let pool = match routed.identity() {
+            Some(_) => PoolIdentity::FrontProxy,
+            None => PoolIdentity::Anonymous,
+        };
+        ctx.attempts = Some(Attempts::new(routed.route.upstream.clone(), load, pool));
         if ctx.kind == Kind::Upgrade && !session.is_http2() {
             return match upgrade::serve(&self.state, session, ctx).await {
                 Ok(status) => {
@@ -222,43 +311,32 @@ impl ProxyHttp for Apigate {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let (Some(route), Some(active)) = (ctx.route.clone(), ctx.active().cloned()) else {
+        let (Some(routed), Some(attempts)) = (&ctx.routed, ctx.attempts.as_mut()) else {
             return reject(ctx, Rejection::MissingConnectionContext);
         };
-        let (Some(terminate), Some(peer_tls)) = (&route.route.terminate, &route.upstream) else {
-            // The route changed to passthrough under this terminated connection.
-            return reject(ctx, Rejection::RouteGone(route.label.clone()));
+        let route = routed.route.clone();
+        let with_identity = routed.identity().is_some();
+        let (Some(terminate), Some(peer_tls)) = (route.route.terminate(), &route.peer_tls) else {
+            return reject(ctx, Rejection::RouteGone(route.label.to_string()));
         };
-        // A retry releases the previous attempt's in-flight count first.
-        ctx.in_flight = None;
-        let Some((backend, choice)) = route.backends.pick(now_nanos(), &ctx.tried) else {
-            let label = route.label.clone();
-            return if ctx.tried.is_empty() {
-                reject(ctx, Rejection::NoBackend(label))
-            } else {
-                reject(
+        let attempt = match attempts.start_next() {
+            Ok(attempt) => attempt,
+            Err(NoReplica::NoBackends) => {
+                return reject(ctx, Rejection::NoBackend(route.label.to_string()))
+            }
+            Err(NoReplica::Exhausted { tried }) => {
+                return reject(
                     ctx,
                     Rejection::UpstreamUnavailable(format!(
-                        "{} backend(s) of {label} failed to connect",
-                        ctx.tried.len()
+                        "{tried} replica(s) of {} failed",
+                        route.label
                     )),
                 )
-            };
+            }
         };
-        if choice.panic {
-            self.state
-                .metrics
-                .panic_mode
-                .with_label_values(&[route.label.as_str()])
-                .inc();
-        }
-        ctx.tried.push(backend.addr);
-        ctx.last_backend = Some(backend.clone());
-        ctx.in_flight = Some(InFlight::start(backend.clone(), ctx.kind.is_long_running()));
-
-        let timeouts = active.snapshot.gateway.timeouts;
+        let timeouts = route.upstream.settings.timeouts;
         let upstream = &terminate.upstream;
-        let mut peer = HttpPeer::new(backend.addr, true, upstream.server_name.clone());
+        let mut peer = HttpPeer::new(attempt.backend.addr, true, upstream.server_name.clone());
         let options = &mut peer.options;
         options.verify_cert = true;
         options.verify_hostname = true;
@@ -276,8 +354,8 @@ impl ProxyHttp for Apigate {
         options.h2_ping_interval = Some(UPSTREAM_H2_PING);
         options.max_h2_streams = MAX_UPSTREAM_H2_STREAMS;
         if ctx.kind == Kind::Upgrade {
-            // kubectl exec/attach/port-forward use SPDY/3.1 as well as WebSocket;
-            // pingora's default policy would forward only WebSocket upgrades.
+            // Upgrades on HTTP/2 streams (extended CONNECT is not used by kubectl) are
+            // forwarded as HTTP/1.1 upgrades; keep every upgrade protocol.
             options.alpn = ALPN::H1;
             options.http_upstream_request_policy = HttpUpstreamRequestPolicy {
                 h1_upgrade: H1UpgradePolicy::Preserve,
@@ -288,39 +366,25 @@ impl ProxyHttp for Apigate {
         }
         // The front-proxy identity is only ever attached for verified client
         // certificates; token and anonymous requests use a pool without it.
-        let with_identity = ctx.identity.is_some();
         if with_identity {
             peer.client_cert_key = peer_tls.front_proxy.clone();
         }
-        peer.group_key = pool_key(
-            upstream,
-            with_identity,
-            timeouts.upstream_max_connection_age,
-        );
+        peer.group_key = attempt.pool_key;
         Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        // `request_filter` stripped the downstream request this copy was made from.
-        debug_assert!(!identity::has_identity_headers(upstream_request));
-        if let Some(identity) = &ctx.identity {
-            identity.apply(upstream_request)?;
-        }
-        let client = ctx.conn.as_ref().map(|c| c.peer.ip()).or_else(|| {
-            session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip())
-        });
-        if let Some(ip) = client {
-            upstream_request.insert_header("X-Forwarded-For", ip.to_string())?;
-        }
-        Ok(())
+        // `request_filter` sanitized the downstream request this copy was made from.
+        debug_assert!(!headers::has_owned_headers(upstream_request));
+        let Some(routed) = &ctx.routed else {
+            return reject(ctx, Rejection::MissingConnectionContext);
+        };
+        headers::set_upstream(upstream_request, routed.identity(), routed.conn.peer.ip())
     }
 
     async fn upstream_response_filter(
@@ -332,14 +396,21 @@ impl ProxyHttp for Apigate {
         if upstream_response.status.is_informational() && upstream_response.status != 101 {
             return Ok(());
         }
-        ctx.upstream_responded = true;
-        if let Some(flight) = &ctx.in_flight {
-            let backend = flight.backend().clone();
-            if matches!(upstream_response.status.as_u16(), 502..=504) {
-                self.record_failure(ctx, &backend);
-            } else {
-                backend.health.record_success();
-            }
+        if let Some(attempts) = ctx.attempts.as_mut() {
+            attempts.responded();
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if self.state.is_draining() {
+            // Shutdown: this response closes its HTTP/1.1 connection.
+            session.set_keepalive(None);
         }
         Ok(())
     }
@@ -347,32 +418,16 @@ impl ProxyHttp for Apigate {
     fn fail_to_connect(
         &self,
         _session: &mut Session,
-        peer: &HttpPeer,
+        _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let route_label = ctx.route_label().to_string();
-        if let (Some(flight), Some(active)) = (ctx.in_flight.take(), ctx.active()) {
-            let policy = active.snapshot.gateway.ejection;
-            self.state
-                .backend_failed(&route_label, flight.backend(), &policy, true);
-        }
-        let backends = ctx.route.as_ref().map_or(0, |r| r.backends.states.len());
-        let retry = ctx.tried.len() < backends.min(MAX_ATTEMPTS);
-        tracing::warn!(
-            route = %route_label,
-            backend = %peer,
-            error = %e,
-            retry,
-            "upstream connect failed"
-        );
-        if retry {
-            self.state
-                .metrics
-                .retries
-                .with_label_values(&[route_label.as_str()])
-                .inc();
-        }
+        let failure = failure_of(&e, false).unwrap_or(Failure::Connect);
+        // Nothing was sent: any request may move to another replica.
+        let retry = ctx
+            .attempts
+            .as_mut()
+            .is_some_and(|a| a.failed(failure, Replay::NOTHING_SENT) == Verdict::Retry);
         e.set_retry(retry);
         e
     }
@@ -383,35 +438,19 @@ impl ProxyHttp for Apigate {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
-        client_reused: bool,
+        _client_reused: bool,
     ) -> Box<Error> {
-        let upstream_failed = e.esource() == &ErrorSource::Upstream;
-        if upstream_failed {
-            if let Some(flight) = &ctx.in_flight {
-                let backend = flight.backend().clone();
-                self.record_failure(ctx, &backend);
-            }
-        }
         let mut e = e.more_context(format!("backend {peer}"));
-        let idempotent = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated();
-        let backends = ctx.route.as_ref().map_or(0, |r| r.backends.states.len());
-        let attempts_left = ctx.tried.len() < backends.min(MAX_ATTEMPTS);
-        if !idempotent {
-            e.set_retry(false);
-        } else if upstream_failed && !ctx.upstream_responded && attempts_left {
-            // The replica failed before answering (e.g. it went away and its
-            // connection broke): an idempotent request is safe to send elsewhere.
-            e.set_retry(true);
-            self.state
-                .metrics
-                .retries
-                .with_label_values(&[ctx.route_label()])
-                .inc();
-        } else {
-            e.retry.decide_reuse(client_reused);
-        }
-        ctx.upstream_responded = false;
+        let responded = ctx.attempts.as_ref().is_some_and(|a| a.has_responded());
+        let replay = Replay {
+            idempotent: session.req_header().method.is_idempotent(),
+            body_replayable: !session.as_ref().retry_buffer_truncated(),
+        };
+        let retry = match (failure_of(&e, responded), ctx.attempts.as_mut()) {
+            (Some(failure), Some(attempts)) => attempts.failed(failure, replay) == Verdict::Retry,
+            _ => false,
+        };
+        e.set_retry(retry);
         e
     }
 
@@ -421,8 +460,7 @@ impl ProxyHttp for Apigate {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let rejection = ctx.rejection.take().or_else(|| rejection_for(e, ctx));
-        let Some(rejection) = rejection else {
+        let Some(rejection) = ctx.rejection.take().or_else(|| rejection_for(e, ctx)) else {
             // The client went away or broke the protocol: nobody to answer.
             return FailToProxy {
                 error_code: 0,
@@ -434,7 +472,7 @@ impl ProxyHttp for Apigate {
             .rejections
             .with_label_values(&[rejection.label()])
             .inc();
-        if let Err(write_error) = rejection.respond(session).await {
+        if let Err(write_error) = respond(session, &rejection).await {
             tracing::debug!(error = %write_error, "could not write error response");
         }
         FailToProxy {
@@ -444,26 +482,28 @@ impl ProxyHttp for Apigate {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let code = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = ctx.route_label().to_string();
+        if let Some(attempts) = ctx.attempts.as_mut() {
+            attempts.finish();
+        }
+        let code = ctx
+            .upgrade_status
+            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+            .unwrap_or(0);
+        let route = ctx.route_label();
         self.state
             .metrics
             .requests
-            .with_label_values(&[
-                route.as_str(),
-                ctx.backend_label(),
-                code_label(code).as_str(),
-            ])
+            .with_label_values(&[route, ctx.backend_label(), code_label(code)])
             .inc();
         if !ctx.kind.is_long_running() {
             self.state
                 .metrics
                 .request_duration
-                .with_label_values(&[route.as_str()])
+                .with_label_values(&[route])
                 .observe(ctx.started.elapsed().as_secs_f64());
         }
         if let Some(e) = e {
-            tracing::debug!(route = %route, backend = ctx.backend_label(), code, error = %e, "request failed");
+            tracing::debug!(route, backend = ctx.backend_label(), code, error = %e, "request failed");
         }
     }
 
@@ -481,23 +521,26 @@ impl ProxyHttp for Apigate {
         _error: &Error,
         _context: pingora::proxy::ProxyWarnLogContext,
     ) -> bool {
-        // Retries are logged (with route and backend) and counted in `fail_to_connect`.
+        // Failed attempts are counted and logged by the forwarding core.
         true
     }
 }
 
-impl Apigate {
-    fn record_failure(&self, ctx: &RequestCtx, backend: &Arc<BackendState>) {
-        let Some(active) = ctx.active() else { return };
-        let policy = active.snapshot.gateway.ejection;
-        self.state
-            .backend_failed(ctx.route_label(), backend, &policy, false);
-    }
+/// Write apigate's own response through the engine's session. The connection is not
+/// reused afterwards (pingora's rule for generated errors), which is also the safe
+/// choice after a failure.
+async fn respond(session: &mut Session, rejection: &Rejection) -> pingora::Result<()> {
+    let body = rejection.body();
+    let mut header = ResponseHeader::build(rejection.code(), Some(3))?;
+    header.insert_header("content-type", "application/json")?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("cache-control", "no-store")?;
+    session.write_error_response(header, body).await
 }
 
 /// Map a pingora error to the response apigate gives, or `None` when the client is gone.
 fn rejection_for(e: &Error, ctx: &RequestCtx) -> Option<Rejection> {
-    let route = ctx.route_label().to_string();
+    let route = ctx.route_label();
     let context = e
         .context
         .as_ref()
@@ -530,10 +573,51 @@ fn rejection_for(e: &Error, ctx: &RequestCtx) -> Option<Rejection> {
 
 /// Status code as a metric label. Valid codes are a bounded set (100–599); anything
 /// else (no response written) is `0`.
-fn code_label(code: u16) -> String {
-    if (100..600).contains(&code) {
-        code.to_string()
-    } else {
-        "0".to_string()
+fn code_label(code: u16) -> &'static str {
+    match code {
+        100..=599 => STATUS_LABELS
+            .get(usize::from(code - 100))
+            .map_or("0", String::as_str),
+        _ => "0",
+    }
+}
+
+/// "100" … "599", rendered once.
+static STATUS_LABELS: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| (100..600u16).map(|c| c.to_string()).collect());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requested_host_drops_port_case_and_trailing_dot() {
+        let mut h1 = RequestHeader::build("GET", b"/api", None).unwrap();
+        h1.insert_header("Host", "API.Example.com:443").unwrap();
+        assert_eq!(requested_host(&h1).as_deref(), Some("api.example.com"));
+        let mut v6 = RequestHeader::build("GET", b"/api", None).unwrap();
+        v6.insert_header("Host", "[2001:db8::1]:6443").unwrap();
+        assert_eq!(requested_host(&v6).as_deref(), Some("2001:db8::1"));
+        let mut h2 = RequestHeader::build("GET", b"/api", None).unwrap();
+        h2.set_uri(http::Uri::from_static("https://other.example.com./api"));
+        assert_eq!(requested_host(&h2).as_deref(), Some("other.example.com"));
+        let none = RequestHeader::build("GET", b"/api", None).unwrap();
+        assert_eq!(requested_host(&none), None);
+    }
+
+    #[test]
+    fn head_size_counts_every_header_byte() {
+        let mut r = RequestHeader::build("GET", b"/api/v1/pods", None).unwrap();
+        let small = head_size(&r);
+        r.insert_header("x-big", "a".repeat(1000)).unwrap();
+        assert_eq!(head_size(&r), small + "x-big".len() + 1000 + 4);
+    }
+
+    #[test]
+    fn status_labels_are_bounded() {
+        assert_eq!(code_label(200), "200");
+        assert_eq!(code_label(599), "599");
+        assert_eq!(code_label(0), "0");
+        assert_eq!(code_label(600), "0");
     }
 }

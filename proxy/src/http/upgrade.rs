@@ -1,15 +1,16 @@
 //! HTTP/1.1 upgrades (`kubectl exec/attach/port-forward`: SPDY/3.1 and WebSocket),
-//! handled by apigate itself.
+//! forwarded by apigate itself on top of the forwarding core.
 //!
 //! pingora 0.9's upgrade path races the empty pre-upgrade request body against the
 //! `101` response: when the `101` is read first, the end of the (empty) request body is
 //! taken for the end of the upgraded stream and the session is closed at once. Under
 //! load that closed a few percent of exec sessions in our tests. So apigate takes the
-//! client stream out of the HTTP session (pingora's `into_inner`, meant for upgrades),
-//! forwards the request itself over a dedicated TLS connection — mTLS with the
+//! client stream out of the HTTP session (pingora's `into_inner`, meant for upgrades)
+//! and forwards the request itself over a dedicated TLS connection — mTLS with the
 //! front-proxy certificate only for verified client certificates, exactly like the
-//! pooled path — relays the response head, and after a `101` splices both directions
-//! until either side closes or the connection's kill switch trips.
+//! pooled path — with the same replica choice, retry budget and failure rule
+//! ([`crate::upstream`]). After a `101` both directions are spliced until either side
+//! closes, both are silent for `longRunningTimeout`, or the connection is revoked.
 //!
 //! Clients must not send upgraded bytes before the `101` (RFC 6455 §4.1; kubectl
 //! waits): bytes pipelined behind the request head would be dropped.
@@ -31,73 +32,62 @@ use pingora::protocols::{
 use pingora::proxy::Session;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 
-use super::rejection::Rejection;
-use super::RequestCtx;
-use crate::balance::health::now_nanos;
-use crate::balance::InFlight;
+use super::{headers, RequestCtx};
+use crate::rejection::Rejection;
 use crate::state::State;
+use crate::upstream::splice::splice;
+use crate::upstream::{connect, Failure, NoReplica, Replay, Verdict};
 
 /// Largest upstream response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
-/// At most this many replicas are tried.
-const MAX_ATTEMPTS: usize = 3;
 
 /// Serve an upgrade request on an HTTP/1.1 connection. Returns the status sent, or the
-/// rejection to send when nothing was sent yet.
+/// rejection to send when nothing was sent to the client yet.
 pub(super) async fn serve(
     state: &State,
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<u16, Rejection> {
-    let (Some(route), Some(active)) = (ctx.route.clone(), ctx.active.clone()) else {
+    let (Some(routed), Some(attempts)) = (&ctx.routed, ctx.attempts.as_mut()) else {
         return Err(Rejection::MissingConnectionContext);
     };
-    let (Some(terminate), Some(tls)) = (&route.route.terminate, &route.upgrade_tls) else {
-        return Err(Rejection::RouteGone(route.label.clone()));
+    let route = routed.route.clone();
+    let conn = routed.conn.clone();
+    let identity = routed.identity().cloned();
+    let Some(terminate) = route.route.terminate() else {
+        return Err(Rejection::RouteGone(route.label.to_string()));
     };
-    let timeouts = active.snapshot.gateway.timeouts;
-    let policy = active.snapshot.gateway.ejection;
-    let config = match (&ctx.identity, &tls.identity) {
-        (Some(_), Some(identity)) => identity.clone(),
-        (Some(_), None) => return Err(Rejection::Internal("no front-proxy identity".into())),
-        (None, _) => tls.anonymous.clone(),
+    let timeouts = route.upstream.settings.timeouts;
+    let clients = &terminate.upstream.http1;
+    // Compile guarantees a front-proxy identity wherever client certificates are
+    // verified, so a verified identity always has its client config.
+    let config = match (&identity, &clients.front_proxy) {
+        (Some(_), Some(config)) => config.clone(),
+        (Some(_), None) => {
+            return Err(Rejection::Internal(
+                "verified client certificate on a route without front-proxy identity".into(),
+            ))
+        }
+        (None, _) => clients.anonymous.clone(),
     };
     let server_name = ServerName::try_from(terminate.upstream.server_name.clone())
         .map_err(|e| Rejection::Internal(e.to_string()))?;
-
-    // Connect, trying another replica when one cannot be reached (nothing was sent).
-    let attempts = route.backends.states.len().min(MAX_ATTEMPTS);
-    let mut upstream = loop {
-        if ctx.tried.len() >= attempts {
-            return Err(Rejection::UpstreamUnavailable(format!(
-                "{} backend(s) of {} failed to connect",
-                ctx.tried.len(),
-                route.label
-            )));
-        }
-        let Some((backend, _)) = route.backends.pick(now_nanos(), &ctx.tried) else {
-            return Err(Rejection::NoBackend(route.label.clone()));
-        };
-        ctx.tried.push(backend.addr);
-        ctx.last_backend = Some(backend.clone());
-        ctx.in_flight = Some(InFlight::start(backend.clone(), true));
-        let connect = async {
-            let tcp = TcpStream::connect(backend.addr).await?;
-            let _ = tcp.set_nodelay(true);
-            tokio_rustls::TlsConnector::from(config.clone())
-                .connect(server_name.clone(), tcp)
-                .await
-        };
-        match tokio::time::timeout(timeouts.connect, connect).await {
-            Ok(Ok(stream)) => break stream,
-            Ok(Err(_)) | Err(_) => state.backend_failed(&route.label, &backend, &policy, true),
-        }
+    let dial = |addr| connect::tls(addr, server_name.clone(), config.clone(), timeouts.connect);
+    let (mut upstream, _) = attempts.connect(dial).await.map_err(|no| match no {
+        NoReplica::NoBackends => Rejection::NoBackend(route.label.to_string()),
+        NoReplica::Exhausted { tried } => Rejection::UpstreamUnavailable(format!(
+            "{tried} replica(s) of {} failed to connect",
+            route.label
+        )),
+    })?;
+    let replay = Replay {
+        idempotent: session.req_header().method.is_idempotent(),
+        body_replayable: true,
     };
+    let head = request_head(session.req_header(), identity.as_ref(), conn.peer.ip())?;
 
-    let head = request_head(session.req_header(), ctx)?;
-    // From here on the client stream is ours.
+    // From here on the client stream is ours: answers go to it directly.
     let detached = ServerSession::new_http1(Box::new(Detached));
     let taken = std::mem::replace(&mut session.downstream_session, Box::new(detached));
     let ServerSession::H1(v1) = *taken else {
@@ -107,27 +97,68 @@ pub(super) async fn serve(
     };
     let mut client = v1.into_inner();
 
-    if upstream.write_all(&head).await.is_err() {
-        return Ok(502);
-    }
-    let (status, response) =
-        match tokio::time::timeout(timeouts.request, read_head(&mut upstream)).await {
-            Ok(Ok(found)) => found,
-            _ => {
-                let _ = client.write_all(&gateway_error(&route.label)).await;
-                return Ok(502);
+    let (status, response) = loop {
+        let exchange = async {
+            upstream
+                .write_all(&head)
+                .await
+                .map_err(|_| Failure::Reset {
+                    before_response: true,
+                })?;
+            match tokio::time::timeout(timeouts.request, read_head(&mut upstream)).await {
+                Ok(Ok(found)) => Ok(found),
+                Ok(Err(_)) => Err(Failure::Reset {
+                    before_response: true,
+                }),
+                Err(_) => Err(Failure::ResponseHeaderTimeout),
             }
         };
-    if let Some(flight) = &ctx.in_flight {
-        flight.backend().health.record_success();
-    }
+        let failure = match exchange.await {
+            Ok(found) => break found,
+            Err(failure) => failure,
+        };
+        let rejection = match failure {
+            Failure::ResponseHeaderTimeout => Rejection::UpstreamTimeout(format!(
+                "{}: no response to the upgrade request",
+                route.label
+            )),
+            _ => Rejection::UpstreamUnavailable(format!(
+                "{}: the replica closed the upgrade request",
+                route.label
+            )),
+        };
+        let next = if attempts.failed(failure, replay) == Verdict::Retry {
+            attempts.connect(dial).await.ok()
+        } else {
+            None
+        };
+        match next {
+            Some((next, _)) => upstream = next,
+            None => {
+                let _ = client.write_all(&rejection.http1_response()).await;
+                let _ = client.shutdown().await;
+                return Ok(rejection.code());
+            }
+        }
+    };
+    attempts.responded();
     if client.write_all(&response).await.is_err() || client.flush().await.is_err() {
         return Ok(status);
     }
     if status == 101 {
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(route = %route.label, error = %e, "upgraded stream ended with an error");
-        }
+        let end = splice(
+            &mut client,
+            &mut upstream,
+            timeouts.long_running,
+            conn.kill.tripped(),
+        )
+        .await;
+        tracing::debug!(route = %route.label, end = end.label(), "upgraded stream ended");
+        state
+            .metrics
+            .tunnels
+            .with_label_values(&[&*route.label, "upgrade", end.label()])
+            .inc();
     } else {
         // A refused upgrade: relay the rest of the response (the request said
         // `Connection: close`, so the replica ends it).
@@ -141,21 +172,18 @@ pub(super) async fn serve(
     Ok(status)
 }
 
-/// The request head sent upstream: identity headers as in the pooled path, and
-/// `Connection: Upgrade, close` so a refused upgrade ends with its response.
-fn request_head(request: &RequestHeader, ctx: &RequestCtx) -> Result<Vec<u8>, Rejection> {
+/// The request head sent upstream: the headers apigate owns set as on the pooled path,
+/// and `Connection: Upgrade, close` so a refused upgrade ends with its response.
+fn request_head(
+    request: &RequestHeader,
+    identity: Option<&crate::identity::Identity>,
+    client: std::net::IpAddr,
+) -> Result<Vec<u8>, Rejection> {
     let mut request = request.clone();
-    // `request_filter` stripped the request before handing it here.
-    debug_assert!(!super::identity::has_identity_headers(&request));
+    // `request_filter` sanitized the request before handing it here.
+    debug_assert!(!headers::has_owned_headers(&request));
     let bad = |e: pingora::BError| Rejection::BadRequest(e.to_string());
-    if let Some(identity) = &ctx.identity {
-        identity.apply(&mut request).map_err(bad)?;
-    }
-    if let Some(conn) = &ctx.conn {
-        request
-            .insert_header("X-Forwarded-For", conn.peer.ip().to_string())
-            .map_err(bad)?;
-    }
+    headers::set_upstream(&mut request, identity, client).map_err(bad)?;
     request
         .insert_header("Connection", "Upgrade, close")
         .map_err(bad)?;
@@ -203,19 +231,6 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<(u16, Byt
             ));
         }
     }
-}
-
-fn gateway_error(route: &str) -> Vec<u8> {
-    let body =
-        Rejection::UpstreamUnavailable(format!("{route}: no response to the upgrade request"))
-            .body();
-    let mut out = format!(
-        "HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
-    out
 }
 
 /// Stands in for the client stream after it was taken out of pingora's session: reads

@@ -1,73 +1,66 @@
 //! Passthrough mode: splice the client's TLS stream to one replica per connection.
 //!
 //! The L4 status quo, kept for API servers that opt out of termination: the client's
-//! certificate reaches kube-apiserver directly. The backend is chosen per connection
-//! (fewest open connections of two random picks); the ClientHello bytes already read are
-//! replayed to it first. A connect failure tries another replica, since nothing was sent.
-
-use std::sync::Arc;
+//! certificate reaches kube-apiserver directly. The forwarding core picks the replica
+//! with the fewest open passthrough connections and tries others while connecting
+//! fails (nothing was sent); the ClientHello bytes already read are replayed first.
+//! The splice ends when either side closes, after `longRunningTimeout` of silence in
+//! both directions, or when the connection is revoked.
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
-use super::prefixed::PrefixedStream;
-use super::revocation::KillSwitch;
-use crate::balance::health::now_nanos;
-use crate::balance::InFlight;
-use crate::state::{RouteRuntime, State};
-use apigate_control::snapshot::Ejection;
-use std::time::Duration;
+use super::pipeline::Admitted;
+use crate::balance::Load;
+use crate::state::State;
+use crate::upstream::pool::Identity;
+use crate::upstream::splice::splice;
+use crate::upstream::{connect, Attempts};
 
-/// At most this many replicas are tried for one connection.
-const MAX_ATTEMPTS: usize = 3;
-
-/// Splice `client` to a replica of `route` until either side closes or `kill` trips.
-pub async fn serve(
-    mut client: PrefixedStream,
-    route: &RouteRuntime,
-    connect_timeout: Duration,
-    policy: Ejection,
-    state: &State,
-    kill: Arc<KillSwitch>,
-) {
-    let mut tried = Vec::new();
-    let attempts = route.backends.states.len().min(MAX_ATTEMPTS);
-    let (mut upstream, _flight) = loop {
-        if tried.len() >= attempts {
-            tracing::warn!(route = %route.label, tried = tried.len(), "passthrough: no replica reachable");
+/// Splice an admitted passthrough connection to a replica.
+pub async fn serve(admitted: Admitted, state: &State) {
+    let Admitted {
+        stream: mut client,
+        route,
+        kill,
+        watcher: _watcher,
+        ..
+    } = admitted;
+    let upstream = route.upstream.clone();
+    let timeouts = upstream.settings.timeouts;
+    // Nothing identifies apigate to the replica in passthrough: the client's own TLS
+    // session goes through.
+    let mut attempts = Attempts::new(upstream.clone(), Load::Connection, Identity::Anonymous);
+    let connected = attempts
+        .connect(|addr| connect::tcp(addr, timeouts.connect))
+        .await;
+    let (mut replica, attempt) = match connected {
+        Ok(connected) => connected,
+        Err(no) => {
+            tracing::warn!(route = %route.label, reason = ?no, "passthrough: no replica reachable");
             return;
-        }
-        let Some((backend, _)) = route.backends.pick(now_nanos(), &tried) else {
-            return;
-        };
-        tried.push(backend.addr);
-        let flight = InFlight::start(backend.clone(), false);
-        match tokio::time::timeout(connect_timeout, TcpStream::connect(backend.addr)).await {
-            Ok(Ok(stream)) => {
-                backend.health.record_success();
-                state
-                    .metrics
-                    .passthrough_connections
-                    .with_label_values(&[route.label.as_str(), backend.label.as_str()])
-                    .inc();
-                break (stream, flight);
-            }
-            Ok(Err(_)) | Err(_) => state.backend_failed(&route.label, &backend, &policy, true),
         }
     };
-    let _ = upstream.set_nodelay(true);
+    attempts.responded();
+    state
+        .metrics
+        .passthrough_connections
+        .with_label_values(&[&*route.label, attempt.backend.label.as_str()])
+        .inc();
     let replay = client.take_prefix();
-    if upstream.write_all(&replay).await.is_err() {
+    if replica.write_all(&replay).await.is_err() {
         return;
     }
-    tokio::select! {
-        result = tokio::io::copy_bidirectional(client.tcp_mut(), &mut upstream) => {
-            if let Err(e) = result {
-                tracing::debug!(route = %route.label, error = %e, "passthrough connection ended with an error");
-            }
-        }
-        _ = kill.tripped() => {
-            // Revoked: drop both sockets now.
-        }
-    }
+    let end = splice(
+        client.tcp_mut(),
+        &mut replica,
+        timeouts.long_running,
+        kill.tripped(),
+    )
+    .await;
+    tracing::debug!(route = %route.label, backend = %attempt.backend.addr, end = end.label(), "passthrough connection ended");
+    state
+        .metrics
+        .tunnels
+        .with_label_values(&[&*route.label, "passthrough", end.label()])
+        .inc();
 }

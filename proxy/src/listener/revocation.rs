@@ -1,113 +1,67 @@
 //! Closing connections that a new configuration no longer allows.
 //!
-//! A revoked allowlist entry must not wait for clients to reconnect. Each connection
-//! gets a [`KillSwitch`]; a small watcher task re-checks the connection against every
-//! new snapshot and trips the switch when its route is gone or no longer allows it. A
-//! tripped switch fails the connection's next read or write at once (waking a read
-//! that is parked on a quiet watch), which ends it for pingora and for passthrough
-//! splices alike.
+//! A revoked allowlist entry must not wait for clients to reconnect. Each admitted
+//! connection gets a [`KillSwitch`] and a small watcher task that re-checks it against
+//! every new snapshot and trips the switch when its route is gone or no longer allows
+//! it. A tripped switch fails the connection's next read or write at once (waking a
+//! read parked on a quiet watch) and ends upgraded and passthrough splices.
+//!
+//! Registration closes the window between accept and the end of admission (the PROXY
+//! header, CONNECT request and ClientHello can all be trickled for up to
+//! `handshakeTimeout`): it subscribes to new snapshots *first* and then checks the
+//! connection against the *current* one, so a configuration installed at any moment
+//! is seen by one or the other.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use apigate_control::RouteId;
-use futures_util::task::AtomicWaker;
 
 use super::proxy_header::ClientAddrs;
-use crate::state::State;
+use crate::conn::{KillSwitch, TaskGuard};
+use crate::state::{Active, State};
 
-/// Trips once; wakes whoever waits on the connection.
-#[derive(Debug, Default)]
-pub struct KillSwitch {
-    tripped: AtomicBool,
-    read: AtomicWaker,
-    write: AtomicWaker,
-    waiter: AtomicWaker,
-}
-
-impl KillSwitch {
-    /// Trip the switch and wake the connection.
-    pub fn trip(&self) {
-        self.tripped.store(true, Ordering::Release);
-        self.read.wake();
-        self.write.wake();
-        self.waiter.wake();
-    }
-
-    /// Whether it tripped.
-    pub fn is_tripped(&self) -> bool {
-        self.tripped.load(Ordering::Acquire)
-    }
-
-    /// For `poll_read`: true when tripped; otherwise registers the waker.
-    pub fn poll_read_tripped(&self, cx: &mut Context<'_>) -> bool {
-        self.read.register(cx.waker());
-        self.is_tripped()
-    }
-
-    /// For `poll_write`: true when tripped; otherwise registers the waker.
-    pub fn poll_write_tripped(&self, cx: &mut Context<'_>) -> bool {
-        self.write.register(cx.waker());
-        self.is_tripped()
-    }
-
-    /// Resolves when tripped.
-    pub async fn tripped(&self) {
-        std::future::poll_fn(|cx| {
-            self.waiter.register(cx.waker());
-            if self.is_tripped() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
+/// Why `active` no longer allows a connection of `route` from `addrs`, if it doesn't.
+fn revoked(active: &Active, route: &RouteId, addrs: &ClientAddrs) -> Option<&'static str> {
+    match active.route(route) {
+        None => Some("route_removed"),
+        Some(runtime) => {
+            let decision = runtime
+                .route
+                .access
+                .decide(addrs.direct.ip(), addrs.remote.ip());
+            (!decision.allowed()).then_some("acl_revoked")
+        }
     }
 }
 
-/// Aborts the watcher task when the connection ends.
-#[derive(Debug)]
-pub struct Watcher(tokio::task::JoinHandle<()>);
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Watch new snapshots for this connection; trip `kill` when it loses its permission.
-pub fn watch(
-    state: Arc<State>,
+/// Register an admitted connection for revocation; refused with the reason when the
+/// current configuration already revokes it.
+pub fn register(
+    state: &Arc<State>,
     listener: Arc<str>,
     route: RouteId,
     addrs: ClientAddrs,
-    kill: Arc<KillSwitch>,
-) -> Watcher {
+) -> Result<(Arc<KillSwitch>, TaskGuard), &'static str> {
     let mut revisions = state.subscribe();
-    Watcher(tokio::spawn(async move {
+    if let Some(reason) = revoked(&state.load(), &route, &addrs) {
+        return Err(reason);
+    }
+    let kill = Arc::new(KillSwitch::default());
+    let switch = kill.clone();
+    let state = state.clone();
+    let task = tokio::spawn(async move {
         while revisions.changed().await.is_ok() {
-            let active = state.load();
-            let reason = match active.route(&route) {
-                None => Some("route_removed"),
-                Some(runtime) => {
-                    let decision = runtime
-                        .route
-                        .access
-                        .decide(addrs.direct.ip(), addrs.remote.ip());
-                    (!decision.allowed()).then_some("acl_revoked")
-                }
-            };
-            if let Some(reason) = reason {
+            if let Some(reason) = revoked(&state.load(), &route, &addrs) {
                 state
                     .metrics
                     .revoked
                     .with_label_values(&[&*listener, reason])
                     .inc();
                 tracing::info!(listener = %listener, route = %route, client = %addrs.remote.ip(), reason, "closing connection after configuration change");
-                kill.trip();
+                switch.trip();
                 return;
             }
         }
-    }))
+    });
+    Ok((kill, TaskGuard(task)))
 }

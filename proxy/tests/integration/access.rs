@@ -4,14 +4,66 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use apigate::demo::client::{ClientTls, H2Client};
+use apigate_control::access::{AccessControlSpec, GardenerAclConfig, RuleSpec};
+use apigate_control::model::{ListenerKind, ProxyProtocolMode};
 use apigate_fake_apiserver::{REPLICA_HEADER, USER_HEADER};
+use apigate_test_support::client::{client_config, ClientTls, H2Client};
+use apigate_test_support::config::{listener, millis, route, Config};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::support::{config, eventually, read_head, write_all, Harness, Settings, HOST};
+use crate::support::{eventually, read_head, write_all, Harness, HOST, ROUTE};
 
-const TRUST_LOOPBACK: &str = "proxyProtocol: optional, trustedProxies: [127.0.0.0/8, \"::1/128\"]";
+/// Trust PROXY headers from loopback on `name`, with `mode`.
+fn trust_loopback(config: &mut Config, name: &str, mode: ProxyProtocolMode) {
+    let l = config.listener_mut(name).unwrap();
+    l.proxy_protocol = mode;
+    l.trusted_proxies = vec!["127.0.0.0/8".into(), "::1/128".into()];
+}
+
+fn rule(action: &str, address_type: Option<&str>, cidrs: &[&str]) -> RuleSpec {
+    RuleSpec {
+        action: action.into(),
+        address_type: address_type.map(str::to_string),
+        cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
+    }
+}
+
+fn access(rules: Vec<RuleSpec>, default_action: Option<&str>) -> Option<AccessControlSpec> {
+    Some(AccessControlSpec {
+        rules,
+        default_action: default_action.map(str::to_string),
+    })
+}
+
+fn backends_of(config: &Config) -> Vec<SocketAddr> {
+    config.routes[0]
+        .spec
+        .backends
+        .static_addresses
+        .iter()
+        .map(|b| b.parse().unwrap())
+        .collect()
+}
+
+/// The route in passthrough mode (no TLS material), same backends.
+fn passthrough(config: &mut Config) {
+    let backends = backends_of(config);
+    config.routes[0] = route::passthrough("shoot", "garden-test", &[HOST], &backends);
+}
+
+/// A CONNECT listener besides the TLS one.
+fn with_connect_listener(config: &mut Config) {
+    config.gateway.spec.listeners.push(listener(
+        "connect",
+        ListenerKind::Connect,
+        "127.0.0.1".parse().unwrap(),
+    ));
+}
+
+fn metric(h: &Harness, name: &str, labels: &[(&str, &str)]) -> f64 {
+    h.metrics().sum(name, labels)
+}
 
 fn v1(source: &str, port: u16) -> Vec<u8> {
     let ip: IpAddr = source.parse().unwrap();
@@ -55,19 +107,22 @@ async fn request_via(addr: SocketAddr, preface: &[u8], tls: &ClientTls) -> Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_ip_rules_use_the_proxy_address_and_direct_rules_the_tcp_peer() {
-    let settings = Settings {
-        listener: TRUST_LOOPBACK.into(),
-        route: "  accessControl:
-    rules:
-    - {action: allow, type: remote_ip, cidrs: [192.0.2.0/24, \"2001:db8:1::/48\"]}
-    - {action: deny, type: direct_remote_ip, cidrs: [\"::1/128\"]}
-    - {action: allow, type: direct_remote_ip, cidrs: [127.0.0.2/32]}
-    defaultAction: deny
-"
-        .into(),
-        ..Settings::default()
-    };
-    let h = Harness::start_with(1, settings).await;
+    let h = Harness::start_with(1, |c| {
+        trust_loopback(c, "https", ProxyProtocolMode::Optional);
+        c.routes[0].spec.access_control = access(
+            vec![
+                rule(
+                    "allow",
+                    Some("remote_ip"),
+                    &["192.0.2.0/24", "2001:db8:1::/48"],
+                ),
+                rule("deny", Some("direct_remote_ip"), &["::1/128"]),
+                rule("allow", Some("direct_remote_ip"), &["127.0.0.2/32"]),
+            ],
+            Some("deny"),
+        );
+    })
+    .await;
     let tls = h.tls(None);
     let addr = h.addr();
     // Allowed by the PROXY source, v1 and v2, IPv4 and IPv6 sources.
@@ -91,39 +146,58 @@ async fn remote_ip_rules_use_the_proxy_address_and_direct_rules_the_tcp_peer() {
         4,
         "denied clients reached nothing"
     );
-    let denied = h.metric("apigate_access_total{family=\"ipv4\",listener=\"https\",reason=\"acl_default\",result=\"denied\",route=\"garden-test/shoot\"}");
-    assert_eq!(denied, 2.0, "{}", h.metrics());
+    let denied = metric(
+        &h,
+        "apigate_access_total",
+        &[
+            ("family", "ipv4"),
+            ("listener", "https"),
+            ("reason", "acl_default"),
+            ("result", "denied"),
+            ("route", ROUTE),
+        ],
+    );
+    assert_eq!(denied, 2.0);
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_listener_with_direct_rules() {
-    let settings = Settings {
-        host: IpAddr::V6(Ipv6Addr::LOCALHOST),
-        route: "  accessControl:
-    rules:
-    - {action: deny, type: direct_remote_ip, cidrs: [\"::1/128\"]}
-    defaultAction: allow
-"
-        .into(),
-        ..Settings::default()
-    };
-    let h = Harness::start_with(1, settings).await;
+    let h = Harness::start_on(IpAddr::V6(Ipv6Addr::LOCALHOST), 1, |c| {
+        c.routes[0].spec.access_control = access(
+            vec![rule("deny", Some("direct_remote_ip"), &["::1/128"])],
+            Some("allow"),
+        );
+    })
+    .await;
     assert!(
         request_via(h.addr(), &[], &h.tls(None)).await.is_err(),
         "::1 is denied"
     );
-    assert_eq!(h.metric("apigate_access_total{family=\"ipv6\",listener=\"https\",reason=\"acl\",result=\"denied\",route=\"garden-test/shoot\"}"), 1.0, "{}", h.metrics());
+    assert_eq!(
+        metric(
+            &h,
+            "apigate_access_total",
+            &[
+                ("family", "ipv6"),
+                ("reason", "acl"),
+                ("result", "denied"),
+                ("route", ROUTE)
+            ]
+        ),
+        1.0
+    );
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_headers_from_untrusted_peers_and_malformed_headers_are_refused() {
-    let settings = Settings {
-        listener: "proxyProtocol: optional, trustedProxies: [10.0.0.0/8]".into(),
-        ..Settings::default()
-    };
-    let h = Harness::start_with(1, settings).await;
+    let h = Harness::start_with(1, |c| {
+        let l = c.listener_mut("https").unwrap();
+        l.proxy_protocol = ProxyProtocolMode::Optional;
+        l.trusted_proxies = vec!["10.0.0.0/8".into()];
+    })
+    .await;
     let tls = h.tls(None);
     // No header from an untrusted peer: fine (optional).
     assert_eq!(request_via(h.addr(), &[], &tls).await, Ok(200));
@@ -131,18 +205,25 @@ async fn proxy_headers_from_untrusted_peers_and_malformed_headers_are_refused() 
     assert!(request_via(h.addr(), &v1("192.0.2.7", 1), &tls)
         .await
         .is_err());
-    assert_eq!(h.metric("apigate_access_total{family=\"ipv4\",listener=\"https\",reason=\"untrusted_proxy_header\",result=\"denied\",route=\"none\"}"), 1.0, "{}", h.metrics());
+    assert_eq!(
+        metric(
+            &h,
+            "apigate_access_total",
+            &[
+                ("reason", "untrusted_proxy_header"),
+                ("result", "denied"),
+                ("route", "none")
+            ]
+        ),
+        1.0
+    );
     h.stop().await;
 
-    let settings = Settings {
-        listener: format!("{TRUST_LOOPBACK}, ")
-            .replace("optional", "required")
-            .trim_end_matches(", ")
-            .to_string(),
-        defaults: "    handshakeTimeout: 1s".into(),
-        ..Settings::default()
-    };
-    let h = Harness::start_with(1, settings).await;
+    let h = Harness::start_with(1, |c| {
+        trust_loopback(c, "https", ProxyProtocolMode::Required);
+        c.gateway.spec.defaults.handshake_timeout = Some(millis(1000));
+    })
+    .await;
     let tls = h.tls(None);
     assert!(
         request_via(h.addr(), &[], &tls).await.is_err(),
@@ -165,78 +246,72 @@ async fn proxy_headers_from_untrusted_peers_and_malformed_headers_are_refused() 
             "closed within the handshake deadline"
         );
     }
-    assert!(h.metric("apigate_access_total{family=\"ipv4\",listener=\"https\",reason=\"malformed_proxy_header\",result=\"denied\",route=\"none\"}") >= 3.0, "{}", h.metrics());
+    assert!(
+        metric(
+            &h,
+            "apigate_access_total",
+            &[
+                ("reason", "malformed_proxy_header"),
+                ("result", "denied"),
+                ("route", "none")
+            ]
+        ) >= 3.0
+    );
     assert_eq!(h.replicas[0].requests_total(), 0);
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gardener_provider_config_allow_and_deny() {
-    for (rule, allowed) in [
-        (
-            "{action: ALLOW, type: remote_ip, cidrs: [\"127.0.0.1/32\"]}",
-            true,
-        ),
-        (
-            "{action: allow, type: Remote_IP, cidrs: [\"10.0.0.0/8\"]}",
-            false,
-        ),
-        (
-            "{action: DENY, type: source_ip, cidrs: [\"127.0.0.0/8\"]}",
-            false,
-        ),
-        (
-            "{action: deny, type: direct_remote_ip, cidrs: [\"10.0.0.0/8\"]}",
-            true,
-        ),
+    for (action, kind, cidr, allowed) in [
+        ("ALLOW", "remote_ip", "127.0.0.1/32", true),
+        ("allow", "Remote_IP", "10.0.0.0/8", false),
+        ("DENY", "source_ip", "127.0.0.0/8", false),
+        ("deny", "direct_remote_ip", "10.0.0.0/8", true),
     ] {
-        let settings = Settings {
-            route: format!("  acl:\n    rule: {rule}\n"),
-            ..Settings::default()
-        };
-        let h = Harness::start_with(1, settings).await;
+        let gardener = GardenerAclConfig::new(rule(action, Some(kind), &[cidr]));
+        let h = Harness::start_with(1, |c| c.routes[0].spec.acl = Some(gardener)).await;
         let result = request_via(h.addr(), &[], &h.tls(None)).await;
-        assert_eq!(result.is_ok(), allowed, "{rule}: {result:?}");
+        assert_eq!(
+            result.is_ok(),
+            allowed,
+            "{action} {kind} {cidr}: {result:?}"
+        );
         h.stop().await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn always_allowed_networks_pass_an_allow_list_that_omits_them() {
-    let settings = Settings {
-        gateway: "  access: {alwaysAllowedCIDRs: [127.0.0.0/8]}".into(),
-        route: "  acl: {rule: {action: ALLOW, type: remote_ip, cidrs: [\"203.0.113.0/24\"]}}\n"
-            .into(),
-        ..Settings::default()
-    };
-    let h = Harness::start_with(1, settings).await;
+    let h = Harness::start_with(1, |c| {
+        c.gateway.spec.access.always_allowed_cidrs = vec!["127.0.0.0/8".into()];
+        c.routes[0].spec.acl = Some(GardenerAclConfig::new(rule(
+            "ALLOW",
+            Some("remote_ip"),
+            &["203.0.113.0/24"],
+        )));
+    })
+    .await;
     assert_eq!(request_via(h.addr(), &[], &h.tls(None)).await, Ok(200));
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_an_address_closes_its_open_watch() {
-    let allow = "  accessControl: {rules: [{action: allow, cidrs: [127.0.0.0/8]}]}\n";
-    let settings = Settings {
-        route: allow.into(),
-        ..Settings::default()
-    };
-    let h = Harness::start_with(1, settings.clone()).await;
+    let mut h = Harness::start_with(1, |c| {
+        c.routes[0].spec.access_control = access(vec![rule("allow", None, &["127.0.0.0/8"])], None);
+    })
+    .await;
     let client = h.h2(None).await;
     let mut watch = client
         .stream("/api/v1/namespaces/default/pods?watch=true", &[])
         .await
         .unwrap();
     assert!(watch.next_chunk(Duration::from_secs(5)).await.is_some());
-    let revoked = Settings {
-        route: allow.replace("127.0.0.0/8", "10.0.0.0/8"),
-        ..settings
-    };
-    std::fs::write(
-        h.config_path(),
-        config(&[h.replicas[0].local_addr()], &revoked),
-    )
-    .unwrap();
+    let mut revoked = h.config.clone();
+    revoked.routes[0].spec.access_control =
+        access(vec![rule("allow", None, &["10.0.0.0/8"])], None);
+    h.reload(revoked).await;
     let started = std::time::Instant::now();
     let mut ended = false;
     while started.elapsed() < Duration::from_secs(10) {
@@ -251,7 +326,11 @@ async fn revoking_an_address_closes_its_open_watch() {
         "the connection is gone"
     );
     assert_eq!(
-        h.metric("apigate_connections_revoked_total{listener=\"https\",reason=\"acl_revoked\"}"),
+        metric(
+            &h,
+            "apigate_connections_revoked_total",
+            &[("listener", "https"), ("reason", "acl_revoked")]
+        ),
         1.0
     );
     // New connections from the revoked address are refused too.
@@ -261,11 +340,7 @@ async fn revoking_an_address_closes_its_open_watch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_splices_tls_to_one_replica_per_connection_with_the_client_certificate() {
-    let settings = Settings {
-        passthrough: true,
-        ..Settings::default()
-    };
-    let h = Harness::start_with(2, settings).await;
+    let h = Harness::start_with(2, passthrough).await;
     // The client now talks TLS with the replica itself: it verifies the replica's
     // certificate and its own certificate authenticates it there.
     let tls = ClientTls {
@@ -287,18 +362,26 @@ async fn passthrough_splices_tls_to_one_replica_per_connection_with_the_client_c
         assert_eq!(r.headers.get("x-apiserver-authn").unwrap(), "x509");
     }
     assert_eq!(replicas.len(), 2, "connections are spread: {replicas:?}");
+    assert_eq!(
+        metric(
+            &h,
+            "apigate_passthrough_connections_total",
+            &[("route", ROUTE)]
+        ),
+        4.0
+    );
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_honours_the_allowlist_and_a_split_client_hello() {
-    let settings = Settings {
-        passthrough: true,
-        listener: TRUST_LOOPBACK.into(),
-        route: "  accessControl: {rules: [{action: allow, cidrs: [192.0.2.0/24]}]}\n".into(),
-        ..Settings::default()
-    };
-    let h = Harness::start_with(1, settings).await;
+    let h = Harness::start_with(1, |c| {
+        passthrough(c);
+        trust_loopback(c, "https", ProxyProtocolMode::Optional);
+        c.routes[0].spec.access_control =
+            access(vec![rule("allow", None, &["192.0.2.0/24"])], None);
+    })
+    .await;
     let tls = ClientTls {
         ca_pem: h.pki.replica_ca.cert_pem(),
         client_cert: None,
@@ -318,7 +401,7 @@ async fn passthrough_honours_the_allowlist_and_a_split_client_hello() {
     tcp.set_nodelay(true).unwrap();
     let pump = tokio::spawn(trickle(server, tcp, v1("192.0.2.2", 10)));
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-        apigate::demo::client::client_config(&tls, vec![b"http/1.1".to_vec()]).unwrap(),
+        client_config(&tls, vec![b"http/1.1".to_vec()]).unwrap(),
     ));
     let mut stream = connector
         .connect(
@@ -394,11 +477,7 @@ const DESTINATION: &str = "outbound|443||kube-apiserver.garden-test.svc.cluster.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_path_routes_by_destination_and_balances_inside_the_tunnel() {
-    let settings = Settings {
-        connect_listener: Some(String::new()),
-        ..Settings::default()
-    };
-    let h = Harness::start_with(3, settings).await;
+    let h = Harness::start_with(3, with_connect_listener).await;
     let addr = h.listener("connect");
     let (tcp, head) = connect(addr, Some(DESTINATION), &[]).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -435,21 +514,33 @@ async fn connect_path_routes_by_destination_and_balances_inside_the_tunnel() {
             "{destination:?}: {head}"
         );
     }
-    assert_eq!(h.metric("apigate_access_total{family=\"ipv4\",listener=\"connect\",reason=\"unknown_destination\",result=\"denied\",route=\"none\"}"), 3.0, "{}", h.metrics());
+    assert_eq!(
+        metric(
+            &h,
+            "apigate_access_total",
+            &[
+                ("listener", "connect"),
+                ("reason", "unknown_destination"),
+                ("result", "denied"),
+                ("route", "none")
+            ]
+        ),
+        3.0
+    );
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_path_bypasses_the_allowlist() {
-    let route = "  accessControl: {rules: [{action: allow, cidrs: [192.0.2.0/24]}]}\n";
     // 443 terminate and CONNECT.
-    let settings = Settings {
-        route: route.into(),
-        listener: TRUST_LOOPBACK.into(),
-        connect_listener: Some(TRUST_LOOPBACK.into()),
-        ..Settings::default()
-    };
-    let h = Harness::start_with(1, settings).await;
+    let h = Harness::start_with(1, |c| {
+        with_connect_listener(c);
+        trust_loopback(c, "https", ProxyProtocolMode::Optional);
+        trust_loopback(c, "connect", ProxyProtocolMode::Optional);
+        c.routes[0].spec.access_control =
+            access(vec![rule("allow", None, &["192.0.2.0/24"])], None);
+    })
+    .await;
     assert!(
         request_via(h.addr(), &[], &h.tls(None)).await.is_err(),
         "443 terminate"
@@ -484,7 +575,19 @@ async fn no_path_bypasses_the_allowlist() {
     let client = H2Client::over(tcp, &h.tls(None)).await.unwrap();
     assert_eq!(client.get("/version", &[]).await.unwrap().status, 200);
     assert_eq!(h.replicas[0].requests_total(), 2);
-    assert!(eventually(Duration::from_secs(1), || h.metric("apigate_access_total{family=\"ipv4\",listener=\"connect\",reason=\"acl_default\",result=\"denied\",route=\"garden-test/shoot\"}") == 2.0).await, "{}", h.metrics());
+    assert!(
+        eventually(Duration::from_secs(1), || metric(
+            &h,
+            "apigate_access_total",
+            &[
+                ("listener", "connect"),
+                ("reason", "acl_default"),
+                ("result", "denied"),
+                ("route", ROUTE)
+            ]
+        ) == 2.0)
+        .await
+    );
     h.stop().await;
 }
 
@@ -499,12 +602,12 @@ async fn dual_stack_listener_matches_ipv4_clients_against_ipv4_rules() {
     .await
     .unwrap();
     let backends = vec![replicas[0].local_addr()];
-    let settings = Settings {
-        host: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        route: "  accessControl: {rules: [{action: allow, type: direct_remote_ip, cidrs: [127.0.0.1/32]}]}\n".into(),
-        ..Settings::default()
-    };
-    let h = Harness::start_backends(pki, replicas, &backends, settings).await;
+    let mut config = crate::support::base_config(IpAddr::V6(Ipv6Addr::UNSPECIFIED), &backends);
+    config.routes[0].spec.access_control = access(
+        vec![rule("allow", Some("direct_remote_ip"), &["127.0.0.1/32"])],
+        None,
+    );
+    let h = Harness::start_config(pki, replicas, config).await;
     let port = h.addr().port();
     // An IPv4 client on the [::] listener arrives as ::ffff:127.0.0.1 and matches 127.0.0.1/32.
     let v4: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -514,6 +617,18 @@ async fn dual_stack_listener_matches_ipv4_clients_against_ipv4_rules() {
         request_via(v6, &[], &h.tls(None)).await.is_err(),
         "::1 is not in the list"
     );
-    assert_eq!(h.metric("apigate_access_total{family=\"ipv4\",listener=\"https\",reason=\"acl\",result=\"allowed\",route=\"garden-test/shoot\"}"), 1.0, "{}", h.metrics());
+    assert_eq!(
+        metric(
+            &h,
+            "apigate_access_total",
+            &[
+                ("family", "ipv4"),
+                ("reason", "acl"),
+                ("result", "allowed"),
+                ("route", ROUTE)
+            ]
+        ),
+        1.0
+    );
     h.stop().await;
 }

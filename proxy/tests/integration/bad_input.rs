@@ -1,24 +1,18 @@
-//! Malformed connections are closed within a bounded time, counted, and never forwarded.
+//! Malformed and hostile input is refused within a bounded time, counted, answered with a
+//! kube `Status` where apigate answers at all, and never forwarded — and never harms
+//! another client's connection or watch.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use apigate_test_support::config::{millis, route};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{eventually, Harness, Settings};
-
-/// Read until EOF or error; true if the server closed the connection within `limit`.
-async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, limit: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    let end = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(end, stream.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-        }
-    }
-}
+use crate::support::{
+    closed_within, eventually, read_body, read_head, status, write_all, Harness, HOST, OTHER_HOST,
+    ROUTE,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_and_garbage_on_the_tls_port_are_closed_and_counted() {
@@ -33,35 +27,68 @@ async fn plain_http_and_garbage_on_the_tls_port_are_closed_and_counted() {
         assert!(closed_within(&mut tcp, Duration::from_secs(5)).await);
     }
     assert!(
-        eventually(Duration::from_secs(2), || h.metric(
-            "apigate_connections_total{listener=\"https\",result=\"not_tls\"}"
+        eventually(Duration::from_secs(2), || h.metrics().sum(
+            "apigate_connections_total",
+            &[("listener", "https"), ("result", "not_tls")]
         ) == 3.0)
-        .await,
-        "{}",
-        h.metrics()
+        .await
     );
     assert_eq!(h.replicas[0].requests_total(), 0);
     h.stop().await;
 }
 
+/// The bytes of a ClientHello for `server_name` (or none, for an IP address).
+fn client_hello(server_name: &str) -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(apigate_control::compile::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut bytes = Vec::new();
+    conn.write_tls(&mut bytes).unwrap();
+    bytes
+}
+
+/// The content types of the TLS records in `bytes` (0x16 handshake, 0x15 alert, ...).
+fn record_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 5 {
+        types.push(bytes[0]);
+        let length = usize::from(u16::from_be_bytes([bytes[3], bytes[4]]));
+        bytes = bytes.get(5 + length..).unwrap_or_default();
+    }
+    if !bytes.is_empty() {
+        types.push(bytes[0]);
+    }
+    types
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_or_missing_sni_is_refused_before_any_certificate() {
     let h = Harness::start(1).await;
-    let mut tls = h.tls(None);
-    tls.server_name = "other.test.local".into();
-    assert!(apigate::demo::client::H2Client::connect(h.addr(), &tls)
-        .await
-        .is_err());
-    tls.server_name = "127.0.0.1".into(); // an IP address: clients send no SNI
-    assert!(apigate::demo::client::H2Client::connect(h.addr(), &tls)
-        .await
-        .is_err());
+    for name in ["other.test.local", "127.0.0.1"] {
+        let mut tcp = TcpStream::connect(h.addr()).await.unwrap();
+        tcp.write_all(&client_hello(name)).await.unwrap();
+        // Everything apigate sends before closing: no handshake record at all, so no
+        // ServerHello and no Certificate.
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+        assert!(matches!(read, Ok(Ok(_)) | Ok(Err(_))), "closed in time");
+        let types = record_types(&answer);
+        assert!(
+            !types.contains(&0x16),
+            "{name}: a handshake record was sent: {answer:02x?}"
+        );
+    }
+    let m = h.metrics();
     assert_eq!(
-        h.metric("apigate_connections_total{listener=\"https\",result=\"unknown_sni\"}"),
+        m.sum("apigate_connections_total", &[("result", "unknown_sni")]),
         1.0
     );
     assert_eq!(
-        h.metric("apigate_connections_total{listener=\"https\",result=\"no_sni\"}"),
+        m.sum("apigate_connections_total", &[("result", "no_sni")]),
         1.0
     );
     h.stop().await;
@@ -69,37 +96,297 @@ async fn unknown_or_missing_sni_is_refused_before_any_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off_at_the_handshake_and_header_deadlines() {
-    let settings = Settings {
-        defaults: "    handshakeTimeout: 300ms\n    requestHeaderTimeout: 300ms".into(),
-        ..Settings::default()
-    };
-    let h = Harness::start_with(1, settings).await;
+    let h = Harness::start_with(1, |c| {
+        c.gateway.spec.defaults.handshake_timeout = Some(millis(300));
+        c.gateway.spec.defaults.request_header_timeout = Some(millis(300));
+    })
+    .await;
     // Connects and never says anything.
     let mut silent = TcpStream::connect(h.addr()).await.unwrap();
     assert!(closed_within(&mut silent, Duration::from_secs(3)).await);
     // Finishes TLS, then trickles half a request header and stops.
     let mut slow = h.h1_stream(None).await;
-    slow.write_all(b"GET /api HTTP/1.1\r\nHost: api.test.local\r\n")
-        .await
-        .unwrap();
-    slow.flush().await.unwrap();
+    write_all(&mut slow, b"GET /api HTTP/1.1\r\nHost: api.test.local\r\n").await;
     assert!(closed_within(&mut slow, Duration::from_secs(3)).await);
+    let m = h.metrics();
     assert_eq!(
-        h.metric("apigate_tls_handshake_failures_total{listener=\"https\",reason=\"timeout\"}"),
+        m.sum(
+            "apigate_tls_handshake_failures_total",
+            &[("listener", "https"), ("reason", "timeout")]
+        ),
         1.0
     );
     assert_eq!(h.replicas[0].requests_total(), 0);
     h.stop().await;
 }
 
+/// Send `bytes` one at a time every `pause` until the peer closes; true when it closed
+/// before everything was sent.
+async fn trickled_until_closed<S>(stream: &mut S, bytes: &[u8], pause: Duration) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = [0u8; 256];
+    for byte in bytes {
+        if stream.write_all(std::slice::from_ref(byte)).await.is_err()
+            || stream.flush().await.is_err()
+        {
+            return true;
+        }
+        match tokio::time::timeout(pause, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_headers_are_rejected_without_forwarding() {
-    let h = Harness::start(1).await;
+async fn every_http1_request_head_has_the_header_deadline_not_only_the_first() {
+    let h = Harness::start_with(1, |c| {
+        c.gateway.spec.defaults.request_header_timeout = Some(millis(500));
+    })
+    .await;
     let mut stream = h.h1_stream(None).await;
-    let huge = "a".repeat(1024 * 1024);
-    let request = format!("GET /api HTTP/1.1\r\nHost: api.test.local\r\nX-Big: {huge}\r\n\r\n");
-    let _ = stream.write_all(request.as_bytes()).await;
-    assert!(closed_within(&mut stream, Duration::from_secs(5)).await);
+    write_all(
+        &mut stream,
+        format!("GET /version HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    read_body(&mut stream, &head).await;
+    // The next head, one byte every 100 ms: each byte would restart a read timeout.
+    let next = format!(
+        "GET /version HTTP/1.1\r\nHost: {HOST}\r\nX-Slow: {}\r\n\r\n",
+        "a".repeat(100)
+    );
+    assert!(
+        trickled_until_closed(&mut stream, next.as_bytes(), Duration::from_millis(100)).await,
+        "the connection was closed while the head was still trickling in"
+    );
+    assert_eq!(
+        h.metrics().sum(
+            "apigate_request_head_refusals_total",
+            &[("route", ROUTE), ("reason", "timeout")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        h.replicas[0].requests_total(),
+        1,
+        "only the first request was forwarded"
+    );
+    h.stop().await;
+}
+
+/// HTTP/2 frames by hand.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_http2_header_block_has_the_header_deadline() {
+    let h = Harness::start_with(1, |c| {
+        c.gateway.spec.defaults.request_header_timeout = Some(millis(500));
+    })
+    .await;
+    let config =
+        apigate_test_support::client::client_config(&h.tls(None), vec![b"h2".to_vec()]).unwrap();
+    let tcp = TcpStream::connect(h.addr()).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(rustls::pki_types::ServerName::try_from(HOST).unwrap(), tcp)
+        .await
+        .unwrap();
+    // A whole first request: GET https://api.test.local/version (HPACK static table and
+    // literal authority), END_HEADERS | END_STREAM.
+    let mut block = vec![0x82, 0x87]; // :method GET, :scheme https
+    block.push(0x44); // :path, literal with incremental indexing
+    block.push(8);
+    block.extend_from_slice(b"/version");
+    block.push(0x41); // :authority
+    block.push(HOST.len() as u8);
+    block.extend_from_slice(HOST.as_bytes());
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(frame(0x4, 0, 0, &[]));
+    start.extend(frame(0x1, 0x4 | 0x1, 1, &block));
+    write_all(&mut tls, &start).await;
+    assert!(
+        eventually(Duration::from_secs(5), || h.replicas[0].requests_total()
+            == 1)
+        .await,
+        "the first request was served"
+    );
+    // Stream 3: a HEADERS frame whose payload (a valid header block) arrives one byte
+    // every 100 ms. The HTTP/2 layer waits for whole frames without any time limit.
+    let mut block = vec![0x82, 0x40, 5];
+    block.extend_from_slice(b"x-abc");
+    block.push(90);
+    block.extend(std::iter::repeat_n(b'a', 90));
+    let headers = frame(0x1, 0x4 | 0x1, 3, &block);
+    let closed = trickled_until_closed(&mut tls, &headers, Duration::from_millis(100)).await;
+    assert!(
+        closed,
+        "the connection was closed while the header block was trickling in"
+    );
+    assert_eq!(
+        h.metrics().sum(
+            "apigate_request_head_refusals_total",
+            &[("reason", "timeout")]
+        ),
+        1.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_http1_heads_get_431_and_are_never_forwarded() {
+    let h = Harness::start(1).await;
+    for size in [100 * 1024, 1024 * 1024] {
+        let mut stream = h.h1_stream(None).await;
+        let huge = "a".repeat(size);
+        let request = format!("GET /api HTTP/1.1\r\nHost: {HOST}\r\nX-Big: {huge}\r\n\r\n");
+        let _ = stream.write_all(request.as_bytes()).await;
+        let head = read_head(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 431"), "{size}: {head}");
+        let body = read_body(&mut stream, &head).await;
+        assert_eq!(status(&body)["code"], 431);
+        assert!(closed_within(&mut stream, Duration::from_secs(5)).await);
+    }
     assert_eq!(h.replicas[0].requests_total(), 0);
+    assert_eq!(
+        h.metrics().sum(
+            "apigate_request_head_refusals_total",
+            &[("reason", "too_large")]
+        ),
+        2.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_oversized_headers_never_harm_another_clients_watch() {
+    let h = Harness::start_with(3, |c| {
+        // Even a single failure would eject a replica if it counted.
+        c.gateway.spec.defaults.ejection.consecutive_failures = Some(1);
+    })
+    .await;
+    let victim = h.h2(Some(&h.pki.alice)).await;
+    let mut watch = victim
+        .stream("/api/v1/namespaces/default/pods?watch=true", &[])
+        .await
+        .unwrap();
+    assert!(watch.next_chunk(Duration::from_secs(5)).await.is_some());
+    let served = |h: &Harness| h.replicas.iter().map(|r| r.requests_total()).sum::<u64>();
+    let before = served(&h);
+
+    // An anonymous attacker: 100 KB (refused by apigate's limit) and 3 MB (refused by the
+    // HTTP/2 layer) header blocks, several times, each on the attacker's own connection.
+    for size in [100 * 1024, 3 * 1024 * 1024, 100 * 1024, 3 * 1024 * 1024] {
+        let attacker = h.h2(None).await;
+        let big = "b".repeat(size);
+        // A stream or connection reset is an acceptable refusal too.
+        if let Ok(r) = attacker
+            .get("/api/v1/namespaces/default/pods", &[("x-big", &big)])
+            .await
+        {
+            assert_eq!(r.status, 431, "{size}");
+        }
+    }
+    assert_eq!(served(&h), before, "nothing was forwarded");
+    let m = h.metrics();
+    assert_eq!(m.sum("apigate_retries_total", &[]), 0.0);
+    assert_eq!(m.sum("apigate_upstream_failures_total", &[]), 0.0);
+    assert_eq!(m.sum("apigate_backend_ejections_total", &[]), 0.0);
+    // The victim's watch and connection are untouched.
+    for _ in 0..3 {
+        let chunk = watch.next_chunk(Duration::from_secs(5)).await.unwrap();
+        assert!(chunk.contains("\"type\""), "{chunk}");
+    }
+    assert_eq!(victim.get("/version", &[]).await.unwrap().status, 200);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparseable_requests_and_connect_get_a_kube_status() {
+    let h = Harness::start(1).await;
+    for (request, code) in [
+        // A header line without a colon: the HTTP engine refuses it before apigate's
+        // hooks; apigate still answers with its Status.
+        (
+            format!("GET /api HTTP/1.1\r\nHost: {HOST}\r\nBroken header line\r\n\r\n"),
+            400,
+        ),
+        (
+            format!("CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n"),
+            405,
+        ),
+    ] {
+        let mut stream = h.h1_stream(None).await;
+        write_all(&mut stream, request.as_bytes()).await;
+        let head = read_head(&mut stream).await;
+        assert!(head.starts_with(&format!("HTTP/1.1 {code}")), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
+        );
+        let body = read_body(&mut stream, &head).await;
+        assert_eq!(status(&body)["code"], code);
+    }
+    assert_eq!(h.replicas[0].requests_total(), 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_another_routes_host_is_misdirected() {
+    let h = Harness::start_with(1, |c| {
+        let backends: Vec<std::net::SocketAddr> = c.routes[0]
+            .spec
+            .backends
+            .static_addresses
+            .iter()
+            .map(|b| b.parse().unwrap())
+            .collect();
+        c.routes.push(route::terminate(
+            "other",
+            "garden-other",
+            &[OTHER_HOST],
+            &backends,
+        ));
+    })
+    .await;
+    let client = h.h2(None).await;
+    // Another route's host name on this connection (SNI api.test.local): 421.
+    let r = client
+        .with_authority(OTHER_HOST)
+        .get("/version", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 421);
+    assert_eq!(status(&r.body)["code"], 421);
+    // In-cluster names and addresses are not another route's: served.
+    for authority in ["kubernetes.default.svc", "10.96.0.1", HOST] {
+        let r = client
+            .with_authority(authority)
+            .get("/version", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{authority}");
+    }
+    // HTTP/1.1 Host header, with a port.
+    let mut stream = h.h1_stream(None).await;
+    write_all(
+        &mut stream,
+        format!("GET /version HTTP/1.1\r\nHost: {OTHER_HOST}:443\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 421"), "{head}");
+    assert_eq!(h.replicas[0].requests_total(), 3);
     h.stop().await;
 }

@@ -11,5 +11,6 @@ mod balancing;
 mod failures;
 mod identity;
 mod reload;
+mod shutdown;
 mod streaming;
 mod support;

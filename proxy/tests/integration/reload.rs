@@ -1,35 +1,44 @@
 //! Hot reload: a bad config never replaces a good one; a good one applies to the next
-//! request without touching open streams.
+//! request without touching open streams; a reload during a connection's admission is
+//! seen by it.
 
 use std::time::Duration;
 
+use apigate_control::access::{AccessControlSpec, RuleSpec};
+use apigate_control::model::ProxyProtocolMode;
 use apigate_fake_apiserver::REPLICA_HEADER;
+use apigate_test_support::client::H2Client;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
-use crate::support::{config, eventually, Harness};
+use crate::support::{eventually, Harness};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_config_is_rejected_and_the_last_good_one_keeps_serving() {
     let h = Harness::start(2).await;
     let client = h.h2(None).await;
     assert_eq!(client.get("/version", &[]).await.unwrap().status, 200);
-    let good = std::fs::read_to_string(h.config_path()).unwrap();
-    std::fs::write(
-        h.config_path(),
-        good.replace("static: [", "static: [\"not-an-address\", "),
-    )
-    .unwrap();
+    let mut bad = h.config.clone();
+    bad.routes[0]
+        .spec
+        .backends
+        .static_addresses
+        .insert(0, "not-an-address".into());
+    std::fs::write(h.config_path(), bad.render()).unwrap();
     assert!(
         eventually(Duration::from_secs(5), || h
-            .metric("apigate_config_reloads_total{result=\"failure\"}")
+            .metrics()
+            .sum("apigate_config_reloads_total", &[("result", "failure")])
             >= 1.0)
         .await,
         "the bad config was seen and rejected"
     );
+    let m = h.metrics();
     assert_eq!(
-        h.metric("apigate_config_errors_total{problem=\"invalid\"}"),
+        m.sum("apigate_config_errors_total", &[("problem", "invalid")]),
         1.0
     );
-    assert_eq!(h.metric("apigate_config_revision"), 1.0);
+    assert_eq!(m.sum("apigate_config_revision", &[]), 1.0);
     let counts = client
         .spread("/version", &[], REPLICA_HEADER, 20, 2)
         .await
@@ -44,7 +53,7 @@ async fn invalid_config_is_rejected_and_the_last_good_one_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_backends_apply_to_the_next_request_and_open_watches_survive() {
-    let h = Harness::start(2).await;
+    let mut h = Harness::start(2).await;
     let client = h.h2(None).await;
     let mut watch = client
         .stream("/api/v1/namespaces/default/pods?watch=true", &[])
@@ -54,15 +63,10 @@ async fn new_backends_apply_to_the_next_request_and_open_watches_survive() {
     assert!(first.contains("\"type\""), "{first}");
 
     // Swap to only the second replica.
-    let only_second = config(&[h.replicas[1].local_addr()], &h.settings);
-    std::fs::write(h.config_path(), only_second).unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || h
-            .metric("apigate_config_revision")
-            >= 2.0)
-        .await,
-        "the new config was activated"
-    );
+    let mut only_second = h.config.clone();
+    only_second.routes[0].spec.backends.static_addresses =
+        vec![h.replicas[1].local_addr().to_string()];
+    h.reload(only_second).await;
     let counts = client
         .spread("/version", &[], REPLICA_HEADER, 20, 2)
         .await
@@ -73,5 +77,55 @@ async fn new_backends_apply_to_the_next_request_and_open_watches_survive() {
         let chunk = watch.next_chunk(Duration::from_secs(5)).await.unwrap();
         assert!(chunk.contains("\"type\""), "{chunk}");
     }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_during_admission_refuses_the_connection() {
+    let mut h = Harness::start_with(1, |c| {
+        let https = c.listener_mut("https").unwrap();
+        https.proxy_protocol = ProxyProtocolMode::Optional;
+        https.trusted_proxies = vec!["127.0.0.0/8".into()];
+    })
+    .await;
+    // A client starts its PROXY header and pauses (it may, for handshakeTimeout).
+    let mut tcp = TcpStream::connect(h.addr()).await.unwrap();
+    tcp.write_all(b"PROXY TCP4 192.0.2.7 127.0.0")
+        .await
+        .unwrap();
+    tcp.flush().await.unwrap();
+    // Meanwhile a reload revokes the client's address.
+    let mut revoked = h.config.clone();
+    revoked.routes[0].spec.access_control = Some(AccessControlSpec {
+        rules: vec![RuleSpec {
+            action: "allow".into(),
+            address_type: None,
+            cidrs: vec!["198.51.100.0/24".into()],
+        }],
+        default_action: None,
+    });
+    h.reload(revoked).await;
+    // The client finishes; the configuration it was accepted under allowed it, the one
+    // now active does not.
+    tcp.write_all(b".1 5000 443\r\n").await.unwrap();
+    let result = H2Client::over(tcp, &h.tls(None)).await;
+    let served = match result {
+        Ok(client) => client.get("/version", &[]).await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!served, "the revoked client was refused");
+    assert_eq!(h.replicas[0].requests_total(), 0);
+    let m = h.metrics();
+    assert_eq!(
+        m.sum("apigate_connections_total", &[("result", "revoked")]),
+        1.0
+    );
+    assert_eq!(
+        m.sum(
+            "apigate_connections_revoked_total",
+            &[("reason", "acl_revoked")]
+        ),
+        1.0
+    );
     h.stop().await;
 }

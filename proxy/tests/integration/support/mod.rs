@@ -1,25 +1,35 @@
 //! Test harness: real fake-apiserver replicas, real TLS with generated certificates,
 //! apigate started in-process through the same path as `apigate run`, on ports the OS
-//! picks. Everything is stopped when the harness is dropped or shut down.
+//! picks, configured through typed objects ([`apigate_test_support::config`]).
+//!
+//! Everything a harness started stops with it: [`Harness::stop`] drains apigate and the
+//! replicas; dropping a harness (a failed assertion) stops apigate's listeners and the
+//! replicas at once and removes the temporary directory.
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod misbehaving;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apigate::demo::client::{client_config, ClientTls, H2Client};
 use apigate::server::Running;
 use apigate_control::source::FileSource;
 use apigate_fake_apiserver::pki::{Ca, Issued};
 use apigate_fake_apiserver::{Replica, ReplicaOptions, ServiceTime, TlsMaterial};
+use apigate_test_support::client::{client_config, ClientTls, H2Client};
+use apigate_test_support::config::{files, route, Config};
+use apigate_test_support::metrics::Metrics;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub const HOST: &str = "api.test.local";
+pub const OTHER_HOST: &str = "other.test.local";
 pub const TOKEN: &str = "tok-bob";
+pub const ROUTE: &str = "garden-test/shoot";
 
 pub struct Pki {
     pub server_ca: Ca,
@@ -35,7 +45,7 @@ pub struct Pki {
 impl Pki {
     pub fn new() -> Pki {
         let server_ca = Ca::new("server-ca").unwrap();
-        let serving = server_ca.issue_server(&[HOST, "other.test.local"]).unwrap();
+        let serving = server_ca.issue_server(&[HOST, OTHER_HOST]).unwrap();
         let replica_ca = Ca::new("replica-ca").unwrap();
         // HOST too: in passthrough mode clients see the replica's own certificate.
         let replica_serving = replica_ca
@@ -61,15 +71,15 @@ impl Pki {
         }
     }
 
-    pub fn write(&self, dir: &Path) {
+    pub fn write(&self, dir: &std::path::Path) {
         for (name, content) in [
             ("server-ca.pem", self.server_ca.cert_pem()),
-            ("serving.pem", self.serving.cert_pem.clone()),
-            ("serving-key.pem", self.serving.key_pem.clone()),
-            ("replica-ca.pem", self.replica_ca.cert_pem()),
-            ("client-ca.pem", self.client_ca.cert_pem()),
-            ("front-proxy.pem", self.front_proxy.cert_pem.clone()),
-            ("front-proxy-key.pem", self.front_proxy.key_pem.clone()),
+            (files::SERVING_CERT, self.serving.cert_pem.clone()),
+            (files::SERVING_KEY, self.serving.key_pem.clone()),
+            (files::REPLICA_CA, self.replica_ca.cert_pem()),
+            (files::CLIENT_CA, self.client_ca.cert_pem()),
+            (files::FRONT_PROXY_CERT, self.front_proxy.cert_pem.clone()),
+            (files::FRONT_PROXY_KEY, self.front_proxy.key_pem.clone()),
         ] {
             std::fs::write(dir.join(name), content).unwrap();
         }
@@ -89,100 +99,14 @@ impl Pki {
     }
 }
 
-/// Extra settings for a test's config.
-#[derive(Clone)]
-pub struct Settings {
-    /// Lines under `spec.defaults` (indented 4 spaces).
-    pub defaults: String,
-    pub balancing: &'static str,
-    pub host: IpAddr,
-    /// Extra keys of the `https` listener, e.g. `proxyProtocol: optional`.
-    pub listener: String,
-    /// Also start a CONNECT listener with these extra keys (`None`: no CONNECT listener).
-    pub connect_listener: Option<String>,
-    /// Lines under `spec` of the gateway (indented 2 spaces), e.g. `access:` settings.
-    pub gateway: String,
-    /// Lines appended to the route's spec (indented 2 spaces).
-    pub route: String,
-    /// Passthrough mode (no tls/upstream sections).
-    pub passthrough: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            defaults: String::new(),
-            balancing: "leastRequest",
-            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            listener: String::new(),
-            connect_listener: None,
-            gateway: String::new(),
-            route: String::new(),
-            passthrough: false,
-        }
-    }
-}
-
-pub fn config(backends: &[SocketAddr], settings: &Settings) -> String {
-    let listen = SocketAddr::new(settings.host, 0);
-    let backends: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
-    let extra = |keys: &str| {
-        if keys.is_empty() {
-            String::new()
-        } else {
-            format!(", {keys}")
-        }
-    };
-    let mut listeners = format!(
-        "  - {{name: https, address: \"{listen}\"{}}}\n",
-        extra(&settings.listener)
-    );
-    if let Some(keys) = &settings.connect_listener {
-        listeners.push_str(&format!(
-            "  - {{name: connect, kind: connect, address: \"{}\"{}}}\n",
-            SocketAddr::new(settings.host, 0),
-            extra(keys)
-        ));
-    }
-    let (mode, terminate) = if settings.passthrough {
-        ("passthrough", String::new())
-    } else {
-        (
-            "terminate",
-            "  tls: {certFile: serving.pem, keyFile: serving-key.pem, clientCAFile: client-ca.pem}
-  upstream: {caFile: replica-ca.pem, frontProxyCertFile: front-proxy.pem, frontProxyKeyFile: front-proxy-key.pem}
-  balancing: BALANCING
-"
-            .replace("BALANCING", settings.balancing),
-        )
-    };
-    format!(
-        "apiVersion: apigate.dev/v1alpha1
-kind: GatewayConfig
-metadata: {{name: test}}
-spec:
-  listeners:
-{listeners}  admin: {{address: \"127.0.0.1:0\"}}
-  defaults:
-    balancing: {}
-{}
-{}
----
-apiVersion: apigate.dev/v1alpha1
-kind: ApiServerRoute
-metadata: {{name: shoot, namespace: garden-test}}
-spec:
-  hostnames: [{HOST}]
-  mode: {mode}
-  backends: {{static: [{}]}}
-{terminate}{}
-",
-        settings.balancing,
-        settings.defaults,
-        settings.gateway,
-        backends.join(", "),
-        settings.route,
-    )
+/// The configuration every test starts from: one TLS listener on `host` and the route
+/// `garden-test/shoot` for [`HOST`], terminating TLS, in front of `backends`.
+pub fn base_config(host: IpAddr, backends: &[SocketAddr]) -> Config {
+    let mut config = Config::new(host);
+    config
+        .routes
+        .push(route::terminate("shoot", "garden-test", &[HOST], backends));
+    config
 }
 
 pub struct Harness {
@@ -190,30 +114,34 @@ pub struct Harness {
     pub pki: Arc<Pki>,
     pub replicas: Vec<Replica>,
     pub running: Option<Running>,
-    pub settings: Settings,
+    pub config: Config,
 }
 
 impl Harness {
+    /// `replicas` fake replicas on 127.0.0.1 and apigate with [`base_config`].
     pub async fn start(replicas: usize) -> Harness {
-        Self::start_with(replicas, Settings::default()).await
+        Self::start_with(replicas, |_| {}).await
     }
 
-    pub async fn start_with(count: usize, settings: Settings) -> Harness {
+    /// Like [`Harness::start`], with the configuration changed by `change` first.
+    pub async fn start_with(count: usize, change: impl FnOnce(&mut Config)) -> Harness {
+        Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST), count, change).await
+    }
+
+    /// Replicas and apigate's listener on `host`.
+    pub async fn start_on(host: IpAddr, count: usize, change: impl FnOnce(&mut Config)) -> Harness {
         let pki = Arc::new(Pki::new());
-        let replicas =
-            apigate_fake_apiserver::spawn_many(count, settings.host, pki.replica_options())
-                .await
-                .unwrap();
+        let replicas = apigate_fake_apiserver::spawn_many(count, host, pki.replica_options())
+            .await
+            .unwrap();
         let backends: Vec<SocketAddr> = replicas.iter().map(|r| r.local_addr()).collect();
-        Self::start_backends(pki, replicas, &backends, settings).await
+        let mut config = base_config(host, &backends);
+        change(&mut config);
+        Self::start_config(pki, replicas, config).await
     }
 
-    pub async fn start_backends(
-        pki: Arc<Pki>,
-        replicas: Vec<Replica>,
-        backends: &[SocketAddr],
-        settings: Settings,
-    ) -> Harness {
+    /// apigate with exactly `config`, in front of whatever `config` names.
+    pub async fn start_config(pki: Arc<Pki>, replicas: Vec<Replica>, config: Config) -> Harness {
         // `RUST_LOG=debug cargo test ...` shows apigate's and pingora's logs.
         if let Ok(filter) = std::env::var("RUST_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -224,7 +152,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         pki.write(dir.path());
         let path = dir.path().join("apigate.yaml");
-        std::fs::write(&path, config(backends, &settings)).unwrap();
+        std::fs::write(&path, config.render()).unwrap();
         let source = FileSource::new(&path);
         let snapshot = apigate_control::compile(&source.load().unwrap()).unwrap();
         let running = apigate::server::start(snapshot, Some((source, Duration::from_millis(100))))
@@ -235,7 +163,7 @@ impl Harness {
             pki,
             replicas,
             running: Some(running),
-            settings,
+            config,
         }
     }
 
@@ -259,6 +187,22 @@ impl Harness {
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("apigate.yaml")
+    }
+
+    /// Write a new configuration (apigate reloads it within ~100 ms) and wait until it
+    /// is active.
+    pub async fn reload(&mut self, config: Config) {
+        let before = self.metrics().sum("apigate_config_revision", &[]);
+        std::fs::write(self.config_path(), config.render()).unwrap();
+        self.config = config;
+        assert!(
+            eventually(Duration::from_secs(5), || self
+                .metrics()
+                .sum("apigate_config_revision", &[])
+                > before)
+            .await,
+            "the new configuration was activated"
+        );
     }
 
     pub fn tls(&self, cert: Option<&Issued>) -> ClientTls {
@@ -288,14 +232,10 @@ impl Harness {
             .unwrap()
     }
 
-    pub fn metrics(&self) -> String {
+    /// apigate's metrics, scraped now.
+    pub fn metrics(&self) -> Metrics {
         self.running().state.refresh_gauges();
-        self.running().state.metrics.render()
-    }
-
-    /// Value of one metric line (exact label set as rendered), or 0.
-    pub fn metric(&self, name_and_labels: &str) -> f64 {
-        metric_value(&self.metrics(), name_and_labels)
+        Metrics::parse(&self.running().state.metrics.render()).unwrap()
     }
 
     pub async fn stop(mut self) {
@@ -308,13 +248,14 @@ impl Harness {
     }
 }
 
-pub fn metric_value(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            let (key, value) = line.rsplit_once(' ')?;
-            (key == name_and_labels).then(|| value.parse().ok())?
-        })
-        .unwrap_or(0.0)
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // A test that failed before `stop`: stop accepting and serving now. Replicas stop
+        // when dropped; the temporary directory is removed after this.
+        if let Some(running) = self.running.take() {
+            running.stop_now();
+        }
+    }
 }
 
 /// Read an HTTP/1.1 response head from a raw stream (up to the blank line).
@@ -334,9 +275,43 @@ pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Strin
     String::from_utf8_lossy(&head).into_owned()
 }
 
+/// Read a response's JSON body after its head (`content-length` bytes).
+pub async fn read_body<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, head: &str) -> Vec<u8> {
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut body))
+        .await
+        .expect("body in time")
+        .unwrap();
+    body
+}
+
 pub async fn write_all<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) {
     stream.write_all(bytes).await.unwrap();
     stream.flush().await.unwrap();
+}
+
+/// Read until EOF or error; true if the server closed the connection within `limit`.
+pub async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+) -> bool {
+    let mut buf = [0u8; 1024];
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(end, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
 }
 
 /// Poll `check` until it is true or `limit` passes.
@@ -349,4 +324,11 @@ pub async fn eventually<F: FnMut() -> bool>(limit: Duration, mut check: F) -> bo
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     check()
+}
+
+/// A kube `Status` body, parsed.
+pub fn status(body: &[u8]) -> serde_json::Value {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(value["kind"], "Status", "{value}");
+    value
 }

@@ -1,0 +1,392 @@
+//! The admission pipeline, one typed stage per step:
+//!
+//! [`Accepted`] → PROXY header → [`Addressed`] → (CONNECT listeners: destination →
+//! [`Tunnelled`]) → ClientHello → [`Hello`] → route → [`Routed`] → allowlist and
+//! registration for revocation → [`Admitted`].
+//!
+//! Each stage consumes the previous stage's result, so no step can be skipped or run
+//! out of order, and ends a refused connection with one [`Refused`] that
+//! [`super::record::refused`] counts in one place. The whole admission runs under one
+//! deadline (`handshakeTimeout`) and one loaded configuration; [`Admitted`] drops it,
+//! so a long-lived connection keeps no old configuration alive.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use apigate_control::model::{ListenerKind, ProxyProtocolMode};
+use apigate_control::snapshot::Listener;
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::client_hello::{self, HelloError};
+use super::connect::{self, ConnectError};
+use super::prefixed::PrefixedStream;
+use super::proxy_header::{self, ClientAddrs};
+use super::record::{self, Refusal, Refused};
+use super::revocation;
+use crate::conn::{KillSwitch, TaskGuard};
+use crate::state::{Active, RouteRuntime, State};
+
+/// What every stage before [`Admitted`] carries: where the connection came in, the
+/// configuration it is admitted under and the admission deadline.
+struct Admission {
+    listener: Arc<str>,
+    active: Arc<Active>,
+    deadline: Instant,
+}
+
+impl Admission {
+    fn refuse(
+        &self,
+        refusal: Refusal,
+        addrs: ClientAddrs,
+        route: Option<&RouteRuntime>,
+    ) -> Box<Refused> {
+        Box::new(Refused {
+            refusal,
+            listener: self.listener.clone(),
+            addrs,
+            route: route.map(|r| r.label.clone()),
+        })
+    }
+}
+
+/// A connection just accepted.
+pub struct Accepted {
+    tcp: TcpStream,
+    peer: SocketAddr,
+    kind: ListenerKind,
+    proxy_protocol: ProxyProtocolMode,
+    /// Whether the TCP peer may send a PROXY header.
+    trusted: bool,
+    admission: Admission,
+}
+
+impl Accepted {
+    /// Start admitting `tcp` from `peer` on `listener` (its settings as in the active
+    /// configuration, else as at start), under the active configuration.
+    pub fn new(
+        tcp: TcpStream,
+        peer: SocketAddr,
+        listener: Arc<str>,
+        startup: &Listener,
+        active: Arc<Active>,
+    ) -> Self {
+        let settings = active
+            .snapshot
+            .gateway
+            .listeners
+            .iter()
+            .find(|l| *l.name == *listener)
+            .unwrap_or(startup);
+        let deadline = Instant::now() + active.snapshot.gateway.handshake_timeout;
+        // Dual-stack listeners see IPv4 clients as ::ffff:a.b.c.d; use the plain form.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let (kind, proxy_protocol, trusted) = (
+            settings.kind,
+            settings.proxy_protocol,
+            settings.trusts(peer.ip()),
+        );
+        Accepted {
+            tcp,
+            peer,
+            kind,
+            proxy_protocol,
+            trusted,
+            admission: Admission {
+                listener,
+                active,
+                deadline,
+            },
+        }
+    }
+
+    /// Read the PROXY header if the listener and the peer call for one.
+    pub async fn read_proxy_header(mut self) -> Result<Addressed, Box<Refused>> {
+        let read = proxy_header::read(
+            &mut self.tcp,
+            self.peer,
+            self.proxy_protocol,
+            self.trusted,
+            self.admission.deadline,
+        )
+        .await;
+        match read {
+            Ok((addrs, buffered)) => Ok(Addressed {
+                tcp: self.tcp,
+                addrs: ClientAddrs {
+                    direct: addrs.direct,
+                    remote: SocketAddr::new(addrs.remote.ip().to_canonical(), addrs.remote.port()),
+                },
+                buffered,
+                kind: self.kind,
+                admission: self.admission,
+            }),
+            Err(e) => Err(self.admission.refuse(
+                Refusal::ProxyHeader(e),
+                ClientAddrs::direct(self.peer),
+                None,
+            )),
+        }
+    }
+}
+
+/// Whose connection it is: the client addresses the allowlist will check.
+pub struct Addressed {
+    tcp: TcpStream,
+    addrs: ClientAddrs,
+    buffered: BytesMut,
+    kind: ListenerKind,
+    admission: Admission,
+}
+
+impl Addressed {
+    /// The listener kind decides the next stage.
+    pub fn kind(&self) -> ListenerKind {
+        self.kind
+    }
+
+    /// CONNECT listeners: read the CONNECT request; its destination fixes the route,
+    /// whose allowlist is checked before the tunnel opens.
+    pub async fn open_tunnel(mut self) -> Result<Tunnelled, Box<Refused>> {
+        let Admission {
+            ref active,
+            deadline,
+            ..
+        } = self.admission;
+        let header = &active.snapshot.gateway.destination_header;
+        let request = connect::read_request(&mut self.tcp, self.buffered, header, deadline)
+            .await
+            .and_then(
+                |request| match active.route_for_destination(&request.destination) {
+                    Some(route) => Ok((route.clone(), request.rest)),
+                    None => Err(ConnectError::UnknownDestination(request.destination)),
+                },
+            );
+        let (route, rest) = match request {
+            Ok(found) => found,
+            Err(e) => {
+                let _ = tokio::time::timeout_at(
+                    deadline,
+                    connect::respond(&mut self.tcp, e.status_line()),
+                )
+                .await;
+                return Err(self.admission.refuse(Refusal::Connect(e), self.addrs, None));
+            }
+        };
+        let decision = route
+            .route
+            .access
+            .decide(self.addrs.direct.ip(), self.addrs.remote.ip());
+        if !decision.allowed() {
+            let _ =
+                tokio::time::timeout_at(deadline, connect::respond(&mut self.tcp, "403 Forbidden"))
+                    .await;
+            return Err(self
+                .admission
+                .refuse(Refusal::Denied(decision), self.addrs, Some(&route)));
+        }
+        match tokio::time::timeout_at(
+            deadline,
+            connect::respond(&mut self.tcp, "200 Connection established"),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(Tunnelled {
+                tcp: self.tcp,
+                addrs: self.addrs,
+                buffered: rest,
+                route,
+                admission: self.admission,
+            }),
+            Ok(Err(e)) => Err(self.admission.refuse(
+                Refusal::ClosedEarly(e.to_string()),
+                self.addrs,
+                Some(&route),
+            )),
+            Err(_) => Err(self
+                .admission
+                .refuse(Refusal::HelloTimeout, self.addrs, Some(&route))),
+        }
+    }
+
+    /// TLS listeners: read the ClientHello; its SNI will select the route.
+    pub async fn read_client_hello(self) -> Result<Hello, Box<Refused>> {
+        read_hello(self.tcp, self.addrs, self.buffered, None, self.admission).await
+    }
+}
+
+/// A CONNECT tunnel open for the route its destination named.
+pub struct Tunnelled {
+    tcp: TcpStream,
+    addrs: ClientAddrs,
+    buffered: BytesMut,
+    route: Arc<RouteRuntime>,
+    admission: Admission,
+}
+
+impl Tunnelled {
+    /// Read the ClientHello inside the tunnel; the route stays the destination's.
+    pub async fn read_client_hello(self) -> Result<Hello, Box<Refused>> {
+        read_hello(
+            self.tcp,
+            self.addrs,
+            self.buffered,
+            Some(self.route),
+            self.admission,
+        )
+        .await
+    }
+}
+
+async fn read_hello(
+    mut tcp: TcpStream,
+    addrs: ClientAddrs,
+    buffered: BytesMut,
+    fixed: Option<Arc<RouteRuntime>>,
+    admission: Admission,
+) -> Result<Hello, Box<Refused>> {
+    match client_hello::read(&mut tcp, buffered, admission.deadline).await {
+        Ok(hello) => Ok(Hello {
+            tcp,
+            addrs,
+            hello,
+            fixed,
+            admission,
+        }),
+        Err(e) => {
+            let refusal = match e {
+                HelloError::NotTls(detail) => Refusal::NotTls(detail),
+                HelloError::Timeout => Refusal::HelloTimeout,
+                HelloError::Closed(detail) => Refusal::ClosedEarly(detail),
+            };
+            Err(admission.refuse(refusal, addrs, fixed.as_deref()))
+        }
+    }
+}
+
+/// A ClientHello read (and kept, to replay).
+pub struct Hello {
+    tcp: TcpStream,
+    addrs: ClientAddrs,
+    hello: client_hello::Hello,
+    fixed: Option<Arc<RouteRuntime>>,
+    admission: Admission,
+}
+
+impl Hello {
+    /// The route: the CONNECT destination's, else the one serving the SNI.
+    pub fn route(self) -> Result<Routed, Box<Refused>> {
+        let route = match (self.fixed, &self.hello.server_name) {
+            (Some(route), _) => route,
+            (None, None) => return Err(self.admission.refuse(Refusal::NoSni, self.addrs, None)),
+            (None, Some(sni)) => match self.admission.active.route_for_sni(sni) {
+                Some(route) => route.clone(),
+                None => {
+                    return Err(self.admission.refuse(
+                        Refusal::UnknownSni(sni.clone()),
+                        self.addrs,
+                        None,
+                    ))
+                }
+            },
+        };
+        Ok(Routed {
+            tcp: self.tcp,
+            addrs: self.addrs,
+            hello: self.hello,
+            route,
+            admission: self.admission,
+        })
+    }
+}
+
+/// A connection with its route.
+pub struct Routed {
+    tcp: TcpStream,
+    addrs: ClientAddrs,
+    hello: client_hello::Hello,
+    route: Arc<RouteRuntime>,
+    admission: Admission,
+}
+
+impl Routed {
+    /// The route's allowlist, before the handshake goes on; then registration for
+    /// revocation, which re-checks against the configuration current *now*.
+    pub fn admit(self, state: &Arc<State>) -> Result<Admitted, Box<Refused>> {
+        let decision = self
+            .route
+            .route
+            .access
+            .decide(self.addrs.direct.ip(), self.addrs.remote.ip());
+        if !decision.allowed() {
+            return Err(self.admission.refuse(
+                Refusal::Denied(decision),
+                self.addrs,
+                Some(&self.route),
+            ));
+        }
+        let registered = revocation::register(
+            state,
+            self.admission.listener.clone(),
+            self.route.route.id.clone(),
+            self.addrs,
+        );
+        let (kill, watcher) = match registered {
+            Ok(registered) => registered,
+            Err(reason) => {
+                return Err(self.admission.refuse(
+                    Refusal::Revoked(reason),
+                    self.addrs,
+                    Some(&self.route),
+                ))
+            }
+        };
+        record::admitted(
+            state,
+            &self.admission.listener,
+            &self.route.label,
+            &decision,
+            &self.addrs,
+        );
+        Ok(Admitted {
+            stream: PrefixedStream::new(self.hello.bytes, self.tcp),
+            addrs: self.addrs,
+            route: self.route,
+            listener: self.admission.listener,
+            deadline: self.admission.deadline,
+            kill,
+            watcher,
+        })
+    }
+}
+
+/// A connection the route allows, registered for revocation, with the bytes read so
+/// far in front of its stream.
+pub struct Admitted {
+    /// The client stream, replaying what admission read.
+    pub stream: PrefixedStream,
+    /// The client addresses.
+    pub addrs: ClientAddrs,
+    /// The route (as loaded at accept).
+    pub route: Arc<RouteRuntime>,
+    /// The listener it came in on.
+    pub listener: Arc<str>,
+    /// The admission deadline (the TLS handshake must finish by then).
+    pub deadline: Instant,
+    /// Trips when a later configuration revokes the connection.
+    pub kill: Arc<KillSwitch>,
+    /// The revocation watcher, stopped with the connection.
+    pub watcher: TaskGuard,
+}
+
+/// Run the whole pipeline for one accepted connection.
+pub async fn admit(accepted: Accepted, state: &Arc<State>) -> Result<Admitted, Box<Refused>> {
+    let addressed = accepted.read_proxy_header().await?;
+    let hello = match addressed.kind() {
+        ListenerKind::Tls => addressed.read_client_hello().await?,
+        ListenerKind::Connect => addressed.open_tunnel().await?.read_client_hello().await?,
+    };
+    hello.route()?.admit(state)
+}

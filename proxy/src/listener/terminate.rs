@@ -1,0 +1,108 @@
+//! Terminate mode: finish the TLS handshake with the route's certificate and hand the
+//! connection to the HTTP engine.
+
+use std::sync::Arc;
+
+use apigate_control::snapshot::Mode;
+use pingora::apps::ServerApp;
+use tokio_rustls::LazyConfigAcceptor;
+
+use super::pipeline::Admitted;
+use super::record::{self, Refusal, Refused};
+use super::ListenerContext;
+use crate::conn::transport::{Conn, HeadLimits, HeadRefusals};
+use crate::conn::{ClientAuth, ConnCtx};
+use crate::identity::Identity;
+
+/// Turn a rustls handshake error into a short metric label.
+fn failure_reason(e: &std::io::Error) -> &'static str {
+    let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return "io";
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(_) => "bad_client_certificate",
+        rustls::Error::NoCertificatesPresented => "no_client_certificate",
+        rustls::Error::AlertReceived(_) => "alert_received",
+        rustls::Error::PeerIncompatible(_) => "incompatible",
+        rustls::Error::InvalidMessage(_) | rustls::Error::PeerMisbehaved(_) => "protocol",
+        _ => "other",
+    }
+}
+
+/// Handshake, then serve HTTP until the connection ends.
+pub async fn serve(admitted: Admitted, ctx: &ListenerContext) -> Result<(), Box<Refused>> {
+    let route = admitted.route.clone();
+    let Mode::Terminate(terminate) = &route.route.mode else {
+        return Ok(());
+    };
+    let Admitted {
+        stream,
+        addrs,
+        deadline,
+        kill,
+        watcher,
+        ..
+    } = admitted;
+    let refuse = |refusal: Refusal| {
+        Box::new(Refused {
+            refusal,
+            listener: ctx.name.clone(),
+            addrs,
+            route: Some(route.label.clone()),
+        })
+    };
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = match tokio::time::timeout_at(deadline, acceptor).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(_)) => return Err(refuse(Refusal::Handshake("protocol"))),
+        Err(_) => return Err(refuse(Refusal::Handshake("timeout"))),
+    };
+    let handshake = start.into_stream(terminate.server_tls.clone());
+    let tls = match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return Err(refuse(Refusal::Handshake(failure_reason(&e)))),
+        Err(_) => return Err(refuse(Refusal::Handshake("timeout"))),
+    };
+    let client = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        // rustls only returns certificates it verified against the route's client CA.
+        Some(leaf) if terminate.client_auth => match Identity::from_certificate(leaf.as_ref()) {
+            Ok(identity) => ClientAuth::Verified(identity),
+            Err(e) => ClientAuth::Invalid(e),
+        },
+        _ => ClientAuth::Anonymous,
+    };
+    record::accepted(&ctx.state, &ctx.name);
+    let settings = route.upstream.settings;
+    let limits = HeadLimits {
+        max_bytes: settings.max_request_header_bytes,
+        timeout: settings.timeouts.request_header,
+    };
+    let metrics = ctx.state.metrics.clone();
+    let label = route.label.clone();
+    let refused: HeadRefusals = Arc::new(move |reason| {
+        metrics
+            .head_refusals
+            .with_label_values(&[&*label, reason])
+            .inc();
+    });
+    let conn_ctx = Arc::new(ConnCtx::new(
+        route.route.id.clone(),
+        client,
+        addrs.remote,
+        kill.clone(),
+    ));
+    let conn = match Conn::new(tls, conn_ctx, limits, kill, watcher, refused) {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not prepare connection");
+            return Ok(());
+        }
+    };
+    drop(route);
+    // pingora drives HTTP/1.1 keep-alive or HTTP/2 streams until the connection ends.
+    let _ = ctx.engine.process_new(Box::new(conn), &ctx.shutdown).await;
+    Ok(())
+}
