@@ -33,10 +33,10 @@ pub struct KubernetesArgs {
     #[arg(long)]
     pub route_selector: Option<String>,
     /// Compile once changes have been quiet for this long.
-    #[arg(long, default_value = "100ms", value_parser = duration)]
+    #[arg(long, default_value = "100ms", value_parser = crate::flags::wait)]
     pub debounce: Duration,
     /// ...but never let a change wait longer than this.
-    #[arg(long, default_value = "1s", value_parser = duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::flags::wait)]
     pub max_delay: Duration,
     /// Namespace of the Lease that elects the replica writing status; without it
     /// this replica always writes (a single replica).
@@ -48,11 +48,6 @@ pub struct KubernetesArgs {
     /// This replica's identity in the Lease and in Events.
     #[arg(long, env = "POD_NAME", default_value = "apigate")]
     pub identity: String,
-}
-
-fn duration(text: &str) -> Result<Duration, String> {
-    text.parse::<apigate_control::model::Duration>()
-        .map(|d| d.0)
 }
 
 /// A client from `--kubeconfig` or the in-cluster service account.

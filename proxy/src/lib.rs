@@ -15,6 +15,7 @@ pub mod admin;
 pub mod balance;
 pub mod conn;
 pub mod demo;
+pub mod flags;
 pub mod http;
 pub mod identity;
 pub mod kubernetes;

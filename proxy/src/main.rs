@@ -36,14 +36,14 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// How long shutdown waits for open connections.
-        #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+        #[arg(long, default_value = "30s", value_parser = apigate::flags::wait)]
         grace: Duration,
         /// After SIGTERM, how long to keep accepting while `/readyz` already says
         /// not-ready (load balancers notice with a delay).
-        #[arg(long, default_value = "0s", value_parser = humantime_duration)]
+        #[arg(long, default_value = "0s", value_parser = apigate::flags::wait)]
         shutdown_delay: Duration,
         /// How often the configuration files are checked for changes.
-        #[arg(long, default_value = "2s", value_parser = humantime_duration)]
+        #[arg(long, default_value = "2s", value_parser = apigate::flags::period)]
         watch_interval: Duration,
         #[command(flatten)]
         kubernetes: apigate::kubernetes::KubernetesArgs,
@@ -57,11 +57,6 @@ enum Command {
     },
     /// Start fake API-server replicas and apigate in front of them, on loopback.
     Demo(apigate::demo::DemoArgs),
-}
-
-fn humantime_duration(text: &str) -> Result<Duration, String> {
-    text.parse::<apigate_control::model::Duration>()
-        .map(|d| d.0)
 }
 
 fn init_logging(filter: &str, json: bool) {

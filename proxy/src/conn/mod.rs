@@ -8,6 +8,7 @@
 
 pub mod h1_head;
 pub mod h2_frames;
+pub mod prefixed;
 pub mod transport;
 
 use std::net::SocketAddr;

@@ -42,8 +42,8 @@ use tokio_rustls::server::TlsStream;
 
 use super::h1_head::{HeadScanner, Scan};
 use super::h2_frames::{Boundary, FrameTracker};
+use super::prefixed::PrefixedStream;
 use super::{ClientAuth, ConnCtx, KillSwitch, TaskGuard};
-use crate::listener::prefixed::PrefixedStream;
 use crate::rejection::Rejection;
 
 /// Bounds on request heads, from the route's settings.

@@ -8,7 +8,7 @@
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-use super::prefixed::read_more;
+use super::read::read_more;
 
 /// Largest ClientHello accepted (rustls' own limit is in this range too).
 const MAX_CLIENT_HELLO: usize = 64 * 1024;

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::prefixed::read_more;
+use super::read::read_more;
 
 /// Largest CONNECT request head accepted.
 const MAX_HEAD: usize = 16 * 1024;

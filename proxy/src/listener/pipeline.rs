@@ -21,10 +21,10 @@ use tokio::time::Instant;
 
 use super::client_hello::{self, HelloError};
 use super::connect::{self, ConnectError};
-use super::prefixed::PrefixedStream;
 use super::proxy_header::{self, ClientAddrs};
 use super::record::{self, Refusal, Refused};
 use super::revocation;
+use crate::conn::prefixed::PrefixedStream;
 use crate::conn::{KillSwitch, TaskGuard};
 use crate::state::{Active, RouteRuntime, State};
 

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use ppp::{HeaderResult, PartialResult};
 use tokio::net::TcpStream;
 
-use super::prefixed::read_more;
+use super::read::read_more;
 
 const V1_PREFIX: &[u8] = b"PROXY ";
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";

@@ -14,3 +14,4 @@ mod reload;
 mod shutdown;
 mod streaming;
 mod support;
+mod tls;

@@ -93,21 +93,3 @@ impl AsyncWrite for PrefixedStream {
         self.inner.is_write_vectored()
     }
 }
-
-/// Read more bytes into `buf` before `deadline`; `Ok(false)` at end of stream.
-pub async fn read_more(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    deadline: tokio::time::Instant,
-) -> io::Result<bool> {
-    use tokio::io::AsyncReadExt;
-    if buf.capacity() - buf.len() < 512 {
-        buf.reserve(2048);
-    }
-    match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
-        Ok(Ok(0)) => Ok(false),
-        Ok(Ok(_)) => Ok(true),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed")),
-    }
-}
