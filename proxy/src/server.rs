@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use apigate_control::snapshot::RouteSettings;
 use apigate_control::source::FileSource;
 use apigate_control::Snapshot;
 use pingora::apps::HttpServerOptions;
@@ -58,6 +59,31 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
 }
 
+/// pingora's HTTP engine with apigate's hooks and the settings it fixes per process.
+fn engine(state: &Arc<State>, defaults: &RouteSettings) -> Arc<Engine> {
+    // The forwarding core decides every retry; pingora's own loop must never stop it
+    // earlier.
+    let conf = Arc::new(ServerConf {
+        max_retries: crate::upstream::MAX_ATTEMPTS,
+        ..ServerConf::default()
+    });
+    let mut app = pingora::proxy::http_proxy(&conf, Apigate::new(state.clone()));
+    let mut server_options = HttpServerOptions::default();
+    server_options.h2_idle_timeout = Some(defaults.timeouts.idle);
+    // CONNECT reaches apigate's hooks, which answer it with a kube Status (pingora's
+    // own refusal has an empty body).
+    server_options.allow_connect_method_proxying = true;
+    app.server_options = Some(server_options);
+    let mut h2 = pingora::protocols::http::v2::server::H2Options::new();
+    h2.max_concurrent_streams(DOWNSTREAM_H2_MAX_STREAMS);
+    // The HTTP/2 layer refuses larger header lists itself (431 and a stream reset)
+    // before decoding them fully; the hooks apply the route's current limit to what
+    // passes. (pingora's default is 64 KiB; h2's own would be 16 MiB.)
+    h2.max_header_list_size(u32::try_from(defaults.max_request_header_bytes).unwrap_or(u32::MAX));
+    app.h2_options = Some(h2);
+    Arc::new(app)
+}
+
 /// Start serving `snapshot`. With `source`, reload on SIGHUP and file changes.
 pub async fn start(
     snapshot: Snapshot,
@@ -81,28 +107,7 @@ pub async fn start_with(
     let state = State::new(snapshot, Metrics::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
 
-    // The forwarding core decides every retry; pingora's own loop must never stop it
-    // earlier.
-    let conf = Arc::new(ServerConf {
-        max_retries: crate::upstream::MAX_ATTEMPTS,
-        ..ServerConf::default()
-    });
-    let mut app = pingora::proxy::http_proxy(&conf, Apigate::new(state.clone()));
-    let defaults = gateway.defaults;
-    let mut server_options = HttpServerOptions::default();
-    server_options.h2_idle_timeout = Some(defaults.timeouts.idle);
-    // CONNECT reaches apigate's hooks, which answer it with a kube Status (pingora's
-    // own refusal has an empty body).
-    server_options.allow_connect_method_proxying = true;
-    app.server_options = Some(server_options);
-    let mut h2 = pingora::protocols::http::v2::server::H2Options::new();
-    h2.max_concurrent_streams(DOWNSTREAM_H2_MAX_STREAMS);
-    // The HTTP/2 layer refuses larger header lists itself (431 and a stream reset)
-    // before decoding them fully; the hooks apply the route's current limit to what
-    // passes. (pingora's default is 64 KiB; h2's own would be 16 MiB.)
-    h2.max_header_list_size(u32::try_from(defaults.max_request_header_bytes).unwrap_or(u32::MAX));
-    app.h2_options = Some(h2);
-    let app = Arc::new(app);
+    let app = engine(&state, &gateway.defaults);
 
     let connections = Arc::new(Connections::default());
     let mut bound = Vec::new();

@@ -35,12 +35,117 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::{headers, RequestCtx};
 use crate::rejection::Rejection;
-use crate::state::State;
+use crate::state::{RouteRuntime, State};
 use crate::upstream::splice::splice;
+use crate::upstream::Attempts;
 use crate::upstream::{connect, Failure, NoReplica, Replay, Verdict};
+use apigate_control::snapshot::Timeouts;
 
 /// Largest upstream response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
+
+/// apigate's own upstream connection for one upgrade: the client config (front-proxy
+/// certificate only for verified client certificates), the replicas' name and the
+/// timeouts.
+struct Target {
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+    timeouts: Timeouts,
+    route: Arc<str>,
+}
+
+impl Target {
+    fn of(route: &RouteRuntime, verified: bool) -> Result<Target, Rejection> {
+        let Some(terminate) = route.route.terminate() else {
+            return Err(Rejection::RouteGone(route.label.to_string()));
+        };
+        let clients = &terminate.upstream.http1;
+        // Compile guarantees a front-proxy identity wherever client certificates are
+        // verified, so a verified identity always has its client config.
+        let config = match (verified, &clients.front_proxy) {
+            (true, Some(config)) => config.clone(),
+            (true, None) => {
+                return Err(Rejection::Internal(
+                    "verified client certificate on a route without front-proxy identity".into(),
+                ))
+            }
+            (false, _) => clients.anonymous.clone(),
+        };
+        let server_name = ServerName::try_from(terminate.upstream.server_name.clone())
+            .map_err(|e| Rejection::Internal(e.to_string()))?;
+        Ok(Target {
+            config,
+            server_name,
+            timeouts: route.upstream.settings.timeouts,
+            route: route.label.clone(),
+        })
+    }
+
+    /// Connect to a replica, moving on while connecting fails.
+    async fn connect(&self, attempts: &mut Attempts) -> Result<Upstream, Rejection> {
+        let dial = |addr| {
+            connect::tls(
+                addr,
+                self.server_name.clone(),
+                self.config.clone(),
+                self.timeouts.connect,
+            )
+        };
+        let (stream, _) = attempts.connect(dial).await.map_err(|no| match no {
+            NoReplica::NoBackends => Rejection::NoBackend(self.route.to_string()),
+            NoReplica::Exhausted { tried } => Rejection::UpstreamUnavailable(format!(
+                "{tried} replica(s) of {} failed to connect",
+                self.route
+            )),
+        })?;
+        Ok(stream)
+    }
+
+    /// Send the request head and read the response head, on another replica where the
+    /// failure rule allows it. On success `upstream` is the connection that answered.
+    async fn exchange(
+        &self,
+        attempts: &mut Attempts,
+        upstream: &mut Upstream,
+        head: &[u8],
+        replay: Replay,
+    ) -> Result<(u16, BytesMut), Rejection> {
+        loop {
+            let failure = match self.once(upstream, head).await {
+                Ok(found) => return Ok(found),
+                Err(failure) => failure,
+            };
+            let rejection = match failure {
+                Failure::ResponseHeaderTimeout => Rejection::UpstreamTimeout(format!(
+                    "{}: no response to the upgrade request",
+                    self.route
+                )),
+                _ => Rejection::UpstreamUnavailable(format!(
+                    "{}: the replica closed the upgrade request",
+                    self.route
+                )),
+            };
+            if attempts.failed(failure, replay) != Verdict::Retry {
+                return Err(rejection);
+            }
+            *upstream = self.connect(attempts).await.map_err(|_| rejection)?;
+        }
+    }
+
+    async fn once(&self, upstream: &mut Upstream, head: &[u8]) -> Result<(u16, BytesMut), Failure> {
+        let broken = Failure::Reset {
+            before_response: true,
+        };
+        upstream.write_all(head).await.map_err(|_| broken)?;
+        match tokio::time::timeout(self.timeouts.request, read_head(upstream)).await {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(_)) => Err(broken),
+            Err(_) => Err(Failure::ResponseHeaderTimeout),
+        }
+    }
+}
+
+type Upstream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
 /// Serve an upgrade request on an HTTP/1.1 connection. Returns the status sent, or the
 /// rejection to send when nothing was sent to the client yet.
@@ -55,90 +160,24 @@ pub(super) async fn serve(
     let route = routed.route.clone();
     let conn = routed.conn.clone();
     let identity = routed.identity().cloned();
-    let Some(terminate) = route.route.terminate() else {
-        return Err(Rejection::RouteGone(route.label.to_string()));
-    };
-    let timeouts = route.upstream.settings.timeouts;
-    let clients = &terminate.upstream.http1;
-    // Compile guarantees a front-proxy identity wherever client certificates are
-    // verified, so a verified identity always has its client config.
-    let config = match (&identity, &clients.front_proxy) {
-        (Some(_), Some(config)) => config.clone(),
-        (Some(_), None) => {
-            return Err(Rejection::Internal(
-                "verified client certificate on a route without front-proxy identity".into(),
-            ))
-        }
-        (None, _) => clients.anonymous.clone(),
-    };
-    let server_name = ServerName::try_from(terminate.upstream.server_name.clone())
-        .map_err(|e| Rejection::Internal(e.to_string()))?;
-    let dial = |addr| connect::tls(addr, server_name.clone(), config.clone(), timeouts.connect);
-    let (mut upstream, _) = attempts.connect(dial).await.map_err(|no| match no {
-        NoReplica::NoBackends => Rejection::NoBackend(route.label.to_string()),
-        NoReplica::Exhausted { tried } => Rejection::UpstreamUnavailable(format!(
-            "{tried} replica(s) of {} failed to connect",
-            route.label
-        )),
-    })?;
+    let target = Target::of(&route, identity.is_some())?;
+    let mut upstream = target.connect(attempts).await?;
     let replay = Replay {
         idempotent: session.req_header().method.is_idempotent(),
         body_replayable: true,
     };
     let head = request_head(session.req_header(), identity.as_ref(), conn.peer.ip())?;
-
     // From here on the client stream is ours: answers go to it directly.
-    let detached = ServerSession::new_http1(Box::new(Detached));
-    let taken = std::mem::replace(&mut session.downstream_session, Box::new(detached));
-    let ServerSession::H1(v1) = *taken else {
-        return Err(Rejection::Internal(
-            "upgrade on a non-HTTP/1.1 session".into(),
-        ));
-    };
-    let mut client = v1.into_inner();
-
-    let (status, response) = loop {
-        let exchange = async {
-            upstream
-                .write_all(&head)
-                .await
-                .map_err(|_| Failure::Reset {
-                    before_response: true,
-                })?;
-            match tokio::time::timeout(timeouts.request, read_head(&mut upstream)).await {
-                Ok(Ok(found)) => Ok(found),
-                Ok(Err(_)) => Err(Failure::Reset {
-                    before_response: true,
-                }),
-                Err(_) => Err(Failure::ResponseHeaderTimeout),
-            }
-        };
-        let failure = match exchange.await {
-            Ok(found) => break found,
-            Err(failure) => failure,
-        };
-        let rejection = match failure {
-            Failure::ResponseHeaderTimeout => Rejection::UpstreamTimeout(format!(
-                "{}: no response to the upgrade request",
-                route.label
-            )),
-            _ => Rejection::UpstreamUnavailable(format!(
-                "{}: the replica closed the upgrade request",
-                route.label
-            )),
-        };
-        let next = if attempts.failed(failure, replay) == Verdict::Retry {
-            attempts.connect(dial).await.ok()
-        } else {
-            None
-        };
-        match next {
-            Some((next, _)) => upstream = next,
-            None => {
-                let _ = client.write_all(&rejection.http1_response()).await;
-                let _ = client.shutdown().await;
-                return Ok(rejection.code());
-            }
+    let mut client = take_client(session)?;
+    let (status, response) = match target
+        .exchange(attempts, &mut upstream, &head, replay)
+        .await
+    {
+        Ok(found) => found,
+        Err(rejection) => {
+            let _ = client.write_all(&rejection.http1_response()).await;
+            let _ = client.shutdown().await;
+            return Ok(rejection.code());
         }
     };
     attempts.responded();
@@ -146,11 +185,12 @@ pub(super) async fn serve(
         return Ok(status);
     }
     if status == 101 {
+        let revoked = conn.kill.tripped();
         let end = splice(
             &mut client,
             &mut upstream,
-            timeouts.long_running,
-            conn.kill.tripped(),
+            target.timeouts.long_running,
+            revoked,
         )
         .await;
         tracing::debug!(route = %route.label, end = end.label(), "upgraded stream ended");
@@ -162,14 +202,23 @@ pub(super) async fn serve(
     } else {
         // A refused upgrade: relay the rest of the response (the request said
         // `Connection: close`, so the replica ends it).
-        let _ = tokio::time::timeout(
-            timeouts.request,
-            tokio::io::copy(&mut upstream, &mut client),
-        )
-        .await;
+        let relay = tokio::io::copy(&mut upstream, &mut client);
+        let _ = tokio::time::timeout(target.timeouts.request, relay).await;
     }
     let _ = client.shutdown().await;
     Ok(status)
+}
+
+/// Take the client's stream out of the engine's HTTP/1.1 session.
+fn take_client(session: &mut Session) -> Result<pingora::protocols::Stream, Rejection> {
+    let detached = ServerSession::new_http1(Box::new(Detached));
+    let taken = std::mem::replace(&mut session.downstream_session, Box::new(detached));
+    match *taken {
+        ServerSession::H1(v1) => Ok(v1.into_inner()),
+        _ => Err(Rejection::Internal(
+            "upgrade on a non-HTTP/1.1 session".into(),
+        )),
+    }
 }
 
 /// The request head sent upstream: the headers apigate owns set as on the pooled path,
