@@ -45,60 +45,59 @@ struct DurationSetting {
     max: Duration,
 }
 
-const CONNECT: DurationSetting = DurationSetting {
-    field: "connectTimeout",
-    default: Duration::from_secs(5),
-    min: MILLISECOND,
-    max: Duration::from_secs(10 * 60),
-};
-const REQUEST: DurationSetting = DurationSetting {
-    field: "requestTimeout",
-    default: Duration::from_secs(60),
-    min: MILLISECOND,
-    max: DAY,
-};
-const LONG_RUNNING: DurationSetting = DurationSetting {
-    field: "longRunningTimeout",
-    default: DAY,
-    min: MILLISECOND,
-    max: Duration::from_secs(30 * 24 * 3600),
-};
-const MAX_CONNECTION_AGE: DurationSetting = DurationSetting {
-    field: "upstreamMaxConnectionAge",
-    default: DAY,
-    min: SECOND,
-    max: Duration::from_secs(30 * 24 * 3600),
-};
-const HANDSHAKE: DurationSetting = DurationSetting {
-    field: "handshakeTimeout",
-    default: Duration::from_secs(10),
-    min: MILLISECOND,
-    max: Duration::from_secs(10 * 60),
-};
-const REQUEST_HEADER: DurationSetting = DurationSetting {
-    field: "requestHeaderTimeout",
-    default: Duration::from_secs(10),
-    min: MILLISECOND,
-    max: Duration::from_secs(10 * 60),
-};
-const IDLE: DurationSetting = DurationSetting {
-    field: "idleTimeout",
-    default: Duration::from_secs(300),
-    min: SECOND,
-    max: DAY,
-};
-const BASE_EJECTION: DurationSetting = DurationSetting {
-    field: "ejection.baseEjectionTime",
-    default: Duration::from_secs(5),
-    min: MILLISECOND,
-    max: HOUR,
-};
-const MAX_EJECTION: DurationSetting = DurationSetting {
-    field: "ejection.maxEjectionTime",
-    default: Duration::from_secs(120),
-    min: MILLISECOND,
-    max: DAY,
-};
+const fn setting(
+    field: &'static str,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+) -> DurationSetting {
+    DurationSetting {
+        field,
+        default,
+        min,
+        max,
+    }
+}
+
+const MINUTES_10: Duration = Duration::from_secs(10 * 60);
+const DAYS_30: Duration = Duration::from_secs(30 * 24 * 3600);
+
+const CONNECT: DurationSetting = setting(
+    "connectTimeout",
+    Duration::from_secs(5),
+    MILLISECOND,
+    MINUTES_10,
+);
+const REQUEST: DurationSetting =
+    setting("requestTimeout", Duration::from_secs(60), MILLISECOND, DAY);
+const LONG_RUNNING: DurationSetting = setting("longRunningTimeout", DAY, MILLISECOND, DAYS_30);
+const MAX_CONNECTION_AGE: DurationSetting =
+    setting("upstreamMaxConnectionAge", DAY, SECOND, DAYS_30);
+const HANDSHAKE: DurationSetting = setting(
+    "handshakeTimeout",
+    Duration::from_secs(10),
+    MILLISECOND,
+    MINUTES_10,
+);
+const REQUEST_HEADER: DurationSetting = setting(
+    "requestHeaderTimeout",
+    Duration::from_secs(10),
+    MILLISECOND,
+    MINUTES_10,
+);
+const IDLE: DurationSetting = setting("idleTimeout", Duration::from_secs(300), SECOND, DAY);
+const BASE_EJECTION: DurationSetting = setting(
+    "ejection.baseEjectionTime",
+    Duration::from_secs(5),
+    MILLISECOND,
+    HOUR,
+);
+const MAX_EJECTION: DurationSetting = setting(
+    "ejection.maxEjectionTime",
+    Duration::from_secs(120),
+    MILLISECOND,
+    DAY,
+);
 
 impl DurationSetting {
     /// The configured value or the default; out of range is recorded and the default used.

@@ -246,6 +246,19 @@ impl Conn {
         }
     }
 
+    /// The head deadline, if armed: registers the waker, and the error once it passed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        if !self.armed || self.deadline.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        self.armed = false;
+        (self.refused)("timeout");
+        Some(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request headers not received in time",
+        ))
+    }
+
     /// Write as much of apigate's own response as the socket takes.
     fn poll_own(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
@@ -322,13 +335,8 @@ impl AsyncRead for Conn {
                 "request refused",
             )));
         }
-        if this.armed && this.deadline.as_mut().poll(cx).is_ready() {
-            this.armed = false;
-            (this.refused)("timeout");
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "request headers not received in time",
-            )));
+        if let Some(e) = this.poll_deadline(cx) {
+            return Poll::Ready(Err(e));
         }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.tls).poll_read(cx, buf);
@@ -339,13 +347,8 @@ impl AsyncRead for Conn {
                 return Poll::Ready(Err(e));
             }
             // The deadline may have been armed by these bytes: register its waker.
-            if this.armed && this.deadline.as_mut().poll(cx).is_ready() {
-                this.armed = false;
-                (this.refused)("timeout");
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "request headers not received in time",
-                )));
+            if let Some(e) = this.poll_deadline(cx) {
+                return Poll::Ready(Err(e));
             }
         }
         result

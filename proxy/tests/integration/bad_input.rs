@@ -10,8 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    closed_within, eventually, read_body, read_head, status, write_all, Harness, HOST, OTHER_HOST,
-    ROUTE,
+    closed_within, eventually, h2_frame, read_body, read_head, status, write_all, Harness, HOST,
+    OTHER_HOST, ROUTE,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,15 +180,6 @@ async fn every_http1_request_head_has_the_header_deadline_not_only_the_first() {
     h.stop().await;
 }
 
-/// HTTP/2 frames by hand.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len();
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_http2_header_block_has_the_header_deadline() {
     let h = Harness::start_with(1, |c| {
@@ -212,8 +203,8 @@ async fn every_http2_header_block_has_the_header_deadline() {
     block.push(HOST.len() as u8);
     block.extend_from_slice(HOST.as_bytes());
     let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    start.extend(frame(0x4, 0, 0, &[]));
-    start.extend(frame(0x1, 0x4 | 0x1, 1, &block));
+    start.extend(h2_frame(0x4, 0, 0, &[]));
+    start.extend(h2_frame(0x1, 0x4 | 0x1, 1, &block));
     write_all(&mut tls, &start).await;
     assert!(
         eventually(Duration::from_secs(5), || h.replicas[0].requests_total()
@@ -227,7 +218,7 @@ async fn every_http2_header_block_has_the_header_deadline() {
     block.extend_from_slice(b"x-abc");
     block.push(90);
     block.extend(std::iter::repeat_n(b'a', 90));
-    let headers = frame(0x1, 0x4 | 0x1, 3, &block);
+    let headers = h2_frame(0x1, 0x4 | 0x1, 3, &block);
     let closed = trickled_until_closed(&mut tls, &headers, Duration::from_millis(100)).await;
     assert!(
         closed,

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apigate_control::model::{Balancing, EjectionSpec};
-use apigate_fake_apiserver::{ServiceTime, REPLICA_HEADER};
+use apigate_fake_apiserver::REPLICA_HEADER;
 use apigate_test_support::config::{millis, secs};
 use bytes::Bytes;
 
 use crate::support::misbehaving::{Misbehaving, Refusal};
-use crate::support::{base_config, status, Harness, Pki, ROUTE};
+use crate::support::{base_config, slow_replicas, status, Harness, Pki, ROUTE};
 
 /// An address nothing listens on (bound, then released).
 fn dead_address() -> SocketAddr {
@@ -115,11 +115,7 @@ async fn all_backends_down_gives_a_kube_status_and_panic_mode_keeps_trying() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_stopped_with_requests_in_flight_fails_no_request() {
     let pki = Arc::new(Pki::new());
-    let mut options = pki.replica_options();
-    options.service_time = ServiceTime::Fixed(Duration::from_millis(400));
-    let replicas = apigate_fake_apiserver::spawn_many(3, "127.0.0.1".parse().unwrap(), options)
-        .await
-        .unwrap();
+    let replicas = slow_replicas(&pki, 3, Duration::from_millis(400)).await;
     let backends: Vec<SocketAddr> = replicas.iter().map(|r| r.local_addr()).collect();
     let mut h = Harness::start_config(
         pki,
@@ -158,11 +154,7 @@ async fn a_replica_stopped_with_requests_in_flight_fails_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_slower_than_the_request_timeout_gives_504_status() {
     let pki = Arc::new(Pki::new());
-    let mut options = pki.replica_options();
-    options.service_time = ServiceTime::Fixed(Duration::from_secs(3));
-    let replicas = apigate_fake_apiserver::spawn_many(1, "127.0.0.1".parse().unwrap(), options)
-        .await
-        .unwrap();
+    let replicas = slow_replicas(&pki, 1, Duration::from_secs(3)).await;
     let mut config = base_config("127.0.0.1".parse().unwrap(), &[replicas[0].local_addr()]);
     config.gateway.spec.defaults.request_timeout = Some(millis(300));
     let h = Harness::start_config(pki, replicas, config).await;

@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
-use apigate_control::access::{AccessControlSpec, RuleSpec};
 use apigate_control::model::ProxyProtocolMode;
 use apigate_fake_apiserver::REPLICA_HEADER;
 use apigate_test_support::client::H2Client;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::support::{eventually, Harness};
+use crate::support::{allow_only, eventually, Harness};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_config_is_rejected_and_the_last_good_one_keeps_serving() {
@@ -96,14 +95,7 @@ async fn a_revocation_during_admission_refuses_the_connection() {
     tcp.flush().await.unwrap();
     // Meanwhile a reload revokes the client's address.
     let mut revoked = h.config.clone();
-    revoked.routes[0].spec.access_control = Some(AccessControlSpec {
-        rules: vec![RuleSpec {
-            action: "allow".into(),
-            address_type: None,
-            cidrs: vec!["198.51.100.0/24".into()],
-        }],
-        default_action: None,
-    });
+    allow_only(&mut revoked, &["198.51.100.0/24"]);
     h.reload(revoked).await;
     // The client finishes; the configuration it was accepted under allowed it, the one
     // now active does not.

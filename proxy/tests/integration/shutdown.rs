@@ -5,20 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apigate_fake_apiserver::ServiceTime;
-
 use crate::support::{
-    base_config, closed_within, read_body, read_head, write_all, Harness, Pki, HOST,
+    base_config, closed_within, read_body, read_head, slow_replicas, write_all, Harness, Pki, HOST,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_idle_connections_at_once_and_lets_requests_finish() {
     let pki = Arc::new(Pki::new());
-    let mut options = pki.replica_options();
-    options.service_time = ServiceTime::Fixed(Duration::from_millis(600));
-    let replicas = apigate_fake_apiserver::spawn_many(1, "127.0.0.1".parse().unwrap(), options)
-        .await
-        .unwrap();
+    let replicas = slow_replicas(&pki, 1, Duration::from_millis(600)).await;
     let config = base_config("127.0.0.1".parse().unwrap(), &[replicas[0].local_addr()]);
     let mut h = Harness::start_config(pki, replicas, config).await;
 

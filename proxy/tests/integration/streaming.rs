@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use apigate_control::access::{AccessControlSpec, RuleSpec};
 use apigate_fake_apiserver::REPLICA_HEADER;
 use apigate_test_support::client::{client_config, ClientTls};
 use apigate_test_support::config::{millis, route, secs};
@@ -12,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    closed_within, eventually, read_head, write_all, Harness, HOST, ROUTE, TOKEN,
+    allow_only, closed_within, eventually, read_head, write_all, Harness, HOST, ROUTE, TOKEN,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,17 +213,6 @@ async fn a_silent_passthrough_connection_ends_after_the_long_running_timeout() {
     h.stop().await;
 }
 
-fn revoke_loopback(config: &mut apigate_test_support::config::Config) {
-    config.routes[0].spec.access_control = Some(AccessControlSpec {
-        rules: vec![RuleSpec {
-            action: "allow".into(),
-            address_type: None,
-            cidrs: vec!["10.0.0.0/8".into()],
-        }],
-        default_action: None,
-    });
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_closes_exec_sessions_and_passthrough_splices() {
     // An exec session on a terminating route.
@@ -232,7 +220,7 @@ async fn revocation_closes_exec_sessions_and_passthrough_splices() {
     let mut session = exec(&h, "SPDY/3.1", "").await;
     echo(&mut session, b"before").await;
     let mut revoked = h.config.clone();
-    revoke_loopback(&mut revoked);
+    allow_only(&mut revoked, &["10.0.0.0/8"]);
     h.reload(revoked).await;
     assert!(
         closed_within(&mut session, Duration::from_secs(5)).await,
@@ -259,7 +247,7 @@ async fn revocation_closes_exec_sessions_and_passthrough_splices() {
     let mut h = Harness::start_with(1, passthrough_route).await;
     let mut stream = passthrough_connection(&h).await;
     let mut revoked = h.config.clone();
-    revoke_loopback(&mut revoked);
+    allow_only(&mut revoked, &["10.0.0.0/8"]);
     h.reload(revoked).await;
     assert!(
         closed_within(&mut stream, Duration::from_secs(5)).await,

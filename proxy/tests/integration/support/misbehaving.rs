@@ -15,6 +15,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use super::h2_frame;
+
 /// What the replica does with every request.
 #[derive(Debug, Clone, Copy)]
 pub enum Refusal {
@@ -128,7 +130,7 @@ where
         return;
     }
     // Our SETTINGS (empty).
-    if io.write_all(&frame(0x4, 0, 0, &[])).await.is_err() {
+    if io.write_all(&h2_frame(0x4, 0, 0, &[])).await.is_err() {
         return;
     }
     loop {
@@ -145,7 +147,7 @@ where
         }
         match kind {
             // SETTINGS from the client: acknowledge.
-            0x4 if flags & 0x1 == 0 && io.write_all(&frame(0x4, 0x1, 0, &[])).await.is_err() => {
+            0x4 if flags & 0x1 == 0 && io.write_all(&h2_frame(0x4, 0x1, 0, &[])).await.is_err() => {
                 return;
             }
             // HEADERS: refuse the whole connection, processing nothing.
@@ -153,7 +155,7 @@ where
                 seen.fetch_add(1, Ordering::Relaxed);
                 let mut goaway = 0u32.to_be_bytes().to_vec(); // last-stream-id 0
                 goaway.extend_from_slice(&0u32.to_be_bytes()); // NO_ERROR
-                let _ = io.write_all(&frame(0x7, 0, 0, &goaway)).await;
+                let _ = io.write_all(&h2_frame(0x7, 0, 0, &goaway)).await;
                 let _ = io.flush().await;
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 return;
@@ -161,12 +163,4 @@ where
             _ => {}
         }
     }
-}
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len();
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
 }

@@ -238,6 +238,11 @@ impl Harness {
         Metrics::parse(&self.running().state.metrics.render()).unwrap()
     }
 
+    /// The sum of metric `name` over the series with these labels, scraped now.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.metrics().sum(name, labels)
+    }
+
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown(Duration::from_secs(2)).await;
@@ -324,6 +329,36 @@ pub async fn eventually<F: FnMut() -> bool>(limit: Duration, mut check: F) -> bo
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     check()
+}
+
+/// Allow only `cidrs` on the first route (its `accessControl`).
+pub fn allow_only(config: &mut Config, cidrs: &[&str]) {
+    config.routes[0].spec.access_control = Some(apigate_control::access::AccessControlSpec {
+        rules: vec![apigate_control::access::RuleSpec {
+            action: "allow".into(),
+            address_type: None,
+            cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
+        }],
+        default_action: None,
+    });
+}
+
+/// `n` fake replicas on 127.0.0.1 that take `service_time` per request.
+pub async fn slow_replicas(pki: &Pki, n: usize, service_time: Duration) -> Vec<Replica> {
+    let mut options = pki.replica_options();
+    options.service_time = ServiceTime::Fixed(service_time);
+    apigate_fake_apiserver::spawn_many(n, "127.0.0.1".parse().unwrap(), options)
+        .await
+        .unwrap()
+}
+
+/// One HTTP/2 frame, by hand.
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
 }
 
 /// A kube `Status` body, parsed.
