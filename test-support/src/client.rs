@@ -148,6 +148,21 @@ impl H2Client {
             .await
     }
 
+    /// Send an HTTP/2 `CONNECT` for this connection's authority (RFC 9113 §8.5) and
+    /// collect the response.
+    pub async fn connect_method(&self) -> Result<Response, ClientError> {
+        let request =
+            http::Request::connect(self.authority.as_str()).body(Full::new(Bytes::new()))?;
+        let response = self.sender.clone().send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Response {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+
     /// Send a request with any method and body and collect the response.
     pub async fn request(
         &self,

@@ -329,6 +329,10 @@ async fn unparseable_requests_and_connect_get_a_kube_status() {
         let body = read_body(&mut stream, &head).await;
         assert_eq!(status(&body)["code"], code);
     }
+    // CONNECT on HTTP/2.
+    let r = h.h2(None).await.connect_method().await.unwrap();
+    assert_eq!(r.status, 405);
+    assert_eq!(status(&r.body)["code"], 405);
     assert_eq!(h.replicas[0].requests_total(), 0);
     h.stop().await;
 }
