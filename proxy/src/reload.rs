@@ -25,6 +25,14 @@ pub fn reload(source: &FileSource, state: &State) -> Result<SnapshotDiff, Vec<Co
             {
                 tracing::warn!("listener or admin addresses changed; they take effect on restart");
             }
+            let (new, was) = (&snapshot.gateway.defaults, &old.snapshot.gateway.defaults);
+            if new.timeouts.idle != was.timeouts.idle
+                || new.max_request_header_bytes > was.max_request_header_bytes
+            {
+                tracing::warn!(
+                    "idleTimeout or a larger maxRequestHeaderBytes takes effect for HTTP/2 connections on restart"
+                );
+            }
             let diff = state.install(snapshot);
             state.metrics.reloads.with_label_values(&["success"]).inc();
             tracing::info!(
