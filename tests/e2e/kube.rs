@@ -7,15 +7,15 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use apigate::admin::Readiness;
 use apigate::server::Running;
 use apigate_control::source::kubernetes::lease::LeaseConfig;
 use apigate_control::source::kubernetes::{self as source, Options};
+use apigate_test_support::metrics::Metrics;
 
 use crate::{text, Testbed};
 
@@ -26,30 +26,16 @@ pub const K8S_HOST: &str = "kubernetes.default.svc";
 /// The route's label in apigate's metrics.
 pub const ROUTE: &str = "shoot--e2e--k8s/kube-apiserver";
 
-/// kubectl straight to the testbed as admin (not through apigate).
-///
-/// Blocking calls run under `block_in_place`: a plain blocking call would strand the
-/// tasks queued on this worker (apigate's own listener among them) until it returns.
+/// kubectl straight to the testbed as admin (not through apigate), bounded in time
+/// (see [`crate::kubectl`]).
 pub fn admin(testbed: &Testbed, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
-    tokio::task::block_in_place(|| admin_blocking(testbed, args, stdin))
-}
-
-fn admin_blocking(testbed: &Testbed, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
-    let mut child = Command::new(testbed.get("KUBECTL")?)
-        .arg("--kubeconfig")
-        .arg(testbed.get("KUBECONFIG_ADMIN")?)
-        .arg("--request-timeout=20s")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running kubectl")?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        use std::io::Write;
-        pipe.write_all(input.as_bytes())?;
-    }
-    Ok(child.wait_with_output()?)
+    crate::kubectl(
+        testbed,
+        Path::new(testbed.get("KUBECONFIG_ADMIN")?),
+        None,
+        args,
+        stdin.map(str::as_bytes),
+    )
 }
 
 /// [`admin`] that must succeed; returns its output.
@@ -63,10 +49,6 @@ pub fn admin_ok(testbed: &Testbed, args: &[&str], stdin: Option<&str>) -> anyhow
 /// `kubectl apply -f -` of `yaml`. Retried a few times: right after a CRD is
 /// established, a replica that has not loaded it yet may drop the request.
 pub fn apply(testbed: &Testbed, yaml: &str) -> anyhow::Result<()> {
-    tokio::task::block_in_place(|| apply_blocking(testbed, yaml))
-}
-
-fn apply_blocking(testbed: &Testbed, yaml: &str) -> anyhow::Result<()> {
     let mut attempt = 0;
     loop {
         match admin_ok(testbed, &["apply", "-f", "-"], Some(yaml)) {
@@ -74,7 +56,7 @@ fn apply_blocking(testbed: &Testbed, yaml: &str) -> anyhow::Result<()> {
             Err(e) if attempt >= 4 => return Err(e),
             Err(_) => attempt += 1,
         }
-        std::thread::sleep(Duration::from_secs(1));
+        crate::blocking(|| std::thread::sleep(Duration::from_secs(1)));
     }
 }
 
@@ -212,14 +194,18 @@ spec:
 /// apigate with the Kubernetes source, in-process.
 pub struct KubeGateway {
     pub running: Option<Running>,
-    source: tokio::task::JoinHandle<()>,
+    /// What the source needs until [`KubeGateway::start_source`] spawns it.
+    pending: Option<(::kube::Client, apigate_control::source::Inputs, Options)>,
+    source: Option<tokio::task::JoinHandle<()>>,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
 }
 
 impl KubeGateway {
-    /// Start listeners (not ready), check `/readyz` says so, then start the source.
-    pub async fn start(testbed: &Testbed) -> anyhow::Result<(KubeGateway, bool)> {
+    /// Start the listeners and the admin endpoint, not ready, WITHOUT the Kubernetes
+    /// source: `/readyz` can be read before anything could have synced. Then call
+    /// [`KubeGateway::start_source`].
+    pub async fn start(testbed: &Testbed) -> anyhow::Result<KubeGateway> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("gateway.yaml");
         std::fs::write(
@@ -239,7 +225,6 @@ spec:
         let seed_kubeconfig = PathBuf::from(testbed.get("KUBECONFIG_ADMIN")?);
         let client = apigate::kubernetes::client(Some(&seed_kubeconfig)).await?;
         let running = apigate::server::start_with(snapshot, None, false).await?;
-        let ready_before_sync = running.readiness.get() || readyz(&running).await?;
         let options = Options {
             route_selector: None,
             debounce: Duration::from_millis(100),
@@ -253,13 +238,6 @@ spec:
             controller: "apigate.dev/apigate".into(),
             instance: "e2e-0".into(),
         };
-        let report =
-            apigate::kubernetes::installer(running.state.clone(), running.readiness.clone());
-        let source = tokio::spawn(async move {
-            if let Err(e) = source::run(client, base, options, report).await {
-                eprintln!("kubernetes source stopped: {e}");
-            }
-        });
         let address = running.address().context("no listener")?;
         let kubeconfig = dir.path().join("kubeconfig");
         let pki = testbed.get("PKI")?;
@@ -280,15 +258,27 @@ current-context: admin
 "
             ),
         )?;
-        Ok((
-            KubeGateway {
-                running: Some(running),
-                source,
-                dir,
-                kubeconfig,
-            },
-            ready_before_sync,
-        ))
+        Ok(KubeGateway {
+            running: Some(running),
+            pending: Some((client, base, options)),
+            source: None,
+            dir,
+            kubeconfig,
+        })
+    }
+
+    /// Spawn the Kubernetes source (once); it reports readiness after its first sync.
+    pub fn start_source(&mut self) -> anyhow::Result<()> {
+        let (client, base, options) = self.pending.take().context("source already started")?;
+        let running = self.running()?;
+        let report =
+            apigate::kubernetes::installer(running.state.clone(), running.readiness.clone());
+        self.source = Some(tokio::spawn(async move {
+            if let Err(e) = source::run(client, base, options, report).await {
+                eprintln!("kubernetes source stopped: {e}");
+            }
+        }));
+        Ok(())
     }
 
     pub fn running(&self) -> anyhow::Result<&Running> {
@@ -299,50 +289,44 @@ current-context: admin
         self.running()?.address().context("no listener")
     }
 
-    pub fn readiness(&self) -> anyhow::Result<Arc<Readiness>> {
-        Ok(self.running()?.readiness.clone())
+    /// The status code of `/readyz` on the admin listener (200 ready, 503 not).
+    pub async fn readyz(&self) -> anyhow::Result<u16> {
+        let admin = self.running()?.admin.context("no admin listener")?;
+        Ok(crate::admin_get(admin, "/readyz").await?.0)
     }
 
     /// kubectl through apigate as admin.
     pub fn kubectl(&self, testbed: &Testbed, args: &[&str]) -> anyhow::Result<Output> {
-        let command = || {
-            Command::new(testbed.get("KUBECTL")?)
-                .arg("--kubeconfig")
-                .arg(&self.kubeconfig)
-                .arg("--request-timeout=20s")
-                .args(args)
-                .output()
-                .context("running kubectl")
-        };
-        tokio::task::block_in_place(command)
+        crate::kubectl(testbed, &self.kubeconfig, None, args, None)
     }
 
-    /// Sum of an apigate counter over the series containing every label.
-    pub fn metric_sum(&self, name: &str, labels: &[&str]) -> f64 {
-        self.running
-            .as_ref()
-            .map(|r| crate::sum_series(&r.state.metrics.render(), name, labels))
-            .unwrap_or(0.0)
+    /// apigate's metrics, scraped from its admin listener.
+    pub async fn metrics(&self) -> anyhow::Result<Metrics> {
+        crate::apigate_metrics(self.running()?).await
     }
 
     pub async fn stop(&mut self) {
-        self.source.abort();
+        if let Some(source) = self.source.take() {
+            source.abort();
+            let _ = source.await;
+        }
         if let Some(running) = self.running.take() {
             running.shutdown(Duration::from_secs(2)).await;
         }
     }
 }
 
-/// `/readyz` over HTTP on the admin address.
-async fn readyz(running: &Running) -> anyhow::Result<bool> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let admin = running.admin.context("no admin listener")?;
-    let mut tcp = tokio::net::TcpStream::connect(admin).await?;
-    tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).await?;
-    Ok(answer.starts_with("HTTP/1.1 200"))
+impl Drop for KubeGateway {
+    /// A scenario that panicked or timed out leaves neither the source (watching the
+    /// testbed with the admin client certificate) nor apigate running.
+    fn drop(&mut self) {
+        if let Some(source) = self.source.take() {
+            source.abort();
+        }
+        if let Some(running) = self.running.take() {
+            running.stop_now();
+        }
+    }
 }
 
 /// Poll `check` every 50 ms until it holds or `limit` passes; returns the time taken.
@@ -437,15 +421,7 @@ pub fn rotated_serving_cert(testbed: &Testbed, dir: &Path) -> anyhow::Result<(Pa
         &ext,
         format!("basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:{K8S_HOST},DNS:localhost\n"),
     )?;
-    let run = |args: &[&str]| -> anyhow::Result<()> {
-        let output = Command::new("openssl").args(args).output()?;
-        ensure!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            text(&output)
-        );
-        Ok(())
-    };
+    let run = crate::openssl;
     let p = |p: &Path| p.display().to_string();
     run(&[
         "genpkey",

@@ -3,22 +3,26 @@
 //! path as `apigate run`.
 //!
 //! The testbed processes are started by `testbed.sh up` and always stopped by
-//! [`Testbed`]'s `Drop` (`testbed.sh down`, which kills by pid).
+//! [`Testbed`]'s `Drop` (`testbed.sh down`, which kills by pid); apigate by
+//! [`Gateway`]'s and [`kube::KubeGateway`]'s. Every command the harness runs (kubectl,
+//! openssl, the testbed script) is bounded in time by [`run_bounded`].
 
 #![allow(missing_docs)]
 
 pub mod kube;
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{bail, ensure, Context};
 use apigate::server::Running;
 use apigate_control::source::FileSource;
 use apigate_test_support::client::{ClientTls, H2Client};
+use apigate_test_support::metrics::Metrics;
 
 /// SNI clients use for the testbed's API server through apigate; it is in the
 /// replicas' serving certificate, which apigate serves too (as Gardener's gateway does).
@@ -38,20 +42,23 @@ fn script() -> PathBuf {
 impl Testbed {
     /// `testbed.sh up` into a fresh directory.
     pub fn up() -> anyhow::Result<Testbed> {
-        let dir = tempfile::tempdir()?;
-        let script = script();
-        let output = Command::new("bash")
-            .arg(&script)
-            .arg("up")
-            .arg(dir.path())
-            .output()
-            .context("running testbed.sh up")?;
-        // Constructed first so that Drop brings down whatever `up` started.
+        // Constructed first so that Drop brings down whatever `up` started, also when
+        // `up` fails or has to be killed.
         let mut testbed = Testbed {
-            dir,
+            dir: tempfile::tempdir()?,
             env: BTreeMap::new(),
-            script,
+            script: script(),
         };
+        // `up` bounds its own waits (APIGATE_TESTBED_READY_TIMEOUT, 180 s by default).
+        let output = run_bounded(
+            Command::new("bash")
+                .arg(&testbed.script)
+                .arg("up")
+                .arg(testbed.dir.path()),
+            None,
+            Duration::from_secs(300),
+        )
+        .context("running testbed.sh up")?;
         if !output.status.success() {
             bail!(
                 "testbed.sh up failed (run `tests/testbed/testbed.sh install` first):\n{}",
@@ -113,33 +120,271 @@ impl Testbed {
         })
     }
 
-    /// `apiserver_request_total` of one replica, scraped directly with the admin cert,
-    /// summed over the series whose labels contain every one of `labels`.
-    pub async fn request_total(&self, replica: SocketAddr, labels: &[&str]) -> anyhow::Result<f64> {
-        let client =
-            H2Client::connect(replica, &self.client_tls(Some("admin"), "localhost")?).await?;
-        let response = client.get("/metrics", &[]).await?;
-        let text = String::from_utf8_lossy(&response.body);
-        Ok(sum_series(&text, "apiserver_request_total{", labels))
+    /// One replica's `/metrics`, scraped directly with the admin BEARER TOKEN over a
+    /// connection without a client certificate: a scrape presenting one would itself
+    /// count in `apiserver_client_certificate_expiration_seconds`.
+    pub async fn scrape(&self, replica: SocketAddr) -> anyhow::Result<Metrics> {
+        let client = H2Client::connect(replica, &self.client_tls(None, "localhost")?)
+            .await
+            .with_context(|| format!("connecting to replica {replica}"))?;
+        let bearer = format!("Bearer {}", self.get("ADMIN_TOKEN")?);
+        let response = client
+            .get("/metrics", &[("Authorization", &bearer)])
+            .await
+            .with_context(|| format!("scraping replica {replica}"))?;
+        ensure!(
+            response.status == 200,
+            "scraping replica {replica}: status {}",
+            response.status
+        );
+        Metrics::parse(&String::from_utf8_lossy(&response.body))
+            .with_context(|| format!("parsing the metrics of replica {replica}"))
+    }
+
+    /// `apiserver_request_total` of one replica summed over the series carrying every
+    /// one of `labels`.
+    pub async fn request_total(
+        &self,
+        replica: SocketAddr,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<f64> {
+        Ok(self
+            .scrape(replica)
+            .await?
+            .sum("apiserver_request_total", labels))
+    }
+
+    /// Issue a client certificate signed by the testbed CA (as `testbed.sh` issues
+    /// alice's) into `dir`: `CN=cn`, one `O=` per group. Returns (cert, key) paths.
+    pub fn issue_client_cert(
+        &self,
+        dir: &Path,
+        cn: &str,
+        groups: &[&str],
+    ) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let key = dir.join(format!("{cn}.key"));
+        let csr = dir.join(format!("{cn}.csr"));
+        let cert = dir.join(format!("{cn}.crt"));
+        let ext = dir.join(format!("{cn}.ext"));
+        std::fs::write(
+            &ext,
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+        )?;
+        let subject: String = groups
+            .iter()
+            .map(|g| format!("/O={g}"))
+            .chain([format!("/CN={cn}")])
+            .collect();
+        let p = |p: &Path| p.display().to_string();
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &p(&key),
+        ])?;
+        openssl(&[
+            "req",
+            "-new",
+            "-key",
+            &p(&key),
+            "-subj",
+            &subject,
+            "-out",
+            &p(&csr),
+        ])?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &p(&csr),
+            "-CA",
+            &p(&self.pki("ca.crt")?),
+            "-CAkey",
+            &p(&self.pki("ca.key")?),
+            "-set_serial",
+            "0x5eed",
+            "-days",
+            "2",
+            "-sha256",
+            "-extfile",
+            &p(&ext),
+            "-out",
+            &p(&cert),
+        ])?;
+        Ok((cert, key))
+    }
+
+    /// `testbed.sh down` (idempotent: only processes `up` recorded and still running
+    /// are signalled). Also run by `Drop`.
+    pub fn down(&self) {
+        let _ = run_bounded(
+            Command::new("bash")
+                .arg(&self.script)
+                .arg("down")
+                .arg(self.dir.path()),
+            None,
+            Duration::from_secs(60),
+        );
     }
 }
 
-/// Sum of the Prometheus text-format series starting with `prefix` whose line
-/// contains every one of `labels`.
-pub fn sum_series(text: &str, prefix: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix) && labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
+/// Run openssl; an error carries its output.
+pub fn openssl(args: &[&str]) -> anyhow::Result<()> {
+    let output = run_bounded(
+        Command::new("openssl").args(args),
+        None,
+        Duration::from_secs(30),
+    )?;
+    ensure!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        text(&output)
+    );
+    Ok(())
+}
+
+/// Run a command with `stdin` (or none) and wait at most `limit`; on timeout the
+/// process is killed and the error carries what it printed. On a multi-threaded
+/// tokio runtime the wait runs under `block_in_place`: a plain blocking call would
+/// strand the tasks queued on this worker (apigate's own listener among them).
+pub fn run_bounded(
+    command: &mut Command,
+    stdin: Option<&[u8]>,
+    limit: Duration,
+) -> anyhow::Result<Output> {
+    let run = || -> anyhow::Result<Output> {
+        let mut child = command
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {command:?}"))?;
+        // Readers and the writer in threads: a full pipe never blocks the deadline.
+        fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        }
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            let input = input.to_vec();
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&input);
+            });
+        }
+        let deadline = Instant::now() + limit;
+        let (status, killed) = loop {
+            if let Some(status) = child.try_wait()? {
+                break (status, false);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                break (child.wait()?, true);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // A grandchild holding the pipes open must not block us either.
+        let join = |handle: std::thread::JoinHandle<Vec<u8>>| {
+            let until = Instant::now() + Duration::from_secs(5);
+            while !handle.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if handle.is_finished() {
+                handle.join().unwrap_or_default()
+            } else {
+                b"(output still open after the process ended)".to_vec()
+            }
+        };
+        let output = Output {
+            status,
+            stdout: join(stdout),
+            stderr: join(stderr),
+        };
+        if killed {
+            bail!(
+                "{command:?} did not finish within {limit:?}; killed. Output: {}",
+                short(&text(&output))
+            );
+        }
+        Ok(output)
+    };
+    blocking(run)
+}
+
+/// Run blocking `f`; on a multi-threaded tokio runtime under `block_in_place`, so
+/// that the tasks queued on this worker (apigate's own listener among them) move to
+/// another one meanwhile.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// At most ~2 KiB of `text`, for error messages.
+pub fn short(text: &str) -> String {
+    const LIMIT: usize = 2048;
+    if text.len() <= LIMIT {
+        return text.to_string();
+    }
+    let mut end = LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
+/// A GET over plain HTTP/1.1 to an admin address: status and body.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut tcp = tokio::net::TcpStream::connect(admin).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await?;
+        anyhow::Ok(String::from_utf8_lossy(&answer).into_owned())
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .with_context(|| format!("GET {path} on {admin}: no answer within 10 s"))??;
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("GET {path} on {admin}: bad answer {:?}", short(&answer)))?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// apigate's own metrics, scraped from its admin listener as an operator would.
+pub async fn apigate_metrics(running: &Running) -> anyhow::Result<Metrics> {
+    let admin = running.admin.context("apigate has no admin listener")?;
+    let (status, body) = admin_get(admin, "/metrics").await?;
+    ensure!(status == 200, "apigate /metrics: status {status}");
+    Ok(Metrics::parse(&body)?)
 }
 
 impl Drop for Testbed {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(&self.script)
-            .arg("down")
-            .arg(self.dir.path())
-            .output();
+        self.down();
     }
 }
 
@@ -311,33 +556,57 @@ current-context: admin
         context: &str,
         args: &[&str],
     ) -> anyhow::Result<Output> {
-        let output = Command::new(testbed.get("KUBECTL")?)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--context")
-            .arg(context)
-            .arg("--request-timeout=20s")
-            .args(args)
-            .output()
-            .context("running kubectl")?;
-        Ok(output)
+        self.kubectl_input(testbed, context, args, None)
     }
 
-    /// Value of one apigate metric line (exact labels as rendered), or 0.
-    pub fn metric(&self, name_and_labels: &str) -> f64 {
-        let Some(running) = &self.running else {
-            return 0.0;
-        };
-        running
-            .state
-            .metrics
-            .render()
-            .lines()
-            .find_map(|line| {
-                let (key, value) = line.rsplit_once(' ')?;
-                (key == name_and_labels).then(|| value.parse().ok())?
-            })
-            .unwrap_or(0.0)
+    /// [`Gateway::kubectl`] with `stdin` fed to kubectl.
+    pub fn kubectl_input(
+        &self,
+        testbed: &Testbed,
+        context: &str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> anyhow::Result<Output> {
+        kubectl(testbed, &self.kubeconfig, Some(context), args, stdin)
+    }
+
+    /// A kubeconfig (written into `path`) for a client certificate user through
+    /// apigate's terminating route; context `user`.
+    pub fn write_kubeconfig(
+        &self,
+        testbed: &Testbed,
+        path: &Path,
+        user: &str,
+        cert: &Path,
+        key: &Path,
+    ) -> anyhow::Result<()> {
+        std::fs::write(
+            path,
+            format!(
+                "apiVersion: v1
+kind: Config
+clusters:
+- name: apigate
+  cluster: {{server: \"https://{address}\", tls-server-name: {HOST}, certificate-authority: {ca}}}
+users:
+- name: {user}
+  user: {{client-certificate: {cert}, client-key: {key}}}
+contexts:
+- {{name: {user}, context: {{cluster: apigate, user: {user}}}}}
+current-context: {user}
+",
+                address = self.address()?,
+                ca = testbed.pki("ca.crt")?.display(),
+                cert = cert.display(),
+                key = key.display(),
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// apigate's metrics, scraped from its admin listener.
+    pub async fn metrics(&self) -> anyhow::Result<Metrics> {
+        apigate_metrics(self.running.as_ref().context("apigate not running")?).await
     }
 
     pub async fn stop(&mut self) {
@@ -348,6 +617,35 @@ current-context: admin
     }
 }
 
+impl Drop for Gateway {
+    /// A scenario that panicked or timed out never leaves apigate serving.
+    fn drop(&mut self) {
+        self.forwarder.abort();
+        if let Some(running) = self.running.take() {
+            running.stop_now();
+        }
+    }
+}
+
+/// The testbed's kubectl 1.20 with `kubeconfig` (and `context`), bounded in time:
+/// `--request-timeout=20s` for each request and 60 s for the whole command.
+pub fn kubectl(
+    testbed: &Testbed,
+    kubeconfig: &Path,
+    context: Option<&str>,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> anyhow::Result<Output> {
+    let mut command = Command::new(testbed.get("KUBECTL")?);
+    command.arg("--kubeconfig").arg(kubeconfig);
+    if let Some(context) = context {
+        command.arg("--context").arg(context);
+    }
+    command.arg("--request-timeout=20s").args(args);
+    run_bounded(&mut command, stdin, Duration::from_secs(60))
+        .with_context(|| format!("kubectl {args:?} ({context:?})"))
+}
+
 /// stdout + stderr of a command, for assertions and messages.
 pub fn text(output: &Output) -> String {
     format!(
@@ -355,4 +653,77 @@ pub fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// Whether process `pid` exists and is not a zombie (testbed processes are not our
+/// children; nobody may reap them at once).
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|s| s != "Z"))
+        })
+        .unwrap_or(false)
+}
+
+/// `kill -SIGNAL pid`.
+pub fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let output = run_bounded(
+        Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string()),
+        None,
+        Duration::from_secs(10),
+    )?;
+    ensure!(
+        output.status.success(),
+        "kill -{signal} {pid}: {}",
+        text(&output)
+    );
+    Ok(())
+}
+
+/// One HTTP/1.1 request over TLS (ALPN `http/1.1`) to `address`: `head` is the
+/// request head without its final blank line. Returns the response head and whatever
+/// body arrived within 5 s (for upgrade requests: the refusal, or nothing after 101).
+pub async fn http1_exchange(
+    address: SocketAddr,
+    tls: &ClientTls,
+    head: &str,
+) -> anyhow::Result<(String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = apigate_test_support::client::client_config(tls, vec![b"http/1.1".to_vec()])?;
+    let name = rustls_pki_types::ServerName::try_from(tls.server_name.clone())?;
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(address).await?;
+        let mut stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        stream
+            .write_all(format!("{head}\r\n\r\n").as_bytes())
+            .await?;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            }
+            // A 101 leaves the stream open: the head is all we want.
+            if answer.starts_with(b"HTTP/1.1 101") && answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        anyhow::Ok(String::from_utf8_lossy(&answer).into_owned())
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(15), exchange)
+        .await
+        .context("HTTP/1.1 exchange timed out")??;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .map(|(h, b)| (h.to_string(), b.to_string()))
+        .unwrap_or((answer, String::new()));
+    Ok((head, body))
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # apigate end-to-end testbed: a real HA Kubernetes control plane on loopback.
 #
-#   testbed.sh install      install/build kube-apiserver 1.20.2 + kubectl 1.20 (cached)
-#   testbed.sh up DIR       PKI + 1 etcd + 3 kube-apiserver replicas on 127.0.0.1
+#   testbed.sh install      install/build kube-apiserver 1.20.2 + kubectl 1.20 + fake-kubelet (cached)
+#   testbed.sh up DIR       PKI + 1 etcd + 3 kube-apiserver replicas + fake kubelet on 127.0.0.1
 #   testbed.sh down DIR     stop everything started by `up DIR`
 #   testbed.sh env DIR      print DIR/testbed.env
 #
@@ -13,6 +13,8 @@ CACHE="${APIGATE_TESTBED_CACHE:-$HOME/.cache/apigate-testbed}"
 BIN="$CACHE/bin"
 KUBE_APISERVER="$BIN/kube-apiserver"
 KUBECTL="$BIN/kubectl"
+FAKE_KUBELET="$BIN/fake-kubelet"
+FAKE_KUBELET_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/fake-kubelet"
 NREPLICAS=3
 READY_TIMEOUT="${APIGATE_TESTBED_READY_TIMEOUT:-180}"
 
@@ -40,6 +42,13 @@ apiserver_ok() {
     [ "$(cat "$KUBE_APISERVER.build" 2>/dev/null)" = "$APISERVER_STAMP" ]
 }
 kubectl_ok() { [ -x "$KUBECTL" ] && "$KUBECTL" version --client >/dev/null 2>&1; }
+# The fake kubelet (fake-kubelet/main.go, built against the same kubernetes source
+# tree) is rebuilt whenever its source changes: the stamp carries the source hash.
+fake_kubelet_stamp() { echo "k8s-1.20.2+reflect2-1.0.2-$(sha256sum "$FAKE_KUBELET_SRC/main.go" | cut -c1-16)"; }
+fake_kubelet_ok() {
+  [ -x "$FAKE_KUBELET" ] && [ "$(cat "$FAKE_KUBELET.build" 2>/dev/null)" = "$(fake_kubelet_stamp)" ] &&
+    { "$FAKE_KUBELET" -h 2>&1 || true; } | grep -q -- -client-ca-file
+}
 
 APT_UPDATED=0
 apt_update_once() {
@@ -137,9 +146,12 @@ Signed-By: $seckey
 EOF
 }
 
-build_apiserver() {
-  if apiserver_ok; then
+# Build kube-apiserver and/or the fake kubelet, whichever is missing, from one
+# `apt-get source kubernetes` tree.
+build_from_source() {
+  if apiserver_ok && fake_kubelet_ok; then
     log "kube-apiserver cached: $KUBE_APISERVER ($("$KUBE_APISERVER" --version 2>&1))"
+    log "fake-kubelet cached: $FAKE_KUBELET ($(cat "$FAKE_KUBELET.build"))"
     return
   fi
   if ! have_deb_src; then
@@ -173,6 +185,20 @@ build_apiserver() {
   [ -d "$reflect2" ] || die "golang-github-modern-go-reflect2-dev is not installed"
   rm -rf "$tree/vendor/github.com/modern-go/reflect2"
   cp -r "$reflect2" "$tree/vendor/github.com/modern-go/reflect2"
+  if apiserver_ok; then
+    log "kube-apiserver cached: $KUBE_APISERVER ($("$KUBE_APISERVER" --version 2>&1))"
+  else
+    build_apiserver "$tree" "$ver" "$b"
+  fi
+  fake_kubelet_ok || build_fake_kubelet "$tree" "$b"
+  if [ -z "${APIGATE_TESTBED_KEEP_BUILD:-}" ]; then
+    log "removing build tree $b (set APIGATE_TESTBED_KEEP_BUILD=1 to keep)"
+    rm -rf "$b"
+  fi
+}
+
+build_apiserver() { # TREE VERSION BUILDDIR
+  local tree=$1 ver=$2 b=$3
   log "building kube-apiserver v$ver in $tree (takes ~7+ minutes on 2 cores; log: $b/build.log)"
   local start=$SECONDS
   (
@@ -202,19 +228,43 @@ build_apiserver() {
   echo "$APISERVER_STAMP" >"$KUBE_APISERVER.build"
   apiserver_ok || die "built kube-apiserver does not run"
   log "kube-apiserver cached: $KUBE_APISERVER ($("$KUBE_APISERVER" --version 2>&1)) from $out"
-  if [ -z "${APIGATE_TESTBED_KEEP_BUILD:-}" ]; then
-    log "removing build tree $b (set APIGATE_TESTBED_KEEP_BUILD=1 to keep)"
-    rm -rf "$b"
-  fi
+}
+
+# The fake kubelet uses the kubelet's own exec server code
+# (k8s.io/kubernetes/pkg/kubelet/cri/streaming/remotecommand) from the tree. It is
+# built with the same GOPATH layout, Go cache and tags as `make` (hack/lib/golang.sh),
+# so right after the kube-apiserver build almost everything is a cache hit.
+build_fake_kubelet() { # TREE BUILDDIR
+  local tree b=$2
+  tree="$(cd "$1" && pwd -P)" # same spelling as make's KUBE_ROOT, or the Go cache misses
+  log "building fake-kubelet in $tree (log: $b/fake-kubelet-build.log)"
+  rm -rf "$tree/cmd/apigate-fake-kubelet"
+  mkdir -p "$tree/cmd/apigate-fake-kubelet"
+  cp "$FAKE_KUBELET_SRC/main.go" "$tree/cmd/apigate-fake-kubelet/"
+  local start=$SECONDS
+  (
+    cd "$tree"
+    mkdir -p _output/local/go/src/k8s.io
+    ln -sfn "$tree" _output/local/go/src/k8s.io/kubernetes
+    export GO111MODULE=off GOFLAGS= CGO_ENABLED=0 \
+      GOPATH="$tree/_output/local/go" GOCACHE="$tree/_output/local/go/cache"
+    cd _output/local/go/src/k8s.io/kubernetes
+    go build -tags selinux,notest -ldflags '-s -w' -o "$b/fake-kubelet" ./cmd/apigate-fake-kubelet
+  ) >"$b/fake-kubelet-build.log" 2>&1 \
+    || { tail -n 40 "$b/fake-kubelet-build.log" >&2; die "fake-kubelet build failed (see $b/fake-kubelet-build.log)"; }
+  install -m 0755 "$b/fake-kubelet" "$FAKE_KUBELET"
+  fake_kubelet_stamp >"$FAKE_KUBELET.build"
+  fake_kubelet_ok || die "built fake-kubelet does not run"
+  log "fake-kubelet built in $((SECONDS - start))s: $FAKE_KUBELET"
 }
 
 cmd_install() {
-  [ "$(id -u)" = 0 ] || { apiserver_ok && kubectl_ok && { log "binaries cached in $BIN"; return; }; die "install must run as root"; }
+  [ "$(id -u)" = 0 ] || { apiserver_ok && kubectl_ok && fake_kubelet_ok && { log "binaries cached in $BIN"; return; }; die "install must run as root"; }
   export DEBIAN_FRONTEND=noninteractive
   local start=$SECONDS
   install_packages
   install_kubectl
-  build_apiserver
+  build_from_source
   log "install done in $((SECONDS - start))s; binaries in $BIN"
 }
 
@@ -225,6 +275,7 @@ cmd_install() {
 need_bins() {
   apiserver_ok || die "no working $KUBE_APISERVER; run: $0 install"
   kubectl_ok || die "no working $KUBECTL; run: $0 install"
+  fake_kubelet_ok || die "no up-to-date $FAKE_KUBELET; run: $0 install"
   command -v etcd >/dev/null || die "etcd not found; run: $0 install"
   command -v openssl >/dev/null || die "openssl not found; run: $0 install"
   command -v curl >/dev/null || die "curl not found; run: $0 install"
@@ -287,6 +338,14 @@ subjectAltName=IP:127.0.0.1,IP:::1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS
   sign front-proxy-client front-proxy-ca "/CN=apigate-front-proxy" "$client_ext"
   sign admin ca "/O=system:masters/CN=admin" "$client_ext"
   sign alice ca "/O=devs/O=testers/CN=alice" "$client_ext"
+  # Serving cert of the fake kubelet; kube-apiserver verifies it with
+  # --kubelet-certificate-authority=ca.crt (the host it dials is the node's InternalIP).
+  sign kubelet ca "/O=system:nodes/CN=system:node:fake-node" "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+authorityKeyIdentifier=keyid
+subjectKeyIdentifier=hash
+subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:fake-node"
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/sa.key" 2>/dev/null
   openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
   cat >"$PKI/tokens.csv" <<'EOF'
@@ -360,6 +419,63 @@ EOF
   chmod 0600 "$f"
 }
 
+# create_exec_objects DIR KUBELET_PORT APISERVER_ADDR: Node fake-node (reached at
+# 127.0.0.1:KUBELET_PORT), Pod default/fake-pod bound to it, the ServiceAccount the
+# ServiceAccount admission plugin insists on (no controller-manager creates it), and
+# pods/exec for group devs. Node status is kept on create; pod status is not (it is
+# reset to Pending), so it is patched to Running through the status subresource
+# (not needed for exec, but port-forward/attach-style checks want Running).
+create_exec_objects() {
+  local dir=$1 port=$2 addr=$3
+  log "creating Node fake-node, Pod default/fake-pod and RBAC pod-exec for group devs"
+  "$KUBECTL" --kubeconfig "$dir/kubeconfig-admin" apply -f - >"$dir/logs/exec-objects.log" 2>&1 <<EOF \
+    || { cat "$dir/logs/exec-objects.log" >&2; die "creating fake-kubelet objects failed"; }
+apiVersion: v1
+kind: Node
+metadata:
+  name: fake-node
+  labels: {kubernetes.io/hostname: fake-node}
+status:
+  addresses:
+  - {type: InternalIP, address: 127.0.0.1}
+  daemonEndpoints:
+    kubeletEndpoint: {Port: $port}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: default, namespace: default}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fake-pod, namespace: default, labels: {app: fake-pod}}
+spec:
+  nodeName: fake-node
+  automountServiceAccountToken: false
+  containers:
+  - {name: main, image: apigate.invalid/fake-kubelet:none}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: pod-exec}
+rules:
+- apiGroups: [""]
+  resources: ["pods/exec"]
+  verbs: ["create"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: pod-exec-devs}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: pod-exec}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: devs}
+EOF
+  curl -sS --fail --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+    -X PATCH -H 'Content-Type: application/merge-patch+json' \
+    -d '{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}],"containerStatuses":[{"name":"main","ready":true,"started":true,"restartCount":0,"image":"apigate.invalid/fake-kubelet:none","imageID":"","state":{"running":{"startedAt":"2021-01-01T00:00:00Z"}}}]}}' \
+    "https://$addr/api/v1/namespaces/default/pods/fake-pod/status" >>"$dir/logs/exec-objects.log" 2>&1 \
+    || { cat "$dir/logs/exec-objects.log" >&2; die "patching fake-pod status failed"; }
+}
+
 UP_OK=0
 UP_DIR=""
 up_cleanup() {
@@ -392,8 +508,8 @@ cmd_up() {
   gen_pki
 
   local ports
-  read -r -a ports <<<"$(free_ports $((2 + NREPLICAS)))"
-  local etcd_port=${ports[0]} etcd_peer=${ports[1]}
+  read -r -a ports <<<"$(free_ports $((3 + NREPLICAS)))"
+  local etcd_port=${ports[0]} etcd_peer=${ports[1]} kubelet_port=${ports[$((2 + NREPLICAS))]}
   local etcd_url="http://127.0.0.1:$etcd_port"
 
   log "starting etcd on $etcd_url"
@@ -441,6 +557,10 @@ cmd_up() {
       --shutdown-delay-duration=2s \
       --cert-dir="$dir/certs-$i" \
       --allow-privileged=true \
+      --kubelet-certificate-authority="$PKI/ca.crt" \
+      --kubelet-client-certificate="$PKI/apiserver.crt" \
+      --kubelet-client-key="$PKI/apiserver.key" \
+      --kubelet-preferred-address-types=InternalIP \
       ${APIGATE_TESTBED_APISERVER_EXTRA_ARGS:-})"
     echo "$pid" >>"$dir/pids"
     pids+=("$pid")
@@ -489,6 +609,19 @@ subjects:
   name: devs
 EOF
 
+  # Fake kubelet: lets `kubectl exec` reach a "container" (fake-kubelet/main.go).
+  log "starting fake-kubelet on 127.0.0.1:$kubelet_port"
+  local kubelet_pid
+  kubelet_pid="$(start_bg "$dir/logs/fake-kubelet.log" "$FAKE_KUBELET" \
+    -listen "127.0.0.1:$kubelet_port" \
+    -tls-cert-file "$PKI/kubelet.crt" -tls-private-key-file "$PKI/kubelet.key" \
+    -client-ca-file "$PKI/ca.crt" -work-dir "$dir")"
+  echo "$kubelet_pid" >>"$dir/pids"
+  wait_http fake-kubelet "$kubelet_pid" "$dir/logs/fake-kubelet.log" 30 \
+    --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+    "https://127.0.0.1:$kubelet_port/healthz" || die "fake-kubelet did not become ready"
+  create_exec_objects "$dir" "$kubelet_port" "${addrs[0]}"
+
   local ifs_save=$IFS
   IFS=,
   cat >"$dir/testbed.env" <<EOF
@@ -509,6 +642,13 @@ KUBECONFIG_ALICE=$dir/kubeconfig-alice
 KUBECONFIG_BOB=$dir/kubeconfig-bob
 ADMIN_TOKEN=admin-token
 BOB_TOKEN=bob-token
+FAKE_KUBELET=$FAKE_KUBELET
+FAKE_KUBELET_ADDR=127.0.0.1:$kubelet_port
+FAKE_KUBELET_PID=$kubelet_pid
+FAKE_NODE=fake-node
+EXEC_NAMESPACE=default
+EXEC_POD=fake-pod
+EXEC_CONTAINER=main
 EOF
   IFS=$ifs_save
   UP_OK=1
@@ -553,7 +693,7 @@ cmd_down() {
     return 0
   fi
   log "down: stopping pids ${live[*]}"
-  # kube-apiservers first (they talk to etcd while shutting down), then etcd.
+  # kube-apiservers (and the fake kubelet) first (they talk to etcd while shutting down), then etcd.
   local first=() last=()
   for p in "${live[@]}"; do
     if [ "$(cat "/proc/$p/comm" 2>/dev/null)" = etcd ]; then last+=("$p"); else first+=("$p"); fi
