@@ -276,21 +276,23 @@ pub struct Hello {
 }
 
 impl Hello {
-    /// The route: the CONNECT destination's, else the one serving the SNI.
-    pub fn route(self) -> Result<Routed, Box<Refused>> {
-        let route = match (self.fixed, &self.hello.server_name) {
-            (Some(route), _) => route,
-            (None, None) => return Err(self.admission.refuse(Refusal::NoSni, self.addrs, None)),
+    /// The route: the CONNECT destination's, else the one serving the SNI. A name no
+    /// route serves gets an `unrecognized_name` alert.
+    pub async fn route(mut self) -> Result<Routed, Box<Refused>> {
+        let refusal = match (self.fixed.take(), &self.hello.server_name) {
+            (Some(route), _) => Ok(route),
+            (None, None) => Err(Refusal::NoSni),
             (None, Some(sni)) => match self.admission.active.route_for_sni(sni) {
-                Some(route) => route.clone(),
-                None => {
-                    return Err(self.admission.refuse(
-                        Refusal::UnknownSni(sni.clone()),
-                        self.addrs,
-                        None,
-                    ))
-                }
+                Some(route) => Ok(route.clone()),
+                None => Err(Refusal::UnknownSni(sni.clone())),
             },
+        };
+        let route = match refusal {
+            Ok(route) => route,
+            Err(refusal) => {
+                alert(&mut self.tcp, UNRECOGNIZED_NAME, self.admission.deadline).await;
+                return Err(self.admission.refuse(refusal, self.addrs, None));
+            }
         };
         Ok(Routed {
             tcp: self.tcp,
@@ -313,14 +315,16 @@ pub struct Routed {
 
 impl Routed {
     /// The route's allowlist, before the handshake goes on; then registration for
-    /// revocation, which re-checks against the configuration current *now*.
-    pub fn admit(self, state: &Arc<State>) -> Result<Admitted, Box<Refused>> {
+    /// revocation, which re-checks against the configuration current *now*. A refused
+    /// client gets an `access_denied` alert.
+    pub async fn admit(mut self, state: &Arc<State>) -> Result<Admitted, Box<Refused>> {
         let decision = self
             .route
             .route
             .access
             .decide(self.addrs.direct.ip(), self.addrs.remote.ip());
         if !decision.allowed() {
+            alert(&mut self.tcp, ACCESS_DENIED, self.admission.deadline).await;
             return Err(self.admission.refuse(
                 Refusal::Denied(decision),
                 self.addrs,
@@ -336,11 +340,12 @@ impl Routed {
         let (kill, watcher) = match registered {
             Ok(registered) => registered,
             Err(reason) => {
+                alert(&mut self.tcp, ACCESS_DENIED, self.admission.deadline).await;
                 return Err(self.admission.refuse(
                     Refusal::Revoked(reason),
                     self.addrs,
                     Some(&self.route),
-                ))
+                ));
             }
         };
         record::admitted(
@@ -381,6 +386,20 @@ pub struct Admitted {
     pub watcher: TaskGuard,
 }
 
+/// TLS alert `unrecognized_name` (RFC 6066): no route serves the name.
+const UNRECOGNIZED_NAME: u8 = 112;
+/// TLS alert `access_denied` (RFC 8446 §6.2): the allowlist refuses the client.
+const ACCESS_DENIED: u8 = 49;
+
+/// Send a fatal TLS alert in the clear (nothing but the ClientHello has been
+/// exchanged), so a client fails at once with a reason instead of retrying what looks
+/// like a dropped connection. No certificate or handshake message is ever sent.
+async fn alert(tcp: &mut TcpStream, description: u8, deadline: Instant) {
+    use tokio::io::AsyncWriteExt;
+    let record = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description];
+    let _ = tokio::time::timeout_at(deadline, tcp.write_all(&record)).await;
+}
+
 /// Run the whole pipeline for one accepted connection.
 pub async fn admit(accepted: Accepted, state: &Arc<State>) -> Result<Admitted, Box<Refused>> {
     let addressed = accepted.read_proxy_header().await?;
@@ -388,5 +407,5 @@ pub async fn admit(accepted: Accepted, state: &Arc<State>) -> Result<Admitted, B
         ListenerKind::Tls => addressed.read_client_hello().await?,
         ListenerKind::Connect => addressed.open_tunnel().await?.read_client_hello().await?,
     };
-    hello.route()?.admit(state)
+    hello.route().await?.admit(state).await
 }

@@ -162,6 +162,25 @@ async fn remote_ip_rules_use_the_proxy_address_and_direct_rules_the_tcp_peer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_client_gets_an_access_denied_alert_and_no_certificate() {
+    use tokio::io::AsyncReadExt;
+    let h = Harness::start_with(1, |c| crate::support::allow_only(c, &["192.0.2.0/24"])).await;
+    let mut tcp = TcpStream::connect(h.addr()).await.unwrap();
+    tcp.write_all(&crate::support::client_hello(HOST))
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    assert!(matches!(read, Ok(Ok(_)) | Ok(Err(_))), "closed in time");
+    assert_eq!(
+        answer,
+        crate::support::alert(49),
+        "access_denied, nothing else"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_listener_with_direct_rules() {
     let h = Harness::start_on(IpAddr::V6(Ipv6Addr::LOCALHOST), 1, |c| {
         c.routes[0].spec.access_control = access(

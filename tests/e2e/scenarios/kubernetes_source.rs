@@ -522,11 +522,22 @@ pub(crate) async fn kubernetes_source(ctx: Arc<Ctx>) -> anyhow::Result<()> {
                     deleted.as_millis(),
                     refused.as_millis()
                 );
-                // client-go retries a GET whose TLS handshake ends in EOF for 10 s (as
-                // if answered 500 + Retry-After: 1); 3 s tell served from refused.
-                let out =
-                    gateway.kubectl(testbed, &["--request-timeout=3s", "get", "namespaces"])?;
+                // The refusal carries an unrecognized_name alert, so client-go fails at
+                // once and says why (a bare close would be retried for 10 s, as if
+                // answered 500 + Retry-After).
+                let started = Instant::now();
+                let out = gateway.kubectl(testbed, &["get", "namespaces"])?;
                 ensure!(!out.status.success(), "kubectl still served after deletion");
+                let said = apigate_e2e::text(&out);
+                ensure!(
+                    said.contains("unrecognized name"),
+                    "kubectl should name the refusal: {said}"
+                );
+                println!(
+                    "    kubectl refused in {} ms: {}",
+                    started.elapsed().as_millis(),
+                    said.lines().last().unwrap_or_default()
+                );
                 Ok(())
             },
         )

@@ -352,6 +352,25 @@ pub async fn slow_replicas(pki: &Pki, n: usize, service_time: Duration) -> Vec<R
         .unwrap()
 }
 
+/// The bytes of a ClientHello for `server_name` (or none, for an IP address).
+pub fn client_hello(server_name: &str) -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(apigate_control::compile::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut bytes = Vec::new();
+    conn.write_tls(&mut bytes).unwrap();
+    bytes
+}
+
+/// The bytes of a fatal TLS alert record with `description`.
+pub fn alert(description: u8) -> Vec<u8> {
+    vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]
+}
+
 /// One HTTP/2 frame, by hand.
 pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len();
