@@ -153,6 +153,10 @@ impl H2Client {
     pub async fn connect_method(&self) -> Result<Response, ClientError> {
         let request =
             http::Request::connect(self.authority.as_str()).body(Full::new(Bytes::new()))?;
+        self.send(request).await
+    }
+
+    async fn send(&self, request: http::Request<Full<Bytes>>) -> Result<Response, ClientError> {
         let response = self.sender.clone().send_request(request).await?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await?.to_bytes();
@@ -177,15 +181,7 @@ impl H2Client {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let request = builder.body(Full::new(body))?;
-        let response = self.sender.clone().send_request(request).await?;
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok(Response {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-        })
+        self.send(builder.body(Full::new(body))?).await
     }
 
     /// Send a GET and return as soon as the response headers arrive, with the body

@@ -412,54 +412,10 @@ pub fn certificate_der(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// A second serving certificate for the same names (a rotation), signed by the
 /// testbed CA with openssl, as the testbed's own certificates are.
 pub fn rotated_serving_cert(testbed: &Testbed, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let pki = |f: &str| testbed.pki(f);
-    let key = dir.join("rotated.key");
-    let csr = dir.join("rotated.csr");
-    let cert = dir.join("rotated.crt");
-    let ext = dir.join("rotated.ext");
-    std::fs::write(
-        &ext,
-        format!("basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:{K8S_HOST},DNS:localhost\n"),
-    )?;
-    let run = crate::openssl;
-    let p = |p: &Path| p.display().to_string();
-    run(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        &p(&key),
-    ])?;
-    run(&[
-        "req",
-        "-new",
-        "-key",
-        &p(&key),
-        "-subj",
+    testbed.issue_cert(
+        dir,
+        "rotated",
         "/CN=rotated",
-        "-out",
-        &p(&csr),
-    ])?;
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &p(&csr),
-        "-CA",
-        &p(&pki("ca.crt")?),
-        "-CAkey",
-        &p(&pki("ca.key")?),
-        "-set_serial",
-        "0x1234abcd",
-        "-days",
-        "2",
-        "-sha256",
-        "-extfile",
-        &p(&ext),
-        "-out",
-        &p(&cert),
-    ])?;
-    Ok((cert, key))
+        &format!("basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:{K8S_HOST},DNS:localhost\n"),
+    )
 }

@@ -50,15 +50,9 @@ impl Testbed {
             script: script(),
         };
         // `up` bounds its own waits (APIGATE_TESTBED_READY_TIMEOUT, 180 s by default).
-        let output = run_bounded(
-            Command::new("bash")
-                .arg(&testbed.script)
-                .arg("up")
-                .arg(testbed.dir.path()),
-            None,
-            Duration::from_secs(300),
-        )
-        .context("running testbed.sh up")?;
+        let output = testbed
+            .script_run("up", Duration::from_secs(300))
+            .context("running testbed.sh up")?;
         if !output.status.success() {
             bail!(
                 "testbed.sh up failed (run `tests/testbed/testbed.sh install` first):\n{}",
@@ -162,19 +156,34 @@ impl Testbed {
         cn: &str,
         groups: &[&str],
     ) -> anyhow::Result<(PathBuf, PathBuf)> {
-        let key = dir.join(format!("{cn}.key"));
-        let csr = dir.join(format!("{cn}.csr"));
-        let cert = dir.join(format!("{cn}.crt"));
-        let ext = dir.join(format!("{cn}.ext"));
-        std::fs::write(
-            &ext,
-            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
-        )?;
         let subject: String = groups
             .iter()
             .map(|g| format!("/O={g}"))
             .chain([format!("/CN={cn}")])
             .collect();
+        self.issue_cert(
+            dir,
+            cn,
+            &subject,
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+        )
+    }
+
+    /// Issue a certificate signed by the testbed CA with openssl, as the testbed's own
+    /// are: an EC P-256 key, `subject`, the X.509v3 `extensions` (openssl extfile
+    /// syntax), valid two days. Files `NAME.{key,crt}` in `dir`; returns (cert, key).
+    pub fn issue_cert(
+        &self,
+        dir: &Path,
+        name: &str,
+        subject: &str,
+        extensions: &str,
+    ) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let key = dir.join(format!("{name}.key"));
+        let csr = dir.join(format!("{name}.csr"));
+        let cert = dir.join(format!("{name}.crt"));
+        let ext = dir.join(format!("{name}.ext"));
+        std::fs::write(&ext, extensions)?;
         let p = |p: &Path| p.display().to_string();
         openssl(&[
             "genpkey",
@@ -191,7 +200,7 @@ impl Testbed {
             "-key",
             &p(&key),
             "-subj",
-            &subject,
+            subject,
             "-out",
             &p(&csr),
         ])?;
@@ -205,7 +214,7 @@ impl Testbed {
             "-CAkey",
             &p(&self.pki("ca.key")?),
             "-set_serial",
-            "0x5eed",
+            &format!("0x{:x}", rand_serial()),
             "-days",
             "2",
             "-sha256",
@@ -217,18 +226,36 @@ impl Testbed {
         Ok((cert, key))
     }
 
+    /// Run `testbed.sh SUBCOMMAND DIR`, bounded by `limit`.
+    fn script_run(
+        &self,
+        subcommand: &str,
+        limit: Duration,
+    ) -> anyhow::Result<std::process::Output> {
+        run_bounded(
+            Command::new("bash")
+                .arg(&self.script)
+                .arg(subcommand)
+                .arg(self.dir.path()),
+            None,
+            limit,
+        )
+    }
+
     /// `testbed.sh down` (idempotent: only processes `up` recorded and still running
     /// are signalled). Also run by `Drop`.
     pub fn down(&self) {
-        let _ = run_bounded(
-            Command::new("bash")
-                .arg(&self.script)
-                .arg("down")
-                .arg(self.dir.path()),
-            None,
-            Duration::from_secs(60),
-        );
+        let _ = self.script_run("down", Duration::from_secs(60));
     }
+}
+
+/// A certificate serial unlikely to repeat (several certificates per CA in one run).
+fn rand_serial() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    u64::try_from(nanos % u128::from(u64::MAX >> 1)).unwrap_or(1) | 1
 }
 
 /// Run openssl; an error carries its output.
