@@ -248,6 +248,72 @@ pub struct RouteSettings {
     /// Largest request head (request line or pseudo-headers plus header fields) accepted
     /// from a client; larger ones get 431 and are never forwarded.
     pub max_request_header_bytes: usize,
+    /// How a replica that is new or back from ejection or unreadiness ramps up.
+    pub slow_start: SlowStart,
+}
+
+/// Slow start with the defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SlowStart {
+    /// Length of the ramp; zero turns slow start off.
+    pub window: Duration,
+    /// Share at the start of the ramp, percent of a full share (1..=100).
+    pub min_weight_percent: u8,
+}
+
+/// Active health checks of a route's replicas, with the defaults applied.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    /// Time between probes of one replica (jittered by the prober).
+    pub interval: Duration,
+    /// A probe without an answer within this failed.
+    pub timeout: Duration,
+    /// Passed probes in a row that make an unready replica ready.
+    pub healthy_threshold: u32,
+    /// Failed probes in a row that make a replica unready.
+    pub unhealthy_threshold: u32,
+    /// Path probed over HTTPS (terminate mode); passthrough routes get TCP checks.
+    pub path: String,
+    /// Who the probe says it is.
+    pub credentials: ProbeCredentials,
+}
+
+impl fmt::Debug for HealthCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthCheck")
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("healthy_threshold", &self.healthy_threshold)
+            .field("unhealthy_threshold", &self.unhealthy_threshold)
+            .field("path", &self.path)
+            .field("credentials", &self.credentials.kind())
+            .finish()
+    }
+}
+
+/// The identity a probe presents to a replica.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum ProbeCredentials {
+    /// None: works where kube-apiserver allows anonymous `/readyz`.
+    Anonymous,
+    /// A bearer token (Gardener's health-check token).
+    Token(String),
+    /// The route's front-proxy certificate, asserting this user (`X-Remote-User`).
+    FrontProxy {
+        /// The user kube-apiserver authorizes the probe as.
+        user: String,
+    },
+}
+
+impl ProbeCredentials {
+    /// Kind, for logs and metrics (never the token).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProbeCredentials::Anonymous => "anonymous",
+            ProbeCredentials::Token(_) => "token",
+            ProbeCredentials::FrontProxy { .. } => "front_proxy",
+        }
+    }
 }
 
 /// Timeouts with defaults applied; see [`crate::model::Defaults`] for meanings.
@@ -277,6 +343,8 @@ pub struct Ejection {
     pub base: Duration,
     /// Upper bound of ejection time.
     pub max: Duration,
+    /// At most this share of a route's replicas is ejected at once (one always may be).
+    pub max_ejected_percent: u8,
 }
 
 /// A compiled route: the one runtime description of an API server behind apigate.
@@ -289,12 +357,17 @@ pub struct Route {
     pub mode: Mode,
     /// Backend replica addresses.
     pub backends: Vec<SocketAddr>,
+    /// Replicas whose endpoint is terminating (Kubernetes source): no new requests,
+    /// visible as draining until their work ends.
+    pub draining: Vec<SocketAddr>,
     /// Source-IP allowlist (allow-all when none is configured).
     pub access: AccessPolicy,
     /// Lowercased CONNECT destination values that select this route.
     pub destinations: Vec<String>,
     /// Timeouts, ejection and limits, with the gateway defaults applied.
     pub settings: RouteSettings,
+    /// Active health checks (`None`: turned off).
+    pub health: Option<HealthCheck>,
     /// Hash of everything above, to tell changed routes apart in diffs.
     pub fingerprint: u64,
 }
@@ -355,6 +428,7 @@ impl fmt::Debug for Route {
             .field("access", &self.access)
             .field("destinations", &self.destinations)
             .field("settings", &self.settings)
+            .field("health", &self.health)
             .finish_non_exhaustive()
     }
 }

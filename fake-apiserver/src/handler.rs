@@ -25,7 +25,7 @@ use crate::routes::{Probe, Query, Route};
 use crate::server::TaskCtx;
 use crate::tls::PeerCert;
 use crate::watch::WatchBody;
-use crate::{upgrade, ReplicaOptions, ServiceTime};
+use crate::{upgrade, Condition, ReplicaOptions, ServiceTime};
 
 /// Response body of every answer: small fixed bodies and endless watch streams alike.
 pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     pub(crate) catalog: Catalog,
     pub(crate) metrics: Metrics,
     pub(crate) auth: Authenticator,
+    pub(crate) condition: crate::condition::Current,
+    anonymous_auth: bool,
+    unavailable_groups: Vec<String>,
     resource_version: AtomicU64,
 }
 
@@ -68,6 +71,9 @@ impl Shared {
                 allowed_names: opts.front_proxy_allowed_names.clone(),
                 tokens: opts.tokens.clone(),
             },
+            condition: crate::condition::Current::default(),
+            anonymous_auth: opts.anonymous_auth,
+            unavailable_groups: opts.unavailable_groups.clone(),
             resource_version: AtomicU64::new(100),
         }
     }
@@ -176,7 +182,18 @@ pub(crate) async fn handle(
     let route = Route::classify(req.uri().path());
     let query = Query::parse(req.uri().query());
     let source = source_ip(req.headers(), conn.remote);
-    let identity = shared.auth.authenticate(&conn.peer, req.headers());
+    let identity = shared
+        .auth
+        .authenticate(&conn.peer, req.headers())
+        .and_then(|id| {
+            // `--anonymous-auth=false`: an unauthenticated request is refused.
+            if !shared.anonymous_auth && id.method == crate::identity::Method::Anonymous {
+                Err("anonymous requests are disabled".to_owned())
+            } else {
+                Ok(id)
+            }
+        });
+    let condition = shared.condition.get();
 
     let mut resp = match (&route, &identity) {
         (Route::Health(probe), Ok(_)) => health(shared, *probe),
@@ -196,6 +213,33 @@ pub(crate) async fn handle(
                     tracing::debug!(replica = %shared.id, remote = %conn.remote, reason = %reason, "request unauthorized");
                     failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
                 }
+                Ok(_) if condition == Condition::RetryAfterShutdown => {
+                    let mut resp = failure(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TooManyRequests",
+                        "The apiserver is shutting down, please try again later.",
+                    );
+                    resp.headers_mut()
+                        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+                    resp.headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                    resp
+                }
+                Ok(_) if condition == Condition::Throttling => {
+                    let mut resp = failure(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TooManyRequests",
+                        "Too many requests, please try again later.",
+                    );
+                    resp.headers_mut()
+                        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    resp
+                }
+                Ok(_) if unavailable_group(shared, req.uri().path()) => failure(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "the server is currently unable to handle the request",
+                ),
                 Ok(_) => {
                     if verb != "WATCH" {
                         let delay = shared.service_time.sample();
@@ -230,14 +274,22 @@ pub(crate) async fn handle(
 
 fn health(shared: &Shared, probe: Probe) -> Response<Body> {
     let text = "text/plain; charset=utf-8";
-    if probe == Probe::Ready && !shared.metrics.ready() {
-        return respond(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            text,
-            full("[+]ping ok\n[-]shutdown failed: reason withheld\nreadyz check failed\n"),
-        );
+    if probe == Probe::Ready {
+        if let Some(body) = shared.condition.get().readyz_failure() {
+            return respond(StatusCode::INTERNAL_SERVER_ERROR, text, full(body));
+        }
     }
     respond(StatusCode::OK, text, full("ok"))
+}
+
+/// A path of an aggregated API whose APIService is unavailable: kube-aggregator answers
+/// 503 for it, on every replica alike, whoever asks.
+fn unavailable_group(shared: &Shared, path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/apis/") else {
+        return false;
+    };
+    let group = rest.split('/').next().unwrap_or_default();
+    shared.unavailable_groups.iter().any(|g| g == group)
 }
 
 fn method_not_allowed(method: &Method) -> Response<Body> {

@@ -25,6 +25,7 @@
 // Tests may unwrap: a panic there is a failed test, not a crashed server.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod condition;
 mod der;
 mod error;
 mod handler;
@@ -40,6 +41,7 @@ mod tls;
 mod upgrade;
 mod watch;
 
+pub use condition::Condition;
 pub use error::Error;
 pub use options::{ReplicaOptions, TlsMaterial};
 pub use server::{spawn, spawn_many, Replica};

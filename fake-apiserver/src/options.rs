@@ -73,6 +73,12 @@ pub struct ReplicaOptions {
     pub client_ca_pem: Option<String>,
     /// Static bearer tokens `(token, user, groups)` (kube's `--token-auth-file`).
     pub tokens: Vec<(String, String, Vec<String>)>,
+    /// kube's `--anonymous-auth`: when false, unauthenticated requests (health checks
+    /// included) get 401.
+    pub anonymous_auth: bool,
+    /// API groups served by an unavailable aggregated API: every request under
+    /// `/apis/<group>/` gets kube-aggregator's 503.
+    pub unavailable_groups: Vec<String>,
 }
 
 impl Default for ReplicaOptions {
@@ -88,6 +94,8 @@ impl Default for ReplicaOptions {
             front_proxy_allowed_names: Vec::new(),
             client_ca_pem: None,
             tokens: Vec::new(),
+            anonymous_auth: true,
+            unavailable_groups: Vec::new(),
         }
     }
 }
@@ -105,6 +113,8 @@ impl fmt::Debug for ReplicaOptions {
             .field("front_proxy_allowed_names", &self.front_proxy_allowed_names)
             .field("client_ca_pem", &self.client_ca_pem.is_some())
             .field("tokens", &self.tokens.len())
+            .field("anonymous_auth", &self.anonymous_auth)
+            .field("unavailable_groups", &self.unavailable_groups)
             .finish()
     }
 }

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::condition::Condition;
 use crate::handler::{self, ConnCtx, Shared};
 use crate::tls::{PeerCert, ServerTls};
 use crate::{Error, ReplicaOptions};
@@ -68,13 +69,25 @@ impl Replica {
         self.addr
     }
 
-    /// Flips `/readyz` to 500 (`false`) or back to 200 (`true`). Requests are still
-    /// served, like kube-apiserver during `--shutdown-delay-duration`, so tests can check
-    /// that a balancer stops sending new requests on its own.
+    /// Flips `/readyz` to 500 (`false`, as during `--shutdown-delay-duration`:
+    /// [`Condition::ShuttingDown`]) or back to 200 (`true`). Requests are still served,
+    /// so tests can check that a balancer stops sending new requests on its own.
     pub fn set_ready(&self, ready: bool) {
-        let was = self.shared.metrics.set_ready(ready);
-        if was != ready {
-            info!(replica = %self.shared.id, ready, "readiness changed");
+        self.set_condition(if ready {
+            Condition::Ready
+        } else {
+            Condition::ShuttingDown
+        });
+    }
+
+    /// Put the replica in `condition` ([`Condition`]).
+    pub fn set_condition(&self, condition: Condition) {
+        let was = self.shared.condition.set(condition);
+        self.shared
+            .metrics
+            .set_ready(condition.readyz_failure().is_none());
+        if was != condition {
+            info!(replica = %self.shared.id, ?condition, "condition changed");
         }
     }
 

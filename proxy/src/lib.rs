@@ -22,6 +22,7 @@ pub mod kubernetes;
 pub mod listener;
 pub mod metrics;
 pub mod peer_tls;
+pub mod probe;
 pub mod rejection;
 pub mod reload;
 pub mod server;

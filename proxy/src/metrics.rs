@@ -5,8 +5,8 @@
 //! updates each count exactly once.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// All metrics apigate exports.
@@ -34,9 +34,18 @@ pub struct Metrics {
     pub head_refusals: IntCounterVec,
     /// Backend ejections by backend.
     pub ejections: IntCounterVec,
-    /// Whether a backend is currently ejected (1) or not (0).
-    pub ejected: IntGaugeVec,
-    /// Picks made with every backend ejected (all tried anyway), by route.
+    /// A backend's health state: 1 for the state it is in, 0 for the others
+    /// (`healthy`, `slow_start`, `ejected`, `probation`, `unready`, `draining`).
+    pub backend_state: IntGaugeVec,
+    /// A backend's share of new requests while it ramps up (slow start): 0 to 1.
+    pub backend_weight: GaugeVec,
+    /// Health state changes by the state entered.
+    pub backend_transitions: IntCounterVec,
+    /// Active probes by backend and result (`ok`, `failed`, `timeout`, `unauthorized`).
+    pub probes: IntCounterVec,
+    /// Active probe latency by result.
+    pub probe_duration: HistogramVec,
+    /// Picks made with no backend able to take requests (all tried anyway), by route.
     pub panic_mode: IntCounterVec,
     /// Downstream connections by listener and outcome (`accepted`, or why one was
     /// refused; see [`crate::listener::refusal`]).
@@ -147,6 +156,27 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("histogram is malformed: {e}"));
         register(&registry, Box::new(kube_apply_seconds.clone()));
+        let backend_weight = GaugeVec::new(
+            Opts::new(
+                "apigate_backend_weight",
+                "A backend's share of new requests (below 1 while it ramps up in slow start).",
+            ),
+            &["backend"],
+        )
+        .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
+        register(&registry, Box::new(backend_weight.clone()));
+        let probe_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "apigate_probe_duration_seconds",
+                "Active health probe latency by result.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["result"],
+        )
+        .unwrap_or_else(|e| panic!("histogram is malformed: {e}"));
+        register(&registry, Box::new(probe_duration.clone()));
         let kube_secret_watches = IntGauge::new(
             "apigate_kubernetes_secret_watches",
             "Kubernetes source: running per-Secret watches (one per referenced Secret).",
@@ -223,16 +253,30 @@ impl Metrics {
                 "Times a backend was ejected after consecutive failures.",
                 &["backend"],
             ),
-            ejected: gauge(
+            backend_state: gauge(
                 &registry,
-                "apigate_backend_ejected",
-                "1 while a backend is ejected.",
-                &["backend"],
+                "apigate_backend_state",
+                "1 for the health state a backend is in, 0 for the others.",
+                &["backend", "state"],
             ),
+            backend_weight,
+            backend_transitions: counter(
+                &registry,
+                "apigate_backend_transitions_total",
+                "Backend health state changes by the state entered.",
+                &["to"],
+            ),
+            probes: counter(
+                &registry,
+                "apigate_probes_total",
+                "Active health probes by backend and result.",
+                &["backend", "result"],
+            ),
+            probe_duration,
             panic_mode: counter(
                 &registry,
                 "apigate_panic_mode_total",
-                "Backend picks made while every backend of the route was ejected.",
+                "Backend picks made while no backend of the route could take requests.",
                 &["route"],
             ),
             connections: counter(

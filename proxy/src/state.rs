@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use crate::balance::{BackendRegistry, Load};
 use crate::metrics::Metrics;
 use crate::peer_tls::PeerTls;
+use crate::probe::ProbeRegistry;
 use crate::upstream::pool::PoolRegistry;
 use crate::upstream::RouteUpstream;
 
@@ -54,6 +55,11 @@ impl Active {
         self.route(&route.id)
     }
 
+    /// The probers its routes use.
+    fn probers(&self) -> impl Iterator<Item = Arc<crate::probe::Prober>> + '_ {
+        self.routes.iter().flat_map(|r| r.upstream.probers())
+    }
+
     /// The route runtime with this id.
     pub fn route(&self, id: &RouteId) -> Option<&Arc<RouteRuntime>> {
         self.routes
@@ -73,6 +79,8 @@ pub struct State {
     pub backends: BackendRegistry,
     /// Upstream pool generations shared across snapshots.
     pub pools: PoolRegistry,
+    /// Active-check probers shared across snapshots.
+    pub probes: ProbeRegistry,
     /// Metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -83,7 +91,14 @@ impl State {
         let metrics = Arc::new(metrics);
         let backends = BackendRegistry::default();
         let pools = PoolRegistry::default();
-        let active = build(Arc::new(snapshot), 1, &backends, &pools, &metrics, None);
+        let probes = ProbeRegistry::new(metrics.clone());
+        let registries = Registries {
+            backends: &backends,
+            pools: &pools,
+            probes: &probes,
+        };
+        let active = build(Arc::new(snapshot), 1, &registries, &metrics, None);
+        probes.hold(active.probers());
         let state = Arc::new(State {
             active: ArcSwap::from_pointee(active),
             revision: AtomicU64::new(1),
@@ -91,6 +106,7 @@ impl State {
             draining: AtomicBool::new(false),
             backends,
             pools,
+            probes,
             metrics,
         });
         state.record_swap();
@@ -109,15 +125,21 @@ impl State {
         let old = self.load();
         let diff = snapshot.diff(&old.snapshot);
         let revision = self.revision.fetch_add(1, Ordering::Relaxed) + 1;
+        let registries = Registries {
+            backends: &self.backends,
+            pools: &self.pools,
+            probes: &self.probes,
+        };
         let active = build(
             Arc::new(snapshot),
             revision,
-            &self.backends,
-            &self.pools,
+            &registries,
             &self.metrics,
             Some(&old),
         );
+        let probers: Vec<_> = active.probers().collect();
         self.active.store(Arc::new(active));
+        self.probes.hold(probers);
         self.record_swap();
         self.revisions.send_replace(revision);
         diff
@@ -152,27 +174,29 @@ impl State {
         self.metrics.config_last_success.set(now);
     }
 
-    /// Copy live backend counters into the gauges, just before a scrape.
+    /// Copy live in-flight counters into the gauges, just before a scrape.
     pub fn refresh_gauges(&self) {
         let active = self.load();
-        let now = crate::balance::health::now_nanos();
-        self.metrics.in_flight.reset();
-        self.metrics.ejected.reset();
+        let metrics = &self.metrics;
+        metrics.in_flight.reset();
         for runtime in &active.routes {
             for backend in &runtime.upstream.backends.states {
                 for load in [Load::Ordinary, Load::LongRunning, Load::Connection] {
-                    self.metrics
+                    metrics
                         .in_flight
                         .with_label_values(&[&*runtime.label, backend.label.as_str(), load.label()])
                         .set(i64::try_from(backend.in_flight(load)).unwrap_or(i64::MAX));
                 }
-                self.metrics
-                    .ejected
-                    .with_label_values(&[backend.label.as_str()])
-                    .set(i64::from(backend.health.ejected(now)));
             }
         }
     }
+}
+
+/// The state that outlives snapshots, which a new snapshot's runtimes resolve to.
+struct Registries<'a> {
+    backends: &'a BackendRegistry,
+    pools: &'a PoolRegistry,
+    probes: &'a ProbeRegistry,
 }
 
 /// Derive the proxy's view of `snapshot`. A route that is the very same `Arc` as in
@@ -181,8 +205,7 @@ impl State {
 fn build(
     snapshot: Arc<Snapshot>,
     revision: u64,
-    backends: &BackendRegistry,
-    pools: &PoolRegistry,
+    registries: &Registries<'_>,
     metrics: &Arc<Metrics>,
     previous: Option<&Active>,
 ) -> Active {
@@ -196,7 +219,13 @@ fn build(
             {
                 return old.clone();
             }
-            let upstream = RouteUpstream::new(route, backends, pools, metrics.clone());
+            let upstream = RouteUpstream::new(
+                route,
+                registries.backends,
+                registries.pools,
+                registries.probes,
+                metrics.clone(),
+            );
             Arc::new(RouteRuntime {
                 peer_tls: route.terminate().map(|t| PeerTls::new(&t.upstream)),
                 label: upstream.label.clone(),

@@ -139,6 +139,7 @@ pub mod route {
                 backends: BackendsSpec {
                     static_addresses: backends.iter().map(|b| b.to_string()).collect(),
                     discovered: false,
+                    draining: Vec::new(),
                 },
                 tls: None,
                 upstream: None,
@@ -147,6 +148,7 @@ pub mod route {
                 acl: None,
                 always_allowed_cidrs: Vec::new(),
                 destinations: Vec::new(),
+                health: None,
             },
         }
     }

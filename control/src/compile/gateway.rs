@@ -8,7 +8,7 @@ use crate::access::compile_cidrs;
 use crate::error::{Errors, Problem};
 use crate::model::Defaults;
 use crate::model::{Balancing, GatewayConfig, ProxyProtocolMode};
-use crate::snapshot::{Ejection, GatewaySettings, Listener, RouteSettings, Timeouts};
+use crate::snapshot::{Ejection, GatewaySettings, Listener, RouteSettings, SlowStart, Timeouts};
 
 /// Default `access.maxCIDRsPerRoute`.
 pub const DEFAULT_MAX_CIDRS_PER_ROUTE: usize = 1000;
@@ -18,14 +18,15 @@ pub const DEFAULT_DESTINATION_HEADER: &str = "X-Gardener-Destination";
 /// A compiled `GatewayConfig` plus the defaults routes are compiled with.
 pub(super) struct CompiledGateway {
     pub(super) settings: GatewaySettings,
+    pub(super) health: super::health::HealthDefaults,
     pub(super) balancing: Balancing,
     pub(super) always_allowed: Vec<ipnet::IpNet>,
     pub(super) max_cidrs: usize,
 }
 
-const MILLISECOND: Duration = Duration::from_millis(1);
-const SECOND: Duration = Duration::from_secs(1);
-const HOUR: Duration = Duration::from_secs(3600);
+pub(super) const MILLISECOND: Duration = Duration::from_millis(1);
+pub(super) const SECOND: Duration = Duration::from_secs(1);
+pub(super) const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Default and bounds of `defaults.maxRequestHeaderBytes`. The upper bound is
@@ -38,14 +39,14 @@ const MAX_REQUEST_HEADER_BYTES: u64 = 1024 * 1024;
 /// One duration setting: field name, default and the accepted range. The bounds keep
 /// every value meaningful (a 0 s idle timeout would mean "never") and far from the
 /// overflow of clock arithmetic (an absurd value must be an error, not a panic).
-struct DurationSetting {
+pub(super) struct DurationSetting {
     field: &'static str,
     default: Duration,
     min: Duration,
     max: Duration,
 }
 
-const fn setting(
+pub(super) const fn setting(
     field: &'static str,
     default: Duration,
     min: Duration,
@@ -107,13 +108,26 @@ impl DurationSetting {
         object_ref: &crate::error::ObjectRef,
         errors: &mut Errors,
     ) -> Duration {
+        self.resolve_at("spec.defaults", value, self.default, object_ref, errors)
+    }
+
+    /// [`Self::resolve`] for the field under `prefix` (e.g. a route's `spec.health`),
+    /// with `default` when unset (e.g. the gateway's resolved value).
+    pub(super) fn resolve_at(
+        &self,
+        prefix: &str,
+        value: Option<crate::model::Duration>,
+        default: Duration,
+        object_ref: &crate::error::ObjectRef,
+        errors: &mut Errors,
+    ) -> Duration {
         let Some(crate::model::Duration(value)) = value else {
-            return self.default;
+            return default;
         };
         if value < self.min || value > self.max {
             errors.push(
                 object_ref,
-                format!("spec.defaults.{}", self.field),
+                format!("{prefix}.{}", self.field),
                 Problem::Invalid {
                     value: humantime::format_duration(value).to_string(),
                     reason: format!(
@@ -123,10 +137,48 @@ impl DurationSetting {
                     ),
                 },
             );
-            return self.default;
+            return default;
         }
         value
     }
+}
+
+/// A whole number in `range`, or the default; out of range is recorded.
+pub(super) fn count_in(
+    value: Option<u32>,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+    field: &str,
+    object_ref: &crate::error::ObjectRef,
+    errors: &mut Errors,
+) -> u32 {
+    let Some(value) = value else {
+        return default;
+    };
+    if !range.contains(&value) {
+        errors.push(
+            object_ref,
+            field,
+            Problem::Invalid {
+                value: value.to_string(),
+                reason: format!("must be between {} and {}", range.start(), range.end()),
+            },
+        );
+        return default;
+    }
+    value
+}
+
+const SLOW_START_WINDOW: DurationSetting = setting(
+    "slowStart.window",
+    Duration::from_secs(30),
+    Duration::ZERO,
+    HOUR,
+);
+
+/// A percentage already checked to be at most 100.
+fn percent(value: u32) -> u8 {
+    u8::try_from(value.min(100)).unwrap_or(100)
 }
 
 /// Resolve `spec.defaults` into the settings every route gets, and the handshake
@@ -163,7 +215,36 @@ fn compile_defaults(
         consecutive_failures: d.ejection.consecutive_failures.unwrap_or(5),
         base: BASE_EJECTION.resolve(d.ejection.base_ejection_time, object_ref, errors),
         max: MAX_EJECTION.resolve(d.ejection.max_ejection_time, object_ref, errors),
+        max_ejected_percent: percent(count_in(
+            d.ejection.max_ejected_percent,
+            10,
+            0..=100,
+            "spec.defaults.ejection.maxEjectedPercent",
+            object_ref,
+            errors,
+        )),
     };
+    let slow_start = SlowStart {
+        window: SLOW_START_WINDOW.resolve(d.slow_start.window, object_ref, errors),
+        min_weight_percent: percent(count_in(
+            d.slow_start.min_weight_percent,
+            10,
+            1..=100,
+            "spec.defaults.slowStart.minWeightPercent",
+            object_ref,
+            errors,
+        )),
+    };
+    if slow_start.window.is_zero() && d.slow_start.min_weight_percent.is_some() {
+        errors.push(
+            object_ref,
+            "spec.defaults.slowStart.minWeightPercent",
+            Problem::Invalid {
+                value: slow_start.min_weight_percent.to_string(),
+                reason: "has no effect with slowStart.window 0s (slow start off); remove it or set a window".into(),
+            },
+        );
+    }
     if ejection.consecutive_failures == 0 {
         errors.push(
             object_ref,
@@ -208,6 +289,7 @@ fn compile_defaults(
             timeouts,
             ejection,
             max_request_header_bytes,
+            slow_start,
         },
         handshake,
     )
@@ -342,10 +424,12 @@ pub(super) fn compile(object: &GatewayConfig, errors: &mut Errors) -> Option<Com
         );
     }
 
+    let health = super::health::compile_defaults(&spec.defaults.health, &object_ref, errors);
     if errors.len() != before {
         return None;
     }
     Some(CompiledGateway {
+        health,
         settings: GatewaySettings {
             listeners,
             destination_header: header.to_ascii_lowercase(),

@@ -4,6 +4,7 @@
 //! whole input is valid: a bad config never replaces a good one.
 
 mod gateway;
+mod health;
 mod route;
 mod tls;
 

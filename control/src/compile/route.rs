@@ -52,6 +52,15 @@ pub(super) fn compile(
 
     let hostnames = compile_hostnames(&spec.hostnames, &object_ref, errors);
     let backends = compile_backends(&spec.backends, &object_ref, errors);
+    // Terminating endpoints come from the Kubernetes source, already checked there;
+    // one that does not parse is simply not shown as draining.
+    let draining = spec
+        .backends
+        .draining
+        .iter()
+        .filter_map(|text| parse_address(text).ok())
+        .filter(|addr| !backends.contains(addr))
+        .collect::<Vec<_>>();
     let access = compile_policy(
         spec.access_control.as_ref(),
         spec.acl.as_ref(),
@@ -113,6 +122,21 @@ pub(super) fn compile(
         }
     };
 
+    let health = super::health::compile_route(
+        spec.health.as_ref(),
+        &gateway.health,
+        super::health::RouteKind {
+            passthrough: spec.mode == RouteMode::Passthrough,
+            front_proxy: spec
+                .upstream
+                .as_ref()
+                .is_some_and(|u| u.front_proxy_cert_file.is_some()),
+        },
+        files,
+        &object_ref,
+        errors,
+    );
+
     if errors.len() != before {
         return None;
     }
@@ -121,6 +145,7 @@ pub(super) fn compile(
     let mut route_hash = std::collections::hash_map::DefaultHasher::new();
     hostnames.hash(&mut route_hash);
     backends.hash(&mut route_hash);
+    draining.hash(&mut route_hash);
     spec.mode.hash(&mut route_hash);
     let mode = match (spec.mode, terminate) {
         (RouteMode::Terminate, Some((terminate, hash))) => {
@@ -133,6 +158,7 @@ pub(super) fn compile(
     access.fingerprint().hash(&mut route_hash);
     destinations.hash(&mut route_hash);
     settings.hash(&mut route_hash);
+    health.hash(&mut route_hash);
 
     Some(Route {
         id: RouteId {
@@ -142,9 +168,11 @@ pub(super) fn compile(
         hostnames,
         mode,
         backends,
+        draining,
         access,
         destinations,
         settings,
+        health,
         fingerprint: route_hash.finish(),
     })
 }

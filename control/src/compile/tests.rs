@@ -651,3 +651,142 @@ fn rendered_objects_parse_back_to_the_same_objects() {
         objects
     );
 }
+
+#[test]
+fn health_checks_default_on_and_routes_override_them() {
+    let text = format!(
+        "{}{}",
+        GATEWAY.replace(
+            "  admin:",
+            "  defaults: {health: {interval: 5s, unhealthyThreshold: 2}, slowStart: {window: 1m, minWeightPercent: 20}}\n  admin:"
+        ),
+        route("a", "api.a.example.com", "", "'127.0.0.1:1'")
+            + "  health: {timeout: 2s, frontProxyUser: 'system:apigate-probe'}\n",
+    );
+    let snapshot = compile(&inputs(&text)).unwrap();
+    let r = snapshot.route_for_sni("api.a.example.com").unwrap();
+    let health = r.health.as_ref().unwrap();
+    assert_eq!(health.interval.as_secs(), 5);
+    assert_eq!(health.timeout.as_secs(), 2);
+    assert_eq!(
+        (health.healthy_threshold, health.unhealthy_threshold),
+        (2, 2)
+    );
+    assert_eq!(health.path, "/readyz");
+    assert_eq!(health.credentials.kind(), "front_proxy");
+    assert_eq!(r.settings.slow_start.window.as_secs(), 60);
+    assert_eq!(r.settings.slow_start.min_weight_percent, 20);
+    assert_eq!(r.settings.ejection.max_ejected_percent, 10);
+
+    let off = format!(
+        "{GATEWAY}{}",
+        route("a", "api.a.example.com", "", "'127.0.0.1:1'") + "  health: {enabled: false}\n",
+    );
+    let snapshot = compile(&inputs(&off)).unwrap();
+    assert!(snapshot
+        .route_for_sni("api.a.example.com")
+        .unwrap()
+        .health
+        .is_none());
+}
+
+#[test]
+fn bad_health_settings_name_their_field() {
+    let mut pki = pki();
+    pki.files.insert("empty-token".into(), Ok(b"  \n".to_vec()));
+    pki.files.insert("token".into(), Ok(b"s3cret\n".to_vec()));
+    for (gateway, route_health, field, words) in [
+        (
+            "health: {healthyThreshold: 0}",
+            "",
+            "spec.defaults.health.healthyThreshold",
+            "between",
+        ),
+        (
+            "health: {unhealthyThreshold: 0}",
+            "",
+            "spec.defaults.health.unhealthyThreshold",
+            "between",
+        ),
+        (
+            "health: {interval: 1s, timeout: 2s}",
+            "",
+            "spec.defaults.health.timeout",
+            "shorter than the interval",
+        ),
+        (
+            "",
+            "{interval: 1s, timeout: 1s}",
+            "spec.health.timeout",
+            "shorter than the interval",
+        ),
+        (
+            "slowStart: {window: 0s, minWeightPercent: 20}",
+            "",
+            "spec.defaults.slowStart",
+            "window",
+        ),
+        (
+            "slowStart: {minWeightPercent: 0}",
+            "",
+            "spec.defaults.slowStart.minWeightPercent",
+            "between",
+        ),
+        (
+            "ejection: {maxEjectedPercent: 101}",
+            "",
+            "spec.defaults.ejection.maxEjectedPercent",
+            "between",
+        ),
+        (
+            "",
+            "{tokenFile: empty-token}",
+            "spec.health.tokenFile",
+            "empty",
+        ),
+        (
+            "",
+            "{tokenFile: nowhere}",
+            "spec.health.tokenFile",
+            "nowhere",
+        ),
+        (
+            "",
+            "{tokenFile: token, frontProxyUser: probe}",
+            "spec.health.frontProxyUser",
+            "not both",
+        ),
+        ("", "{path: readyz}", "spec.health.path", "absolute path"),
+        (
+            "health: {tokenFile: token}",
+            "",
+            "spec.defaults.health.tokenFile",
+            "ApiServerRoute",
+        ),
+    ] {
+        let gateway_text = if gateway.is_empty() {
+            GATEWAY.to_string()
+        } else {
+            GATEWAY.replace("  admin:", &format!("  defaults: {{{gateway}}}\n  admin:"))
+        };
+        let mut route_text = route("a", "api.a.example.com", "", "'127.0.0.1:1'");
+        if !route_health.is_empty() {
+            route_text.push_str(&format!("  health: {route_health}\n"));
+        }
+        let objects = parse_documents(&format!("{gateway_text}{route_text}"), "test.yaml").unwrap();
+        let errors: Vec<String> = compile(&Inputs {
+            objects,
+            files: pki.files.clone(),
+        })
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(field) && e.contains(words)),
+            "{gateway} {route_health}: {errors:?}"
+        );
+    }
+}

@@ -190,13 +190,70 @@ pub struct Defaults {
     /// Passive health checking.
     #[serde(default)]
     pub ejection: EjectionSpec,
+    /// Active health checks of every replica (`/readyz`), on by default.
+    #[serde(default)]
+    pub health: HealthSpec,
+    /// How a replica that is new, or back from ejection or unreadiness, ramps up.
+    #[serde(default)]
+    pub slow_start: SlowStartSpec,
+}
+
+/// Active health checks. In `GatewayConfig.spec.defaults.health` for every route; an
+/// `ApiServerRoute`'s `spec.health` overrides any field and adds the probe's identity.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthSpec {
+    /// Probe at all (default `true`). Passthrough routes get TCP connect checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Time between probes of one replica, jittered by up to 10% (default `2s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    /// A probe without an answer in this time failed (default `1s`, shorter than
+    /// `interval`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Passed probes in a row that make an unready replica ready again (default 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_threshold: Option<u32>,
+    /// Failed probes in a row that make a replica unready (default 3): with the default
+    /// interval a replica leaves the rotation within about 6 s, well inside
+    /// kube-apiserver's `--shutdown-delay-duration` (Gardener: 15 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold: Option<u32>,
+    /// Path probed (default `/readyz`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Routes only: a file holding the bearer token the probe presents (kube-apiserver
+    /// with anonymous auth off answers `/readyz` only to an authenticated client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// Routes only: probe with the front-proxy certificate as this user
+    /// (`X-Remote-User`), instead of a token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub front_proxy_user: Option<String>,
+}
+
+/// Slow start: a replica's share of new requests ramps up linearly over `window` from
+/// `minWeightPercent`, because its caches (the watch cache of a kube-apiserver) are
+/// cold. Not applied when every replica of a route is new.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SlowStartSpec {
+    /// Length of the ramp (default `30s`; `0s` turns slow start off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+    /// Share at the start of the ramp, in percent of a full share (default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_weight_percent: Option<u32>,
 }
 
 /// Passive ejection of failing backends.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EjectionSpec {
-    /// Consecutive connect failures or gateway errors that eject a backend (default 5).
+    /// Consecutive failures that eject a backend (default 5): connect and TLS failures,
+    /// broken connections and apigate's own timeouts; never a replica's own answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consecutive_failures: Option<u32>,
     /// First ejection lasts this long; each further one doubles it (default `5s`).
@@ -205,4 +262,9 @@ pub struct EjectionSpec {
     /// Upper bound of the growing ejection time (default `2m`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_ejection_time: Option<Duration>,
+    /// At most this share of a route's replicas is ejected at once (default 10; one
+    /// ejection is always allowed), so failures cannot eject a whole route. Replicas a
+    /// probe found unready do not count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_ejected_percent: Option<u32>,
 }

@@ -12,7 +12,7 @@ mod route;
 pub use duration::Duration;
 pub use gateway::{
     AccessDefaults, AdminSpec, Balancing, ConnectSpec, Defaults, EjectionSpec, GatewayConfig,
-    GatewaySpec, ListenerKind, ListenerSpec, ProxyProtocolMode,
+    GatewaySpec, HealthSpec, ListenerKind, ListenerSpec, ProxyProtocolMode, SlowStartSpec,
 };
 pub use route::{ApiServerRoute, BackendsSpec, RouteMode, RouteSpec, ServingTlsSpec, UpstreamSpec};
 

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{Balancing, ObjectMeta};
+use super::{Balancing, HealthSpec, ObjectMeta};
 use crate::access::{AccessControlSpec, GardenerAclConfig};
 use crate::error::ObjectRef;
 
@@ -73,6 +73,10 @@ pub struct RouteSpec {
     #[serde(default)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub destinations: Vec<String>,
+    /// Active health checks: overrides of the gateway's `defaults.health`, and the
+    /// identity the probe presents (`tokenFile` or `frontProxyUser`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSpec>,
 }
 
 /// How a route handles its connections.
@@ -112,6 +116,10 @@ pub struct BackendsSpec {
     /// until one is back), not a configuration mistake.
     #[serde(skip)]
     pub discovered: bool,
+    /// Set by the Kubernetes source: endpoints that are terminating. They get no new
+    /// requests; what they serve finishes, and they stay visible as draining.
+    #[serde(skip)]
+    pub draining: Vec<String>,
 }
 
 /// Serving certificate and client authentication.

@@ -96,6 +96,9 @@ pub(crate) fn referenced_files(object: &Object) -> Vec<String> {
                 files.extend(upstream.front_proxy_cert_file.clone());
                 files.extend(upstream.front_proxy_key_file.clone());
             }
+            if let Some(health) = &spec.health {
+                files.extend(health.token_file.clone());
+            }
             files.retain(|f| !f.is_empty());
             files
         }

@@ -13,8 +13,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use self::health::Health;
+use apigate_control::snapshot::SlowStart;
+
+use self::health::{now_nanos, Health, Transition};
 use self::pick::{choose, Candidate, Choice, Policy};
+use crate::metrics::Metrics;
 
 /// What an in-flight unit of work costs a replica, counted apart so that one kind never
 /// distorts the balancing of another.
@@ -49,8 +52,8 @@ pub struct BackendState {
     ordinary: AtomicU64,
     long_running: AtomicU64,
     connections: AtomicU64,
-    picks: AtomicU64,
-    /// Passive health.
+    recent: RecentLoad,
+    /// Health: passive failures, probes, drain ([`health::State`]).
     pub health: Health,
 }
 
@@ -62,9 +65,15 @@ impl BackendState {
             ordinary: AtomicU64::new(0),
             long_running: AtomicU64::new(0),
             connections: AtomicU64::new(0),
-            picks: AtomicU64::new(0),
-            health: Health::default(),
+            recent: RecentLoad::default(),
+            // Ramping until the route says every replica is new (see RouteBackends).
+            health: Health::new(now_nanos(), true),
         }
+    }
+
+    /// Requests sent to it recently (decayed, see [`RecentLoad`]).
+    pub fn recent(&self) -> f64 {
+        self.recent.get(now_nanos())
     }
 
     fn counter(&self, load: Load) -> &AtomicU64 {
@@ -81,27 +90,99 @@ impl BackendState {
     }
 }
 
-/// Hands out one [`BackendState`] per address for as long as any snapshot uses it.
+/// Requests sent to a replica recently: a count that halves every second, so ties
+/// between idle replicas go to the one used least lately, and a replica that joins or
+/// comes back is caught up with within seconds. One atomic word: the count (`f32`) and
+/// the millisecond of its last update.
+#[derive(Debug, Default)]
+pub struct RecentLoad(AtomicU64);
+
+const RECENT_HALF_LIFE_MS: f64 = 1000.0;
+
+impl RecentLoad {
+    fn decayed(word: u64, now_ms: u32) -> f64 {
+        let value = f64::from(f32::from_bits((word >> 32) as u32));
+        let elapsed = now_ms.wrapping_sub(word as u32);
+        value * 0.5f64.powf(f64::from(elapsed) / RECENT_HALF_LIFE_MS)
+    }
+
+    fn ms(now: u64) -> u32 {
+        (now / 1_000_000) as u32
+    }
+
+    /// The count at `now` (nanos).
+    pub fn get(&self, now: u64) -> f64 {
+        Self::decayed(self.0.load(Ordering::Relaxed), Self::ms(now))
+    }
+
+    /// Count one more at `now` (nanos).
+    pub fn add(&self, now: u64) {
+        let ms = Self::ms(now);
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+                let value = Self::decayed(word, ms) + 1.0;
+                Some((u64::from((value as f32).to_bits()) << 32) | u64::from(ms))
+            });
+    }
+}
+
+/// Hands out one [`BackendState`] per address for as long as any snapshot (or any
+/// request still in flight on it) uses it.
 #[derive(Debug, Default)]
 pub struct BackendRegistry {
     states: Mutex<HashMap<SocketAddr, Weak<BackendState>>>,
 }
 
 impl BackendRegistry {
-    /// The state for `addr`, created on first use.
-    pub fn get(&self, addr: SocketAddr) -> Arc<BackendState> {
+    /// The state for `addr`, created on first use; `true` when it was created now.
+    pub fn get(&self, addr: SocketAddr) -> (Arc<BackendState>, bool) {
         let mut states = match self.states.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
         if let Some(state) = states.get(&addr).and_then(Weak::upgrade) {
-            return state;
+            return (state, false);
         }
         states.retain(|_, weak| weak.strong_count() > 0);
         let state = Arc::new(BackendState::new(addr));
         states.insert(addr, Arc::downgrade(&state));
-        state
+        (state, true)
     }
+
+    /// Every replica still alive (used by a snapshot or by work in flight).
+    pub fn all(&self) -> Vec<Arc<BackendState>> {
+        let states = match self.states.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut all: Vec<_> = states.values().filter_map(Weak::upgrade).collect();
+        all.sort_by_key(|s| s.addr);
+        all
+    }
+}
+
+/// Log and count a health transition of `backend`: one line per change of state.
+pub fn observe(
+    metrics: &Metrics,
+    backend: &BackendState,
+    transition: Option<Transition>,
+    cause: &'static str,
+) {
+    let Some(Transition { from, to }) = transition else {
+        return;
+    };
+    metrics
+        .backend_transitions
+        .with_label_values(&[to.label()])
+        .inc();
+    tracing::info!(
+        backend = %backend.addr,
+        from = from.label(),
+        to = to.label(),
+        cause,
+        "backend state changed"
+    );
 }
 
 /// The backends of one route in one snapshot, with the route's balancing policy.
@@ -114,10 +195,25 @@ pub struct RouteBackends {
 }
 
 impl RouteBackends {
-    /// Resolve `addrs` to their shared states.
-    pub fn new(addrs: &[SocketAddr], policy: Policy, registry: &BackendRegistry) -> Self {
+    /// Resolve `addrs` to their shared states. A replica new to apigate ramps up
+    /// (slow start) unless every replica of the route is new.
+    pub fn new(
+        addrs: &[SocketAddr],
+        policy: Policy,
+        registry: &BackendRegistry,
+        slow_start: &SlowStart,
+    ) -> Self {
+        let resolved: Vec<(Arc<BackendState>, bool)> =
+            addrs.iter().map(|a| registry.get(*a)).collect();
+        let all_new = resolved.iter().all(|(_, created)| *created);
+        let now = now_nanos();
+        for (state, created) in &resolved {
+            if *created && all_new {
+                state.health.settle(now, slow_start);
+            }
+        }
         RouteBackends {
-            states: addrs.iter().map(|a| registry.get(*a)).collect(),
+            states: resolved.into_iter().map(|(state, _)| state).collect(),
             policy,
             round_robin: AtomicUsize::new(0),
         }
@@ -128,20 +224,26 @@ impl RouteBackends {
         self.policy
     }
 
-    /// Pick a backend for one request or connection, never one in `exclude`.
-    pub fn pick(&self, now: u64, exclude: &[SocketAddr]) -> Option<(Arc<BackendState>, Choice)> {
+    /// Pick a backend for one request or connection, never one in `exclude`. A
+    /// backend in probation is picked only by the request that claims its trial.
+    pub fn pick(
+        &self,
+        now: u64,
+        exclude: &[SocketAddr],
+        slow_start: &SlowStart,
+    ) -> Option<(Arc<BackendState>, Choice)> {
         let compared = match self.policy {
             Policy::LeastConnections => Load::Connection,
             Policy::LeastRequest | Policy::RoundRobin => Load::Ordinary,
         };
-        let candidates: Vec<Candidate> = self
+        let mut candidates: Vec<Candidate> = self
             .states
             .iter()
             .map(|s| Candidate {
-                available: s.health.available(now),
+                admission: s.health.admission(now, slow_start),
                 excluded: exclude.contains(&s.addr),
                 load: s.in_flight(compared),
-                picks: s.picks.load(Ordering::Relaxed),
+                recent: s.recent.get(now),
             })
             .collect();
         let rr = match self.policy {
@@ -150,10 +252,20 @@ impl RouteBackends {
             }
             Policy::LeastRequest => 0,
         };
-        let choice = choose(self.policy, &candidates, rr, &mut rand::thread_rng())?;
-        let state = self.states.get(choice.index)?.clone();
-        state.picks.fetch_add(1, Ordering::Relaxed);
-        Some((state, choice))
+        // A trial another request claimed first is out for this pick; choose again.
+        for _ in 0..=self.states.len() {
+            let choice = choose(self.policy, &candidates, rr, &mut rand::thread_rng())?;
+            let state = self.states.get(choice.index)?;
+            if choice.trial && !state.health.claim_trial(now, slow_start) {
+                if let Some(c) = candidates.get_mut(choice.index) {
+                    c.admission = health::Admission::Out;
+                }
+                continue;
+            }
+            state.recent.add(now);
+            return Some((state.clone(), choice));
+        }
+        None
     }
 }
 
@@ -188,20 +300,56 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    const RAMP: SlowStart = SlowStart {
+        window: Duration::from_secs(30),
+        min_weight_percent: 10,
+    };
+
+    #[test]
+    fn recent_load_halves_every_second() {
+        let load = RecentLoad::default();
+        let s = 1_000_000_000;
+        for _ in 0..4 {
+            load.add(10 * s);
+        }
+        assert!((load.get(10 * s) - 4.0).abs() < 1e-6);
+        assert!((load.get(11 * s) - 2.0).abs() < 1e-3);
+        assert!(load.get(30 * s) < 1e-4);
+    }
+
+    #[test]
+    fn a_replica_joining_serving_ones_ramps_and_new_routes_do_not() {
+        let registry = BackendRegistry::default();
+        let a: SocketAddr = "127.0.0.1:11".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:12".parse().unwrap();
+        let first = RouteBackends::new(&[a], Policy::LeastRequest, &registry, &RAMP);
+        let now = now_nanos();
+        assert_eq!(first.states[0].health.state(now, &RAMP).label(), "healthy");
+        let second = RouteBackends::new(&[a, b], Policy::LeastRequest, &registry, &RAMP);
+        assert_eq!(
+            second.states[1].health.state(now, &RAMP).label(),
+            "slow_start"
+        );
+    }
 
     #[test]
     fn registry_shares_state_per_address_and_forgets_unused_ones() {
         let registry = BackendRegistry::default();
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let a = registry.get(addr);
-        let b = registry.get(addr);
+        let (a, created) = registry.get(addr);
+        assert!(created);
+        let (b, again) = registry.get(addr);
+        assert!(!again);
         assert!(Arc::ptr_eq(&a, &b));
         let guard = InFlight::start(a.clone(), Load::Ordinary);
         assert_eq!(b.in_flight(Load::Ordinary), 1);
         drop(guard);
         assert_eq!(b.in_flight(Load::Ordinary), 0);
         drop((a, b));
-        let c = registry.get(addr);
+        let (c, created) = registry.get(addr);
+        assert!(created);
         assert_eq!(c.in_flight(Load::Ordinary), 0);
     }
 
@@ -212,14 +360,14 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             "127.0.0.1:2".parse().unwrap(),
         ];
-        let route = RouteBackends::new(&addrs, Policy::LeastRequest, &registry);
+        let route = RouteBackends::new(&addrs, Policy::LeastRequest, &registry, &RAMP);
         let _watches: Vec<_> = (0..50)
             .map(|_| InFlight::start(route.states[0].clone(), Load::LongRunning))
             .collect();
         let _busy = InFlight::start(route.states[1].clone(), Load::Ordinary);
         // Backend 0 holds 50 watches but no ordinary request: it must win.
         for _ in 0..20 {
-            let (state, _) = route.pick(0, &[]).unwrap();
+            let (state, _) = route.pick(now_nanos(), &[], &RAMP).unwrap();
             assert_eq!(state.addr, addrs[0]);
         }
         assert_eq!(route.states[0].in_flight(Load::LongRunning), 50);
@@ -232,7 +380,7 @@ mod tests {
             "127.0.0.1:3".parse().unwrap(),
             "127.0.0.1:4".parse().unwrap(),
         ];
-        let route = RouteBackends::new(&addrs, Policy::LeastConnections, &registry);
+        let route = RouteBackends::new(&addrs, Policy::LeastConnections, &registry, &RAMP);
         // Backend 0 is busy with requests of a terminating route that shares it, but
         // holds no passthrough connection; backend 1 holds one.
         let _requests: Vec<_> = (0..10)
@@ -240,7 +388,10 @@ mod tests {
             .collect();
         let _conn = InFlight::start(route.states[1].clone(), Load::Connection);
         for _ in 0..5 {
-            assert_eq!(route.pick(0, &[]).unwrap().0.addr, addrs[0]);
+            assert_eq!(
+                route.pick(now_nanos(), &[], &RAMP).unwrap().0.addr,
+                addrs[0]
+            );
         }
     }
 }

@@ -3,6 +3,8 @@
 use apigate_control::model::Balancing;
 use rand::Rng;
 
+use super::health::Admission;
+
 /// How one route chooses among its replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
@@ -24,10 +26,10 @@ impl From<Balancing> for Policy {
 }
 
 /// What the picker needs to know about one backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {
-    /// Not ejected.
-    pub available: bool,
+    /// Whether it takes new requests, and what share ([`Admission`]).
+    pub admission: Admission,
     /// Already tried for this request (a retry must go elsewhere).
     pub excluded: bool,
     /// The load the policy compares: ordinary requests in flight for the request
@@ -35,9 +37,21 @@ pub struct Candidate {
     /// little, and counting it would starve replicas that hold many), open passthrough
     /// connections for [`Policy::LeastConnections`].
     pub load: u64,
-    /// Requests ever sent to it; breaks ties so that an idle or sequential client is
-    /// spread evenly instead of randomly.
-    pub picks: u64,
+    /// Requests sent to it recently (decaying within seconds): breaks ties so that an
+    /// idle or sequential client is spread evenly, and a replica that joins or comes
+    /// back gets its share within seconds rather than after its lifetime count caught
+    /// up.
+    pub recent: f64,
+}
+
+impl Candidate {
+    /// Its share when eligible: the slow-start weight, or a full share.
+    fn weight(&self) -> f64 {
+        match self.admission {
+            Admission::Serving(w) => w.max(0.01),
+            Admission::Trial | Admission::Out => 1.0,
+        }
+    }
 }
 
 /// A chosen backend.
@@ -45,78 +59,93 @@ pub struct Candidate {
 pub struct Choice {
     /// Index into the candidates.
     pub index: usize,
-    /// True when every non-excluded backend was ejected and one was used anyway.
+    /// True when no backend could take requests and one was used anyway.
     pub panic: bool,
+    /// The backend is in probation: this request is its trial (the caller claims it).
+    pub trial: bool,
 }
 
-/// Choose a backend. Ejected backends are skipped unless all are ejected (panic mode:
-/// trying a possibly-broken replica beats failing every request). Excluded ones are
-/// never chosen. `round_robin` is the route's rotating counter value for this pick.
+/// Choose a backend. Backends that serve (or whose probation trial is free) are
+/// eligible; when none is, every non-excluded backend is (panic mode: trying a
+/// possibly broken replica beats failing every request). Excluded ones are never
+/// chosen. `round_robin` is the route's rotating counter value for this pick.
 pub fn choose<R: Rng>(
     policy: Policy,
     candidates: &[Candidate],
     round_robin: usize,
     rng: &mut R,
 ) -> Option<Choice> {
-    let healthy = candidates
-        .iter()
-        .filter(|c| !c.excluded && c.available)
-        .count();
-    let panic = healthy == 0;
-    let eligible = |c: &Candidate| !c.excluded && (c.available || panic);
-    let count = if panic {
-        candidates.iter().filter(|c| !c.excluded).count()
-    } else {
-        healthy
+    let admitted = |c: &Candidate| {
+        !c.excluded && matches!(c.admission, Admission::Serving(_) | Admission::Trial)
     };
+    let healthy = candidates.iter().filter(|c| admitted(c)).count();
+    let panic = healthy == 0;
+    let eligible = |c: &Candidate| !c.excluded && (panic || admitted(c));
+    let indices: Vec<usize> = candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| eligible(c))
+        .map(|(i, _)| i)
+        .collect();
+    let count = indices.len();
     if count == 0 {
         return None;
     }
-    let nth = |n: usize| {
-        candidates
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| eligible(c))
-            .nth(n)
-            .map(|(i, _)| i)
+    // Lower is better: requests per share, then recent picks per share.
+    let key = |i: usize| {
+        let c = &candidates[i];
+        let w = c.weight();
+        (c.load as f64 / w, c.recent / w)
     };
     let index = match policy {
-        Policy::RoundRobin => nth(round_robin % count)?,
+        Policy::RoundRobin => {
+            // The rotation, where a ramping replica takes its turn with the
+            // probability of its share.
+            let start = round_robin % count;
+            (0..count)
+                .map(|k| indices[(start + k) % count])
+                .find(|&i| {
+                    let w = candidates[i].weight();
+                    w >= 1.0 || rng.gen::<f64>() < w
+                })
+                .unwrap_or(indices[start])
+        }
         Policy::LeastConnections => {
             // Exact minimum; ties rotate with the route's counter so sequential
             // connections spread evenly.
-            let least = candidates
+            let least = indices
                 .iter()
-                .filter(|c| eligible(c))
-                .map(|c| c.load)
-                .min()?;
-            let tied: Vec<usize> = candidates
+                .map(|&i| key(i).0)
+                .fold(f64::INFINITY, f64::min);
+            let tied: Vec<usize> = indices
                 .iter()
-                .enumerate()
-                .filter(|(_, c)| eligible(c) && c.load == least)
-                .map(|(i, _)| i)
+                .copied()
+                .filter(|&i| key(i).0 <= least)
                 .collect();
             *tied.get(round_robin % tied.len().max(1))?
         }
-        Policy::LeastRequest if count == 1 => nth(0)?,
+        Policy::LeastRequest if count == 1 => indices[0],
         Policy::LeastRequest => {
-            // Power of two choices: two distinct random eligible backends, fewer
-            // requests in flight wins.
+            // Power of two choices: two distinct random eligible backends, the one with
+            // less load per share wins.
             let a = rng.gen_range(0..count);
             let mut b = rng.gen_range(0..count - 1);
             if b >= a {
                 b += 1;
             }
-            let (a, b) = (nth(a)?, nth(b)?);
-            let load = |i: usize| (candidates[i].load, candidates[i].picks);
-            if load(b) < load(a) {
+            let (a, b) = (indices[a], indices[b]);
+            if key(b) < key(a) {
                 b
             } else {
                 a
             }
         }
     };
-    Some(Choice { index, panic })
+    Some(Choice {
+        index,
+        panic,
+        trial: !panic && candidates[index].admission == Admission::Trial,
+    })
 }
 
 #[cfg(test)]
@@ -124,19 +153,21 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    fn c(available: bool, excluded: bool, load: u64) -> Candidate {
+    fn c(admission: Admission, excluded: bool, load: u64) -> Candidate {
         Candidate {
-            available,
+            admission,
             excluded,
             load,
-            picks: 0,
+            recent: 0.0,
         }
     }
+    const UP: Admission = Admission::Serving(1.0);
+    const OUT: Admission = Admission::Out;
 
     #[test]
     fn least_request_prefers_the_less_loaded_of_two() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let cands = [c(true, false, 10), c(true, false, 0)];
+        let cands = [c(UP, false, 10), c(UP, false, 0)];
         for _ in 0..100 {
             let choice = choose(Policy::LeastRequest, &cands, 0, &mut rng).unwrap();
             assert_eq!(choice.index, 1);
@@ -147,7 +178,7 @@ mod tests {
     #[test]
     fn least_request_spreads_evenly_when_idle() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let cands = [c(true, false, 0); 3];
+        let cands = [c(UP, false, 0); 3];
         let mut counts = [0u32; 3];
         for _ in 0..3000 {
             counts[choose(Policy::LeastRequest, &cands, 0, &mut rng)
@@ -160,72 +191,86 @@ mod tests {
     }
 
     #[test]
-    fn ties_go_to_the_backend_picked_least_so_sequential_load_is_even() {
+    fn ties_go_to_the_backend_picked_least_recently_so_sequential_load_is_even() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        let mut cands = [c(true, false, 0); 3];
+        let mut cands = [c(UP, false, 0); 3];
         for _ in 0..300 {
             let i = choose(Policy::LeastRequest, &cands, 0, &mut rng)
                 .unwrap()
                 .index;
-            cands[i].picks += 1;
+            cands[i].recent += 1.0;
         }
         for cand in cands {
-            assert!((99..=101).contains(&cand.picks), "{cands:?}");
+            assert!((99.0..=101.0).contains(&cand.recent), "{cands:?}");
         }
     }
 
     #[test]
-    fn ejected_and_excluded_backends_are_skipped() {
+    fn a_ramping_replica_gets_its_share() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut cands = [
+            c(UP, false, 0),
+            c(UP, false, 0),
+            c(Admission::Serving(0.25), false, 0),
+        ];
+        for _ in 0..900 {
+            let i = choose(Policy::LeastRequest, &cands, 0, &mut rng)
+                .unwrap()
+                .index;
+            cands[i].recent += 1.0;
+        }
+        // Shares 1 : 1 : 0.25 → 400 : 400 : 100.
+        let ramping = cands[2].recent;
+        assert!((80.0..=120.0).contains(&ramping), "{cands:?}");
+    }
+
+    #[test]
+    fn out_and_excluded_backends_are_skipped_and_a_free_trial_is_taken() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let cands = [c(false, false, 0), c(true, true, 0), c(true, false, 99)];
-        for policy in [Policy::LeastRequest, Policy::RoundRobin] {
+        let cands = [c(OUT, false, 0), c(UP, true, 0), c(UP, false, 99)];
+        for policy in [
+            Policy::LeastRequest,
+            Policy::RoundRobin,
+            Policy::LeastConnections,
+        ] {
             for rr in 0..10 {
                 let choice = choose(policy, &cands, rr, &mut rng).unwrap();
                 assert_eq!(choice.index, 2);
             }
         }
+        let trial = [c(OUT, false, 0), c(Admission::Trial, false, 0)];
+        let choice = choose(Policy::LeastRequest, &trial, 0, &mut rng).unwrap();
+        assert_eq!(
+            choice,
+            Choice {
+                index: 1,
+                panic: false,
+                trial: true
+            }
+        );
     }
 
     #[test]
-    fn panic_mode_uses_ejected_backends_but_never_excluded_ones() {
+    fn panic_mode_uses_out_backends_but_never_excluded_ones() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let cands = [c(false, true, 0), c(false, false, 0)];
+        let cands = [c(OUT, true, 0), c(OUT, false, 0)];
         let choice = choose(Policy::LeastRequest, &cands, 0, &mut rng).unwrap();
         assert_eq!(
             choice,
             Choice {
                 index: 1,
-                panic: true
+                panic: true,
+                trial: false
             }
         );
-        let all_excluded = [c(true, true, 0), c(false, true, 0)];
+        let all_excluded = [c(UP, true, 0), c(OUT, true, 0)];
         assert_eq!(choose(Policy::RoundRobin, &all_excluded, 0, &mut rng), None);
-    }
-
-    #[test]
-    fn least_connections_takes_the_minimum_and_rotates_ties() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let cands = [
-            c(true, false, 4),
-            c(true, false, 1),
-            c(true, false, 1),
-            c(false, false, 0),
-        ];
-        let picks: Vec<usize> = (0..4)
-            .map(|rr| {
-                choose(Policy::LeastConnections, &cands, rr, &mut rng)
-                    .unwrap()
-                    .index
-            })
-            .collect();
-        // Index 3 has no connections but is ejected; 1 and 2 tie and alternate.
-        assert_eq!(picks, vec![1, 2, 1, 2]);
     }
 
     #[test]
     fn round_robin_rotates_over_eligible_backends() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let cands = [c(true, false, 0), c(false, false, 0), c(true, false, 0)];
+        let cands = [c(UP, false, 0), c(OUT, false, 0), c(UP, false, 0)];
         let picks: Vec<usize> = (0..4)
             .map(|rr| {
                 choose(Policy::RoundRobin, &cands, rr, &mut rng)
@@ -234,5 +279,25 @@ mod tests {
             })
             .collect();
         assert_eq!(picks, vec![0, 2, 0, 2]);
+    }
+
+    #[test]
+    fn least_connections_takes_the_minimum_and_rotates_ties() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let cands = [
+            c(UP, false, 4),
+            c(UP, false, 1),
+            c(UP, false, 1),
+            c(OUT, false, 0),
+        ];
+        let picks: Vec<usize> = (0..4)
+            .map(|rr| {
+                choose(Policy::LeastConnections, &cands, rr, &mut rng)
+                    .unwrap()
+                    .index
+            })
+            .collect();
+        // Index 3 has no connections but is out; 1 and 2 tie and alternate.
+        assert_eq!(picks, vec![1, 2, 1, 2]);
     }
 }

@@ -40,7 +40,7 @@ use crate::identity::Identity;
 use crate::rejection::Rejection;
 use crate::state::{Active, RouteRuntime, State};
 use crate::upstream::pool::Identity as PoolIdentity;
-use crate::upstream::{Attempts, Failure, NoReplica, Replay, Verdict};
+use crate::upstream::{Attempts, Failure, NoReplica, Replay, ShutdownSignal, Verdict};
 
 /// Streams per upstream HTTP/2 connection before another connection is opened.
 const MAX_UPSTREAM_H2_STREAMS: usize = 100;
@@ -397,7 +397,14 @@ impl ProxyHttp for Apigate {
             return Ok(());
         }
         if let Some(attempts) = ctx.attempts.as_mut() {
-            attempts.responded();
+            let headers = upstream_response
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
+            attempts.responded(ShutdownSignal::in_head(
+                upstream_response.status.as_u16(),
+                headers,
+            ));
         }
         Ok(())
     }

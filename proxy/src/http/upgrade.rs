@@ -38,7 +38,7 @@ use crate::rejection::Rejection;
 use crate::state::{RouteRuntime, State};
 use crate::upstream::splice::splice;
 use crate::upstream::Attempts;
-use crate::upstream::{connect, Failure, NoReplica, Replay, Verdict};
+use crate::upstream::{connect, Failure, NoReplica, Replay, ShutdownSignal, Verdict};
 use apigate_control::snapshot::Timeouts;
 
 /// Largest upstream response head accepted.
@@ -109,7 +109,7 @@ impl Target {
         upstream: &mut Upstream,
         head: &[u8],
         replay: Replay,
-    ) -> Result<(u16, BytesMut), Rejection> {
+    ) -> Result<Head, Rejection> {
         loop {
             let failure = match self.once(upstream, head).await {
                 Ok(found) => return Ok(found),
@@ -132,7 +132,7 @@ impl Target {
         }
     }
 
-    async fn once(&self, upstream: &mut Upstream, head: &[u8]) -> Result<(u16, BytesMut), Failure> {
+    async fn once(&self, upstream: &mut Upstream, head: &[u8]) -> Result<Head, Failure> {
         let broken = Failure::Reset {
             before_response: true,
         };
@@ -169,7 +169,11 @@ pub(super) async fn serve(
     let head = request_head(session.req_header(), identity.as_ref(), conn.peer.ip())?;
     // From here on the client stream is ours: answers go to it directly.
     let mut client = take_client(session)?;
-    let (status, response) = match target
+    let Head {
+        status,
+        signal,
+        bytes: response,
+    } = match target
         .exchange(attempts, &mut upstream, &head, replay)
         .await
     {
@@ -180,7 +184,7 @@ pub(super) async fn serve(
             return Ok(rejection.code());
         }
     };
-    attempts.responded();
+    attempts.responded(signal);
     if client.write_all(&response).await.is_err() || client.flush().await.is_err() {
         return Ok(status);
     }
@@ -252,9 +256,17 @@ fn request_head(
     Ok(head)
 }
 
-/// Read a response head; returns the status and every byte read (head and any bytes
-/// after it, which belong to the upgraded stream or the body).
-async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<(u16, BytesMut)> {
+/// A response head as read: its status, kube-apiserver's shutdown signal if it carries
+/// one, and every byte read (head and any bytes after it, which belong to the upgraded
+/// stream or the body).
+struct Head {
+    status: u16,
+    signal: Option<ShutdownSignal>,
+    bytes: BytesMut,
+}
+
+/// Read a response head.
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Head> {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -262,7 +274,18 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<(u16, Byt
         match response.parse(&buf) {
             Ok(httparse::Status::Complete(_)) => {
                 let status = response.code.unwrap_or(502);
-                return Ok((status, buf));
+                let signal = ShutdownSignal::in_head(
+                    status,
+                    response
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.as_bytes(), h.value)),
+                );
+                return Ok(Head {
+                    status,
+                    signal,
+                    bytes: buf,
+                });
             }
             Ok(httparse::Status::Partial) => {}
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
@@ -355,9 +378,14 @@ mod tests {
     async fn response_heads_are_read_with_what_follows() {
         let mut input: &[u8] =
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: SPDY/3.1\r\n\r\nspdy-bytes";
-        let (status, bytes) = read_head(&mut input).await.unwrap();
-        assert_eq!(status, 101);
-        assert!(bytes.ends_with(b"spdy-bytes"));
+        let head = read_head(&mut input).await.unwrap();
+        assert_eq!(head.status, 101);
+        assert_eq!(head.signal, None);
+        assert!(head.bytes.ends_with(b"spdy-bytes"));
+        let mut shutdown: &[u8] =
+            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 5\r\nConnection: close\r\n\r\n";
+        let head = read_head(&mut shutdown).await.unwrap();
+        assert_eq!(head.signal, Some(ShutdownSignal::Announced));
         let mut truncated: &[u8] = b"HTTP/1.1 101 Swi";
         assert!(read_head(&mut truncated).await.is_err());
     }

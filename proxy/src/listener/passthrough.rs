@@ -40,7 +40,8 @@ pub async fn serve(admitted: Admitted, state: &State) {
             return;
         }
     };
-    attempts.responded();
+    // A connection that stands is all passthrough can know of the replica.
+    attempts.responded(None);
     state
         .metrics
         .passthrough_connections

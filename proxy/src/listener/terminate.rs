@@ -34,18 +34,20 @@ fn failure_reason(e: &std::io::Error) -> &'static str {
 
 /// Handshake, then serve HTTP until the connection ends.
 pub async fn serve(admitted: Admitted, ctx: &ListenerContext) -> Result<(), Box<Refused>> {
-    let route = admitted.route.clone();
-    let Mode::Terminate(terminate) = &route.route.mode else {
-        return Ok(());
-    };
+    // The route as loaded at accept serves the handshake only: each request loads the
+    // active configuration, so a long connection holds no old snapshot.
     let Admitted {
         stream,
         addrs,
+        route,
         deadline,
         kill,
         watcher,
         ..
     } = admitted;
+    let Mode::Terminate(terminate) = &route.route.mode else {
+        return Ok(());
+    };
     let refuse = |refusal: Refusal| {
         Box::new(Refused {
             refusal,

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::failure::{verdict, Failure, Replay, Verdict};
+use super::failure::{verdict, Failure, Replay, ShutdownSignal, Verdict};
 use super::pool::Identity;
 use super::{RouteUpstream, MAX_ATTEMPTS};
 use crate::balance::health::now_nanos;
@@ -88,7 +88,12 @@ impl Attempts {
             *slot = *tried;
         }
         let now = now_nanos();
-        let Some((backend, choice)) = self.route.backends.pick(now, &exclude[..self.count]) else {
+        let slow_start = &self.route.settings.slow_start;
+        let Some((backend, choice)) =
+            self.route
+                .backends
+                .pick(now, &exclude[..self.count], slow_start)
+        else {
             return Err(NoReplica::Exhausted { tried: self.count });
         };
         if choice.panic {
@@ -112,11 +117,12 @@ impl Attempts {
     }
 
     /// A response head arrived from the current replica (any status: a replica's own
-    /// 5xx is an answer, not a failure).
-    pub fn responded(&mut self) {
+    /// 5xx is an answer, not a failure). `signal`: the head carried kube-apiserver's
+    /// shutdown signal ([`ShutdownSignal::of`]).
+    pub fn responded(&mut self, signal: Option<ShutdownSignal>) {
         self.responded = true;
         if let Some(backend) = &self.last {
-            backend.health.record_success();
+            self.route.record_response(backend, signal);
         }
     }
 
@@ -198,8 +204,20 @@ mod tests {
     use crate::balance::pick::Policy;
     use crate::balance::{BackendRegistry, RouteBackends};
     use crate::metrics::Metrics;
-    use apigate_control::snapshot::{Ejection, RouteSettings, Timeouts};
+    use apigate_control::snapshot::{Ejection, RouteSettings, SlowStart, Timeouts};
     use std::time::Duration;
+
+    const RAMP: SlowStart = SlowStart {
+        window: Duration::from_secs(30),
+        min_weight_percent: 10,
+    };
+
+    fn state_of(upstream: &RouteUpstream, index: usize) -> &'static str {
+        upstream.backends.states[index]
+            .health
+            .state(now_nanos(), &RAMP)
+            .label()
+    }
 
     fn route(addrs: &[&str]) -> (Arc<RouteUpstream>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
@@ -207,8 +225,10 @@ mod tests {
         let registry = BackendRegistry::default();
         let upstream = RouteUpstream {
             label: "ns/r".into(),
-            backends: RouteBackends::new(&addrs, Policy::RoundRobin, &registry),
+            backends: RouteBackends::new(&addrs, Policy::RoundRobin, &registry, &RAMP),
             pools: Vec::new(),
+            probers: vec![None; addrs.len()],
+            draining: Vec::new(),
             settings: RouteSettings {
                 timeouts: Timeouts {
                     connect: Duration::from_secs(1),
@@ -222,8 +242,10 @@ mod tests {
                     consecutive_failures: 2,
                     base: Duration::from_secs(5),
                     max: Duration::from_secs(10),
+                    max_ejected_percent: 10,
                 },
                 max_request_header_bytes: 65536,
+                slow_start: RAMP,
             },
             front_proxy_not_after: None,
             metrics: metrics.clone(),
@@ -290,7 +312,7 @@ mod tests {
             attempts.start_next().ok();
             attempts.failed(Failure::NotProcessed, Replay::NOTHING_SENT);
         }
-        assert!(upstream.backends.states[0].health.available(now_nanos()));
+        assert_eq!(state_of(&upstream, 0), "healthy");
         assert!(metrics.render().contains("failure=\"refused\""));
 
         for _ in 0..2 {
@@ -298,7 +320,84 @@ mod tests {
             attempts.start_next().unwrap();
             attempts.failed(Failure::Connect, Replay::NOTHING_SENT);
         }
-        assert!(!upstream.backends.states[0].health.available(now_nanos()));
+        assert_eq!(state_of(&upstream, 0), "ejected");
+    }
+
+    /// Requests until one reaches `addr` and fails there (if `addr` takes requests).
+    fn fail_on(upstream: &Arc<RouteUpstream>, addr: SocketAddr) {
+        for _ in 0..10 {
+            let mut attempts = Attempts::new(upstream.clone(), Load::Ordinary, Identity::Anonymous);
+            let Ok(attempt) = attempts.start_next() else {
+                return;
+            };
+            if attempt.backend.addr == addr {
+                attempts.failed(Failure::Connect, Replay::NOTHING_SENT);
+                return;
+            }
+            attempts.responded(None);
+        }
+    }
+
+    #[test]
+    fn ejections_stop_at_the_route_cap_which_always_allows_one() {
+        assert_eq!(crate::upstream::ejection_cap(3, 10), 1);
+        assert_eq!(crate::upstream::ejection_cap(20, 10), 2);
+        assert_eq!(crate::upstream::ejection_cap(4, 50), 2);
+        let addrs = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"];
+        let (upstream, metrics) = route(&addrs);
+        // Every replica fails: only one may be ejected (10% of 3, at least one).
+        for addr in addrs {
+            for _ in 0..4 {
+                fail_on(&upstream, addr.parse().unwrap());
+            }
+        }
+        let states: Vec<_> = (0..3).map(|i| state_of(&upstream, i)).collect();
+        assert_eq!(
+            states.iter().filter(|s| **s == "ejected").count(),
+            1,
+            "{states:?}"
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains("apigate_backend_transitions_total{to=\"ejected\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_shutdown_429_drains_its_replica_and_throttling_drains_nothing() {
+        let (upstream, _) = route(&["127.0.0.1:1", "127.0.0.1:2"]);
+        let answer = |signal| {
+            let mut attempts = Attempts::new(upstream.clone(), Load::Ordinary, Identity::Anonymous);
+            let attempt = attempts.start_next().unwrap();
+            attempts.responded(signal);
+            attempt.backend.addr
+        };
+        // API Priority and Fairness: 429 + Retry-After on a kept connection. Without
+        // a prober to ask, nothing changes.
+        for _ in 0..10 {
+            answer(ShutdownSignal::in_head(
+                429,
+                [(&b"Retry-After"[..], &b"1"[..])],
+            ));
+        }
+        assert_eq!(
+            (state_of(&upstream, 0), state_of(&upstream, 1)),
+            ("healthy", "healthy")
+        );
+        let announced = answer(ShutdownSignal::in_head(
+            429,
+            [
+                (&b"Retry-After"[..], &b"5"[..]),
+                (&b"Connection"[..], &b"close"[..]),
+            ],
+        ));
+        let index = usize::from(upstream.backends.states[1].addr == announced);
+        assert_eq!(state_of(&upstream, index), "draining");
+        // No new request goes there.
+        for _ in 0..10 {
+            assert_ne!(answer(None), announced);
+        }
     }
 
     #[tokio::test]

@@ -79,6 +79,56 @@ impl Failure {
     }
 }
 
+/// kube-apiserver's shutdown signal in a response head. With
+/// `--shutdown-send-retry-after`, a replica past its shutdown delay answers every new
+/// request with 429, `Retry-After` and `Connection: close` (over HTTP/2 the
+/// `Connection` header becomes a GOAWAY and is not seen). API Priority and Fairness
+/// also answers 429 with `Retry-After` when one user exceeds their own share: that says
+/// nothing about the replica and must never drain it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownSignal {
+    /// 429 + `Retry-After` + `Connection: close`: the replica is going away. Throttling
+    /// never closes the connection, so this drains the replica at once.
+    Announced,
+    /// 429 + `Retry-After` alone: shutdown over HTTP/2, or throttling. The replica's
+    /// readiness decides (a probe at once; if it fails, the replica drains).
+    Suspected,
+}
+
+impl ShutdownSignal {
+    /// The signal in a response head given as its status and header (name, value)
+    /// pairs, if any.
+    pub fn in_head<'a>(
+        status: u16,
+        headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Option<ShutdownSignal> {
+        if status != 429 {
+            return None;
+        }
+        let (mut retry_after, mut close) = (false, false);
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case(b"retry-after") {
+                retry_after = true;
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                close |= value
+                    .split(|b| *b == b',')
+                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+            }
+        }
+        ShutdownSignal::of(status, retry_after, close)
+    }
+
+    /// The signal of a response with this status, `Retry-After` present or not, and
+    /// `Connection: close` or not.
+    pub fn of(status: u16, retry_after: bool, connection_close: bool) -> Option<ShutdownSignal> {
+        match (status, retry_after, connection_close) {
+            (429, true, true) => Some(ShutdownSignal::Announced),
+            (429, true, false) => Some(ShutdownSignal::Suspected),
+            _ => None,
+        }
+    }
+}
+
 /// What the request allows when its attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Replay {
@@ -134,6 +184,37 @@ pub fn verdict(failure: Failure, replay: Replay, responded: bool, attempts_left:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_429_with_retry_after_is_a_shutdown_signal_and_only_with_close_is_it_certain() {
+        let h = |pairs: &'static [(&'static str, &'static str)]| {
+            pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        };
+        assert_eq!(
+            ShutdownSignal::in_head(429, h(&[("Retry-After", "5"), ("Connection", "close")])),
+            Some(ShutdownSignal::Announced)
+        );
+        assert_eq!(
+            ShutdownSignal::in_head(
+                429,
+                h(&[("retry-after", "5"), ("connection", "keep-alive, Close")])
+            ),
+            Some(ShutdownSignal::Announced)
+        );
+        // API Priority and Fairness: 429 + Retry-After, connection kept.
+        assert_eq!(
+            ShutdownSignal::in_head(429, h(&[("Retry-After", "1")])),
+            Some(ShutdownSignal::Suspected)
+        );
+        assert_eq!(
+            ShutdownSignal::in_head(429, h(&[("Connection", "close")])),
+            None
+        );
+        assert_eq!(
+            ShutdownSignal::in_head(503, h(&[("Retry-After", "5"), ("Connection", "close")])),
+            None
+        );
+    }
 
     const ALL: [Failure; 9] = [
         Failure::Connect,

@@ -23,20 +23,28 @@ pub mod pool;
 pub mod splice;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use apigate_control::snapshot::{Mode, RouteSettings};
 use apigate_control::Route;
 
 pub use self::attempt::{Attempt, Attempts, NoReplica};
-pub use self::failure::{Failure, Replay, Verdict};
+pub use self::failure::{Failure, Replay, ShutdownSignal, Verdict};
 
 use self::pool::{BackendPools, PoolRegistry};
-use crate::balance::health::FailureOutcome;
+use crate::balance::health::{now_nanos, DrainCause, FailureOutcome};
 use crate::balance::pick::Policy;
-use crate::balance::{BackendRegistry, BackendState, RouteBackends};
+use crate::balance::{observe, BackendRegistry, BackendState, RouteBackends};
 use crate::metrics::Metrics;
+use crate::probe::{ProbeRegistry, Prober};
+
+/// How many of `replicas` passive ejection may take out at once: `percent` of them,
+/// rounded down, but always one (3 replicas at 10% → 1), so that a single broken
+/// replica of a small route is still ejected.
+pub fn ejection_cap(replicas: usize, percent: u8) -> usize {
+    (replicas * usize::from(percent) / 100).max(1)
+}
 
 /// At most this many replicas are tried for one request or connection (fewer when the
 /// route has fewer).
@@ -50,6 +58,13 @@ pub struct RouteUpstream {
     pub backends: RouteBackends,
     /// Pool generations, aligned with `backends.states` (terminate mode only).
     pools: Vec<Arc<BackendPools>>,
+    /// Replicas whose endpoint is terminating: never picked, held so that they stay
+    /// visible as draining while the route lists them.
+    pub draining: Vec<Arc<BackendState>>,
+    /// Active-check probers, aligned with `backends.states` (`None` where the route
+    /// does not probe). The probe registry keeps them running while the active
+    /// configuration uses them; a request under an older one finds them gone.
+    probers: Vec<Option<Weak<Prober>>>,
     /// Timeouts, ejection and limits.
     pub settings: RouteSettings,
     /// The front-proxy certificate's expiry (terminate mode with a client CA).
@@ -64,6 +79,7 @@ impl RouteUpstream {
         route: &Route,
         backends: &BackendRegistry,
         pools: &PoolRegistry,
+        probes: &ProbeRegistry,
         metrics: Arc<Metrics>,
     ) -> Self {
         let (policy, pools, not_after) = match &route.mode {
@@ -78,9 +94,34 @@ impl RouteUpstream {
             ),
             Mode::Passthrough => (Policy::LeastConnections, Vec::new(), None),
         };
+        let slow_start = &route.settings.slow_start;
+        let registry = backends;
+        let backends = RouteBackends::new(&route.backends, policy, registry, slow_start);
+        // Kubernetes: a terminating endpoint drains; one that is ready again serves.
+        let now = now_nanos();
+        for state in &backends.states {
+            observe(
+                &metrics,
+                state,
+                state.health.undrain(now, slow_start),
+                "endpoint_ready",
+            );
+        }
+        let draining: Vec<Arc<BackendState>> = route
+            .draining
+            .iter()
+            .map(|addr| {
+                let (state, _) = registry.get(*addr);
+                let transition = state.health.drain(now, DrainCause::Terminating, slow_start);
+                observe(&metrics, &state, transition, "endpoint_terminating");
+                state
+            })
+            .collect();
         RouteUpstream {
             label: route.id.to_string().into(),
-            backends: RouteBackends::new(&route.backends, policy, backends),
+            probers: probes.for_route(route, &backends.states),
+            backends,
+            draining,
             pools,
             settings: route.settings,
             front_proxy_not_after: not_after,
@@ -94,7 +135,8 @@ impl RouteUpstream {
     }
 
     /// Record a failed attempt under the one rule: count it by kind, and if it counts
-    /// against the replica, feed the replica's health (which may eject it).
+    /// against the replica, feed the replica's health (which may eject it, within the
+    /// route's cap on ejected replicas).
     fn record_failure(&self, backend: &BackendState, failure: Failure) {
         self.metrics
             .upstream_failures
@@ -103,10 +145,16 @@ impl RouteUpstream {
         if !failure.counts_against_replica() {
             return;
         }
-        let now = crate::balance::health::now_nanos();
-        if let FailureOutcome::Ejected(duration) =
-            backend.health.record_failure(now, &self.settings.ejection)
-        {
+        let now = now_nanos();
+        let settings = &self.settings;
+        let (outcome, transition) = backend.health.record_failure(
+            now,
+            &settings.ejection,
+            &settings.slow_start,
+            self.may_eject(),
+        );
+        observe(&self.metrics, backend, transition, failure.label());
+        if let FailureOutcome::Ejected(duration) = outcome {
             self.metrics
                 .ejections
                 .with_label_values(&[backend.label.as_str()])
@@ -119,6 +167,47 @@ impl RouteUpstream {
                 "backend ejected after consecutive failures"
             );
         }
+    }
+
+    /// Whether one more passive ejection stays within the route's cap: at most
+    /// `maxEjectedPercent` of its replicas, and always at least one. Replicas that are
+    /// out for other reasons (unready, draining) do not count.
+    fn may_eject(&self) -> bool {
+        let states = &self.backends.states;
+        let ejected = states.iter().filter(|s| s.health.ejected()).count();
+        ejection_cap(states.len(), self.settings.ejection.max_ejected_percent) > ejected
+    }
+
+    /// A response head arrived from `backend`: the attempt succeeded, and the head may
+    /// carry kube-apiserver's shutdown signal.
+    fn record_response(&self, backend: &BackendState, signal: Option<ShutdownSignal>) {
+        let now = now_nanos();
+        let slow_start = &self.settings.slow_start;
+        let transition = backend.health.record_success(now, slow_start);
+        observe(&self.metrics, backend, transition, "response");
+        match signal {
+            None => {}
+            Some(ShutdownSignal::Announced) => {
+                let transition = backend.health.drain(now, DrainCause::Shutdown, slow_start);
+                observe(&self.metrics, backend, transition, "shutdown_429");
+            }
+            Some(ShutdownSignal::Suspected) => {
+                // A 429 with Retry-After is also API Priority and Fairness throttling
+                // one user: only the replica's own readiness can tell, so ask it now.
+                if let Some(prober) = self.prober_of(backend) {
+                    prober.confirm_shutdown();
+                }
+            }
+        }
+    }
+
+    fn prober_of(&self, backend: &BackendState) -> Option<Arc<Prober>> {
+        let index = self
+            .backends
+            .states
+            .iter()
+            .position(|s| std::ptr::eq(&**s, backend))?;
+        self.prober(index)
     }
 
     fn pool_key(&self, index: usize, identity: pool::Identity, now: u64) -> u64 {
@@ -134,6 +223,16 @@ impl RouteUpstream {
             ),
             None => 0,
         }
+    }
+
+    /// The prober of the replica at `index`, if the route probes and it runs.
+    pub fn prober(&self, index: usize) -> Option<Arc<Prober>> {
+        self.probers.get(index)?.as_ref()?.upgrade()
+    }
+
+    /// The probers of all its replicas that run.
+    pub fn probers(&self) -> impl Iterator<Item = Arc<Prober>> + '_ {
+        self.probers.iter().flatten().filter_map(Weak::upgrade)
     }
 
     /// Addresses of the route's replicas (for logs).

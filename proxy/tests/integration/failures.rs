@@ -24,6 +24,7 @@ fn ejection(consecutive: u32, base_secs: u64) -> EjectionSpec {
         consecutive_failures: Some(consecutive),
         base_ejection_time: Some(secs(base_secs)),
         max_ejection_time: None,
+        max_ejected_percent: None,
     }
 }
 
@@ -75,7 +76,13 @@ async fn connect_failures_are_retried_on_another_backend_then_ejected() {
         m.sum("apigate_backend_ejections_total", &[("backend", &dead)]),
         1.0
     );
-    assert_eq!(m.sum("apigate_backend_ejected", &[("backend", &dead)]), 1.0);
+    assert_eq!(
+        m.sum(
+            "apigate_backend_state",
+            &[("backend", &dead), ("state", "ejected")]
+        ),
+        1.0
+    );
     h.stop().await;
 }
 
@@ -87,6 +94,8 @@ async fn all_backends_down_gives_a_kube_status_and_panic_mode_keeps_trying() {
         &[dead_address(), dead_address()],
     );
     config.gateway.spec.defaults.ejection = ejection(1, 30);
+    // Let failures eject every replica (by default at most 10%, one, is ejected).
+    config.gateway.spec.defaults.ejection.max_ejected_percent = Some(100);
     let h = Harness::start_config(pki, Vec::new(), config).await;
     let client = h.h2(None).await;
     for _ in 0..3 {

@@ -9,6 +9,7 @@ mod access;
 mod bad_input;
 mod balancing;
 mod failures;
+mod health;
 mod identity;
 mod reload;
 mod shutdown;

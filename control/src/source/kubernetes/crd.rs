@@ -68,7 +68,46 @@ pub struct RouteSpec {
     /// Extra CONNECT destinations that select this route.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub destinations: Vec<String>,
+    /// Active health checks of the replicas: overrides of the gateway's defaults and the
+    /// identity the probe presents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthRef>,
 }
+
+/// Active health checks, as in the file form's `spec.health`, with the probe's token
+/// from a Secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthRef {
+    /// Probe at all (default: the gateway's, `true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Time between probes, e.g. `2s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Time a probe may take, e.g. `1s` (shorter than `interval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Passed probes in a row that make an unready replica ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_threshold: Option<u32>,
+    /// Failed probes in a row that make a replica unready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold: Option<u32>,
+    /// Path probed (default `/readyz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A Secret key holding the bearer token the probe presents (key default `token`),
+    /// e.g. Gardener's health-check token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretKeyRef>,
+    /// Probe with the front-proxy certificate as this user instead of a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front_proxy_user: Option<String>,
+}
+
+/// Key of the probe token in a Secret when the reference names none.
+pub const TOKEN_KEY: &str = "token";
 
 /// A Service port in the route's namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -87,15 +126,20 @@ pub struct BackendRef {
 pub struct SecretKeyRef {
     /// Secret name.
     pub name: String,
-    /// Key inside `data`; default `ca.crt`.
+    /// Key inside `data`; default `ca.crt` (for a probe token, `token`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }
 
 impl SecretKeyRef {
-    /// The key, defaulted.
+    /// The key, defaulted to a CA bundle's.
     pub fn key(&self) -> &str {
-        self.key.as_deref().unwrap_or(CA_KEY)
+        self.key_or(CA_KEY)
+    }
+
+    /// The key, or `default` when the reference names none.
+    pub fn key_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.key.as_deref().unwrap_or(default)
     }
 }
 

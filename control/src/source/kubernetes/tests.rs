@@ -45,6 +45,7 @@ fn spec(host: &str) -> RouteSpec {
         acl: None,
         always_allowed_cidrs: Vec::new(),
         destinations: Vec::new(),
+        health: None,
     }
 }
 
@@ -113,9 +114,36 @@ fn only_ready_endpoints_become_backends() {
         .map(|b| b.to_string())
         .collect();
     assert_eq!(backends, ["10.0.0.1:6443", "10.0.0.2:6443"]);
+    // The terminating one is listed apart: no new requests, visibly draining.
+    let draining: Vec<String> = snapshot.routes[0]
+        .draining
+        .iter()
+        .map(|b| b.to_string())
+        .collect();
+    assert_eq!(draining, ["10.0.0.3:6443"]);
     let report = &outcome.reports[&key("a")];
     assert_eq!(report.verdict, Verdict::Accepted);
     assert_eq!((report.ready_endpoints, report.unready_endpoints), (2, 1));
+}
+
+#[test]
+fn a_not_ready_endpoint_is_neither_served_nor_draining() {
+    let mut world = World::default();
+    backends(&mut world, "a", &["10.0.0.1"], &[]);
+    if let Some(slice) = world.slices.values_mut().next() {
+        slice.endpoints.push(Endpoint {
+            addresses: vec!["10.0.0.9".into()],
+            ready: false,
+            terminating: false,
+        });
+    }
+    world
+        .routes
+        .insert(key("a"), route(1, spec("a.example.com")));
+    let outcome = Reconciler::default().reconcile(&base(), &world);
+    let snapshot = outcome.snapshot.unwrap();
+    assert_eq!(snapshot.routes[0].backends.len(), 1);
+    assert!(snapshot.routes[0].draining.is_empty());
 }
 
 #[test]

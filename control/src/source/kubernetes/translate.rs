@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::crd::{RouteSpec, SecretKeyRef, CERT_KEY, KEY_KEY};
+use super::crd::{RouteSpec, SecretKeyRef, CERT_KEY, KEY_KEY, TOKEN_KEY};
 use super::world::{is_object_name, ObjectKey, RouteObject, SecretState, World};
 use crate::access::parse_gardener_acl;
 use crate::error::{ConfigError, Errors, ObjectRef, Problem};
@@ -142,6 +142,43 @@ pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Transla
         }
     });
 
+    let health = spec.health.as_ref().map(|h| {
+        let duration = |field: &str, text: &Option<String>, errors: &mut Errors| {
+            text.as_ref()
+                .and_then(|text| match text.parse::<model::Duration>() {
+                    Ok(d) => Some(d),
+                    Err(reason) => {
+                        errors.push(
+                            &object_ref,
+                            field,
+                            Problem::Invalid {
+                                value: text.clone(),
+                                reason,
+                            },
+                        );
+                        None
+                    }
+                })
+        };
+        model::HealthSpec {
+            enabled: h.enabled,
+            interval: duration("spec.health.interval", &h.interval, &mut errors),
+            timeout: duration("spec.health.timeout", &h.timeout, &mut errors),
+            healthy_threshold: h.healthy_threshold,
+            unhealthy_threshold: h.unhealthy_threshold,
+            path: h.path.clone(),
+            token_file: h.token.as_ref().map(|t| {
+                secret(
+                    "spec.health.token",
+                    &t.name,
+                    t.key_or(TOKEN_KEY),
+                    &mut errors,
+                )
+            }),
+            front_proxy_user: h.front_proxy_user.clone(),
+        }
+    });
+
     let (backends, ready, unready) = backends(world, key, spec, &object_ref, &mut errors);
 
     // The route's own `acl` wins; otherwise the namespace's Gardener acl Extension.
@@ -176,6 +213,7 @@ pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Transla
             acl,
             always_allowed_cidrs: spec.always_allowed_cidrs.clone(),
             destinations: spec.destinations.clone(),
+            health,
         },
     };
     Translated {
@@ -201,6 +239,7 @@ fn backends(
     let mut out = BackendsSpec {
         static_addresses: Vec::new(),
         discovered: true,
+        draining: Vec::new(),
     };
     let service = ObjectKey::new(key.namespace.clone(), spec.backend_ref.service.clone());
     let Some(ports) = world.services.get(&service) else {
@@ -231,19 +270,26 @@ fn backends(
             continue;
         };
         for endpoint in &slice.endpoints {
+            // Every address of an endpoint is the same pod; one suffices.
+            let text = endpoint.addresses.first().map(|address| {
+                match address.parse::<std::net::IpAddr>() {
+                    Ok(ip) => std::net::SocketAddr::new(ip, u16::try_from(*target).unwrap_or(0))
+                        .to_string(),
+                    Err(_) => format!("{address}:{target}"),
+                }
+            });
             if !endpoint.ready || endpoint.terminating {
                 unready += 1;
+                // A terminating endpoint finishes what it serves, visibly draining.
+                if let Some(text) = text.filter(|_| endpoint.terminating) {
+                    if !out.draining.contains(&text) {
+                        out.draining.push(text);
+                    }
+                }
                 continue;
             }
-            // Every address of an endpoint is the same pod; one suffices.
-            let Some(address) = endpoint.addresses.first() else {
+            let Some(text) = text else {
                 continue;
-            };
-            let text = match address.parse::<std::net::IpAddr>() {
-                Ok(ip) => {
-                    std::net::SocketAddr::new(ip, u16::try_from(*target).unwrap_or(0)).to_string()
-                }
-                Err(_) => format!("{address}:{target}"),
             };
             if !out.static_addresses.contains(&text) {
                 out.static_addresses.push(text);
@@ -252,6 +298,10 @@ fn backends(
         }
     }
     out.static_addresses.sort();
+    // A pod ready in one slice and terminating in another is ready.
+    out.draining
+        .retain(|text| !out.static_addresses.contains(text));
+    out.draining.sort();
     (out, ready, unready)
 }
 

@@ -179,6 +179,9 @@ pub fn secret_names(spec: &RouteSpec) -> Vec<String> {
         names.push(upstream.ca.name.clone());
         names.extend(upstream.front_proxy_secret_name.clone());
     }
+    if let Some(token) = spec.health.as_ref().and_then(|h| h.token.as_ref()) {
+        names.push(token.name.clone());
+    }
     names.retain(|n| is_object_name(n));
     names.sort();
     names.dedup();

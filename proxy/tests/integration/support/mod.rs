@@ -142,6 +142,17 @@ impl Harness {
 
     /// apigate with exactly `config`, in front of whatever `config` names.
     pub async fn start_config(pki: Arc<Pki>, replicas: Vec<Replica>, config: Config) -> Harness {
+        Self::start_config_with_files(pki, replicas, config, &[]).await
+    }
+
+    /// [`Harness::start_config`], with extra files (name, content) next to the
+    /// configuration before apigate reads it.
+    pub async fn start_config_with_files(
+        pki: Arc<Pki>,
+        replicas: Vec<Replica>,
+        config: Config,
+        extra: &[(&str, &str)],
+    ) -> Harness {
         // `RUST_LOG=debug cargo test ...` shows apigate's and pingora's logs.
         if let Ok(filter) = std::env::var("RUST_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -151,6 +162,9 @@ impl Harness {
         }
         let dir = tempfile::tempdir().unwrap();
         pki.write(dir.path());
+        for (name, content) in extra {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
         let path = dir.path().join("apigate.yaml");
         std::fs::write(&path, config.render()).unwrap();
         let source = FileSource::new(&path);
@@ -234,8 +248,63 @@ impl Harness {
 
     /// apigate's metrics, scraped now.
     pub fn metrics(&self) -> Metrics {
-        self.running().state.refresh_gauges();
-        Metrics::parse(&self.running().state.metrics.render()).unwrap()
+        Metrics::parse(&apigate::admin::scrape(&self.running().state)).unwrap()
+    }
+
+    /// The configuration on disk, compiled as apigate would.
+    pub fn compile(&self) -> apigate_control::Snapshot {
+        let source = FileSource::new(self.config_path());
+        apigate_control::compile(&source.load().unwrap()).unwrap()
+    }
+
+    /// `GET` an admin path; the body, after checking for 200.
+    pub async fn admin_get(&self, path: &str) -> String {
+        let admin = self.running().admin.unwrap();
+        let mut tcp = TcpStream::connect(admin).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        write_all(&mut tcp, request.as_bytes()).await;
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut response))
+            .await
+            .expect("admin answers in time")
+            .unwrap();
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_string()
+    }
+
+    /// `/backends` as JSON, keyed by address.
+    pub async fn backends(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let body = self.admin_get("/backends").await;
+        let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        list.into_iter()
+            .map(|b| (b["address"].as_str().unwrap().to_string(), b))
+            .collect()
+    }
+
+    /// The health state `/backends` shows for `addr` (`"absent"` when not listed).
+    pub async fn backend_state(&self, addr: SocketAddr) -> String {
+        self.backends()
+            .await
+            .get(&addr.to_string())
+            .map_or("absent".to_string(), |b| {
+                b["state"].as_str().unwrap().to_string()
+            })
+    }
+
+    /// Poll `/backends` until `addr` is in `state`, or `limit` passes.
+    pub async fn wait_for_state(&self, addr: SocketAddr, state: &str, limit: Duration) -> bool {
+        let end = tokio::time::Instant::now() + limit;
+        loop {
+            if self.backend_state(addr).await == state {
+                return true;
+            }
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The sum of metric `name` over the series with these labels, scraped now.

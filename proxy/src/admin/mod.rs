@@ -1,4 +1,4 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/backends`.
 //!
 //! Kept on its own address (and usually its own interface) so probes and scrapes never
 //! compete with API traffic and are never exposed through the TLS listener.
@@ -17,6 +17,8 @@ use pingora::server::ShutdownWatch;
 use tokio::net::TcpListener;
 
 use crate::state::State;
+
+pub mod backends;
 
 /// Readiness as reported by `/readyz`: ready once listeners are bound and a
 /// configuration is active; not ready again as soon as shutdown starts, so load
@@ -47,18 +49,37 @@ fn text(status: u16, body: String, content_type: &'static str) -> Response<Full<
     response
 }
 
-fn route(state: &State, readiness: &Readiness, path: &str) -> Response<Full<Bytes>> {
-    match path {
+/// The metrics as a scrape sees them: live counters and backend health copied into
+/// their gauges first.
+pub fn scrape(state: &State) -> String {
+    state.refresh_gauges();
+    backends::export(&state.metrics, &backends::report(state));
+    state.metrics.render()
+}
+
+fn route(state: &State, readiness: &Readiness, uri: &hyper::Uri) -> Response<Full<Bytes>> {
+    match uri.path() {
         "/healthz" | "/livez" => text(200, "ok\n".into(), "text/plain"),
         "/readyz" if readiness.get() => text(200, "ok\n".into(), "text/plain"),
         "/readyz" => text(503, "not ready\n".into(), "text/plain"),
-        "/metrics" => {
-            state.refresh_gauges();
-            text(200, state.metrics.render(), "text/plain; version=0.0.4")
+        "/metrics" => text(200, scrape(state), "text/plain; version=0.0.4"),
+        "/backends" => {
+            let reports = backends::report(state);
+            let as_text = uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "format=text"));
+            if as_text {
+                text(200, backends::text(&reports), "text/plain; charset=utf-8")
+            } else {
+                match serde_json::to_string_pretty(&reports) {
+                    Ok(json) => text(200, json + "\n", "application/json"),
+                    Err(e) => text(500, format!("{e}\n"), "text/plain"),
+                }
+            }
         }
         _ => text(
             404,
-            "not found; try /healthz, /readyz or /metrics\n".into(),
+            "not found; try /healthz, /readyz, /metrics or /backends\n".into(),
             "text/plain",
         ),
     }
@@ -87,7 +108,7 @@ pub async fn serve(
         let readiness = readiness.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = route(&state, &readiness, req.uri().path());
+                let response = route(&state, &readiness, req.uri());
                 async move { Ok::<_, Infallible>(response) }
             });
             let connection = hyper::server::conn::http1::Builder::new()

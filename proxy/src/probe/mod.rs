@@ -1,0 +1,365 @@
+//! Active health checks: one prober per replica and probe identity, shared by every
+//! route that uses both, stopped when no snapshot uses it.
+//!
+//! A prober checks its replica every interval (±10% jitter, the first check at a random
+//! point of the first interval so a thousand replicas are not probed in step) and feeds
+//! the verdict to the replica's health ([`crate::balance::health`]). The registry holds
+//! the probers the active configuration needs ([`ProbeRegistry::hold`], at every
+//! swap); route runtimes only refer to them. So a prober stops as soon as no route of
+//! the active configuration uses it, even while requests that started under an older
+//! configuration are still running.
+//!
+//! A 401 or 403 answer means the probe's identity is wrong, not that the replica is:
+//! it is counted and logged as misconfiguration and never makes a replica unready.
+
+pub mod check;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use apigate_control::snapshot::{HealthCheck, Mode, SlowStart};
+use apigate_control::Route;
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use self::check::{Check, Connection, Outcome};
+use crate::balance::health::now_nanos;
+use crate::balance::{observe, BackendState};
+use crate::metrics::Metrics;
+
+/// When a probe is due and what its verdict is checked against: the latest settings of
+/// the routes that share the prober.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Time between probes (jittered).
+    pub interval: Duration,
+    /// A probe without an answer within this failed.
+    pub timeout: Duration,
+    /// Passed probes in a row that make an unready replica ready.
+    pub healthy_threshold: u32,
+    /// Failed probes in a row that make a replica unready.
+    pub unhealthy_threshold: u32,
+    /// The ramp a replica coming back goes through.
+    pub slow_start: SlowStart,
+}
+
+impl Schedule {
+    fn of(health: &HealthCheck, slow_start: SlowStart) -> Schedule {
+        Schedule {
+            interval: health.interval,
+            timeout: health.timeout,
+            healthy_threshold: health.healthy_threshold,
+            unhealthy_threshold: health.unhealthy_threshold,
+            slow_start,
+        }
+    }
+}
+
+struct Shared {
+    backend: Arc<BackendState>,
+    kind: &'static str,
+    schedule: Mutex<Schedule>,
+    /// A response suggested a shutdown: probe now, and let one failure drain.
+    confirm: Notify,
+    /// The last probe was refused (401/403); logged once per change.
+    misconfigured: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn schedule(&self) -> Schedule {
+        match self.schedule.lock() {
+            Ok(s) => *s,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+}
+
+/// A running prober. Dropping the last handle stops it.
+pub struct Prober {
+    shared: Arc<Shared>,
+    task: Option<AbortHandle>,
+}
+
+impl Prober {
+    /// A response from the replica looked like kube-apiserver's shutdown 429 but could
+    /// also be API Priority and Fairness throttling one user: probe now, and if the
+    /// replica is not ready, drain it at once.
+    pub fn confirm_shutdown(&self) {
+        self.shared.confirm.notify_one();
+    }
+
+    /// Whether the probe's identity is refused (401/403) by the replica.
+    pub fn misconfigured(&self) -> bool {
+        self.shared.misconfigured.load(Ordering::Relaxed)
+    }
+
+    /// How the replica is checked (`https`, `tcp`).
+    pub fn kind(&self) -> &'static str {
+        self.shared.kind
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Prober {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prober")
+            .field("backend", &self.shared.backend.addr)
+            .field("kind", &self.shared.kind)
+            .finish()
+    }
+}
+
+/// Hands out one prober per (replica, probe identity) while any route runtime holds it.
+pub struct ProbeRegistry {
+    /// Where probers run; `None` outside a runtime (unit tests build routes without
+    /// one, and nothing is probed there).
+    runtime: Option<tokio::runtime::Handle>,
+    probers: Mutex<HashMap<(SocketAddr, u64), Weak<Prober>>>,
+    /// Probers made for a configuration being built, until it is active.
+    pending: Mutex<Vec<Arc<Prober>>>,
+    /// The probers of the active configuration.
+    held: Mutex<Vec<Arc<Prober>>>,
+    metrics: Arc<Metrics>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl ProbeRegistry {
+    /// A registry whose probers run on the current tokio runtime, if any.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        ProbeRegistry {
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            probers: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
+            held: Mutex::new(Vec::new()),
+            metrics,
+        }
+    }
+
+    /// Keep exactly `probers` running: those of the configuration now active. Any
+    /// other prober (of replicas or identities no route uses any more) stops.
+    pub fn hold(&self, probers: impl IntoIterator<Item = Arc<Prober>>) {
+        let keep: Vec<Arc<Prober>> = probers.into_iter().collect();
+        let old = std::mem::replace(&mut *locked(&self.held), keep);
+        locked(&self.pending).clear();
+        drop(old);
+    }
+
+    /// The probers of `route`'s replicas, aligned with `backends`; `None` for each when
+    /// the route does not probe. A prober already running for the same replica and
+    /// identity is shared, and takes this route's schedule. They run until the next
+    /// [`ProbeRegistry::hold`] that leaves them out.
+    pub fn for_route(
+        &self,
+        route: &Route,
+        backends: &[Arc<BackendState>],
+    ) -> Vec<Option<Weak<Prober>>> {
+        let Some(health) = &route.health else {
+            return vec![None; backends.len()];
+        };
+        let check = match &route.mode {
+            Mode::Passthrough => Ok(Check::Tcp),
+            Mode::Terminate(terminate) => Check::https(terminate, health),
+        };
+        let check = match check {
+            Ok(check) => check,
+            Err(error) => {
+                tracing::error!(route = %route.id, %error, "health checks cannot run for this route");
+                return vec![None; backends.len()];
+            }
+        };
+        let identity = identity_of(route, health);
+        let schedule = Schedule::of(health, route.settings.slow_start);
+        let probers: Vec<Arc<Prober>> = backends
+            .iter()
+            .map(|backend| self.get(backend, identity, &check, schedule))
+            .collect();
+        let weak = probers.iter().map(|p| Some(Arc::downgrade(p))).collect();
+        locked(&self.pending).extend(probers);
+        weak
+    }
+
+    fn get(
+        &self,
+        backend: &Arc<BackendState>,
+        identity: u64,
+        check: &Check,
+        schedule: Schedule,
+    ) -> Arc<Prober> {
+        let mut probers = locked(&self.probers);
+        let key = (backend.addr, identity);
+        if let Some(prober) = probers.get(&key).and_then(Weak::upgrade) {
+            if let Ok(mut current) = prober.shared.schedule.lock() {
+                *current = schedule;
+            }
+            return prober;
+        }
+        probers.retain(|_, weak| weak.strong_count() > 0);
+        let shared = Arc::new(Shared {
+            backend: backend.clone(),
+            kind: match check {
+                Check::Tcp => "tcp",
+                Check::Https(_) => "https",
+            },
+            schedule: Mutex::new(schedule),
+            confirm: Notify::new(),
+            misconfigured: AtomicBool::new(false),
+            metrics: self.metrics.clone(),
+        });
+        let task = self.runtime.as_ref().map(|runtime| {
+            let live = Live {
+                check: check.clone(),
+                addr: backend.addr,
+                connection: Connection::default(),
+            };
+            runtime.spawn(run(shared.clone(), live)).abort_handle()
+        });
+        let prober = Arc::new(Prober { shared, task });
+        probers.insert(key, Arc::downgrade(&prober));
+        prober
+    }
+
+    /// Probers running now.
+    pub fn running(&self) -> usize {
+        locked(&self.probers)
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+}
+
+/// What makes two routes' probes of one replica the same probe: the upstream trust,
+/// the replica's name, the path and the identity presented.
+fn identity_of(route: &Route, health: &HealthCheck) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    match &route.mode {
+        Mode::Passthrough => 0u8.hash(&mut hasher),
+        Mode::Terminate(terminate) => {
+            1u8.hash(&mut hasher);
+            terminate.upstream.fingerprint.hash(&mut hasher);
+            terminate.upstream.server_name.hash(&mut hasher);
+            health.path.hash(&mut hasher);
+            health.credentials.hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+/// The interval with ±10% jitter.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(rand::thread_rng().gen_range(0.9..1.1))
+}
+
+/// One probe of a replica; the loop's only contact with the network, so that the loop
+/// is tested with a paused clock and scripted answers.
+pub trait Probe: Send {
+    /// Probe once, within `timeout`.
+    fn probe(&mut self, timeout: Duration) -> impl Future<Output = Outcome> + Send + '_;
+}
+
+/// The real probe: the prober's check over its kept-alive connection.
+struct Live {
+    check: Check,
+    addr: SocketAddr,
+    connection: Connection,
+}
+
+impl Probe for Live {
+    fn probe(&mut self, timeout: Duration) -> impl Future<Output = Outcome> + Send + '_ {
+        self.connection.probe(&self.check, self.addr, timeout)
+    }
+}
+
+/// Probes requested by responses (suspected shutdowns) come at most this often, so a
+/// storm of throttled requests cannot turn into a storm of probes.
+const MIN_CONFIRM_GAP: Duration = Duration::from_secs(1);
+
+/// The prober's loop: wait for the next probe (or a request to confirm a shutdown),
+/// probe, record.
+async fn run(shared: Arc<Shared>, mut probe: impl Probe) {
+    let first = shared.schedule().interval;
+    let mut next = Instant::now() + first.mul_f64(rand::thread_rng().gen::<f64>());
+    let mut last: Option<Instant> = None;
+    loop {
+        let decisive = tokio::select! {
+            () = tokio::time::sleep_until(next) => false,
+            () = shared.confirm.notified() => true,
+        };
+        if decisive {
+            if let Some(last) = last {
+                tokio::time::sleep_until(last + MIN_CONFIRM_GAP).await;
+            }
+        }
+        let schedule = shared.schedule();
+        let started = Instant::now();
+        last = Some(started);
+        next = started + jittered(schedule.interval);
+        let outcome = probe.probe(schedule.timeout).await;
+        record(&shared, outcome, started.elapsed(), decisive, &schedule);
+    }
+}
+
+/// Feed one probe's verdict to the replica's health, metrics and logs.
+fn record(shared: &Shared, outcome: Outcome, took: Duration, decisive: bool, schedule: &Schedule) {
+    let backend = &shared.backend;
+    let metrics = &shared.metrics;
+    metrics
+        .probes
+        .with_label_values(&[backend.label.as_str(), outcome.label()])
+        .inc();
+    metrics
+        .probe_duration
+        .with_label_values(&[outcome.label()])
+        .observe(took.as_secs_f64());
+    let refused = outcome == Outcome::Unauthorized;
+    if shared.misconfigured.swap(refused, Ordering::Relaxed) != refused {
+        if refused {
+            tracing::warn!(
+                backend = %backend.addr,
+                "health probe refused (401/403): the probe's identity is not allowed to read readiness; set the route's health.tokenFile or health.frontProxyUser. The replica keeps serving."
+            );
+        } else {
+            tracing::info!(backend = %backend.addr, "health probe accepted again");
+        }
+    }
+    let Some(passed) = outcome.passed() else {
+        return;
+    };
+    let shutting_down = matches!(
+        outcome,
+        Outcome::NotReady {
+            shutting_down: true
+        }
+    );
+    let transition = backend.health.record_probe(
+        now_nanos(),
+        passed,
+        (schedule.healthy_threshold, schedule.unhealthy_threshold),
+        !passed && (decisive || shutting_down),
+        &schedule.slow_start,
+    );
+    observe(metrics, backend, transition, outcome.label());
+}
+
+#[cfg(test)]
+mod tests;
