@@ -5,7 +5,9 @@
 //! the stream into pingora's HTTP engine, which runs apigate's [`http`] hooks for every
 //! HTTP/1.1 request and HTTP/2 stream → the forwarding core ([`upstream`], over
 //! [`balance`]) picks a replica, the pool and the retries, for pooled requests,
-//! upgrades and passthrough splices alike. Configuration comes from `apigate-control`
+//! upgrades and passthrough splices alike; each replica's health (passive failures,
+//! [`probe`]s, drain signals) is a state machine in [`balance::health`], shown on the
+//! [`admin`] listener. Configuration comes from `apigate-control`
 //! as an immutable snapshot held in [`state`] and swapped by [`reload`] or
 //! [`kubernetes`]; every response apigate writes itself is a [`rejection`].
 

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub probes: IntCounterVec,
     /// Active probe latency by result.
     pub probe_duration: HistogramVec,
+    /// How long each backend's last probe took.
+    pub probe_last_duration: GaugeVec,
     /// Picks made with no backend able to take requests (all tried anyway), by route.
     pub panic_mode: IntCounterVec,
     /// Downstream connections by listener and outcome (`accepted`, or why one was
@@ -165,6 +167,15 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
         register(&registry, Box::new(backend_weight.clone()));
+        let probe_last_duration = GaugeVec::new(
+            Opts::new(
+                "apigate_probe_last_duration_seconds",
+                "How long a backend's last active probe took.",
+            ),
+            &["backend"],
+        )
+        .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
+        register(&registry, Box::new(probe_last_duration.clone()));
         let probe_duration = HistogramVec::new(
             HistogramOpts::new(
                 "apigate_probe_duration_seconds",
@@ -273,6 +284,7 @@ impl Metrics {
                 &["backend", "result"],
             ),
             probe_duration,
+            probe_last_duration,
             panic_mode: counter(
                 &registry,
                 "apigate_panic_mode_total",

@@ -77,12 +77,23 @@ pub struct ProbeReport {
     pub failed: u32,
     /// The replica refuses the probe's identity (401/403).
     pub misconfigured: bool,
+    /// How long the last probe took (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_duration_ms: Option<f64>,
+}
+
+/// What the probers of a replica's routes say.
+#[derive(Clone, Copy)]
+struct ProbeSeen {
+    kind: &'static str,
+    misconfigured: bool,
+    last: Option<std::time::Duration>,
 }
 
 struct Entry {
     backend: Arc<BackendState>,
     slow_start: SlowStart,
-    probe: Option<(&'static str, bool)>,
+    probe: Option<ProbeSeen>,
     routes: Vec<String>,
 }
 
@@ -119,11 +130,19 @@ pub fn report(state: &State) -> Vec<BackendReport> {
             if let (Some(prober), Some(entry)) =
                 (upstream.prober(index), entries.get_mut(&backend.addr))
             {
-                let misconfigured = prober.misconfigured();
-                entry.probe = match entry.probe {
-                    Some((kind, m)) => Some((kind, m || misconfigured)),
-                    None => Some((prober.kind(), misconfigured)),
+                let seen = ProbeSeen {
+                    kind: prober.kind(),
+                    misconfigured: prober.misconfigured(),
+                    last: prober.last_duration(),
                 };
+                entry.probe = Some(match entry.probe {
+                    Some(before) => ProbeSeen {
+                        misconfigured: before.misconfigured || seen.misconfigured,
+                        last: before.last.or(seen.last),
+                        ..before
+                    },
+                    None => seen,
+                });
             }
         }
     }
@@ -195,13 +214,14 @@ fn entry_report(entry: Entry, now: u64) -> BackendReport {
             report.drain_cause = Some(cause.as_str());
         }
     }
-    if let Some((kind, misconfigured)) = entry.probe {
+    if let Some(seen) = entry.probe {
         let run = health.probes();
         report.probe = Some(ProbeReport {
-            kind,
+            kind: seen.kind,
             passed: run.passed,
             failed: run.failed,
-            misconfigured,
+            misconfigured: seen.misconfigured,
+            last_duration_ms: seen.last.map(|d| d.as_secs_f64() * 1000.0),
         });
     }
     report
@@ -212,7 +232,14 @@ fn entry_report(entry: Entry, now: u64) -> BackendReport {
 pub fn export(metrics: &Metrics, reports: &[BackendReport]) {
     metrics.backend_state.reset();
     metrics.backend_weight.reset();
+    metrics.probe_last_duration.reset();
     for r in reports {
+        if let Some(ms) = r.probe.as_ref().and_then(|p| p.last_duration_ms) {
+            metrics
+                .probe_last_duration
+                .with_label_values(&[r.address.as_str()])
+                .set(ms / 1000.0);
+        }
         for label in HealthState::LABELS {
             metrics
                 .backend_state

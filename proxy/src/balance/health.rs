@@ -44,6 +44,11 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// A replica that announced its shutdown gets no new request for this long; then one
+/// request or probe decides (probation), so that a replica that restarted at the same
+/// address comes back even where nothing probes it.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(60);
+
 /// How long a probation trial may stay without a verdict before another request may
 /// try (a trial whose client went away decides nothing).
 const TRIAL_PATIENCE: Duration = Duration::from_secs(10);
@@ -148,6 +153,13 @@ impl State {
                 streak,
                 trial_until: 0,
             },
+            State::Draining {
+                since,
+                cause: DrainCause::Shutdown,
+            } if now.saturating_sub(since) >= nanos(SHUTDOWN_DRAIN) => State::Probation {
+                streak: 0,
+                trial_until: 0,
+            },
             other => other,
         }
     }
@@ -180,6 +192,11 @@ fn word(state: &State) -> u64 {
         State::Healthy { failures } => (K_HEALTHY, u64::from(failures)),
         State::SlowStart { since, .. } => (K_SLOW_START, since),
         State::Ejected { until, .. } => (K_EJECTED, until),
+        // Out like an ejection, which ends in probation.
+        State::Draining {
+            since,
+            cause: DrainCause::Shutdown,
+        } => (K_EJECTED, since.saturating_add(nanos(SHUTDOWN_DRAIN))),
         State::Probation { trial_until, .. } => (K_PROBATION, trial_until),
         State::Unready { .. } | State::Draining { .. } => (K_OUT, 0),
     };
@@ -230,6 +247,39 @@ struct Inner {
     probes: ProbeRun,
     /// When the last ejection ended, to let the back-off streak decay.
     last_ejection_end: u64,
+}
+
+impl Inner {
+    /// Eject after `streak` ejections in a row: the base time, doubled per repeat up to
+    /// the maximum. A replica clean for the longest ejection starts over at the base.
+    fn eject(&mut self, now: u64, streak: u32, policy: &Ejection) -> (State, Duration) {
+        let quiet = now.saturating_sub(self.last_ejection_end);
+        let streak = if self.last_ejection_end == 0 || quiet > nanos(policy.max) {
+            1
+        } else {
+            streak.saturating_add(1)
+        };
+        let factor = 1u32 << streak.saturating_sub(1).min(16);
+        let duration = policy.base.saturating_mul(factor).min(policy.max);
+        let until = now.saturating_add(nanos(duration));
+        self.last_ejection_end = until;
+        (State::Ejected { until, streak }, duration)
+    }
+}
+
+/// What a probe's verdict is judged against: the route's thresholds, its ejection
+/// policy (a failed probe in probation ejects again, like a failed trial request) and
+/// its ramp.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeRules<'a> {
+    /// Passed probes in a row that make an unready replica ready.
+    pub healthy_threshold: u32,
+    /// Failed probes in a row that make a replica unready.
+    pub unhealthy_threshold: u32,
+    /// Passive ejection, for a failed probe in probation.
+    pub ejection: &'a Ejection,
+    /// The ramp of a replica coming back.
+    pub slow_start: &'a SlowStart,
 }
 
 /// Health of one replica, shared by every route and snapshot that uses it.
@@ -313,8 +363,8 @@ impl Health {
     /// on ejections).
     pub fn ejected(&self) -> bool {
         matches!(
-            self.admission.load(Ordering::Acquire) >> KIND_SHIFT,
-            K_EJECTED | K_PROBATION
+            self.lock().state,
+            State::Ejected { .. } | State::Probation { .. }
         )
     }
 
@@ -381,26 +431,16 @@ impl Health {
     ) -> (FailureOutcome, Option<Transition>) {
         let mut outcome = FailureOutcome::Counted;
         let transition = self.transition(now, slow_start, |inner, state| {
-            let eject = |inner: &mut Inner, streak: u32, outcome: &mut FailureOutcome| {
-                // A replica clean for the longest ejection starts over at the base.
-                let quiet = now.saturating_sub(inner.last_ejection_end);
-                let streak = if inner.last_ejection_end == 0 || quiet > nanos(policy.max) {
-                    1
-                } else {
-                    streak.saturating_add(1)
-                };
-                let factor = 1u32 << streak.saturating_sub(1).min(16);
-                let duration = policy.base.saturating_mul(factor).min(policy.max);
-                let until = now.saturating_add(nanos(duration));
-                inner.last_ejection_end = until;
-                *outcome = FailureOutcome::Ejected(duration);
-                State::Ejected { until, streak }
+            let mut eject = |inner: &mut Inner, streak: u32| {
+                let (state, duration) = inner.eject(now, streak, policy);
+                outcome = FailureOutcome::Ejected(duration);
+                state
             };
             match state {
                 State::Healthy { failures } | State::SlowStart { failures, .. }
                     if failures.saturating_add(1) >= policy.consecutive_failures && may_eject =>
                 {
-                    eject(inner, 0, &mut outcome)
+                    eject(inner, 0)
                 }
                 State::Healthy { failures } => State::Healthy {
                     failures: failures.saturating_add(1),
@@ -410,31 +450,29 @@ impl Health {
                     failures: failures.saturating_add(1),
                 },
                 // The trial failed: ejected again, for longer.
-                State::Probation { streak, .. } => eject(inner, streak, &mut outcome),
+                State::Probation { streak, .. } => eject(inner, streak),
                 other => other,
             }
         });
         (outcome, transition)
     }
 
-    /// An active probe's verdict: `passed` or not, against the route's thresholds.
-    /// `decisive` makes one failure enough (a shutdown 429 said the replica is going).
+    /// An active probe's verdict: `passed` or not, against the route's rules.
+    /// `decisive` makes one failure enough (the replica announced its shutdown).
     pub fn record_probe(
         &self,
         now: u64,
         passed: bool,
-        thresholds: (u32, u32),
         decisive: bool,
-        slow_start: &SlowStart,
+        rules: &ProbeRules<'_>,
     ) -> Option<Transition> {
-        let (healthy_threshold, unhealthy_threshold) = thresholds;
-        self.transition(now, slow_start, |inner, state| {
+        self.transition(now, rules.slow_start, |inner, state| {
             if passed {
                 inner.probes = ProbeRun {
                     passed: inner.probes.passed.saturating_add(1),
                     failed: 0,
                 };
-                let back = inner.probes.passed >= healthy_threshold;
+                let back = inner.probes.passed >= rules.healthy_threshold;
                 match state {
                     State::Unready { .. }
                     | State::Draining {
@@ -456,7 +494,7 @@ impl Health {
                     passed: 0,
                     failed: inner.probes.failed.saturating_add(1),
                 };
-                let gone = inner.probes.failed >= unhealthy_threshold;
+                let gone = inner.probes.failed >= rules.unhealthy_threshold;
                 match state {
                     State::Draining { .. } | State::Unready { .. } => state,
                     _ if decisive => State::Draining {
@@ -464,9 +502,23 @@ impl Health {
                         cause: DrainCause::Shutdown,
                     },
                     _ if gone => State::Unready { since: now },
+                    // The probe was the trial, and it failed: ejected again, longer.
+                    State::Probation { streak, .. } => inner.eject(now, streak, rules.ejection).0,
                     other => other,
                 }
             }
+        })
+    }
+
+    /// Nothing probes the replica any more (its routes turned checks off): an unready
+    /// verdict no longer stands, so it comes back, ramping up.
+    pub fn unprobed(&self, now: u64, slow_start: &SlowStart) -> Option<Transition> {
+        self.transition(now, slow_start, |_, state| match state {
+            State::Unready { .. } => State::SlowStart {
+                since: now,
+                failures: 0,
+            },
+            other => other,
         })
     }
 
@@ -512,6 +564,22 @@ mod tests {
 
     fn fail(h: &Health, now: u64) -> FailureOutcome {
         h.record_failure(now, &POLICY, &RAMP, true).0
+    }
+
+    fn probe(
+        h: &Health,
+        now: u64,
+        passed: bool,
+        (healthy_threshold, unhealthy_threshold): (u32, u32),
+        decisive: bool,
+    ) -> Option<Transition> {
+        let rules = ProbeRules {
+            healthy_threshold,
+            unhealthy_threshold,
+            ejection: &POLICY,
+            slow_start: &RAMP,
+        };
+        h.record_probe(now, passed, decisive, &rules)
     }
 
     #[test]
@@ -599,22 +667,14 @@ mod tests {
         let h = Health::new(0, false);
         let thresholds = (2, 3);
         for i in 0..2 {
-            assert!(h
-                .record_probe(i * S, false, thresholds, false, &RAMP)
-                .is_none());
+            assert!(probe(&h, i * S, false, thresholds, false).is_none());
             assert_eq!(h.admission(i * S, &RAMP), Admission::Serving(1.0));
         }
-        let out = h
-            .record_probe(2 * S, false, thresholds, false, &RAMP)
-            .unwrap();
+        let out = probe(&h, 2 * S, false, thresholds, false).unwrap();
         assert_eq!(out.to, State::Unready { since: 2 * S });
         assert_eq!(h.admission(3 * S, &RAMP), Admission::Out);
-        assert!(h
-            .record_probe(3 * S, true, thresholds, false, &RAMP)
-            .is_none());
-        let back = h
-            .record_probe(4 * S, true, thresholds, false, &RAMP)
-            .unwrap();
+        assert!(probe(&h, 3 * S, true, thresholds, false).is_none());
+        let back = probe(&h, 4 * S, true, thresholds, false).unwrap();
         assert_eq!(back.to.label(), "slow_start");
         assert_eq!(h.admission(4 * S, &RAMP), Admission::Serving(0.1));
     }
@@ -625,13 +685,13 @@ mod tests {
         for _ in 0..3 {
             fail(&h, S);
         }
-        let decided = h.record_probe(3 * S, true, (2, 3), false, &RAMP).unwrap();
+        let decided = probe(&h, 3 * S, true, (2, 3), false).unwrap();
         assert_eq!(
             (decided.from.label(), decided.to.label()),
             ("probation", "slow_start")
         );
         // A failing probe after a shutdown 429 is enough on its own.
-        let drained = h.record_probe(4 * S, false, (2, 3), true, &RAMP).unwrap();
+        let drained = probe(&h, 4 * S, false, (2, 3), true).unwrap();
         assert_eq!(
             drained.to,
             State::Draining {
@@ -643,9 +703,56 @@ mod tests {
         assert_eq!(fail(&h, 5 * S), FailureOutcome::Counted);
         assert_eq!(h.admission(5 * S, &RAMP), Admission::Out);
         // Restarted and ready again: back through slow start.
-        h.record_probe(6 * S, true, (2, 3), false, &RAMP);
-        let back = h.record_probe(7 * S, true, (2, 3), false, &RAMP).unwrap();
+        probe(&h, 6 * S, true, (2, 3), false);
+        let back = probe(&h, 7 * S, true, (2, 3), false).unwrap();
         assert_eq!(back.to.label(), "slow_start");
+    }
+
+    #[test]
+    fn a_failed_probe_in_probation_ejects_again_for_longer() {
+        let h = Health::new(0, false);
+        for _ in 0..3 {
+            fail(&h, 10 * S);
+        }
+        assert_eq!(h.state(11 * S, &RAMP).label(), "probation");
+        let again = probe(&h, 11 * S, false, (2, 3), false).unwrap();
+        assert_eq!(
+            again.to,
+            State::Ejected {
+                until: 13 * S,
+                streak: 2
+            },
+            "twice the base ejection"
+        );
+    }
+
+    #[test]
+    fn a_shutdown_drain_ends_in_probation_and_never_counts_as_an_ejection() {
+        let h = Health::new(0, false);
+        h.drain(S, DrainCause::Shutdown, &RAMP);
+        assert!(!h.ejected(), "not counted against the route's ejection cap");
+        assert_eq!(h.admission(30 * S, &RAMP), Admission::Out);
+        // Nothing said it is back: after a minute one request or probe decides.
+        assert_eq!(h.admission(61 * S, &RAMP), Admission::Trial);
+        assert_eq!(h.state(61 * S, &RAMP).label(), "probation");
+        assert!(h.claim_trial(61 * S, &RAMP));
+        assert_eq!(
+            h.record_success(62 * S, &RAMP).unwrap().to.label(),
+            "slow_start"
+        );
+    }
+
+    #[test]
+    fn an_unready_replica_nobody_probes_any_more_comes_back() {
+        let h = Health::new(0, false);
+        for i in 0..3 {
+            probe(&h, i * S, false, (2, 3), false);
+        }
+        assert_eq!(h.state(3 * S, &RAMP).label(), "unready");
+        assert_eq!(h.unprobed(4 * S, &RAMP).unwrap().to.label(), "slow_start");
+        // Drains are not probe verdicts: they stay.
+        h.drain(5 * S, DrainCause::Terminating, &RAMP);
+        assert!(h.unprobed(6 * S, &RAMP).is_none());
     }
 
     #[test]
@@ -655,7 +762,7 @@ mod tests {
         assert_eq!(drained.from.label(), "slow_start");
         assert_eq!(h.admission(S, &RAMP), Admission::Out);
         // Probes do not bring back a terminating endpoint.
-        h.record_probe(2 * S, true, (1, 1), false, &RAMP);
+        probe(&h, 2 * S, true, (1, 1), false);
         assert_eq!(h.state(2 * S, &RAMP).label(), "draining");
         assert_eq!(h.undrain(3 * S, &RAMP).unwrap().to.label(), "slow_start");
     }

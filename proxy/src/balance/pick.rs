@@ -65,6 +65,38 @@ pub struct Choice {
     pub trial: bool,
 }
 
+/// One of `indices` other than `except`, drawn with probability in proportion to its
+/// weight.
+fn draw<R: Rng>(
+    indices: &[usize],
+    candidates: &[Candidate],
+    except: Option<usize>,
+    rng: &mut R,
+) -> usize {
+    let weight = |i: usize| {
+        if Some(i) == except {
+            0.0
+        } else {
+            candidates[i].weight()
+        }
+    };
+    let total: f64 = indices.iter().map(|&i| weight(i)).sum();
+    let mut target = rng.gen::<f64>() * total;
+    for &i in indices {
+        target -= weight(i);
+        if target < 0.0 {
+            return i;
+        }
+    }
+    // Rounding left a sliver: the last one that may be drawn.
+    indices
+        .iter()
+        .rev()
+        .copied()
+        .find(|&i| Some(i) != except)
+        .unwrap_or(indices[0])
+}
+
 /// Choose a backend. Backends that serve (or whose probation trial is free) are
 /// eligible; when none is, every non-excluded backend is (panic mode: trying a
 /// possibly broken replica beats failing every request). Excluded ones are never
@@ -91,7 +123,7 @@ pub fn choose<R: Rng>(
     if count == 0 {
         return None;
     }
-    // Lower is better: requests per share, then recent picks per share.
+    // Lower is better: load per share, then recent picks per share.
     let key = |i: usize| {
         let c = &candidates[i];
         let w = c.weight();
@@ -126,15 +158,17 @@ pub fn choose<R: Rng>(
         }
         Policy::LeastRequest if count == 1 => indices[0],
         Policy::LeastRequest => {
-            // Power of two choices: two distinct random eligible backends, the one with
-            // less load per share wins.
-            let a = rng.gen_range(0..count);
-            let mut b = rng.gen_range(0..count - 1);
-            if b >= a {
-                b += 1;
-            }
-            let (a, b) = (indices[a], indices[b]);
-            if key(b) < key(a) {
+            // Power of two choices: two distinct eligible backends drawn with
+            // probability in proportion to their share (a ramping replica is drawn less
+            // often), and of the two the one with fewer requests in flight wins; on a
+            // tie, the one with fewer recent requests per share.
+            let a = draw(&indices, candidates, None, rng);
+            let b = draw(&indices, candidates, Some(a), rng);
+            let order = |i: usize| {
+                let c = &candidates[i];
+                (c.load, c.recent / c.weight())
+            };
+            if order(b) < order(a) {
                 b
             } else {
                 a
@@ -222,6 +256,32 @@ mod tests {
         // Shares 1 : 1 : 0.25 → 400 : 400 : 100.
         let ramping = cands[2].recent;
         assert!((80.0..=120.0).contains(&ramping), "{cands:?}");
+    }
+
+    #[test]
+    fn a_ramping_replica_gets_its_share_under_load_too() {
+        // Requests in flight come and go: an idle ramping replica must not win every
+        // comparison against busy full ones.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let mut cands = [
+            c(UP, false, 0),
+            c(UP, false, 0),
+            c(UP, false, 0),
+            c(Admission::Serving(0.25), false, 0),
+        ];
+        let picks = 13_000;
+        for _ in 0..picks {
+            for cand in cands.iter_mut() {
+                cand.load = u64::from(rng.gen_bool(0.3));
+            }
+            let i = choose(Policy::LeastRequest, &cands, 0, &mut rng)
+                .unwrap()
+                .index;
+            cands[i].recent += 1.0;
+        }
+        // Shares 1 : 1 : 1 : 0.25 → the ramping one takes 1/13.
+        let share = cands[3].recent / f64::from(picks);
+        assert!((0.06..=0.095).contains(&share), "{share} {cands:?}");
     }
 
     #[test]

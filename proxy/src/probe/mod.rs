@@ -18,11 +18,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use apigate_control::snapshot::{HealthCheck, Mode, SlowStart};
+use apigate_control::snapshot::{Ejection, HealthCheck, Mode, RouteSettings, SlowStart};
 use apigate_control::Route;
 use rand::Rng;
 use tokio::sync::Notify;
@@ -30,7 +30,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use self::check::{Check, Connection, Outcome};
-use crate::balance::health::now_nanos;
+use crate::balance::health::{now_nanos, ProbeRules};
 use crate::balance::{observe, BackendState};
 use crate::metrics::Metrics;
 
@@ -48,16 +48,28 @@ pub struct Schedule {
     pub unhealthy_threshold: u32,
     /// The ramp a replica coming back goes through.
     pub slow_start: SlowStart,
+    /// Passive ejection: a failed probe in probation ejects again.
+    pub ejection: Ejection,
 }
 
 impl Schedule {
-    fn of(health: &HealthCheck, slow_start: SlowStart) -> Schedule {
+    fn of(health: &HealthCheck, settings: &RouteSettings) -> Schedule {
         Schedule {
             interval: health.interval,
             timeout: health.timeout,
             healthy_threshold: health.healthy_threshold,
             unhealthy_threshold: health.unhealthy_threshold,
-            slow_start,
+            slow_start: settings.slow_start,
+            ejection: settings.ejection,
+        }
+    }
+
+    fn rules(&self) -> ProbeRules<'_> {
+        ProbeRules {
+            healthy_threshold: self.healthy_threshold,
+            unhealthy_threshold: self.unhealthy_threshold,
+            ejection: &self.ejection,
+            slow_start: &self.slow_start,
         }
     }
 }
@@ -70,6 +82,8 @@ struct Shared {
     confirm: Notify,
     /// The last probe was refused (401/403); logged once per change.
     misconfigured: AtomicBool,
+    /// How long the last probe took, in microseconds (0: none yet).
+    last_micros: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -99,6 +113,14 @@ impl Prober {
     /// Whether the probe's identity is refused (401/403) by the replica.
     pub fn misconfigured(&self) -> bool {
         self.shared.misconfigured.load(Ordering::Relaxed)
+    }
+
+    /// How long the last probe took, if one ran.
+    pub fn last_duration(&self) -> Option<Duration> {
+        match self.shared.last_micros.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
     }
 
     /// How the replica is checked (`https`, `tcp`).
@@ -189,7 +211,7 @@ impl ProbeRegistry {
             }
         };
         let identity = identity_of(route, health);
-        let schedule = Schedule::of(health, route.settings.slow_start);
+        let schedule = Schedule::of(health, &route.settings);
         let probers: Vec<Arc<Prober>> = backends
             .iter()
             .map(|backend| self.get(backend, identity, &check, schedule))
@@ -224,6 +246,7 @@ impl ProbeRegistry {
             schedule: Mutex::new(schedule),
             confirm: Notify::new(),
             misconfigured: AtomicBool::new(false),
+            last_micros: AtomicU64::new(0),
             metrics: self.metrics.clone(),
         });
         let task = self.runtime.as_ref().map(|runtime| {
@@ -331,6 +354,8 @@ fn record(shared: &Shared, outcome: Outcome, took: Duration, decisive: bool, sch
         .probe_duration
         .with_label_values(&[outcome.label()])
         .observe(took.as_secs_f64());
+    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+    shared.last_micros.store(micros, Ordering::Relaxed);
     let refused = outcome == Outcome::Unauthorized;
     if shared.misconfigured.swap(refused, Ordering::Relaxed) != refused {
         if refused {
@@ -354,9 +379,8 @@ fn record(shared: &Shared, outcome: Outcome, took: Duration, decisive: bool, sch
     let transition = backend.health.record_probe(
         now_nanos(),
         passed,
-        (schedule.healthy_threshold, schedule.unhealthy_threshold),
         !passed && (decisive || shutting_down),
-        &schedule.slow_start,
+        &schedule.rules(),
     );
     observe(metrics, backend, transition, outcome.label());
 }

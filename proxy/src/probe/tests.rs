@@ -1,6 +1,6 @@
 //! The prober's loop against scripted answers, on tokio's paused clock.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 use super::*;
 use crate::balance::BackendRegistry;
@@ -16,6 +16,12 @@ const SCHEDULE: Schedule = Schedule {
     healthy_threshold: 2,
     unhealthy_threshold: 3,
     slow_start: RAMP,
+    ejection: apigate_control::snapshot::Ejection {
+        consecutive_failures: 5,
+        base: Duration::from_secs(5),
+        max: Duration::from_secs(120),
+        max_ejected_percent: 10,
+    },
 };
 
 /// Answers whatever the test sets, and counts probes.
@@ -81,6 +87,7 @@ fn start() -> Running {
         schedule: Mutex::new(SCHEDULE),
         confirm: Notify::new(),
         misconfigured: AtomicBool::new(false),
+        last_micros: AtomicU64::new(0),
         metrics: metrics.clone(),
     });
     let script = Script::new();

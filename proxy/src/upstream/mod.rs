@@ -107,6 +107,17 @@ impl RouteUpstream {
                 "endpoint_ready",
             );
         }
+        if route.health.is_none() {
+            // Nothing probes for this route: an unready verdict no longer stands.
+            for state in &backends.states {
+                observe(
+                    &metrics,
+                    state,
+                    state.health.unprobed(now, slow_start),
+                    "checks_off",
+                );
+            }
+        }
         let draining: Vec<Arc<BackendState>> = route
             .draining
             .iter()

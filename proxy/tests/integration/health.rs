@@ -66,6 +66,16 @@ async fn a_replica_whose_readyz_fails_leaves_the_rotation_and_returns_through_sl
     assert!(took < Duration::from_secs(3), "left after {took:?}");
     let report = &h.backends().await[&target.to_string()];
     assert!(report["probe"]["failed"].as_u64().unwrap() >= 3, "{report}");
+    assert!(
+        report["probe"]["last_duration_ms"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        h.metric(
+            "apigate_probe_last_duration_seconds",
+            &[("backend", &target.to_string())]
+        ) > 0.0
+    );
     let sent = sequential(&h, 60).await;
     assert_eq!(
         sent[0], 0,
