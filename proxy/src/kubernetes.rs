@@ -6,6 +6,7 @@
 //! with its full configuration. After that, every update is installed like a file
 //! reload: atomically, without closing anything.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,10 @@ use std::time::Duration;
 use anyhow::Context;
 use apigate_control::source::kubernetes::lease::LeaseConfig;
 use apigate_control::source::kubernetes::reconcile::Verdict;
-use apigate_control::source::kubernetes::{self as source, Options, Report, Update};
+use apigate_control::source::kubernetes::world::ObjectKey;
+use apigate_control::source::kubernetes::{
+    self as source, DataPlaneNotes, Options, Report, Update,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::admin::Readiness;
@@ -67,8 +71,64 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
-/// The source's options from the arguments.
-pub fn options(args: &KubernetesArgs) -> Options {
+/// How often the data plane's notes on routes (refused health probes) are gathered
+/// for their status.
+const NOTES_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The data plane's problems with routes, for their status (`HealthChecks`): routes
+/// whose health probes some replica refuses (401/403). Gathered from `state` every
+/// [`NOTES_INTERVAL`] until the receiver is dropped.
+pub fn data_plane_notes(state: Arc<State>) -> tokio::sync::watch::Receiver<DataPlaneNotes> {
+    let (tx, rx) = tokio::sync::watch::channel(DataPlaneNotes::default());
+    tokio::spawn(async move {
+        loop {
+            let notes = probe_notes(&state);
+            tx.send_if_modified(|current| {
+                let changed = **current != notes;
+                if changed {
+                    *current = Arc::new(notes);
+                }
+                changed
+            });
+            tokio::select! {
+                () = tx.closed() => return,
+                () = tokio::time::sleep(NOTES_INTERVAL) => {}
+            }
+        }
+    });
+    rx
+}
+
+/// Routes whose probes are refused, with what to do about it.
+fn probe_notes(state: &State) -> BTreeMap<ObjectKey, String> {
+    let active = state.load();
+    let mut notes = BTreeMap::new();
+    for runtime in &active.routes {
+        let Some(health) = &runtime.route.health else {
+            continue;
+        };
+        let probers: Vec<_> = runtime.upstream.probers().collect();
+        let refused = probers.iter().filter(|p| p.misconfigured()).count();
+        if refused == 0 {
+            continue;
+        }
+        let id = &runtime.route.id;
+        notes.insert(
+            ObjectKey::new(id.namespace.clone(), id.name.clone()),
+            format!(
+                "health probes of {refused} of {} replicas are refused (401/403): the API server does not let the probe's identity ({}) read {}; set spec.health.token or spec.health.frontProxyUser. The replicas keep serving",
+                probers.len(),
+                health.credentials.kind(),
+                health.path
+            ),
+        );
+    }
+    notes
+}
+
+/// The source's options from the arguments; `state` is where the data plane's notes
+/// on routes come from.
+pub fn options(args: &KubernetesArgs, state: Arc<State>) -> Options {
     Options {
         route_selector: args.route_selector.clone(),
         debounce: args.debounce,
@@ -81,6 +141,7 @@ pub fn options(args: &KubernetesArgs) -> Options {
         }),
         controller: "apigate.dev/apigate".into(),
         instance: args.identity.clone(),
+        data_plane: Some(data_plane_notes(state)),
     }
 }
 
@@ -197,7 +258,8 @@ pub async fn run(
         .await
         .context("starting apigate")?;
     let report = installer(running.state.clone(), running.readiness.clone());
-    let source_task = tokio::spawn(source::run(client, base, options(&args), report));
+    let options = options(&args, running.state.clone());
+    let source_task = tokio::spawn(source::run(client, base, options, report));
     tokio::select! {
         () = crate::server::wait_for_termination() => {}
         result = source_task => {

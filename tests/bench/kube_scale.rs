@@ -190,6 +190,7 @@ async fn bench(
         lease: None,
         controller: "apigate.dev/apigate".into(),
         instance: "bench".into(),
+        data_plane: None,
     };
     let started = Instant::now();
     let source_task = tokio::spawn(source::run(

@@ -237,6 +237,7 @@ spec:
             }),
             controller: "apigate.dev/apigate".into(),
             instance: "e2e-0".into(),
+            data_plane: Some(apigate::kubernetes::data_plane_notes(running.state.clone())),
         };
         let address = running.address().context("no listener")?;
         let kubeconfig = dir.path().join("kubeconfig");

@@ -217,6 +217,51 @@ pub(crate) async fn kubernetes_source(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         })
         .await;
 
+    // A probe identity the replicas refuse: the route says so and keeps serving.
+    steps
+        .run("refused_health_probes_show_in_the_route_status", &[SYNCED], async {
+            let result = async {
+                condition(testbed, "HealthChecks=True", "HealthChecks=True/NoProblem").await?;
+                apply(
+                    testbed,
+                    &format!(
+                        "apiVersion: v1\nkind: Secret\nmetadata: {{name: probe-token, namespace: {NAMESPACE}}}\nstringData: {{token: not-a-valid-token}}\n"
+                    ),
+                )?;
+                let patch = r#"{"spec":{"health":{"token":{"name":"probe-token"},"interval":"500ms","timeout":"250ms"}}}"#;
+                admin_ok(
+                    testbed,
+                    &["-n", NAMESPACE, "patch", "apiserverroute", "kube-apiserver", "--type", "merge", "-p", patch],
+                    None,
+                )?;
+                let started = Instant::now();
+                condition(
+                    testbed,
+                    "HealthChecks=False once kube-apiserver refuses the probe token",
+                    "HealthChecks=False/ProbeUnauthorized",
+                )
+                .await?;
+                println!(
+                    "    refused probe token → route status says so: {} ms",
+                    started.elapsed().as_millis()
+                );
+                served(&gateway, testbed, "kubectl while the probes are refused")?;
+                Ok(())
+            }
+            .await;
+            let restore = async {
+                admin_ok(
+                    testbed,
+                    &["-n", NAMESPACE, "patch", "apiserverroute", "kube-apiserver", "--type", "merge", "-p", r#"{"spec":{"health":null}}"#],
+                    None,
+                )?;
+                condition(testbed, "HealthChecks=True again", "HealthChecks=True/NoProblem").await
+            }
+            .await;
+            restored(result, restore)
+        })
+        .await;
+
     // The acl Extension is the allowlist: narrowing it denies us (127.0.0.1).
     steps
         .run("acl_extension_edit_denies_our_address", &[SYNCED], async {

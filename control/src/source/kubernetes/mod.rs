@@ -50,7 +50,14 @@ pub struct Options {
     pub controller: String,
     /// `reportingInstance` of Events (the pod name).
     pub instance: String,
+    /// What the data plane finds wrong with routes at run time (health probes refused),
+    /// shown in each route's `HealthChecks` condition; `None`: nothing to report.
+    pub data_plane: Option<channel::Receiver<DataPlaneNotes>>,
 }
+
+/// Problems the data plane found per route (the `HealthChecks` condition's message);
+/// routes not listed have none.
+pub type DataPlaneNotes = Arc<BTreeMap<ObjectKey, String>>;
 
 /// One compiled configuration, ready to install.
 #[derive(Debug)]
@@ -139,6 +146,7 @@ pub async fn run(
         shared.clone(),
         status_rx,
         leader_rx,
+        options.data_plane.clone(),
         report.clone(),
     )));
 
@@ -212,18 +220,30 @@ pub async fn run(
     }
 }
 
-/// Write statuses whenever new reports arrive or this replica becomes the leader.
+/// Write statuses whenever new reports arrive, the data plane's notes change, or this
+/// replica becomes the leader.
 async fn write_statuses(
     mut writer: StatusWriter,
     shared: Arc<Shared>,
     mut statuses: channel::Receiver<Statuses>,
     mut leader: channel::Receiver<bool>,
+    mut data_plane: Option<channel::Receiver<DataPlaneNotes>>,
     report: Arc<impl Fn(Report) + Send + Sync + 'static>,
 ) {
     let mut retry = false;
     loop {
+        let notes_changed = async {
+            match data_plane.as_mut() {
+                Some(notes) => notes.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             changed = statuses.changed() => if changed.is_err() { return },
+            open = notes_changed => if !open {
+                // The data plane stopped reporting: nothing more to show.
+                data_plane = None;
+            },
             changed = leader.changed() => {
                 if changed.is_err() { return }
                 // Another replica may have written meanwhile.
@@ -246,7 +266,11 @@ async fn write_statuses(
             .iter()
             .map(|(k, r)| (k.clone(), r.status.clone()))
             .collect();
-        let counts = writer.write(routes, &live, reports).await;
+        let notes = data_plane
+            .as_mut()
+            .map(|n| n.borrow_and_update().clone())
+            .unwrap_or_default();
+        let counts = writer.write(routes, &live, reports, &notes).await;
         retry = counts.failed > 0;
         report(Report::Status(counts));
     }

@@ -25,12 +25,14 @@ const MAX_NOTE: usize = 1024;
 /// without flooding the API server.
 const CONCURRENT_WRITES: usize = 8;
 
-/// The status a report asks for. Transition times are kept from `existing` for
+/// The status a report asks for, with `note`, the data plane's problem with the route
+/// if any (health probes refused). Transition times are kept from `existing` for
 /// conditions whose status did not change.
 pub fn desired_status(
     report: &RouteReport,
     existing: Option<&RouteStatus>,
     now: &str,
+    note: Option<&str>,
 ) -> RouteStatus {
     let generation = Some(report.generation);
     let (status, reason, message) = match &report.verdict {
@@ -82,7 +84,23 @@ pub fn desired_status(
             generation,
         )
     };
-    let conditions = [accepted, backends]
+    let health = match note {
+        Some(problem) => condition(
+            "HealthChecks",
+            "False",
+            "ProbeUnauthorized",
+            truncate(problem.to_string(), MAX_MESSAGE),
+            generation,
+        ),
+        None => condition(
+            "HealthChecks",
+            "True",
+            "NoProblem",
+            "health probes are answered, or checks are off".into(),
+            generation,
+        ),
+    };
+    let conditions = [accepted, backends, health]
         .into_iter()
         .map(|mut c| {
             let old = existing.and_then(|s| s.conditions.iter().find(|o| o.type_ == c.type_));
@@ -179,6 +197,7 @@ impl StatusWriter {
         routes: &BTreeMap<ObjectKey, RouteObject>,
         live: &HashMap<ObjectKey, Option<RouteStatus>>,
         reports: &BTreeMap<ObjectKey, RouteReport>,
+        notes: &BTreeMap<ObjectKey, String>,
     ) -> WriteCounts {
         let now = Timestamp::now().to_string();
         let mut counts = WriteCounts::default();
@@ -191,7 +210,8 @@ impl StatusWriter {
                 continue; // deleted since the reconcile
             };
             let existing = self.written.get(key).or(watched.as_ref());
-            let desired = desired_status(report, existing, &now);
+            let desired =
+                desired_status(report, existing, &now, notes.get(key).map(String::as_str));
             if !same_meaning(existing, &desired) {
                 patches.push((key.clone(), desired.clone()));
             }

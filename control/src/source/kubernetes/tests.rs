@@ -373,7 +373,7 @@ fn status_keeps_transition_times_and_skips_unchanged_writes() {
         .insert(key("a"), route(1, spec("a.example.com")));
     let outcome = Reconciler::default().reconcile(&base(), &world);
     let report = &outcome.reports[&key("a")];
-    let first = desired_status(report, None, "2026-01-01T00:00:00Z");
+    let first = desired_status(report, None, "2026-01-01T00:00:00Z", None);
     assert_eq!(first.observed_generation, Some(1));
     let accepted = &first.conditions[0];
     assert_eq!(
@@ -382,7 +382,7 @@ fn status_keeps_transition_times_and_skips_unchanged_writes() {
     );
     assert_eq!(first.conditions[1].message, "1 ready endpoint(s)");
 
-    let again = desired_status(report, Some(&first), "2026-06-01T00:00:00Z");
+    let again = desired_status(report, Some(&first), "2026-06-01T00:00:00Z", None);
     assert_eq!(
         again, first,
         "unchanged conditions keep their transition time"
@@ -391,7 +391,7 @@ fn status_keeps_transition_times_and_skips_unchanged_writes() {
 
     let mut empty = report.clone();
     empty.ready_endpoints = 0;
-    let changed = desired_status(&empty, Some(&first), "2026-06-01T00:00:00Z");
+    let changed = desired_status(&empty, Some(&first), "2026-06-01T00:00:00Z", None);
     assert!(!same_meaning(Some(&first), &changed));
     assert_eq!(changed.conditions[1].status, "False");
     assert_eq!(
@@ -402,6 +402,41 @@ fn status_keeps_transition_times_and_skips_unchanged_writes() {
         changed.conditions[0].last_transition_time,
         "2026-01-01T00:00:00Z"
     );
+}
+
+#[test]
+fn refused_health_probes_show_in_the_health_checks_condition() {
+    let mut world = World::default();
+    backends(&mut world, "a", &["10.0.0.1"], &[]);
+    world
+        .routes
+        .insert(key("a"), route(1, spec("a.example.com")));
+    let outcome = Reconciler::default().reconcile(&base(), &world);
+    let report = &outcome.reports[&key("a")];
+    let fine = desired_status(report, None, "2026-01-01T00:00:00Z", None);
+    let health = |s: &crate::source::kubernetes::crd::RouteStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "HealthChecks")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(health(&fine).status, "True");
+    let refused = desired_status(
+        report,
+        Some(&fine),
+        "2026-01-02T00:00:00Z",
+        Some("health probes of 1 of 1 replicas are refused (401/403)"),
+    );
+    assert!(!same_meaning(Some(&fine), &refused), "a change to write");
+    let condition = health(&refused);
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("False", "ProbeUnauthorized")
+    );
+    assert!(condition.message.contains("401/403"));
+    // The route itself stays accepted: a probe problem never rejects it.
+    assert_eq!(refused.conditions[0].status, "True");
 }
 
 #[test]
