@@ -25,6 +25,23 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// Its name: `ready`, `not-ready`, `shutting-down`, `retry-after-shutdown`,
+    /// `throttling`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::Ready => "ready",
+            Condition::NotReady => "not-ready",
+            Condition::ShuttingDown => "shutting-down",
+            Condition::RetryAfterShutdown => "retry-after-shutdown",
+            Condition::Throttling => "throttling",
+        }
+    }
+
+    /// The condition with this [`Condition::name`].
+    pub fn from_name(name: &str) -> Option<Condition> {
+        Condition::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     const ALL: [Condition; 5] = [
         Condition::Ready,
         Condition::NotReady,

@@ -25,6 +25,8 @@ pub(crate) struct RequestLabels {
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     requests: AtomicU64,
+    /// Unix time (ns) of the latest request counted in `requests`.
+    last_request: AtomicU64,
     open_watches: Arc<AtomicU64>,
     ready: AtomicBool,
     by_labels: Mutex<BTreeMap<RequestLabels, u64>>,
@@ -50,6 +52,14 @@ impl Metrics {
 
     pub(crate) fn request_started(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.last_request.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub(crate) fn last_request_unix_nanos(&self) -> u64 {
+        self.last_request.load(Ordering::Relaxed)
     }
 
     pub(crate) fn requests_total(&self) -> u64 {

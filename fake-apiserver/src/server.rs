@@ -91,6 +91,18 @@ impl Replica {
         }
     }
 
+    /// The replica's condition ([`Replica::set_condition`]).
+    pub fn condition(&self) -> Condition {
+        self.shared.condition.get()
+    }
+
+    /// Unix time in nanoseconds of the latest request counted by
+    /// [`Replica::requests_total`] (0 before the first): when a balancer last sent it
+    /// a new request.
+    pub fn last_request_unix_nanos(&self) -> u64 {
+        self.shared.metrics.last_request_unix_nanos()
+    }
+
     /// All requests received except health checks and `/metrics`: what a balancer test
     /// compares across replicas.
     pub fn requests_total(&self) -> u64 {

@@ -4,8 +4,12 @@
 //! endpoint to flip a replica's `/readyz` while load is running.
 //!
 //! Admin API (plain HTTP/1.1, loopback by default):
-//! - `GET /replicas` → `[{"id","addr","ready","requests_total","open_watches"}]`
+//! - `GET /replicas` → `[{"id","addr","ready","condition","requests_total",
+//!   "last_request_unix_ns","open_watches"}]`
 //! - `POST /replicas/{id}/ready?value=false|true` → 204, 404 unknown id, 400 bad value
+//!   (`false`: `/readyz` fails as during kube-apiserver's shutdown delay)
+//! - `POST /replicas/{id}/condition?value=ready|not-ready|shutting-down|retry-after-shutdown|throttling`
+//!   → 204: what a current kube-apiserver goes through ([`Condition`])
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -17,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apigate_fake_apiserver::pki::Ca;
-use apigate_fake_apiserver::{spawn_many, Replica, ReplicaOptions, ServiceTime, TlsMaterial};
+use apigate_fake_apiserver::{
+    spawn_many, Condition, Replica, ReplicaOptions, ServiceTime, TlsMaterial,
+};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -134,8 +140,12 @@ pub struct ReplicaInfo {
     pub url: String,
     /// Whether `/readyz` is 200.
     pub ready: bool,
+    /// Its condition ([`Condition::name`]).
+    pub condition: &'static str,
     /// Requests served (health and metrics excluded).
     pub requests_total: u64,
+    /// Unix time (ns) of the latest of them; 0 before the first.
+    pub last_request_unix_ns: u64,
     /// Open watch streams.
     pub open_watches: u64,
 }
@@ -347,7 +357,9 @@ fn infos(replicas: &[Replica], ready: &[AtomicBool], plain: bool) -> Vec<Replica
                 r.local_addr()
             ),
             ready: ready.load(Ordering::Relaxed),
+            condition: r.condition().name(),
             requests_total: r.requests_total(),
+            last_request_unix_ns: r.last_request_unix_nanos(),
             open_watches: r.open_watches(),
         })
         .collect()
@@ -448,9 +460,34 @@ fn admin(
                 reply(StatusCode::NOT_FOUND, format!("no replica {id:?}\n"))
             }
         }
+        (&Method::POST, ["replicas", id, "condition"]) => {
+            let value = req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("value="));
+            let Some(condition) = value.and_then(Condition::from_name) else {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    "expected ?value=ready|not-ready|shutting-down|retry-after-shutdown|throttling\n",
+                );
+            };
+            match replicas.iter().position(|r| r.id() == *id) {
+                Some(i) => {
+                    replicas[i].set_condition(condition);
+                    if let Some(flag) = ready.get(i) {
+                        let ready = matches!(condition, Condition::Ready | Condition::Throttling);
+                        flag.store(ready, Ordering::Relaxed);
+                    }
+                    reply(StatusCode::NO_CONTENT, Bytes::new())
+                }
+                None => reply(StatusCode::NOT_FOUND, format!("no replica {id:?}\n")),
+            }
+        }
         _ => reply(
             StatusCode::NOT_FOUND,
-            "try GET /replicas or POST /replicas/{id}/ready?value=false\n",
+            "try GET /replicas, POST /replicas/{id}/ready?value=false or /replicas/{id}/condition?value=not-ready\n",
         ),
     }
 }

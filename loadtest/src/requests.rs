@@ -47,9 +47,11 @@ impl RequestFactory {
             Protocol::H2 => format!("{scheme}://{authority}"),
             Protocol::H1 => String::new(),
         };
-        let padding = "x".repeat(scenario.body_bytes.saturating_sub(200));
+        let padding = "x".repeat(scenario.body_bytes.saturating_sub(240));
+        // No service-account token to mount: a real API server then admits the pod
+        // without the token controller (an API-server-only testbed has none).
         let create_body = Bytes::from(format!(
-            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"generateName":"loadtest-","annotations":{{"apigate-loadtest/padding":"{padding}"}}}},"spec":{{"containers":[{{"name":"c","image":"registry.invalid/pause:3"}}]}}}}"#
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"generateName":"loadtest-","annotations":{{"apigate-loadtest/padding":"{padding}"}}}},"spec":{{"automountServiceAccountToken":false,"containers":[{{"name":"c","image":"registry.invalid/pause:3"}}]}}}}"#
         ));
         Ok(Self {
             prefix,

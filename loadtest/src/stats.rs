@@ -76,6 +76,9 @@ pub struct Bucket {
     pub errors: u64,
     /// Latency of the successful ones (µs, 2 significant digits).
     pub latency: Histogram<u64>,
+    /// Responses per replica header value (all statuses): how the share of each
+    /// replica changes over the run (a slow-start ramp, a drain).
+    pub replicas: BTreeMap<String, u64>,
 }
 
 /// Counters of watch streams.
@@ -142,6 +145,7 @@ impl Totals {
                     ok: 0,
                     errors: 0,
                     latency: histogram(2),
+                    replicas: BTreeMap::new(),
                 })
                 .collect(),
             bucket_width,
@@ -171,6 +175,9 @@ impl Totals {
             self.last_completion = done;
         }
         let us = micros(s.latency);
+        if let (Some(replica), Some(b)) = (&s.replica, self.timeline.get_mut(idx)) {
+            *b.replicas.entry(replica.clone()).or_default() += 1;
+        }
         match s.outcome {
             Outcome::Ok => {
                 self.ok += 1;
@@ -215,6 +222,9 @@ impl Totals {
             a.ok += b.ok;
             a.errors += b.errors;
             let _ = a.latency.add(&b.latency);
+            for (k, v) in b.replicas {
+                *a.replicas.entry(k).or_default() += v;
+            }
         }
         self.last_completion = self.last_completion.max(o.last_completion);
         let w = &mut self.watches;
@@ -385,6 +395,10 @@ mod tests {
             (t.timeline[0].ok, t.timeline[1].ok, t.timeline[2].errors),
             (1, 1, 2)
         );
+        // Per bucket, which replica answered (any status): the share timeline.
+        assert_eq!(t.timeline[1].replicas.get("b"), Some(&1));
+        assert_eq!(t.timeline[2].replicas.get("b"), Some(&1));
+        assert!(!t.timeline[2].replicas.contains_key("a"));
         assert_eq!(t.watches.opened, 1);
         assert_eq!(t.last_completion, Duration::from_millis(2605));
         assert_eq!(s.live.ok.load(Ordering::Relaxed), 2);

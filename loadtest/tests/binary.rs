@@ -275,6 +275,25 @@ async fn backend_admin_flips_readiness() -> TestResult {
     assert!(http(r1, "GET", "/readyz")
         .await?
         .starts_with("HTTP/1.1 200"));
+    // A current kube-apiserver's conditions: not ready with a failing etcd check.
+    assert!(http(
+        admin,
+        "POST",
+        "/replicas/replica-1/condition?value=not-ready"
+    )
+    .await?
+    .starts_with("HTTP/1.1 204"));
+    let readyz = http(r1, "GET", "/readyz").await?;
+    assert!(readyz.contains("[-]etcd failed"), "{readyz}");
+    let list = http(admin, "GET", "/replicas").await?;
+    assert!(list.contains("\"condition\": \"not-ready\""), "{list}");
+    assert!(http(
+        admin,
+        "POST",
+        "/replicas/replica-1/condition?value=sideways"
+    )
+    .await?
+    .starts_with("HTTP/1.1 400"));
     b.shutdown().await;
     Ok(())
 }

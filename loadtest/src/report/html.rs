@@ -1,6 +1,7 @@
 //! `--report FILE.html|FILE.svg`: plots of one or more runs, side by side per target —
-//! latency over time (p50/p99 per interval), latency by percentile, and each target's
-//! per-replica request share.
+//! latency over time (p50/p99 per interval), latency by percentile, each target's
+//! per-replica request share, and each replica's share over time (where a new replica
+//! ramps up, or a draining one leaves).
 //!
 //! Drawn with `plotters`' SVG backend (no fonts or bitmaps needed); the HTML page embeds
 //! the SVG and the terminal summary.
@@ -229,17 +230,82 @@ fn shares(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlError> {
     Ok(())
 }
 
-/// Renders the three plots into one SVG document.
+fn shares_over_time(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlError> {
+    let max_t = runs
+        .iter()
+        .flat_map(|r| r.timeline.iter().map(|p| p.t))
+        .fold(1.0, f64::max)
+        + 1.0;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "Per-replica share of responses over time",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..max_t, 0f64..100f64)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds into the measured phase")
+        .y_desc("% of responses")
+        .draw()
+        .map_err(draw_err)?;
+    let mut series = 0;
+    for r in runs {
+        let mut ids: Vec<&String> = r
+            .timeline
+            .iter()
+            .flat_map(|p| p.replica_share.keys())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            let points: Vec<(f64, f64)> = r
+                .timeline
+                .iter()
+                .filter(|p| !p.replica_share.is_empty())
+                .map(|p| (p.t, p.replica_share.get(id).copied().unwrap_or(0.0) * 100.0))
+                .collect();
+            let c = color(series);
+            let label = if runs.len() > 1 {
+                format!("{} {id}", r.target)
+            } else {
+                id.clone()
+            };
+            chart
+                .draw_series(LineSeries::new(points, c.stroke_width(2)))
+                .map_err(draw_err)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c));
+            series += 1;
+        }
+    }
+    if series > 0 {
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(draw_err)?;
+    }
+    Ok(())
+}
+
+/// Renders the four plots into one SVG document.
 pub fn svg(runs: &[RunReport]) -> Result<String, HtmlError> {
     let mut buf = String::new();
     {
-        let root = SVGBackend::with_string(&mut buf, (1100, 1350)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut buf, (1100, 1800)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
-        let areas = root.split_evenly((3, 1));
-        if let [a, b, c] = areas.as_slice() {
+        let areas = root.split_evenly((4, 1));
+        if let [a, b, c, d] = areas.as_slice() {
             latency_over_time(a, runs)?;
             percentiles(b, runs)?;
             shares(c, runs)?;
+            shares_over_time(d, runs)?;
         }
         root.present().map_err(draw_err)?;
     }

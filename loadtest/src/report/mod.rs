@@ -106,6 +106,10 @@ pub struct TimelinePoint {
     pub p99: f64,
     /// Maximum latency (ms).
     pub max: f64,
+    /// Each replica's share (0–1) of the responses in the bucket that named their
+    /// replica.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replica_share: BTreeMap<String, f64>,
 }
 
 /// One point of the latency-by-percentile curve.
@@ -240,6 +244,13 @@ fn timeline(t: &Totals) -> Vec<TimelinePoint> {
                     ms(b.latency.value_at_quantile(0.99))
                 },
                 max: if empty { 0.0 } else { ms(b.latency.max()) },
+                replica_share: {
+                    let total = b.replicas.values().sum::<u64>().max(1) as f64;
+                    b.replicas
+                        .iter()
+                        .map(|(k, v)| (k.clone(), *v as f64 / total))
+                        .collect()
+                },
             }
         })
         .collect()
