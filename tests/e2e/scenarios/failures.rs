@@ -1,18 +1,23 @@
-//! Failures: a replica stopped while requests are in flight fails none of them.
+//! Graceful shutdown under load: a kube-apiserver replica that gets SIGTERM while a
+//! client-go-like mix runs through apigate fails no request, and apigate stops sending
+//! it new requests within one probe interval.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use apigate_e2e::{pid_alive, signal};
-use apigate_test_support::client::H2Client;
+use apigate_e2e::{admin_get, pid_alive, signal, HOST};
+use apigate_loadtest::cli::{Cli, Command};
+use apigate_loadtest::runner;
 use apigate_test_support::metrics::Metrics;
+use clap::Parser;
 
-use super::{client, Ctx, ROUTE};
+use super::{Ctx, ROUTE};
 
-const CONNECTIONS: usize = 4;
-const STREAMS_PER_CONNECTION: usize = 4;
+/// apigate's default probe interval (the e2e configuration sets none).
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// Pods the mix GETs and PATCHes (`pod-0` .. `pod-9`).
+const OBJECTS: u32 = 10;
 
 /// Requests through apigate, per backend, by its metrics.
 fn served(metrics: &Metrics, backend: &str) -> f64 {
@@ -22,70 +27,112 @@ fn served(metrics: &Metrics, backend: &str) -> f64 {
     )
 }
 
-/// Concurrent load.
-struct Load {
-    stop: AtomicBool,
-    in_flight: AtomicUsize,
-    done: AtomicUsize,
-    failures: Mutex<Vec<String>>,
+/// The health state `/backends` shows for `backend`.
+async fn backend_state(ctx: &Ctx, backend: &str) -> anyhow::Result<String> {
+    let admin = ctx
+        .gateway
+        .running
+        .as_ref()
+        .and_then(|r| r.admin)
+        .context("apigate has no admin listener")?;
+    let (status, body) = admin_get(admin, "/backends").await?;
+    ensure!(status == 200, "/backends: status {status}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body)?;
+    Ok(list
+        .iter()
+        .find(|b| b["address"] == backend)
+        .and_then(|b| b["state"].as_str())
+        .unwrap_or("absent")
+        .to_string())
 }
 
-/// One worker: GETs and dry-run POSTs on `client` until told to stop.
-async fn worker(client: H2Client, load: Arc<Load>, id: usize) {
-    let body = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"generateName":"e2e-stop-"}}"#;
-    let mut i = 0usize;
-    while !load.stop.load(Ordering::Relaxed) {
-        i += 1;
-        // Every fourth request is a POST: not idempotent, so never replayed once a
-        // replica may have processed it.
-        let post = (i + id) % 4 == 0;
-        load.in_flight.fetch_add(1, Ordering::SeqCst);
-        let request = async {
-            if post {
-                // (`http::Method::POST`, without a dependency on `http` for one name.)
-                let Ok(method) = "POST".parse() else {
-                    unreachable!("POST is a method")
-                };
-                client
-                    .request(
-                        method,
-                        "/api/v1/namespaces/default/configmaps?dryRun=All",
-                        &[("Content-Type", "application/json")],
-                        body.to_vec().into(),
-                    )
-                    .await
-            } else {
-                client.get("/api/v1/namespaces/default", &[]).await
-            }
-        };
-        let result = tokio::time::timeout(Duration::from_secs(30), request).await;
-        load.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let what = if post { "POST" } else { "GET" };
-        let failure = match result {
-            Ok(Ok(r)) if r.status == if post { 201 } else { 200 } => None,
-            Ok(Ok(r)) => Some(format!(
-                "{what} #{i}: {} {}",
-                r.status,
-                String::from_utf8_lossy(&r.body)
-            )),
-            Ok(Err(e)) => Some(format!("{what} #{i}: {e}")),
-            Err(_) => Some(format!("{what} #{i}: no answer within 30 s")),
-        };
-        load.done.fetch_add(1, Ordering::Relaxed);
-        if let Some(failure) = failure {
-            load.failures.lock().map(|mut f| f.push(failure)).ok();
-        }
-    }
+/// The objects the mix reads and patches.
+fn create_pods(ctx: &Ctx) -> anyhow::Result<()> {
+    let items: Vec<String> = (0..OBJECTS)
+        .map(|i| {
+            format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"pod-{i}"}},"spec":{{"automountServiceAccountToken":false,"containers":[{{"name":"c","image":"registry.invalid/pause:3"}}]}}}}"#
+            )
+        })
+        .collect();
+    let list = format!(
+        r#"{{"apiVersion":"v1","kind":"List","items":[{}]}}"#,
+        items.join(",")
+    );
+    let output = ctx.gateway.kubectl_input(
+        &ctx.testbed,
+        "admin",
+        &["-n", "default", "apply", "-f", "-"],
+        Some(list.as_bytes()),
+    )?;
+    ensure!(
+        output.status.success(),
+        "creating the pods failed: {}",
+        apigate_e2e::text(&output)
+    );
+    Ok(())
 }
 
-/// A replica stopped (SIGTERM, graceful) while requests are in flight on it fails no
-/// request: 16 concurrent streams over 4 HTTP/2 connections (GETs and dry-run POSTs)
-/// run before, during the replica's shutdown and after it has exited. The SIGTERM is
-/// sent right after apigate's `apigate_requests_in_flight` shows requests on that
-/// replica, and the replica must have answered requests between SIGTERM and its exit.
-pub(crate) async fn stopped_replica_fails_no_request(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+/// `apigate-loadtest run` through apigate as the admin (client certificate): GETs,
+/// LISTs, POSTs and PATCHes of pods, and one watch per client, for `duration`.
+fn load_plan(ctx: &Ctx, duration: Duration) -> anyhow::Result<runner::RunPlan> {
+    let pki = |f: &str| ctx.testbed.pki(f).map(|p| p.display().to_string());
+    let args = [
+        "apigate-loadtest".to_string(),
+        "run".into(),
+        "--target".into(),
+        format!("https://{}", ctx.gateway.address()?),
+        "--ca".into(),
+        pki("ca.crt")?,
+        "--sni".into(),
+        HOST.into(),
+        "--cert".into(),
+        pki("admin.crt")?,
+        "--key".into(),
+        pki("admin.key")?,
+        "--clients".into(),
+        "4".into(),
+        "--rate".into(),
+        "120".into(),
+        "--warmup".into(),
+        "1s".into(),
+        "--duration".into(),
+        format!("{}s", duration.as_secs()),
+        "--mix".into(),
+        "get=40,list=20,create=20,patch=20".into(),
+        "--list-size".into(),
+        "20".into(),
+        "--objects".into(),
+        OBJECTS.to_string(),
+        "--body-bytes".into(),
+        "512".into(),
+        "--watches-per-client".into(),
+        "1".into(),
+        "--timeout".into(),
+        "30s".into(),
+        "--grace".into(),
+        "30s".into(),
+        "--quiet".into(),
+    ];
+    let cli = Cli::try_parse_from(args)?;
+    let Command::Run(run) = cli.command else {
+        anyhow::bail!("not a run command");
+    };
+    let scenario = Arc::new(run.common.load.scenario()?);
+    Ok(run
+        .common
+        .plan("apigate".into(), run.target.clone(), scenario))
+}
+
+/// A replica stopped gracefully (SIGTERM; the testbed runs kube-apiserver with
+/// `--shutdown-delay-duration=2s`) while `apigate-loadtest` runs a client-go-like mix
+/// (get, list, create, patch, watches) fails no request. Its `/readyz` fails with the
+/// `shutdown` check from the SIGTERM on; one probe drains it, so new requests go to the
+/// other replicas within one probe interval, while the requests it has finish.
+pub(crate) async fn graceful_replica_shutdown_under_load(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     // The last replica: the Kubernetes scenario restarts the first (new pid).
     let victim = *ctx.testbed.replicas()?.last().context("no replica")?;
+    let victim_label = victim.to_string();
     let pid = *ctx
         .testbed
         .replica_pids()?
@@ -95,36 +142,19 @@ pub(crate) async fn stopped_replica_fails_no_request(ctx: Arc<Ctx>) -> anyhow::R
         pid_alive(pid),
         "replica {victim} (pid {pid}) is not running"
     );
-    let load = Arc::new(Load {
-        stop: AtomicBool::new(false),
-        in_flight: AtomicUsize::new(0),
-        done: AtomicUsize::new(0),
-        failures: Mutex::new(Vec::new()),
-    });
-    let mut workers = tokio::task::JoinSet::new();
-    for c in 0..CONNECTIONS {
-        let connection = client(&ctx, Some("admin")).await?;
-        for s in 0..STREAMS_PER_CONNECTION {
-            workers.spawn(worker(
-                connection.clone(),
-                load.clone(),
-                c * STREAMS_PER_CONNECTION + s,
-            ));
-        }
-    }
+    create_pods(&ctx)?;
+    let plan = load_plan(&ctx, Duration::from_secs(12))?;
+    let load = tokio::spawn(async move { runner::run(&plan).await });
     let result = async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        ensure!(backend_state(&ctx, &victim_label).await? == "healthy");
         // SIGTERM right after apigate reports requests in flight to the victim.
         let mut sampled = None;
-        for _ in 0..50 {
+        for _ in 0..100 {
             let metrics = ctx.gateway.metrics().await?;
             let on_victim = metrics.sum(
                 "apigate_requests_in_flight",
-                &[
-                    ("route", ROUTE),
-                    ("backend", &victim.to_string()),
-                    ("kind", "ordinary"),
-                ],
+                &[("route", ROUTE), ("backend", &victim_label)],
             );
             if on_victim > 0.0 {
                 sampled = Some((metrics, on_victim));
@@ -132,14 +162,22 @@ pub(crate) async fn stopped_replica_fails_no_request(ctx: Arc<Ctx>) -> anyhow::R
             }
         }
         let (before_kill, on_victim) = sampled.with_context(|| {
-            format!("apigate never reported a request in flight to {victim} (50 samples)")
+            format!("apigate never reported a request in flight to {victim} (100 samples)")
         })?;
         signal(pid, "TERM")?;
-        let done_before = load.done.load(Ordering::SeqCst);
-        let in_flight = load.in_flight.load(Ordering::SeqCst);
         let killed = Instant::now();
-        // The replica keeps serving for --shutdown-delay-duration (2 s), then drains
-        // and exits; the load goes on throughout.
+        // Its /readyz fails now; one probe takes it out of the rotation.
+        let mut moved = None;
+        while killed.elapsed() < Duration::from_secs(10) {
+            let state = backend_state(&ctx, &victim_label).await?;
+            if state != "healthy" {
+                moved = Some((killed.elapsed(), state, ctx.gateway.metrics().await?));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (moved_after, state, at_drain) =
+            moved.with_context(|| format!("{victim} stayed healthy for 10 s after SIGTERM"))?;
         while pid_alive(pid) {
             ensure!(
                 killed.elapsed() < Duration::from_secs(30),
@@ -149,51 +187,64 @@ pub(crate) async fn stopped_replica_fails_no_request(ctx: Arc<Ctx>) -> anyhow::R
         }
         let exited = killed.elapsed();
         let at_exit = ctx.gateway.metrics().await?;
-        // And after it is gone: connect failures, retried elsewhere.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
         anyhow::Ok((
             before_kill,
             on_victim,
-            done_before,
-            in_flight,
+            moved_after,
+            state,
+            at_drain,
             exited,
             at_exit,
         ))
     }
     .await;
-    load.stop.store(true, Ordering::SeqCst);
-    let drained = tokio::time::timeout(Duration::from_secs(40), async {
-        while workers.join_next().await.is_some() {}
-    })
-    .await;
-    workers.abort_all();
-    let (before_kill, on_victim, done_before, in_flight, exited, at_exit) = result?;
-    ensure!(drained.is_ok(), "the load did not stop within 40 s");
-    let after = ctx.gateway.metrics().await?;
-    let victim_label = victim.to_string();
+    let report = tokio::time::timeout(Duration::from_secs(90), load)
+        .await
+        .context("the load did not end within 90 s")???;
+    let (before_kill, on_victim, moved_after, state, at_drain, exited, at_exit) = result?;
     let during_shutdown = served(&at_exit, &victim_label) - served(&before_kill, &victim_label);
-    let failures = load.failures.lock().map(|f| f.clone()).unwrap_or_default();
-    let total = load.done.load(Ordering::SeqCst);
-    let upstream_failures = after.sum(
-        "apigate_upstream_failures_total",
-        &[("route", ROUTE), ("backend", &victim_label)],
-    ) - before_kill.sum(
-        "apigate_upstream_failures_total",
+    let after_drain = served(&at_exit, &victim_label) - served(&at_drain, &victim_label);
+    let in_flight_at_drain = at_drain.sum(
+        "apigate_requests_in_flight",
         &[("route", ROUTE), ("backend", &victim_label)],
     );
-    let retries = after.sum("apigate_retries_total", &[("route", ROUTE)])
-        - before_kill.sum("apigate_retries_total", &[("route", ROUTE)]);
+    let requests = &report.requests;
     println!(
-        "    {total} requests ({done_before} before the SIGTERM; {in_flight} in flight at it, \
-         {on_victim} of them on {victim}); it served {during_shutdown} while shutting down and exited after {:.1} s; \
-         {upstream_failures} failed attempts on it, {retries} retries",
+        "    {} requests ({:?}), {} watches opened, {} ended by a replica; SIGTERM with {on_victim} in flight on {victim}; \
+         {state} after {:.2} s (probe interval {} s); it served {during_shutdown} while shutting down \
+         ({after_drain} after the drain, {in_flight_at_drain} in flight then) and exited after {:.1} s",
+        requests.ok + requests.errors,
+        requests.by_op,
+        report.watches.opened,
+        report.watches.ended_early,
+        moved_after.as_secs_f64(),
+        PROBE_INTERVAL.as_secs(),
         exited.as_secs_f64()
     );
     ensure!(
-        failures.is_empty(),
-        "{} of {total} failed: {:?}",
-        failures.len(),
-        failures.iter().take(20).collect::<Vec<_>>()
+        requests.errors == 0,
+        "{} of {} requests failed: {:?} {:?}",
+        requests.errors,
+        requests.ok + requests.errors,
+        report.errors,
+        report.error_examples
+    );
+    ensure!(
+        report.watches.errors.is_empty(),
+        "watches failed: {:?}",
+        report.watches.errors
+    );
+    ensure!(state == "draining", "{victim} is {state}, not draining");
+    // One probe interval (+10% jitter), and the polling of /backends.
+    ensure!(
+        moved_after <= PROBE_INTERVAL.mul_f64(1.1) + Duration::from_millis(500),
+        "{victim} left the rotation {:.2} s after SIGTERM, more than one probe interval",
+        moved_after.as_secs_f64()
+    );
+    // After the drain, only what was in flight then may still complete there.
+    ensure!(
+        after_drain <= in_flight_at_drain,
+        "{victim} got {after_drain} requests after it drained ({in_flight_at_drain} were in flight)"
     );
     ensure!(
         during_shutdown > 0.0,

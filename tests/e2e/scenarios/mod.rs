@@ -72,7 +72,7 @@ pub(crate) fn all() -> Vec<Scenario> {
         scenario!(paths::passthrough_with_kubectl),
         scenario!(paths::connect_path_with_kubectl),
         // Last: it stops a replica.
-        scenario!(failures::stopped_replica_fails_no_request),
+        scenario!(failures::graceful_replica_shutdown_under_load),
     ]
 }
 
