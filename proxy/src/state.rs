@@ -91,7 +91,7 @@ impl State {
         let metrics = Arc::new(metrics);
         let backends = BackendRegistry::default();
         let pools = PoolRegistry::default();
-        let probes = ProbeRegistry::new(metrics.clone());
+        let probes = ProbeRegistry::on_own_thread(metrics.clone());
         let registries = Registries {
             backends: &backends,
             pools: &pools,

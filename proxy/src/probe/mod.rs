@@ -9,6 +9,11 @@
 //! the active configuration uses it, even while requests that started under an older
 //! configuration are still running.
 //!
+//! The probers run on a thread of their own ([`ProbeRegistry::on_own_thread`]): their
+//! timers and sockets never wait behind client traffic on a busy worker, and one thread
+//! that owns all of them wakes no other. Measured in the README: at 500 checks/s that
+//! costs a fifth of the kernel time the shared multi-threaded runtime did.
+//!
 //! A 401 or 403 answer means the probe's identity is wrong, not that the replica is:
 //! it is counted and logged as misconfiguration and never makes a replica unready.
 
@@ -151,12 +156,31 @@ pub struct ProbeRegistry {
     /// Where probers run; `None` outside a runtime (unit tests build routes without
     /// one, and nothing is probed there).
     runtime: Option<tokio::runtime::Handle>,
+    /// Stops the probe thread, and every prober on it, when the registry goes.
+    _thread: Option<tokio::sync::oneshot::Sender<()>>,
     probers: Mutex<HashMap<(SocketAddr, u64), Weak<Prober>>>,
     /// Probers made for a configuration being built, until it is active.
     pending: Mutex<Vec<Arc<Prober>>>,
     /// The probers of the active configuration.
     held: Mutex<Vec<Arc<Prober>>>,
     metrics: Arc<Metrics>,
+}
+
+/// A single-threaded runtime on its own thread, running until the sender is dropped.
+fn probe_thread() -> std::io::Result<(tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("apigate-probes".into())
+        .spawn(move || {
+            // Returns when the registry drops the sender; dropping the runtime then
+            // cancels every prober.
+            let _ = runtime.block_on(stopped);
+        })?;
+    Ok((handle, stop))
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -167,10 +191,28 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ProbeRegistry {
-    /// A registry whose probers run on the current tokio runtime, if any.
+    /// A registry whose probers run on a thread of their own. If that thread cannot
+    /// start, they run on the current runtime instead (and it is logged).
+    pub fn on_own_thread(metrics: Arc<Metrics>) -> Self {
+        match probe_thread() {
+            Ok((runtime, stop)) => ProbeRegistry {
+                runtime: Some(runtime),
+                _thread: Some(stop),
+                ..ProbeRegistry::new(metrics)
+            },
+            Err(error) => {
+                tracing::warn!(%error, "no thread of their own for health checks: they share the proxy's runtime");
+                ProbeRegistry::new(metrics)
+            }
+        }
+    }
+
+    /// A registry whose probers run on the current tokio runtime, if any (tests run
+    /// them under a paused clock there).
     pub fn new(metrics: Arc<Metrics>) -> Self {
         ProbeRegistry {
             runtime: tokio::runtime::Handle::try_current().ok(),
+            _thread: None,
             probers: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
             held: Mutex::new(Vec::new()),

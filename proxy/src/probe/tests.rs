@@ -248,3 +248,31 @@ async fn probers_are_shared_per_replica_and_identity_and_stop_with_their_last_ro
     drop(other);
     assert_eq!(registry.running(), 0);
 }
+
+#[test]
+fn probers_on_their_own_thread_need_no_runtime_of_the_caller_and_stop_with_the_registry() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let registry = ProbeRegistry::on_own_thread(Arc::new(Metrics::new()));
+    let backends = BackendRegistry::default();
+    let (backend, _) = backends.get(listener.local_addr().unwrap());
+    let prober = registry.get(&backend, 7, &Check::Tcp, SCHEDULE);
+    let task = prober.task.clone().expect("the probe thread runs it");
+    // No runtime here: the probe thread connects within its first interval.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while listener.accept().is_err() {
+        assert!(std::time::Instant::now() < deadline, "never probed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!task.is_finished());
+    drop(registry);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !task.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the prober outlived its registry's thread"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(prober);
+}
