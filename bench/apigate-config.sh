@@ -4,18 +4,24 @@
 #
 # One route named by SNI "localhost", serving CERT/KEY, replicas verified with CA,
 # HTTP/2 upstream, per-request least-request balancing (apigate's default).
+# APIGATE_BENCH_DEFAULTS adds to spec.defaults (YAML flow-map entries, e.g.
+# "health: {interval: 1s}, slowStart: {window: 0s}"); APIGATE_BENCH_ADMIN sets the
+# admin address (default: none).
 apigate_bench_config() {
   local listen=$1 cert=$2 key=$3 ca=$4
   shift 4
-  local backends
+  local backends defaults="" admin=""
   backends=$(printf '"%s", ' "$@")
+  [ -n "${APIGATE_BENCH_DEFAULTS:-}" ] && defaults=", ${APIGATE_BENCH_DEFAULTS}"
+  [ -n "${APIGATE_BENCH_ADMIN:-}" ] && admin="  admin: {address: \"${APIGATE_BENCH_ADMIN}\"}"
   cat <<YAML
 apiVersion: apigate.dev/v1alpha1
 kind: GatewayConfig
 metadata: {name: bench}
 spec:
   listeners: [{name: https, address: "${listen}"}]
-  defaults: {balancing: leastRequest}
+  defaults: {balancing: leastRequest${defaults}}
+${admin}
 ---
 apiVersion: apigate.dev/v1alpha1
 kind: ApiServerRoute
