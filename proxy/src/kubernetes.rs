@@ -3,8 +3,9 @@
 //! The listeners start at once with the file's configuration (its static routes, if
 //! any) but `/readyz` stays not-ready until the Kubernetes source has listed every
 //! resource and installed its first snapshot, so a new replica takes traffic only
-//! with its full configuration. After that, every update is installed like a file
-//! reload: atomically, without closing anything.
+//! with its full configuration. After that, every update goes through the same
+//! installer as a file reload ([`crate::install`]): atomically, without closing
+//! anything, with the same metrics and log lines.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use apigate_control::source::kubernetes::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::admin::Readiness;
+use crate::install::{self, Origin};
 use crate::state::State;
 
 /// Settings of the Kubernetes source, from the command line.
@@ -77,7 +79,7 @@ const NOTES_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The data plane's problems with routes, for their status (`HealthChecks`): routes
 /// whose health probes some replica refuses (401/403). Gathered from `state` every
-/// [`NOTES_INTERVAL`] until the receiver is dropped.
+/// `NOTES_INTERVAL` (2 s) until the receiver is dropped.
 pub fn data_plane_notes(state: Arc<State>) -> tokio::sync::watch::Receiver<DataPlaneNotes> {
     let (tx, rx) = tokio::sync::watch::channel(DataPlaneNotes::default());
     tokio::spawn(async move {
@@ -157,12 +159,7 @@ pub fn installer(state: Arc<State>, readiness: Arc<Readiness>) -> impl Fn(Report
             }
             _ => install(&state, &readiness, *update),
         },
-        Report::Rejected(errors) => {
-            state.metrics.reloads.with_label_values(&["failure"]).inc();
-            for error in &errors {
-                tracing::error!(object = %error.object, field = %error.field, problem = %error.problem, "configuration rejected; the current one keeps serving");
-            }
-        }
+        Report::Rejected(errors) => install::reject(&state, &errors, Origin::Kubernetes),
         Report::Status(counts) => {
             let writes = &state.metrics.kube_status_writes;
             writes
@@ -215,29 +212,24 @@ fn install(state: &State, readiness: &Readiness, update: Update) {
         .metrics
         .kube_secret_watches
         .set(update.secret_watches as i64);
-    let diff = state.install(update.snapshot);
     let apply = &state.metrics.kube_apply_seconds;
     apply
         .with_label_values(&["compile"])
         .observe(update.compile_time.as_secs_f64());
+    tracing::info!(
+        accepted,
+        rejected,
+        pending,
+        compile_ms = update.compile_time.as_millis() as u64,
+        first = update.first,
+        "kubernetes routes reconciled"
+    );
+    install::install(state, update.snapshot, Origin::Kubernetes);
     if let Some(latency) = update.latency {
         apply
             .with_label_values(&["apply"])
             .observe(latency.as_secs_f64());
     }
-    state.metrics.reloads.with_label_values(&["success"]).inc();
-    tracing::info!(
-        revision = state.load().revision,
-        accepted,
-        rejected,
-        pending,
-        added = diff.added.len(),
-        removed = diff.removed.len(),
-        changed = diff.changed.len(),
-        compile_ms = update.compile_time.as_millis() as u64,
-        first = update.first,
-        "kubernetes configuration installed"
-    );
     if update.first {
         readiness.set(true);
         tracing::info!("initial sync complete; ready");

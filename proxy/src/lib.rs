@@ -8,8 +8,8 @@
 //! upgrades and passthrough splices alike; each replica's health (passive failures,
 //! [`probe`]s, drain signals) is a state machine in [`balance::health`], shown on the
 //! [`admin`] listener. Configuration comes from `apigate-control`
-//! as an immutable snapshot held in [`state`] and swapped by [`reload`] or
-//! [`kubernetes`]; every response apigate writes itself is a [`rejection`].
+//! as an immutable snapshot held in [`state`]; [`reload`] (the file) and [`kubernetes`]
+//! (the cluster) hand each revision to the one [`install`]er; every response apigate writes itself is a [`rejection`].
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +20,7 @@ pub mod demo;
 pub mod flags;
 pub mod http;
 pub mod identity;
+pub mod install;
 pub mod kubernetes;
 pub mod listener;
 pub mod metrics;

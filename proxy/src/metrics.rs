@@ -50,7 +50,7 @@ pub struct Metrics {
     /// Picks made with no backend able to take requests (all tried anyway), by route.
     pub panic_mode: IntCounterVec,
     /// Downstream connections by listener and outcome (`accepted`, or why one was
-    /// refused; see [`crate::listener::refusal`]).
+    /// refused; see `crate::listener::record`).
     pub connections: IntCounterVec,
     /// Open downstream connections by listener.
     pub connections_open: IntGaugeVec,

@@ -12,54 +12,16 @@ use apigate_control::source::FileSource;
 use apigate_control::{compile, ConfigError, SnapshotDiff};
 use pingora::server::ShutdownWatch;
 
+use crate::install::{self, Origin};
 use crate::state::State;
 
-/// Load and compile the file, and install the result if it is valid.
+/// Load and compile the file, and install the result if it is valid (through the one
+/// installer, [`crate::install`]).
 pub fn reload(source: &FileSource, state: &State) -> Result<SnapshotDiff, Vec<ConfigError>> {
-    let result = source.load().and_then(|inputs| compile(&inputs));
-    match result {
-        Ok(snapshot) => {
-            let old = state.load();
-            if snapshot.gateway.listeners != old.snapshot.gateway.listeners
-                || snapshot.gateway.admin != old.snapshot.gateway.admin
-            {
-                tracing::warn!("listener or admin addresses changed; they take effect on restart");
-            }
-            let (new, was) = (&snapshot.gateway.defaults, &old.snapshot.gateway.defaults);
-            if new.timeouts.idle != was.timeouts.idle
-                || new.max_request_header_bytes > was.max_request_header_bytes
-            {
-                tracing::warn!(
-                    "idleTimeout or a larger maxRequestHeaderBytes takes effect for HTTP/2 connections on restart"
-                );
-            }
-            let diff = state.install(snapshot);
-            state.metrics.reloads.with_label_values(&["success"]).inc();
-            tracing::info!(
-                revision = state.load().revision,
-                added = ?diff.added.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                removed = ?diff.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                changed = ?diff.changed.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                gateway_changed = diff.gateway_changed,
-                "configuration reloaded"
-            );
-            Ok(diff)
-        }
+    match source.load().and_then(|inputs| compile(&inputs)) {
+        Ok(snapshot) => Ok(install::install(state, snapshot, Origin::File)),
         Err(errors) => {
-            state.metrics.reloads.with_label_values(&["failure"]).inc();
-            for error in &errors {
-                state
-                    .metrics
-                    .config_errors
-                    .with_label_values(&[error.problem.label()])
-                    .inc();
-                tracing::error!(
-                    object = %error.object,
-                    field = %error.field,
-                    problem = %error.problem,
-                    "configuration rejected; the last good configuration keeps serving"
-                );
-            }
+            install::reject(state, &errors, Origin::File);
             Err(errors)
         }
     }

@@ -121,3 +121,34 @@ async fn a_revocation_during_admission_refuses_the_connection() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_from_the_kubernetes_source_is_counted_like_a_bad_file() {
+    use apigate_control::source::kubernetes::Report;
+    use apigate_control::{ConfigError, ObjectRef, Problem};
+    let h = Harness::start(1).await;
+    let running = h.running.as_ref().unwrap();
+    let report = apigate::kubernetes::installer(running.state.clone(), running.readiness.clone());
+    let object = ObjectRef::Named {
+        kind: "GatewayConfig".into(),
+        namespace: String::new(),
+        name: "gw".into(),
+    };
+    report(Report::Rejected(vec![ConfigError::new(
+        object,
+        "spec.defaults.timeouts.connect",
+        Problem::Missing("a duration"),
+    )]));
+    let m = h.metrics();
+    assert_eq!(
+        m.sum("apigate_config_reloads_total", &[("result", "failure")]),
+        1.0
+    );
+    assert_eq!(
+        m.sum("apigate_config_errors_total", &[("problem", "missing")]),
+        1.0,
+        "the same error counter as a rejected file"
+    );
+    assert_eq!(m.sum("apigate_config_revision", &[]), 1.0);
+    h.stop().await;
+}
