@@ -41,7 +41,7 @@ pub struct Metrics {
     pub backend_weight: GaugeVec,
     /// Health state changes by the state entered.
     pub backend_transitions: IntCounterVec,
-    /// Active probes by backend and result (`ok`, `failed`, `timeout`, `unauthorized`).
+    /// Active probes by backend and result ([`crate::probe::check::Outcome::LABELS`]).
     pub probes: IntCounterVec,
     /// Active probe latency by result.
     pub probe_duration: HistogramVec,

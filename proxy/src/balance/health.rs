@@ -247,6 +247,9 @@ struct Inner {
     probes: ProbeRun,
     /// When the last ejection ended, to let the back-off streak decay.
     last_ejection_end: u64,
+    /// The streak of the last ejection: a replica that comes back and fails again
+    /// before it has been quiet for the longest ejection goes on doubling.
+    last_streak: u32,
 }
 
 impl Inner {
@@ -257,8 +260,9 @@ impl Inner {
         let streak = if self.last_ejection_end == 0 || quiet > nanos(policy.max) {
             1
         } else {
-            streak.saturating_add(1)
+            streak.max(self.last_streak).saturating_add(1)
         };
+        self.last_streak = streak;
         let factor = 1u32 << streak.saturating_sub(1).min(16);
         let duration = policy.base.saturating_mul(factor).min(policy.max);
         let until = now.saturating_add(nanos(duration));
@@ -307,6 +311,7 @@ impl Health {
                 state,
                 probes: ProbeRun::default(),
                 last_ejection_end: 0,
+                last_streak: 0,
             }),
         }
     }
@@ -525,9 +530,13 @@ impl Health {
     /// No new requests: the endpoint is terminating, or the replica announced its
     /// shutdown.
     pub fn drain(&self, now: u64, cause: DrainCause, slow_start: &SlowStart) -> Option<Transition> {
-        self.transition(now, slow_start, |_, state| match state {
+        self.transition(now, slow_start, |inner, state| match state {
             State::Draining { .. } => state,
-            _ => State::Draining { since: now, cause },
+            _ => {
+                // Coming back takes healthyThreshold passes from here on.
+                inner.probes = ProbeRun::default();
+                State::Draining { since: now, cause }
+            }
         })
     }
 
@@ -639,6 +648,15 @@ mod tests {
             })
             .collect();
         assert_eq!(lengths, vec![1, 2, 4, 4], "doubling up to the cap");
+        // Back, but failing again soon: the back-off does not start over.
+        t += 5 * S;
+        assert!(h.claim_trial(t, &RAMP));
+        h.record_success(t, &RAMP);
+        t += S;
+        for _ in 0..2 {
+            fail(&h, t);
+        }
+        assert_eq!(fail(&h, t), FailureOutcome::Ejected(Duration::from_secs(4)));
         // Back and quiet for longer than the cap: the next ejection is short again.
         t += 5 * S;
         assert!(h.claim_trial(t, &RAMP));

@@ -55,6 +55,9 @@ pub struct BackendState {
     recent: RecentLoad,
     /// Health: passive failures, probes, drain ([`health::State`]).
     pub health: Health,
+    /// Probers running for it (one per probe identity): while there are none, no
+    /// unready verdict can stand.
+    probers: AtomicUsize,
 }
 
 impl BackendState {
@@ -68,7 +71,23 @@ impl BackendState {
             recent: RecentLoad::default(),
             // Ramping until the route says every replica is new (see RouteBackends).
             health: Health::new(now_nanos(), true),
+            probers: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether any prober checks this replica now.
+    pub fn probed(&self) -> bool {
+        self.probers.load(Ordering::Acquire) > 0
+    }
+
+    /// A prober for it started.
+    pub(crate) fn prober_started(&self) {
+        self.probers.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A prober for it stopped; true when it was the last one.
+    pub(crate) fn prober_stopped(&self) -> bool {
+        self.probers.fetch_sub(1, Ordering::AcqRel) == 1
     }
 
     /// Requests sent to it recently (decayed, see [`RecentLoad`]).

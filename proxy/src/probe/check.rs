@@ -44,6 +44,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every [`Outcome::label`].
+    pub const LABELS: [&'static str; 7] = [
+        "ok",
+        "not_ready",
+        "shutting_down",
+        "unauthorized",
+        "tls",
+        "connect",
+        "timeout",
+    ];
+
     /// Metric and log label.
     pub fn label(self) -> &'static str {
         match self {

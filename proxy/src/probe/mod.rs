@@ -139,6 +139,24 @@ impl Drop for Prober {
         if let Some(task) = &self.task {
             task.abort();
         }
+        let backend = &self.shared.backend;
+        if backend.prober_stopped() {
+            // Nothing checks the replica any more: an unready verdict no longer
+            // stands, and its probe series go with it (pod addresses come and go).
+            let slow_start = self.shared.schedule().slow_start;
+            let metrics = &self.shared.metrics;
+            observe(
+                metrics,
+                backend,
+                backend.health.unprobed(now_nanos(), &slow_start),
+                "checks_off",
+            );
+            for result in Outcome::LABELS {
+                let _ = metrics
+                    .probes
+                    .remove_label_values(&[backend.label.as_str(), result]);
+            }
+        }
     }
 }
 
@@ -299,6 +317,7 @@ impl ProbeRegistry {
             };
             runtime.spawn(run(shared.clone(), live)).abort_handle()
         });
+        backend.prober_started();
         let prober = Arc::new(Prober { shared, task });
         probers.insert(key, Arc::downgrade(&prober));
         prober
@@ -366,11 +385,11 @@ async fn run(shared: Arc<Shared>, mut probe: impl Probe) {
     let mut next = Instant::now() + first.mul_f64(rand::thread_rng().gen::<f64>());
     let mut last: Option<Instant> = None;
     loop {
-        let decisive = tokio::select! {
+        let confirming = tokio::select! {
             () = tokio::time::sleep_until(next) => false,
             () = shared.confirm.notified() => true,
         };
-        if decisive {
+        if confirming {
             if let Some(last) = last {
                 tokio::time::sleep_until(last + MIN_CONFIRM_GAP).await;
             }
@@ -380,12 +399,12 @@ async fn run(shared: Arc<Shared>, mut probe: impl Probe) {
         last = Some(started);
         next = started + jittered(schedule.interval);
         let outcome = probe.probe(schedule.timeout).await;
-        record(&shared, outcome, started.elapsed(), decisive, &schedule);
+        record(&shared, outcome, started.elapsed(), &schedule);
     }
 }
 
 /// Feed one probe's verdict to the replica's health, metrics and logs.
-fn record(shared: &Shared, outcome: Outcome, took: Duration, decisive: bool, schedule: &Schedule) {
+fn record(shared: &Shared, outcome: Outcome, took: Duration, schedule: &Schedule) {
     let backend = &shared.backend;
     let metrics = &shared.metrics;
     metrics
@@ -410,6 +429,10 @@ fn record(shared: &Shared, outcome: Outcome, took: Duration, decisive: bool, sch
         }
     }
     let Some(passed) = outcome.passed() else {
+        // The replica answers, but not to this identity: the probe cannot judge it,
+        // so it cannot keep it out either (as if nothing probed it).
+        let transition = backend.health.unprobed(now_nanos(), &schedule.slow_start);
+        observe(metrics, backend, transition, outcome.label());
         return;
     };
     let shutting_down = matches!(
@@ -418,12 +441,13 @@ fn record(shared: &Shared, outcome: Outcome, took: Duration, decisive: bool, sch
             shutting_down: true
         }
     );
-    let transition = backend.health.record_probe(
-        now_nanos(),
-        passed,
-        !passed && (decisive || shutting_down),
-        &schedule.rules(),
-    );
+    // Only the replica's own `shutdown` check drains at once, also when a 429 made us
+    // suspect a shutdown: a slow or failing readiness of an overloaded replica counts
+    // towards unhealthyThreshold like any other failure.
+    let transition =
+        backend
+            .health
+            .record_probe(now_nanos(), passed, shutting_down, &schedule.rules());
     observe(metrics, backend, transition, outcome.label());
 }
 

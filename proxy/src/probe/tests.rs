@@ -173,10 +173,43 @@ async fn a_refused_probe_is_misconfiguration_and_never_unreadiness() {
     p.script.set(Outcome::Ready);
     advance(Duration::from_secs(3)).await;
     assert!(!p.shared.misconfigured.load(Ordering::Relaxed));
+    // Nor does it keep a replica out that probes found unready before (a restarted
+    // kube-apiserver answering with anonymous auth off): it comes back, ramping up.
+    p.script.set(Outcome::NotReady {
+        shutting_down: false,
+    });
+    advance(Duration::from_secs(10)).await;
+    assert_eq!(p.state(), "unready");
+    p.script.set(Outcome::Unauthorized);
+    advance(Duration::from_secs(3)).await;
+    assert_eq!(p.state(), "slow_start");
+}
+
+#[tokio::test]
+async fn when_the_last_prober_of_a_replica_stops_its_unready_verdict_goes() {
+    let registry = ProbeRegistry::new(Arc::new(Metrics::new()));
+    let backends = BackendRegistry::default();
+    let (backend, _) = backends.get("127.0.0.1:1".parse().unwrap());
+    let rules = SCHEDULE.rules();
+    for _ in 0..3 {
+        backend
+            .health
+            .record_probe(now_nanos(), false, false, &rules);
+    }
+    let state = || backend.health.state(now_nanos(), &RAMP).label();
+    assert_eq!(state(), "unready");
+    let a = registry.get(&backend, 7, &Check::Tcp, SCHEDULE);
+    let b = registry.get(&backend, 8, &Check::Tcp, SCHEDULE);
+    assert!(backend.probed());
+    drop(a);
+    assert_eq!(state(), "unready", "another identity still probes it");
+    drop(b);
+    assert!(!backend.probed());
+    assert_eq!(state(), "slow_start");
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_suspected_shutdown_probes_at_once_and_drains_only_if_not_ready() {
+async fn a_suspected_shutdown_probes_at_once_and_drains_only_on_the_shutdown_check() {
     let p = start();
     advance(Duration::from_secs(5)).await;
     // Throttling: the replica is ready, so nothing changes.
@@ -197,8 +230,21 @@ async fn a_suspected_shutdown_probes_at_once_and_drains_only_if_not_ready() {
         "{}",
         p.script.count() - before
     );
-    // A shutting-down replica fails its readiness: one failure drains it.
+    // An overloaded replica whose readiness times out once is not taken for one
+    // going away: only its `shutdown` check says that.
+    let p = start();
+    advance(Duration::from_secs(5)).await;
     p.script.set(Outcome::Timeout);
+    let before = p.script.count();
+    p.shared.confirm.notify_one();
+    while p.script.count() == before {
+        advance(Duration::from_millis(1)).await;
+    }
+    assert_eq!(p.state(), "healthy");
+    // A shutting-down replica fails its readiness with that check: it drains.
+    p.script.set(Outcome::NotReady {
+        shutting_down: true,
+    });
     advance(Duration::from_millis(1100)).await;
     let before = p.script.count();
     p.shared.confirm.notify_one();

@@ -249,6 +249,7 @@ mod tests {
             },
             front_proxy_not_after: None,
             metrics: metrics.clone(),
+            ejecting: std::sync::Mutex::new(()),
         };
         (Arc::new(upstream), metrics)
     }

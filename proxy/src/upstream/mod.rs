@@ -70,6 +70,8 @@ pub struct RouteUpstream {
     /// The front-proxy certificate's expiry (terminate mode with a client CA).
     front_proxy_not_after: Option<SystemTime>,
     metrics: Arc<Metrics>,
+    /// Serializes passive ejections of this route's replicas (see `record_failure`).
+    ejecting: std::sync::Mutex<()>,
 }
 
 impl RouteUpstream {
@@ -108,8 +110,9 @@ impl RouteUpstream {
             );
         }
         if route.health.is_none() {
-            // Nothing probes for this route: an unready verdict no longer stands.
-            for state in &backends.states {
+            // Nothing probes for this route: an unready verdict no longer stands,
+            // unless another route's prober checks the replica.
+            for state in backends.states.iter().filter(|s| !s.probed()) {
                 observe(
                     &metrics,
                     state,
@@ -137,6 +140,7 @@ impl RouteUpstream {
             settings: route.settings,
             front_proxy_not_after: not_after,
             metrics,
+            ejecting: std::sync::Mutex::new(()),
         }
     }
 
@@ -158,12 +162,20 @@ impl RouteUpstream {
         }
         let now = now_nanos();
         let settings = &self.settings;
-        let (outcome, transition) = backend.health.record_failure(
-            now,
-            &settings.ejection,
-            &settings.slow_start,
-            self.may_eject(),
-        );
+        // Counting the ejected replicas and ejecting one is one step: concurrent
+        // failures on several replicas cannot all see room under the cap.
+        let (outcome, transition) = {
+            let _one_at_a_time = match self.ejecting.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            backend.health.record_failure(
+                now,
+                &settings.ejection,
+                &settings.slow_start,
+                self.may_eject(),
+            )
+        };
         observe(&self.metrics, backend, transition, failure.label());
         if let FailureOutcome::Ejected(duration) = outcome {
             self.metrics
