@@ -144,7 +144,14 @@ pub(crate) async fn graceful_replica_shutdown_under_load(ctx: Arc<Ctx>) -> anyho
     );
     create_pods(&ctx)?;
     let plan = load_plan(&ctx, Duration::from_secs(12))?;
-    let load = tokio::spawn(async move { runner::run(&plan).await });
+    // The generator on a runtime of its own, as the apigate-loadtest binary runs it: the
+    // scenario's own polling (and the in-process gateway) cannot delay its timetable.
+    let load = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        anyhow::Ok(runtime.block_on(runner::run(&plan))?)
+    });
     let result = async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         ensure!(backend_state(&ctx, &victim_label).await? == "healthy");
