@@ -2,7 +2,7 @@
 //! objects, and the pure compile step that turns them into an immutable [`Snapshot`].
 //!
 //! Data flows one way: **sources** (a YAML file today, the Kubernetes API later) produce
-//! [`source::Inputs`] → [`compile()`] validates everything and builds a [`Snapshot`] →
+//! [`inputs::Inputs`] → [`compile()`] validates everything and builds a [`Snapshot`] →
 //! the proxy swaps it in atomically. This crate knows nothing of the proxy engine
 //! (pingora): the proxy depends on it, never the other way round.
 
@@ -11,6 +11,7 @@
 pub mod access;
 pub mod compile;
 pub mod error;
+pub mod inputs;
 pub mod model;
 pub mod snapshot;
 pub mod source;

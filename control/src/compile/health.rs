@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use super::gateway::{count_in, setting, DurationSetting, HOUR, MILLISECOND};
 use crate::error::{Errors, ObjectRef, Problem};
+use crate::inputs::Files;
 use crate::model::HealthSpec;
 use crate::snapshot::{HealthCheck, ProbeCredentials};
-use crate::source::Files;
 
 const INTERVAL: DurationSetting = setting(
     "interval",

@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{ConfigError, Errors, ObjectRef, Problem};
+use crate::inputs::Inputs;
 use crate::model::Object;
 use crate::snapshot::{RouteId, Snapshot};
-use crate::source::Inputs;
 
 /// Compile inputs into a snapshot, or return every error found.
 pub fn compile(inputs: &Inputs) -> Result<Snapshot, Vec<ConfigError>> {
@@ -61,14 +61,14 @@ impl RouteCache {
 
 fn cache_key(
     object: &crate::model::ApiServerRoute,
-    files: &crate::source::Files,
+    files: &crate::inputs::Files,
     gateway: &str,
     sole: bool,
 ) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     format!("{object:?}").hash(&mut hasher);
-    for path in crate::source::referenced_files(&Object::Route(object.clone())) {
+    for path in crate::inputs::referenced_files(&Object::Route(object.clone())) {
         path.hash(&mut hasher);
         files.get(&path).hash(&mut hasher);
     }

@@ -21,7 +21,7 @@ pub fn default_destination(namespace: &str) -> String {
 /// kube-apiserver serving certificate carries.
 pub const DEFAULT_UPSTREAM_SERVER_NAME: &str = "kubernetes.default.svc";
 
-use crate::source::Files;
+use crate::inputs::Files;
 
 /// The route's namespace, `default` when unset.
 pub(super) fn namespace_of(object: &ApiServerRoute) -> &str {

@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::inputs::Inputs;
+use crate::model::parse_documents;
 use crate::model::Balancing;
-use crate::source::{parse_documents, Inputs};
 use crate::{compile, Problem};
 
 struct Pki {
@@ -645,7 +646,7 @@ fn rendered_objects_parse_back_to_the_same_objects() {
         )
     );
     let objects = parse_documents(&text, "test.yaml").unwrap();
-    let rendered = crate::source::render_documents(&objects).unwrap();
+    let rendered = crate::model::render_documents(&objects).unwrap();
     assert_eq!(
         parse_documents(&rendered, "rendered.yaml").unwrap(),
         objects

@@ -1,4 +1,4 @@
-//! The objects users write: `GatewayConfig` and `ApiServerRoute`.
+//! The objects users write: `GatewayConfig` and `ApiServerRoute`, and their YAML form.
 //!
 //! They are Kubernetes-style objects (`apiVersion`, `kind`, `metadata`, `spec`) so that a
 //! YAML file and, later, the Kubernetes API produce the same values; everything after
@@ -7,6 +7,7 @@
 
 mod duration;
 mod gateway;
+mod parse;
 mod route;
 
 pub use duration::Duration;
@@ -14,6 +15,7 @@ pub use gateway::{
     AccessDefaults, AdminSpec, Balancing, ConnectSpec, Defaults, EjectionSpec, GatewayConfig,
     GatewaySpec, HealthSpec, ListenerKind, ListenerSpec, ProxyProtocolMode, SlowStartSpec,
 };
+pub use parse::{parse_documents, render_documents};
 pub use route::{ApiServerRoute, BackendsSpec, RouteMode, RouteSpec, ServingTlsSpec, UpstreamSpec};
 
 use serde::Deserialize;

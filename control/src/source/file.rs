@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::{parse_documents, Inputs};
 use crate::error::{ConfigError, ObjectRef, Problem};
-use crate::model::Object;
+use crate::inputs::referenced_files;
 
 /// A configuration file on disk.
 #[derive(Debug, Clone)]
@@ -77,30 +77,4 @@ pub fn load_file(path: &Path) -> Result<Inputs, Vec<ConfigError>> {
         inputs.files.insert(written, content);
     }
     Ok(inputs)
-}
-
-/// The file paths an object refers to, as written.
-pub(crate) fn referenced_files(object: &Object) -> Vec<String> {
-    match object {
-        Object::Gateway(_) => Vec::new(),
-        Object::Route(route) => {
-            let spec = &route.spec;
-            let mut files = Vec::new();
-            if let Some(tls) = &spec.tls {
-                files.push(tls.cert_file.clone());
-                files.push(tls.key_file.clone());
-                files.extend(tls.client_ca_file.clone());
-            }
-            if let Some(upstream) = &spec.upstream {
-                files.push(upstream.ca_file.clone());
-                files.extend(upstream.front_proxy_cert_file.clone());
-                files.extend(upstream.front_proxy_key_file.clone());
-            }
-            if let Some(health) = &spec.health {
-                files.extend(health.token_file.clone());
-            }
-            files.retain(|f| !f.is_empty());
-            files
-        }
-    }
 }

@@ -1,0 +1,47 @@
+//! What compile reads: the objects, and the bytes of every file they reference.
+//!
+//! Plain data between the sources (which do all the I/O and fill it) and
+//! [`crate::compile`] (which reads it and does none), so that neither imports the other.
+
+use std::collections::BTreeMap;
+
+use crate::model::Object;
+
+/// Referenced file contents keyed by the path as written.
+pub type Files = BTreeMap<String, Result<Vec<u8>, String>>;
+
+/// Everything compile needs: the objects, and the bytes of every file they reference.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// Parsed objects in source order.
+    pub objects: Vec<Object>,
+    /// Referenced files keyed by the path as written in the object; a read error is
+    /// kept as its message so compile can report it against the field that named it.
+    pub files: Files,
+}
+
+/// The file paths an object refers to, as written.
+pub(crate) fn referenced_files(object: &Object) -> Vec<String> {
+    match object {
+        Object::Gateway(_) => Vec::new(),
+        Object::Route(route) => {
+            let spec = &route.spec;
+            let mut files = Vec::new();
+            if let Some(tls) = &spec.tls {
+                files.push(tls.cert_file.clone());
+                files.push(tls.key_file.clone());
+                files.extend(tls.client_ca_file.clone());
+            }
+            if let Some(upstream) = &spec.upstream {
+                files.push(upstream.ca_file.clone());
+                files.extend(upstream.front_proxy_cert_file.clone());
+                files.extend(upstream.front_proxy_key_file.clone());
+            }
+            if let Some(health) = &spec.health {
+                files.extend(health.token_file.clone());
+            }
+            files.retain(|f| !f.is_empty());
+            files
+        }
+    }
+}
