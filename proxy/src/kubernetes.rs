@@ -109,7 +109,7 @@ fn probe_notes(state: &State) -> BTreeMap<ObjectKey, String> {
         let Some(health) = &runtime.route.health else {
             continue;
         };
-        let probers: Vec<_> = runtime.upstream.probers().collect();
+        let probers: Vec<_> = runtime.probers().collect();
         let refused = probers.iter().filter(|p| p.misconfigured()).count();
         if refused == 0 {
             continue;

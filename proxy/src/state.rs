@@ -6,7 +6,7 @@
 //! reader ever sees two halves of different configurations.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use apigate_control::{Route, RouteId, Snapshot, SnapshotDiff};
@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use crate::balance::{BackendRegistry, Load};
 use crate::metrics::Metrics;
 use crate::peer_tls::PeerTls;
-use crate::probe::ProbeRegistry;
+use crate::probe::{ProbeRegistry, Prober};
 use crate::upstream::pool::PoolRegistry;
 use crate::upstream::RouteUpstream;
 
@@ -30,6 +30,22 @@ pub struct RouteRuntime {
     pub peer_tls: Option<PeerTls>,
     /// The route id as a metric label.
     pub label: Arc<str>,
+    /// Active-check probers, aligned with `upstream.backends.states` (`None` where the
+    /// route does not probe). The probe registry keeps them running while the active
+    /// configuration uses them; a request under an older one finds them gone.
+    probers: Vec<Option<Weak<Prober>>>,
+}
+
+impl RouteRuntime {
+    /// The prober of the replica at `index`, if the route probes and it runs.
+    pub fn prober(&self, index: usize) -> Option<Arc<Prober>> {
+        self.probers.get(index)?.as_ref()?.upgrade()
+    }
+
+    /// The probers of all its replicas that run.
+    pub fn probers(&self) -> impl Iterator<Item = Arc<Prober>> + '_ {
+        self.probers.iter().flatten().filter_map(Weak::upgrade)
+    }
 }
 
 /// The active configuration as the proxy serves it.
@@ -56,8 +72,8 @@ impl Active {
     }
 
     /// The probers its routes use.
-    fn probers(&self) -> impl Iterator<Item = Arc<crate::probe::Prober>> + '_ {
-        self.routes.iter().flat_map(|r| r.upstream.probers())
+    fn probers(&self) -> impl Iterator<Item = Arc<Prober>> + '_ {
+        self.routes.iter().flat_map(|r| r.probers())
     }
 
     /// The route runtime with this id.
@@ -223,10 +239,13 @@ fn build(
                 route,
                 registries.backends,
                 registries.pools,
-                registries.probes,
                 metrics.clone(),
             );
+            let probers = registries
+                .probes
+                .for_route(route, &upstream.backends.states);
             Arc::new(RouteRuntime {
+                probers,
                 peer_tls: route.terminate().map(|t| PeerTls::new(&t.upstream)),
                 label: upstream.label.clone(),
                 upstream: Arc::new(upstream),

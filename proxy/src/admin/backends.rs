@@ -128,7 +128,7 @@ pub fn report(state: &State) -> Vec<BackendReport> {
         let upstream = &runtime.upstream;
         for (index, backend) in upstream.backends.states.iter().enumerate() {
             if let (Some(prober), Some(entry)) =
-                (upstream.prober(index), entries.get_mut(&backend.addr))
+                (runtime.prober(index), entries.get_mut(&backend.addr))
             {
                 let seen = ProbeSeen {
                     kind: prober.kind(),

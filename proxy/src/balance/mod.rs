@@ -58,6 +58,8 @@ pub struct BackendState {
     /// Probers running for it (one per probe identity): while there are none, no
     /// unready verdict can stand.
     probers: AtomicUsize,
+    /// A response suggested a shutdown: its prober should probe now.
+    suspected: tokio::sync::Notify,
 }
 
 impl BackendState {
@@ -72,7 +74,20 @@ impl BackendState {
             // Ramping until the route says every replica is new (see RouteBackends).
             health: Health::new(now_nanos(), true),
             probers: AtomicUsize::new(0),
+            suspected: tokio::sync::Notify::new(),
         }
+    }
+
+    /// A response looked like kube-apiserver's shutdown 429 but could also be API
+    /// Priority and Fairness throttling one user: ask a prober of the replica to probe
+    /// now (nothing happens where none runs).
+    pub fn suspect_shutdown(&self) {
+        self.suspected.notify_one();
+    }
+
+    /// Resolves at the next [`BackendState::suspect_shutdown`] (for its prober).
+    pub fn shutdown_suspected(&self) -> tokio::sync::futures::Notified<'_> {
+        self.suspected.notified()
     }
 
     /// Whether any prober checks this replica now.

@@ -30,7 +30,6 @@ use std::time::Duration;
 use apigate_control::snapshot::{Ejection, HealthCheck, Mode, RouteSettings, SlowStart};
 use apigate_control::Route;
 use rand::Rng;
-use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -83,8 +82,6 @@ struct Shared {
     backend: Arc<BackendState>,
     kind: &'static str,
     schedule: Mutex<Schedule>,
-    /// A response suggested a shutdown: probe now, and let one failure drain.
-    confirm: Notify,
     /// The last probe was refused (401/403); logged once per change.
     misconfigured: AtomicBool,
     /// How long the last probe took, in microseconds (0: none yet).
@@ -108,13 +105,6 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// A response from the replica looked like kube-apiserver's shutdown 429 but could
-    /// also be API Priority and Fairness throttling one user: probe now, and if the
-    /// replica is not ready, drain it at once.
-    pub fn confirm_shutdown(&self) {
-        self.shared.confirm.notify_one();
-    }
-
     /// Whether the probe's identity is refused (401/403) by the replica.
     pub fn misconfigured(&self) -> bool {
         self.shared.misconfigured.load(Ordering::Relaxed)
@@ -304,7 +294,6 @@ impl ProbeRegistry {
                 Check::Https(_) => "https",
             },
             schedule: Mutex::new(schedule),
-            confirm: Notify::new(),
             misconfigured: AtomicBool::new(false),
             last_micros: AtomicU64::new(0),
             metrics: self.metrics.clone(),
@@ -387,7 +376,7 @@ async fn run(shared: Arc<Shared>, mut probe: impl Probe) {
     loop {
         let confirming = tokio::select! {
             () = tokio::time::sleep_until(next) => false,
-            () = shared.confirm.notified() => true,
+            () = shared.backend.shutdown_suspected() => true,
         };
         if confirming {
             if let Some(last) = last {

@@ -85,7 +85,6 @@ fn start() -> Running {
         backend,
         kind: "https",
         schedule: Mutex::new(SCHEDULE),
-        confirm: Notify::new(),
         misconfigured: AtomicBool::new(false),
         last_micros: AtomicU64::new(0),
         metrics: metrics.clone(),
@@ -214,7 +213,7 @@ async fn a_suspected_shutdown_probes_at_once_and_drains_only_on_the_shutdown_che
     advance(Duration::from_secs(5)).await;
     // Throttling: the replica is ready, so nothing changes.
     let before = p.script.count();
-    p.shared.confirm.notify_one();
+    p.shared.backend.suspect_shutdown();
     // At once, or a second after the last probe if that was more recent.
     advance(Duration::from_millis(1001)).await;
     assert_eq!(p.script.count(), before + 1, "probed within a second");
@@ -222,7 +221,7 @@ async fn a_suspected_shutdown_probes_at_once_and_drains_only_on_the_shutdown_che
     // A storm of suspicions: at most one probe per second.
     let before = p.script.count();
     for _ in 0..100 {
-        p.shared.confirm.notify_one();
+        p.shared.backend.suspect_shutdown();
         advance(Duration::from_millis(10)).await;
     }
     assert!(
@@ -236,7 +235,7 @@ async fn a_suspected_shutdown_probes_at_once_and_drains_only_on_the_shutdown_che
     advance(Duration::from_secs(5)).await;
     p.script.set(Outcome::Timeout);
     let before = p.script.count();
-    p.shared.confirm.notify_one();
+    p.shared.backend.suspect_shutdown();
     while p.script.count() == before {
         advance(Duration::from_millis(1)).await;
     }
@@ -247,7 +246,7 @@ async fn a_suspected_shutdown_probes_at_once_and_drains_only_on_the_shutdown_che
     });
     advance(Duration::from_millis(1100)).await;
     let before = p.script.count();
-    p.shared.confirm.notify_one();
+    p.shared.backend.suspect_shutdown();
     while p.script.count() == before {
         advance(Duration::from_millis(1)).await;
     }

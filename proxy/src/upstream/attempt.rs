@@ -227,7 +227,6 @@ mod tests {
             label: "ns/r".into(),
             backends: RouteBackends::new(&addrs, Policy::RoundRobin, &registry, &RAMP),
             pools: Vec::new(),
-            probers: vec![None; addrs.len()],
             draining: Vec::new(),
             settings: RouteSettings {
                 timeouts: Timeouts {

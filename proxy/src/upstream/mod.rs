@@ -23,7 +23,7 @@ pub mod pool;
 pub mod splice;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use apigate_control::snapshot::{Mode, RouteSettings};
@@ -37,7 +37,6 @@ use crate::balance::health::{now_nanos, DrainCause, FailureOutcome};
 use crate::balance::pick::Policy;
 use crate::balance::{observe, BackendRegistry, BackendState, RouteBackends};
 use crate::metrics::Metrics;
-use crate::probe::{ProbeRegistry, Prober};
 
 /// How many of `replicas` passive ejection may take out at once: `percent` of them,
 /// rounded down, but always one (3 replicas at 10% → 1), so that a single broken
@@ -61,10 +60,6 @@ pub struct RouteUpstream {
     /// Replicas whose endpoint is terminating: never picked, held so that they stay
     /// visible as draining while the route lists them.
     pub draining: Vec<Arc<BackendState>>,
-    /// Active-check probers, aligned with `backends.states` (`None` where the route
-    /// does not probe). The probe registry keeps them running while the active
-    /// configuration uses them; a request under an older one finds them gone.
-    probers: Vec<Option<Weak<Prober>>>,
     /// Timeouts, ejection and limits.
     pub settings: RouteSettings,
     /// The front-proxy certificate's expiry (terminate mode with a client CA).
@@ -81,7 +76,6 @@ impl RouteUpstream {
         route: &Route,
         backends: &BackendRegistry,
         pools: &PoolRegistry,
-        probes: &ProbeRegistry,
         metrics: Arc<Metrics>,
     ) -> Self {
         let (policy, pools, not_after) = match &route.mode {
@@ -133,7 +127,6 @@ impl RouteUpstream {
             .collect();
         RouteUpstream {
             label: route.id.to_string().into(),
-            probers: probes.for_route(route, &backends.states),
             backends,
             draining,
             pools,
@@ -217,20 +210,9 @@ impl RouteUpstream {
             Some(ShutdownSignal::Suspected) => {
                 // A 429 with Retry-After is also API Priority and Fairness throttling
                 // one user: only the replica's own readiness can tell, so ask it now.
-                if let Some(prober) = self.prober_of(backend) {
-                    prober.confirm_shutdown();
-                }
+                backend.suspect_shutdown();
             }
         }
-    }
-
-    fn prober_of(&self, backend: &BackendState) -> Option<Arc<Prober>> {
-        let index = self
-            .backends
-            .states
-            .iter()
-            .position(|s| std::ptr::eq(&**s, backend))?;
-        self.prober(index)
     }
 
     fn pool_key(&self, index: usize, identity: pool::Identity, now: u64) -> u64 {
@@ -246,16 +228,6 @@ impl RouteUpstream {
             ),
             None => 0,
         }
-    }
-
-    /// The prober of the replica at `index`, if the route probes and it runs.
-    pub fn prober(&self, index: usize) -> Option<Arc<Prober>> {
-        self.probers.get(index)?.as_ref()?.upgrade()
-    }
-
-    /// The probers of all its replicas that run.
-    pub fn probers(&self) -> impl Iterator<Item = Arc<Prober>> + '_ {
-        self.probers.iter().flatten().filter_map(Weak::upgrade)
     }
 
     /// Addresses of the route's replicas (for logs).
