@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::setting::{count_in, setting, DurationSetting, DAY, HOUR, MILLISECOND, SECOND};
 use crate::access::compile_cidrs;
 use crate::error::{Errors, Problem};
 use crate::model::Defaults;
@@ -24,41 +25,12 @@ pub(super) struct CompiledGateway {
     pub(super) max_cidrs: usize,
 }
 
-pub(super) const MILLISECOND: Duration = Duration::from_millis(1);
-pub(super) const SECOND: Duration = Duration::from_secs(1);
-pub(super) const HOUR: Duration = Duration::from_secs(3600);
-const DAY: Duration = Duration::from_secs(24 * 3600);
-
 /// Default and bounds of `defaults.maxRequestHeaderBytes`. The upper bound is
 /// kube-apiserver's own (Go's `http.DefaultMaxHeaderBytes`): a larger head could only be
 /// refused by the replica, on a connection apigate shares with other clients.
 pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
 const MIN_REQUEST_HEADER_BYTES: u64 = 1024;
 const MAX_REQUEST_HEADER_BYTES: u64 = 1024 * 1024;
-
-/// One duration setting: field name, default and the accepted range. The bounds keep
-/// every value meaningful (a 0 s idle timeout would mean "never") and far from the
-/// overflow of clock arithmetic (an absurd value must be an error, not a panic).
-pub(super) struct DurationSetting {
-    field: &'static str,
-    default: Duration,
-    min: Duration,
-    max: Duration,
-}
-
-pub(super) const fn setting(
-    field: &'static str,
-    default: Duration,
-    min: Duration,
-    max: Duration,
-) -> DurationSetting {
-    DurationSetting {
-        field,
-        default,
-        min,
-        max,
-    }
-}
 
 const MINUTES_10: Duration = Duration::from_secs(10 * 60);
 const DAYS_30: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -99,75 +71,6 @@ const MAX_EJECTION: DurationSetting = setting(
     MILLISECOND,
     DAY,
 );
-
-impl DurationSetting {
-    /// The configured value or the default; out of range is recorded and the default used.
-    fn resolve(
-        &self,
-        value: Option<crate::model::Duration>,
-        object_ref: &crate::error::ObjectRef,
-        errors: &mut Errors,
-    ) -> Duration {
-        self.resolve_at("spec.defaults", value, self.default, object_ref, errors)
-    }
-
-    /// [`Self::resolve`] for the field under `prefix` (e.g. a route's `spec.health`),
-    /// with `default` when unset (e.g. the gateway's resolved value).
-    pub(super) fn resolve_at(
-        &self,
-        prefix: &str,
-        value: Option<crate::model::Duration>,
-        default: Duration,
-        object_ref: &crate::error::ObjectRef,
-        errors: &mut Errors,
-    ) -> Duration {
-        let Some(crate::model::Duration(value)) = value else {
-            return default;
-        };
-        if value < self.min || value > self.max {
-            errors.push(
-                object_ref,
-                format!("{prefix}.{}", self.field),
-                Problem::Invalid {
-                    value: humantime::format_duration(value).to_string(),
-                    reason: format!(
-                        "must be between {} and {}",
-                        humantime::format_duration(self.min),
-                        humantime::format_duration(self.max)
-                    ),
-                },
-            );
-            return default;
-        }
-        value
-    }
-}
-
-/// A whole number in `range`, or the default; out of range is recorded.
-pub(super) fn count_in(
-    value: Option<u32>,
-    default: u32,
-    range: std::ops::RangeInclusive<u32>,
-    field: &str,
-    object_ref: &crate::error::ObjectRef,
-    errors: &mut Errors,
-) -> u32 {
-    let Some(value) = value else {
-        return default;
-    };
-    if !range.contains(&value) {
-        errors.push(
-            object_ref,
-            field,
-            Problem::Invalid {
-                value: value.to_string(),
-                reason: format!("must be between {} and {}", range.start(), range.end()),
-            },
-        );
-        return default;
-    }
-    value
-}
 
 const SLOW_START_WINDOW: DurationSetting = setting(
     "slowStart.window",

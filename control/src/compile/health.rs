@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::gateway::{count_in, setting, DurationSetting, HOUR, MILLISECOND};
+use super::setting::{count_in, setting, DurationSetting, HOUR, MILLISECOND};
 use crate::error::{Errors, ObjectRef, Problem};
 use crate::inputs::Files;
 use crate::model::HealthSpec;

@@ -6,6 +6,7 @@
 mod gateway;
 mod health;
 mod route;
+mod setting;
 mod tls;
 
 pub use gateway::{
