@@ -1,7 +1,7 @@
 //! What compile reads: the objects, and the bytes of every file they reference.
 //!
 //! Plain data between the sources (which do all the I/O and fill it) and
-//! [`crate::compile`] (which reads it and does none), so that neither imports the other.
+//! [`crate::compile()`] (which reads it and does none), so that neither imports the other.
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! Configuration sources: where objects and the files they reference come from.
 //!
 //! Two sources: a YAML file (the embedded default) and the Kubernetes API
-//! ([`kubernetes`]). A source turns its input into [`Inputs`], the plain data that [`crate::compile`]
+//! ([`kubernetes`]). A source turns its input into [`Inputs`], the plain data that [`crate::compile()`]
 //! turns into a snapshot. Sources do all the I/O; compile does none, and imports nothing
 //! from here.
 

@@ -8,7 +8,7 @@
 //!    active configuration (loaded once for this request); bound the request head.
 //! 2. `request_filter` — strip the headers apigate owns, classify the request, refuse
 //!    what apigate does not proxy (CONNECT, misdirected hosts, unusable client
-//!    certificates); upgrades are forwarded here by [`upgrade`].
+//!    certificates); upgrades are forwarded here by `upgrade`.
 //! 3. `upstream_peer` — the forwarding core picks the replica and the pool: mTLS with the
 //!    front-proxy certificate only for verified client certificates.
 //! 4. `upstream_request_filter` — set identity headers and `X-Forwarded-For`.
