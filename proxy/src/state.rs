@@ -13,6 +13,7 @@ use apigate_control::{Route, RouteId, Snapshot, SnapshotDiff};
 use arc_swap::ArcSwap;
 
 use crate::balance::{BackendRegistry, Load};
+use crate::conn::registry::Connections;
 use crate::metrics::Metrics;
 use crate::peer_tls::PeerTls;
 use crate::probe::{ProbeRegistry, Prober};
@@ -89,7 +90,8 @@ impl Active {
 pub struct State {
     active: ArcSwap<Active>,
     revision: AtomicU64,
-    revisions: tokio::sync::watch::Sender<u64>,
+    /// Admitted connections by route, re-checked at each swap that may revoke them.
+    pub connections: Arc<Connections>,
     draining: AtomicBool,
     /// Backend states shared across snapshots.
     pub backends: BackendRegistry,
@@ -118,7 +120,7 @@ impl State {
         let state = Arc::new(State {
             active: ArcSwap::from_pointee(active),
             revision: AtomicU64::new(1),
-            revisions: tokio::sync::watch::channel(1).0,
+            connections: Arc::default(),
             draining: AtomicBool::new(false),
             backends,
             pools,
@@ -136,7 +138,7 @@ impl State {
     }
 
     /// Replace the active configuration. Open connections and in-flight requests keep
-    /// the `Arc` they loaded; nothing is closed.
+    /// the `Arc` they loaded; only connections it no longer allows are closed.
     pub fn install(&self, snapshot: Snapshot) -> SnapshotDiff {
         let old = self.load();
         let diff = snapshot.diff(&old.snapshot);
@@ -154,16 +156,39 @@ impl State {
             Some(&old),
         );
         let probers: Vec<_> = active.probers().collect();
-        self.active.store(Arc::new(active));
+        let active = Arc::new(active);
+        self.active.store(active.clone());
         self.probes.hold(probers);
         self.record_swap();
-        self.revisions.send_replace(revision);
+        self.revoke(&old, &active);
         diff
     }
 
-    /// Notified after every swap (connections re-check their permission).
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.revisions.subscribe()
+    /// Close the connections `new` no longer allows: those of routes it removed, and of
+    /// routes whose access policy may deny an address `old`'s allowed. Connections of
+    /// other routes are not looked at.
+    fn revoke(&self, old: &Active, new: &Active) {
+        for before in &old.routes {
+            let id = &before.route.id;
+            let revoked = match new.route(id) {
+                None => self.connections.revoke(id, |_, _| Some("route_removed")),
+                Some(after) if Arc::ptr_eq(&after.route, &before.route) => continue,
+                Some(after) if after.route.access.may_tighten(&before.route.access) => {
+                    let access = &after.route.access;
+                    self.connections.revoke(id, |direct, remote| {
+                        (!access.decide(direct, remote).allowed()).then_some("acl_revoked")
+                    })
+                }
+                Some(_) => continue,
+            };
+            for closed in revoked {
+                self.metrics
+                    .revoked
+                    .with_label_values(&[&*closed.listener, closed.reason])
+                    .inc();
+                tracing::info!(listener = %closed.listener, route = %id, client = %closed.remote, reason = closed.reason, "closing connection after configuration change");
+            }
+        }
     }
 
     /// Shutdown has begun: HTTP/1.1 responses close their connections from now on.

@@ -9,6 +9,7 @@
 pub mod h1_head;
 pub mod h2_frames;
 pub mod prefixed;
+pub mod registry;
 pub mod transport;
 
 use std::net::SocketAddr;
@@ -134,16 +135,5 @@ impl KillSwitch {
             }
         })
         .await;
-    }
-}
-
-/// Aborts a task tied to a connection when the connection ends (e.g. its revocation
-/// watcher).
-#[derive(Debug)]
-pub struct TaskGuard(pub tokio::task::JoinHandle<()>);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

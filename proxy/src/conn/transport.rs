@@ -43,7 +43,8 @@ use tokio_rustls::server::TlsStream;
 use super::h1_head::{HeadScanner, Scan};
 use super::h2_frames::{Boundary, FrameTracker};
 use super::prefixed::PrefixedStream;
-use super::{ClientAuth, ConnCtx, KillSwitch, TaskGuard};
+use super::registry::Registration;
+use super::{ClientAuth, ConnCtx, KillSwitch};
 use crate::rejection::Rejection;
 
 /// Bounds on request heads, from the route's settings.
@@ -89,7 +90,8 @@ pub struct Conn {
     tls: TlsStream<PrefixedStream>,
     /// Tripped when a new configuration no longer allows this connection.
     kill: Arc<KillSwitch>,
-    _watcher: TaskGuard,
+    /// Keeps the connection registered for revocation while it lives.
+    _registration: Registration,
     fd: UniqueIDType,
     ctx: Arc<ConnCtx>,
     alpn: ALPN,
@@ -113,7 +115,7 @@ impl Conn {
         ctx: Arc<ConnCtx>,
         limits: HeadLimits,
         kill: Arc<KillSwitch>,
-        watcher: TaskGuard,
+        registration: Registration,
         refused: HeadRefusals,
     ) -> io::Result<Self> {
         use std::os::fd::AsRawFd;
@@ -158,7 +160,7 @@ impl Conn {
         Ok(Conn {
             tls,
             kill,
-            _watcher: watcher,
+            _registration: registration,
             fd,
             ctx,
             alpn,

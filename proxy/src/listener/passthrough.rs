@@ -22,7 +22,7 @@ pub async fn serve(admitted: Admitted, state: &State) {
         stream: mut client,
         route,
         kill,
-        watcher: _watcher,
+        registration: _registration,
         ..
     } = admitted;
     let upstream = route.upstream.clone();

@@ -25,7 +25,8 @@ use super::proxy_header::{self, ClientAddrs};
 use super::record::{self, Refusal, Refused};
 use super::revocation;
 use crate::conn::prefixed::PrefixedStream;
-use crate::conn::{KillSwitch, TaskGuard};
+use crate::conn::registry::Registration;
+use crate::conn::KillSwitch;
 use crate::state::{Active, RouteRuntime, State};
 
 /// What every stage before [`Admitted`] carries: where the connection came in, the
@@ -337,7 +338,7 @@ impl Routed {
             self.route.route.id.clone(),
             self.addrs,
         );
-        let (kill, watcher) = match registered {
+        let (kill, registration) = match registered {
             Ok(registered) => registered,
             Err(reason) => {
                 alert(&mut self.tcp, ACCESS_DENIED, self.admission.deadline).await;
@@ -362,7 +363,7 @@ impl Routed {
             listener: self.admission.listener,
             deadline: self.admission.deadline,
             kill,
-            watcher,
+            registration,
         })
     }
 }
@@ -382,8 +383,8 @@ pub struct Admitted {
     pub deadline: Instant,
     /// Trips when a later configuration revokes the connection.
     pub kill: Arc<KillSwitch>,
-    /// The revocation watcher, stopped with the connection.
-    pub watcher: TaskGuard,
+    /// Its registration for revocation, dropped with the connection.
+    pub registration: Registration,
 }
 
 /// TLS alert `unrecognized_name` (RFC 6066): no route serves the name.

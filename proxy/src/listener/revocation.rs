@@ -1,23 +1,26 @@
 //! Closing connections that a new configuration no longer allows.
 //!
 //! A revoked allowlist entry must not wait for clients to reconnect. Each admitted
-//! connection gets a [`KillSwitch`] and a small watcher task that re-checks it against
-//! every new snapshot and trips the switch when its route is gone or no longer allows
-//! it. A tripped switch fails the connection's next read or write at once (waking a
-//! read parked on a quiet watch) and ends upgraded and passthrough splices.
+//! connection is registered under its route ([`crate::conn::registry`]) with a
+//! [`KillSwitch`]; at every swap the state re-checks the connections of routes that
+//! were removed or whose access policy may have tightened, and trips the switch of
+//! each one no longer allowed. A tripped switch fails the connection's next read or
+//! write at once (waking a read parked on a quiet watch) and ends upgraded and
+//! passthrough splices.
 //!
 //! Registration closes the window between accept and the end of admission (the PROXY
 //! header, CONNECT request and ClientHello can all be trickled for up to
-//! `handshakeTimeout`): it subscribes to new snapshots *first* and then checks the
-//! connection against the *current* one, so a configuration installed at any moment
-//! is seen by one or the other.
+//! `handshakeTimeout`): it registers the connection *first* and then checks it against
+//! the *current* configuration, so a configuration installed at any moment is seen by
+//! one or the other.
 
 use std::sync::Arc;
 
 use apigate_control::RouteId;
 
 use super::proxy_header::ClientAddrs;
-use crate::conn::{KillSwitch, TaskGuard};
+use crate::conn::registry::Registration;
+use crate::conn::KillSwitch;
 use crate::state::{Active, State};
 
 /// Why `active` no longer allows a connection of `route` from `addrs`, if it doesn't.
@@ -41,27 +44,15 @@ pub fn register(
     listener: Arc<str>,
     route: RouteId,
     addrs: ClientAddrs,
-) -> Result<(Arc<KillSwitch>, TaskGuard), &'static str> {
-    let mut revisions = state.subscribe();
+) -> Result<(Arc<KillSwitch>, Registration), &'static str> {
+    let registered = state.connections.register(
+        route.clone(),
+        listener,
+        addrs.direct.ip(),
+        addrs.remote.ip(),
+    );
     if let Some(reason) = revoked(&state.load(), &route, &addrs) {
         return Err(reason);
     }
-    let kill = Arc::new(KillSwitch::default());
-    let switch = kill.clone();
-    let state = state.clone();
-    let task = tokio::spawn(async move {
-        while revisions.changed().await.is_ok() {
-            if let Some(reason) = revoked(&state.load(), &route, &addrs) {
-                state
-                    .metrics
-                    .revoked
-                    .with_label_values(&[&*listener, reason])
-                    .inc();
-                tracing::info!(listener = %listener, route = %route, client = %addrs.remote.ip(), reason, "closing connection after configuration change");
-                switch.trip();
-                return;
-            }
-        }
-    });
-    Ok((kill, TaskGuard(task)))
+    Ok(registered)
 }

@@ -42,7 +42,7 @@ pub async fn serve(admitted: Admitted, ctx: &ListenerContext) -> Result<(), Box<
         route,
         deadline,
         kill,
-        watcher,
+        registration,
         ..
     } = admitted;
     let Mode::Terminate(terminate) = &route.route.mode else {
@@ -96,7 +96,7 @@ pub async fn serve(admitted: Admitted, ctx: &ListenerContext) -> Result<(), Box<
         addrs.remote,
         kill.clone(),
     ));
-    let conn = match Conn::new(tls, conn_ctx, limits, kill, watcher, refused) {
+    let conn = match Conn::new(tls, conn_ctx, limits, kill, registration, refused) {
         Ok(conn) => conn,
         Err(e) => {
             tracing::warn!(error = %e, "could not prepare connection");
