@@ -26,32 +26,15 @@ SETTLE=${SETTLE:-10}
 PROXY_CPU=${PROXY_CPU:-0}
 HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
 OTHER_CPUS=$(python3 -c "import os; print(','.join(str(c) for c in sorted(os.sched_getaffinity(0)) if c != $PROXY_CPU) or '$PROXY_CPU')")
-LOADTEST=target/release/apigate-loadtest
-APIGATE=target/release/apigate
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
-PIDS=()
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/apigate-probes.XXXXXX")
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-if [ ! -x "$APIGATE" ] || [ ! -x "$LOADTEST" ]; then
-  bash scripts/bootstrap.sh
-  cargo build --release --locked -p apigate -p apigate-loadtest
-fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; tail -n 20 "$TMP"/*.log >&2; exit 1; }
+bench_init probes
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 taskset -c "$OTHER_CPUS" "$LOADTEST" backend -n "$N" --service-time 0ms --out-dir "$TMP/backend" >"$TMP/backend.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 1 300); do [ -s "$TMP/backend/backends.env" ] && break; sleep 0.1; done
-# shellcheck disable=SC1091
-source "$TMP/backend/backends.env"
-read -r -a BACKENDS <<<"$REPLICA_ADDRS"
+wait_backends "$TMP/backend"
 
 # shellcheck source=bench/apigate-config.sh
 source bench/apigate-config.sh

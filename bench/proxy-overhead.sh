@@ -30,35 +30,17 @@ CLIENTS=${CLIENTS:-10}
 STREAMS=${STREAMS:-10}
 ROUNDS=${ROUNDS:-3}
 HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
-LOADTEST=target/release/apigate-loadtest
-APIGATE=target/release/apigate
-
-PIDS=()
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/apigate-overhead.XXXXXX")
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 command -v h2load >/dev/null || { echo "needs h2load (apt-get install nghttp2-client)" >&2; exit 1; }
 [ -x "$HAPROXY" ] || { echo "needs HAProxy at $HAPROXY (apt-get install haproxy)" >&2; exit 1; }
-if [ ! -x "$APIGATE" ] || [ ! -x "$LOADTEST" ]; then
-  bash scripts/bootstrap.sh
-  cargo build --release --locked -p apigate -p apigate-loadtest
-fi
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; tail -n 20 "$TMP"/*.log >&2; exit 1; }
+bench_init overhead
 
 # 1. Three fake replicas (TLS, h2 + http/1.1), certificates in $TMP/backend.
 taskset -c "$OTHER_CPUS" "$LOADTEST" backend -n 3 --service-time 0ms --out-dir "$TMP/backend" >"$TMP/backend.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 1 100); do [ -s "$TMP/backend/backends.env" ] && break; sleep 0.1; done
-# shellcheck disable=SC1091
-source "$TMP/backend/backends.env"
-read -r -a BACKENDS <<<"$REPLICA_ADDRS"
+wait_backends "$TMP/backend"
 
 # 2. apigate, same certificates: serving cert for localhost, replicas verified.
 AG_PORT=$(free_port)

@@ -18,32 +18,15 @@ RATE=${RATE:-400}
 DURATION=${DURATION:-50}
 JOIN_AT=${JOIN_AT:-8}
 OUT_DIR=${OUT_DIR:-target/bench}
-LOADTEST=target/release/apigate-loadtest
-APIGATE=target/release/apigate
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
-PIDS=()
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/apigate-ramp.XXXXXX")
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-if [ ! -x "$APIGATE" ] || [ ! -x "$LOADTEST" ]; then
-  bash scripts/bootstrap.sh
-  cargo build --release --locked -p apigate -p apigate-loadtest
-fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; tail -n 20 "$TMP"/*.log >&2; exit 1; }
+bench_init ramp
 mkdir -p "$OUT_DIR"
 
 "$LOADTEST" backend -n 4 --service-time exp:2ms --out-dir "$TMP/backend" >"$TMP/backend.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 1 100); do [ -s "$TMP/backend/backends.env" ] && break; sleep 0.1; done
-# shellcheck disable=SC1091
-source "$TMP/backend/backends.env"
-read -r -a BACKENDS <<<"$REPLICA_ADDRS"
+wait_backends "$TMP/backend"
 
 AG_PORT=$(free_port)
 # shellcheck source=bench/apigate-config.sh

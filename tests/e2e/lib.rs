@@ -260,16 +260,18 @@ fn rand_serial() -> u64 {
 
 /// Run openssl; an error carries its output.
 pub fn openssl(args: &[&str]) -> anyhow::Result<()> {
-    let output = run_bounded(
+    run_checked(
         Command::new("openssl").args(args),
-        None,
         Duration::from_secs(30),
-    )?;
-    ensure!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        text(&output)
-    );
+        &format!("openssl {args:?}"),
+    )
+}
+
+/// [`run_bounded`] without input; a failed exit is an error that names `what` and
+/// carries the output.
+fn run_checked(command: &mut Command, limit: Duration, what: &str) -> anyhow::Result<()> {
+    let output = run_bounded(command, None, limit)?;
+    ensure!(output.status.success(), "{what}: {}", text(&output));
     Ok(())
 }
 
@@ -696,19 +698,13 @@ pub fn pid_alive(pid: u32) -> bool {
 
 /// `kill -SIGNAL pid`.
 pub fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
-    let output = run_bounded(
+    run_checked(
         Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(pid.to_string()),
-        None,
         Duration::from_secs(10),
-    )?;
-    ensure!(
-        output.status.success(),
-        "kill -{signal} {pid}: {}",
-        text(&output)
-    );
-    Ok(())
+        &format!("kill -{signal} {pid}"),
+    )
 }
 
 /// One HTTP/1.1 request over TLS (ALPN `http/1.1`) to `address`: `head` is the

@@ -29,6 +29,24 @@ pub enum HtmlError {
     },
 }
 
+/// The series legend, drawn the same way on every plot.
+fn legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), HtmlError>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .position(position)
+        .draw()
+        .map_err(draw_err)
+}
+
 fn draw_err<E: std::fmt::Display>(e: E) -> HtmlError {
     HtmlError::Draw(e.to_string())
 }
@@ -94,14 +112,7 @@ fn latency_over_time(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlErro
             .draw_series(LineSeries::new(pts(|p| p.p50), c.mix(0.6).stroke_width(1)))
             .map_err(draw_err)?;
     }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(draw_err)?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 /// Maps a percentile to the "nines" axis: 0 → 0, 90 → 1, 99 → 2, 99.9 → 3.
@@ -156,14 +167,7 @@ fn percentiles(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlError> {
             .label(r.target.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(draw_err)?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 fn shares(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlError> {
@@ -283,13 +287,7 @@ fn shares_over_time(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlError
         }
     }
     if series > 0 {
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(draw_err)?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use apigate_control::model::{EjectionSpec, HealthSpec, SlowStartSpec};
 use apigate_fake_apiserver::{Condition, Replica, REPLICA_HEADER};
+use apigate_test_support::client::{BodyStream, H2Client};
 use apigate_test_support::config::{millis, secs, Config};
 
 use crate::support::{base_config, eventually, Harness, Pki, ROUTE, TOKEN};
@@ -28,6 +29,27 @@ fn fast_health(config: &mut Config) {
         window: Some(secs(2)),
         min_weight_percent: None,
     };
+}
+
+/// `count` replicas that answer anonymous requests, `/readyz` included, with 401, as
+/// kube-apiserver does with `--anonymous-auth=false`.
+async fn refusing_anonymous(pki: &Pki, count: usize) -> Vec<Replica> {
+    let mut options = pki.replica_options();
+    options.anonymous_auth = false;
+    apigate_fake_apiserver::spawn_many(count, "127.0.0.1".parse().unwrap(), options)
+        .await
+        .unwrap()
+}
+
+/// A watch of pods through apigate, and the index of the replica serving it.
+async fn open_watch(h: &Harness, client: &H2Client) -> (BodyStream, usize) {
+    let watch = client
+        .stream(&format!("{PODS}?watch=true"), &[])
+        .await
+        .unwrap();
+    let id = watch.headers[REPLICA_HEADER].to_str().unwrap().to_string();
+    let index = index_of(h, &id);
+    (watch, index)
 }
 
 fn index_of(h: &Harness, id: &str) -> usize {
@@ -108,13 +130,8 @@ async fn a_replica_whose_readyz_fails_leaves_the_rotation_and_returns_through_sl
 async fn a_replica_announcing_its_shutdown_drains_after_one_probe_and_its_watch_continues() {
     let h = Harness::start_with(2, fast_health).await;
     let client = h.h2(None).await;
-    let mut watch = client
-        .stream(&format!("{PODS}?watch=true"), &[])
-        .await
-        .unwrap();
+    let (mut watch, going) = open_watch(&h, &client).await;
     assert_eq!(watch.status, 200);
-    let id = watch.headers[REPLICA_HEADER].to_str().unwrap().to_string();
-    let going = index_of(&h, &id);
     let addr = h.replicas[going].local_addr();
     // --shutdown-delay-duration: /readyz fails with the shutdown check.
     h.replicas[going].set_condition(Condition::ShuttingDown);
@@ -360,11 +377,7 @@ async fn after_an_ejection_one_request_or_one_probe_decides() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_refused_for_its_identity_is_reported_and_never_takes_a_replica_out() {
     let pki = Arc::new(Pki::new());
-    let mut options = pki.replica_options();
-    options.anonymous_auth = false;
-    let replicas = apigate_fake_apiserver::spawn_many(2, "127.0.0.1".parse().unwrap(), options)
-        .await
-        .unwrap();
+    let replicas = refusing_anonymous(&pki, 2).await;
     let addrs: Vec<SocketAddr> = replicas.iter().map(Replica::local_addr).collect();
     let mut config = base_config("127.0.0.1".parse().unwrap(), &addrs);
     fast_health(&mut config);
@@ -431,11 +444,7 @@ async fn a_probe_refused_for_its_identity_is_reported_and_never_takes_a_replica_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emptied_probe_token_is_rejected_and_the_last_good_probe_keeps_running() {
     let pki = Arc::new(Pki::new());
-    let mut options = pki.replica_options();
-    options.anonymous_auth = false;
-    let replicas = apigate_fake_apiserver::spawn_many(1, "127.0.0.1".parse().unwrap(), options)
-        .await
-        .unwrap();
+    let replicas = refusing_anonymous(&pki, 1).await;
     let addr = replicas[0].local_addr();
     let mut config = base_config("127.0.0.1".parse().unwrap(), &[addr]);
     fast_health(&mut config);
@@ -476,12 +485,7 @@ async fn an_emptied_probe_token_is_rejected_and_the_last_good_probe_keeps_runnin
 async fn a_terminating_endpoint_drains_visibly_with_its_watch_and_serves_again_when_ready() {
     let h = Harness::start_with(2, fast_health).await;
     let client = h.h2(None).await;
-    let mut watch = client
-        .stream(&format!("{PODS}?watch=true"), &[])
-        .await
-        .unwrap();
-    let id = watch.headers[REPLICA_HEADER].to_str().unwrap().to_string();
-    let going = index_of(&h, &id);
+    let (mut watch, going) = open_watch(&h, &client).await;
     let addr = h.replicas[going].local_addr();
     // What the Kubernetes source hands over when the endpoint turns terminating: the
     // address moves from the route's backends to its draining list.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::crd::{BackendRef, RouteSpec, SecretKeyRef, ServingTlsRef, UpstreamRef};
-use super::reconcile::{Reconciler, Serving, Verdict};
+use super::reconcile::{Reconciler, RouteReport, Serving, Verdict};
 use super::status::{desired_status, same_meaning};
 use super::world::{
     AclExtension, Endpoint, ObjectKey, RouteObject, SecretState, ServicePort, Slice, World,
@@ -364,15 +364,20 @@ fn secrets_pending_missing_keyless_and_present() {
     assert!(outcome.snapshot.unwrap().routes[0].terminate().is_some());
 }
 
-#[test]
-fn status_keeps_transition_times_and_skips_unchanged_writes() {
+/// The reconcile report of one route with one ready endpoint.
+fn one_accepted_route() -> RouteReport {
     let mut world = World::default();
     backends(&mut world, "a", &["10.0.0.1"], &[]);
     world
         .routes
         .insert(key("a"), route(1, spec("a.example.com")));
     let outcome = Reconciler::default().reconcile(&base(), &world);
-    let report = &outcome.reports[&key("a")];
+    outcome.reports[&key("a")].clone()
+}
+
+#[test]
+fn status_keeps_transition_times_and_skips_unchanged_writes() {
+    let report = &one_accepted_route();
     let first = desired_status(report, None, "2026-01-01T00:00:00Z", None);
     assert_eq!(first.observed_generation, Some(1));
     let accepted = &first.conditions[0];
@@ -406,13 +411,7 @@ fn status_keeps_transition_times_and_skips_unchanged_writes() {
 
 #[test]
 fn refused_health_probes_show_in_the_health_checks_condition() {
-    let mut world = World::default();
-    backends(&mut world, "a", &["10.0.0.1"], &[]);
-    world
-        .routes
-        .insert(key("a"), route(1, spec("a.example.com")));
-    let outcome = Reconciler::default().reconcile(&base(), &world);
-    let report = &outcome.reports[&key("a")];
+    let report = &one_accepted_route();
     let fine = desired_status(report, None, "2026-01-01T00:00:00Z", None);
     let health = |s: &crate::source::kubernetes::crd::RouteStatus| {
         s.conditions
