@@ -103,18 +103,6 @@ impl RouteUpstream {
                 "endpoint_ready",
             );
         }
-        if route.health.is_none() {
-            // Nothing probes for this route: an unready verdict no longer stands,
-            // unless another route's prober checks the replica.
-            for state in backends.states.iter().filter(|s| !s.probed()) {
-                observe(
-                    &metrics,
-                    state,
-                    state.health.unprobed(now, slow_start),
-                    "checks_off",
-                );
-            }
-        }
         let draining: Vec<Arc<BackendState>> = route
             .draining
             .iter()
