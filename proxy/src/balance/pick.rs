@@ -65,14 +65,15 @@ pub struct Choice {
     pub trial: bool,
 }
 
-/// One of `indices` other than `except`, drawn with probability in proportion to its
-/// weight.
-fn draw<R: Rng>(
-    indices: &[usize],
+/// One of the `eligible` backends other than `except`, drawn with probability in
+/// proportion to its weight. `eligible` lists them anew on each call (no allocation on
+/// the pick path).
+fn draw<R: Rng, I: Iterator<Item = usize>>(
+    eligible: impl Fn() -> I,
     candidates: &[Candidate],
     except: Option<usize>,
     rng: &mut R,
-) -> usize {
+) -> Option<usize> {
     let weight = |i: usize| {
         if Some(i) == except {
             0.0
@@ -80,21 +81,20 @@ fn draw<R: Rng>(
             candidates[i].weight()
         }
     };
-    let total: f64 = indices.iter().map(|&i| weight(i)).sum();
+    let total: f64 = eligible().map(weight).sum();
     let mut target = rng.gen::<f64>() * total;
-    for &i in indices {
+    let mut last = None;
+    for i in eligible() {
         target -= weight(i);
         if target < 0.0 {
-            return i;
+            return Some(i);
+        }
+        if Some(i) != except {
+            last = Some(i);
         }
     }
     // Rounding left a sliver: the last one that may be drawn.
-    indices
-        .iter()
-        .rev()
-        .copied()
-        .find(|&i| Some(i) != except)
-        .unwrap_or(indices[0])
+    last.or_else(|| eligible().next())
 }
 
 /// Choose a backend. Backends that serve (or whose probation trial is free) are
@@ -113,16 +113,12 @@ pub fn choose<R: Rng>(
     let healthy = candidates.iter().filter(|c| admitted(c)).count();
     let panic = healthy == 0;
     let eligible = |c: &Candidate| !c.excluded && (panic || admitted(c));
-    let indices: Vec<usize> = candidates
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| eligible(c))
-        .map(|(i, _)| i)
-        .collect();
-    let count = indices.len();
+    let indices = || (0..candidates.len()).filter(move |&i| eligible(&candidates[i]));
+    let count = indices().count();
     if count == 0 {
         return None;
     }
+    let nth = |n: usize| indices().nth(n);
     // Lower is better: load per share, then recent picks per share.
     let key = |i: usize| {
         let c = &candidates[i];
@@ -134,36 +130,30 @@ pub fn choose<R: Rng>(
             // The rotation, where a ramping replica takes its turn with the
             // probability of its share.
             let start = round_robin % count;
+            let first = nth(start)?;
             (0..count)
-                .map(|k| indices[(start + k) % count])
+                .filter_map(|k| nth((start + k) % count))
                 .find(|&i| {
                     let w = candidates[i].weight();
                     w >= 1.0 || rng.gen::<f64>() < w
                 })
-                .unwrap_or(indices[start])
+                .unwrap_or(first)
         }
         Policy::LeastConnections => {
             // Exact minimum; ties rotate with the route's counter so sequential
             // connections spread evenly.
-            let least = indices
-                .iter()
-                .map(|&i| key(i).0)
-                .fold(f64::INFINITY, f64::min);
-            let tied: Vec<usize> = indices
-                .iter()
-                .copied()
-                .filter(|&i| key(i).0 <= least)
-                .collect();
-            *tied.get(round_robin % tied.len().max(1))?
+            let least = indices().map(|i| key(i).0).fold(f64::INFINITY, f64::min);
+            let tied = || indices().filter(|&i| key(i).0 <= least);
+            tied().nth(round_robin % tied().count().max(1))?
         }
-        Policy::LeastRequest if count == 1 => indices[0],
+        Policy::LeastRequest if count == 1 => nth(0)?,
         Policy::LeastRequest => {
             // Power of two choices: two distinct eligible backends drawn with
             // probability in proportion to their share (a ramping replica is drawn less
             // often), and of the two the one with fewer requests in flight wins; on a
             // tie, the one with fewer recent requests per share.
-            let a = draw(&indices, candidates, None, rng);
-            let b = draw(&indices, candidates, Some(a), rng);
+            let a = draw(indices, candidates, None, rng)?;
+            let b = draw(indices, candidates, Some(a), rng)?;
             let order = |i: usize| {
                 let c = &candidates[i];
                 (c.load, c.recent / c.weight())
