@@ -761,6 +761,28 @@ mod tests {
     }
 
     #[test]
+    fn an_unready_replica_does_not_count_against_the_ejection_cap() {
+        let h = Health::new(0, false);
+        for i in 0..3 {
+            probe(&h, i * S, false, (2, 3), false);
+        }
+        assert_eq!(h.state(3 * S, &RAMP).label(), "unready");
+        assert!(!h.ejected());
+    }
+
+    #[test]
+    fn a_replica_that_announced_its_shutdown_returns_after_healthy_threshold_passes() {
+        let h = Health::new(0, false);
+        // Passes before the drain do not count towards coming back.
+        probe(&h, 0, true, (2, 3), false);
+        h.drain(S, DrainCause::Shutdown, &RAMP);
+        assert!(probe(&h, 2 * S, true, (2, 3), false).is_none());
+        assert_eq!(h.state(2 * S, &RAMP).label(), "draining");
+        let back = probe(&h, 3 * S, true, (2, 3), false).unwrap();
+        assert_eq!(back.to.label(), "slow_start");
+    }
+
+    #[test]
     fn an_unready_replica_nobody_probes_any_more_comes_back() {
         let h = Health::new(0, false);
         for i in 0..3 {
