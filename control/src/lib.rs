@@ -13,6 +13,7 @@ pub mod compile;
 pub mod error;
 pub mod inputs;
 pub mod model;
+pub mod rollout;
 pub mod snapshot;
 pub mod source;
 

@@ -184,7 +184,7 @@ impl SnapshotDiff {
 
 /// Gateway-wide settings with defaults applied: what the listeners need before a
 /// route is known, and what the HTTP engine is built with at start.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GatewaySettings {
     /// Listeners.
     pub listeners: Vec<Listener>,
@@ -199,6 +199,8 @@ pub struct GatewaySettings {
     /// [`RouteSettings`]; these are only read at start, for settings the HTTP engine
     /// fixes per process (HTTP/2 idle timeout and header-list bound).
     pub defaults: RouteSettings,
+    /// How new revisions reach the routes (off by default).
+    pub rollout: crate::rollout::RolloutSettings,
 }
 
 /// A listener.

@@ -328,6 +328,7 @@ pub(super) fn compile(object: &GatewayConfig, errors: &mut Errors) -> Option<Com
     }
 
     let health = super::health::compile_defaults(&spec.defaults.health, &object_ref, errors);
+    let rollout = super::rollout::compile(spec.rollout.as_ref(), &object_ref, errors);
     if errors.len() != before {
         return None;
     }
@@ -339,6 +340,7 @@ pub(super) fn compile(object: &GatewayConfig, errors: &mut Errors) -> Option<Com
             admin,
             handshake_timeout,
             defaults,
+            rollout,
         },
         balancing: spec.defaults.balancing.unwrap_or_default(),
         always_allowed,

@@ -5,6 +5,7 @@
 
 mod gateway;
 mod health;
+mod rollout;
 mod route;
 mod setting;
 mod tls;
@@ -214,6 +215,17 @@ pub fn compile_cached(
         routes.push(route);
     }
     cache.entries = next;
+    if let (Some(gateway), Some(object)) = (&gateway, gateways.first()) {
+        rollout::check_selection(
+            &gateway.settings.rollout,
+            inputs.objects.iter().filter_map(|o| match o {
+                Object::Route(r) => Some(r),
+                Object::Gateway(_) => None,
+            }),
+            &object.object_ref(),
+            &mut errors,
+        );
+    }
 
     match gateway {
         Some(gateway) if errors.is_empty() => Ok(Snapshot::new(gateway.settings, routes)),

@@ -25,11 +25,7 @@ use crate::inputs::Files;
 
 /// The route's namespace, `default` when unset.
 pub(super) fn namespace_of(object: &ApiServerRoute) -> &str {
-    if object.metadata.namespace.is_empty() {
-        "default"
-    } else {
-        &object.metadata.namespace
-    }
+    object.namespace()
 }
 
 /// Compile a route, or record its errors and return `None`. `sole_in_namespace` says

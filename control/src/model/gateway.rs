@@ -51,6 +51,9 @@ pub struct GatewaySpec {
     /// The in-cluster CONNECT path.
     #[serde(default)]
     pub connect: ConnectSpec,
+    /// Canary rollouts of configuration revisions (off by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::RolloutSpec>,
 }
 
 /// Allowlist settings shared by all routes.

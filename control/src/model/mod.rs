@@ -8,6 +8,7 @@
 mod duration;
 mod gateway;
 mod parse;
+mod rollout;
 mod route;
 
 pub use duration::Duration;
@@ -16,6 +17,7 @@ pub use gateway::{
     GatewaySpec, HealthSpec, ListenerKind, ListenerSpec, ProxyProtocolMode, SlowStartSpec,
 };
 pub use parse::{parse_documents, render_documents};
+pub use rollout::{CanarySpec, GatesSpec, RolloutSpec};
 pub use route::{ApiServerRoute, BackendsSpec, RouteMode, RouteSpec, ServingTlsSpec, UpstreamSpec};
 
 use serde::Deserialize;

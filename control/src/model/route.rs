@@ -21,6 +21,15 @@ pub struct ApiServerRoute {
 }
 
 impl ApiServerRoute {
+    /// Its namespace; an empty one means `default`.
+    pub fn namespace(&self) -> &str {
+        if self.metadata.namespace.is_empty() {
+            "default"
+        } else {
+            &self.metadata.namespace
+        }
+    }
+
     /// The reference used in error messages.
     pub fn object_ref(&self) -> ObjectRef {
         ObjectRef::Named {

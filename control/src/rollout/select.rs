@@ -1,0 +1,63 @@
+//! Which routes are canaries.
+
+use std::collections::BTreeSet;
+
+use super::Selector;
+use crate::model::ApiServerRoute;
+use crate::snapshot::RouteId;
+
+/// The id a route object compiles to.
+pub fn route_id(object: &ApiServerRoute) -> RouteId {
+    RouteId {
+        namespace: object.namespace().to_string(),
+        name: object.metadata.name.clone(),
+    }
+}
+
+/// The canary routes among `routes` under `selector`. A fraction picks the routes with
+/// the lowest stable hashes of their ids, at least one: adding a route moves at most
+/// one route in or out of the set, and every replica of apigate picks the same ones.
+pub fn canaries<'a>(
+    selector: &Selector,
+    routes: impl Iterator<Item = &'a ApiServerRoute>,
+) -> BTreeSet<RouteId> {
+    match selector {
+        Selector::Label(key) => routes
+            .filter(|r| r.metadata.labels.get(key).map(String::as_str) == Some("true"))
+            .map(route_id)
+            .collect(),
+        Selector::Fraction(fraction) => {
+            let mut ranked: Vec<(u64, RouteId)> = routes
+                .map(route_id)
+                .map(|id| (stable_hash(&id), id))
+                .collect();
+            if ranked.is_empty() {
+                return BTreeSet::new();
+            }
+            ranked.sort();
+            // Rounded up: a fraction above 0 always selects a route.
+            let wanted = ((ranked.len() as f64) * fraction.clamp(0.0, 1.0)).ceil() as usize;
+            ranked
+                .into_iter()
+                .take(wanted.max(1))
+                .map(|(_, id)| id)
+                .collect()
+        }
+    }
+}
+
+/// FNV-1a over `namespace/name`: the same on every build and every replica, unlike
+/// the standard library's hasher.
+fn stable_hash(id: &RouteId) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in id
+        .namespace
+        .bytes()
+        .chain(std::iter::once(b'/'))
+        .chain(id.name.bytes())
+    {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
