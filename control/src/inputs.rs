@@ -23,7 +23,13 @@ pub struct Inputs {
 /// The file paths an object refers to, as written.
 pub(crate) fn referenced_files(object: &Object) -> Vec<String> {
     match object {
-        Object::Gateway(_) => Vec::new(),
+        Object::Gateway(gateway) => gateway
+            .spec
+            .admin
+            .iter()
+            .filter_map(|a| a.token_file.clone())
+            .filter(|f| !f.is_empty())
+            .collect(),
         Object::Route(route) => {
             let spec = &route.spec;
             let mut files = Vec::new();

@@ -192,6 +192,9 @@ pub struct GatewaySettings {
     pub destination_header: String,
     /// Admin listener address.
     pub admin: Option<SocketAddr>,
+    /// The bearer token state-changing admin actions require from non-loopback
+    /// clients (`None`: loopback clients only).
+    pub admin_token: Option<AdminToken>,
     /// PROXY header, CONNECT request, ClientHello and TLS handshake together must
     /// finish within this; it bounds admission, before any route is known.
     pub handshake_timeout: Duration,
@@ -201,6 +204,24 @@ pub struct GatewaySettings {
     pub defaults: RouteSettings,
     /// How new revisions reach the routes (off by default).
     pub rollout: crate::rollout::RolloutSettings,
+}
+
+/// A bearer token; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub Arc<str>);
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+impl AdminToken {
+    /// Whether `presented` is the token, compared in constant time.
+    pub fn matches(&self, presented: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), presented.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
 }
 
 /// A listener.

@@ -245,6 +245,14 @@ pub async fn run(
     let invalid = |errors: Vec<_>| crate::server::invalid_configuration(&config, &errors);
     let base = apigate_control::source::load_file(&config).map_err(invalid)?;
     let snapshot = apigate_control::compile(&base).map_err(invalid)?;
+    if snapshot.gateway.rollout.enabled {
+        // Replicas would each decide alone; the shared decision (a Lease-holding
+        // leader recording the rollout in an object) is not built yet.
+        anyhow::bail!(
+            "{}: spec.rollout.enabled: configuration rollouts are supported with the file source only; with --kubernetes every revision applies at once, so set enabled: false",
+            config.display()
+        );
+    }
     let client = client(args.kubeconfig.as_ref()).await?;
     let running = crate::server::start_with(snapshot, None, false)
         .await

@@ -28,6 +28,7 @@ pub mod peer_tls;
 pub mod probe;
 pub mod rejection;
 pub mod reload;
+pub mod rollout;
 pub mod server;
 pub mod state;
 pub mod upstream;

@@ -1,4 +1,4 @@
-//! The `apigate` binary: `run`, `validate`, `demo`, `crd`.
+//! The `apigate` binary: `run`, `validate`, `demo`, `crd`, `rollout`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +57,21 @@ enum Command {
     },
     /// Start fake API-server replicas and apigate in front of them, on loopback.
     Demo(apigate::demo::DemoArgs),
+    /// Show or steer the configuration rollout of a running apigate (file mode),
+    /// through its admin endpoint.
+    Rollout {
+        /// `status`, `resume` (a frozen rollout bakes again; a held one is promoted),
+        /// `abort` (withdraw the pending revision) or `promote` (to every route now).
+        #[arg(value_parser = ["status", "resume", "abort", "promote"])]
+        action: String,
+        /// The admin endpoint's address.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: std::net::SocketAddr,
+        /// File with the admin token (`spec.admin.tokenFile`); needed for actions from
+        /// anywhere but loopback.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
 }
 
 fn init_logging(filter: &str, json: bool) {
@@ -123,6 +138,24 @@ fn main() -> ExitCode {
             Err(e) => Err(anyhow::anyhow!("rendering the CRD: {e}")),
         },
         Command::Demo(args) => runtime.block_on(apigate::demo::run(args)),
+        Command::Rollout {
+            action,
+            admin,
+            token_file,
+        } => {
+            let action = (action != "status").then_some(action.as_str());
+            match runtime.block_on(apigate::admin::client::rollout(
+                admin,
+                action,
+                token_file.as_deref(),
+            )) {
+                Ok(body) => {
+                    print!("{body}");
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

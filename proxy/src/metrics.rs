@@ -57,8 +57,19 @@ pub struct Metrics {
     /// TLS handshake failures by listener, route (`none` when the ClientHello never
     /// arrived) and reason.
     pub tls_handshake_failures: IntCounterVec,
-    /// Requests the proxy answered itself, by reason.
+    /// Requests the proxy answered itself, by route and reason.
     pub rejections: IntCounterVec,
+    /// Rollout phase: 1 for the phase it is in (`idle`, `baking`, `held`, `frozen`).
+    pub rollout_phase: IntGaugeVec,
+    /// Policy revision served, by group (`stable`; `canary` while canaries differ).
+    pub rollout_revision: IntGaugeVec,
+    /// Each gate's last value for the rollout in progress.
+    pub rollout_gate_value: GaugeVec,
+    /// Each gate's threshold.
+    pub rollout_gate_threshold: GaugeVec,
+    /// Rollout transitions (`started`, `promoted`, `frozen`, `aborted`, `resumed`,
+    /// `held`, `extended`, `superseded`, `queued`, `tightened`).
+    pub rollout_transitions: IntCounterVec,
     /// Connection admission by listener, route, result (`allowed`, `denied`), reason
     /// (`acl`, `acl_default`, `always_allowed`, `no_policy`, `untrusted_proxy_header`,
     /// `malformed_proxy_header`, `unknown_sni`, `no_sni`, `unknown_destination`,
@@ -194,6 +205,20 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
         register(&registry, Box::new(kube_secret_watches.clone()));
+        let gate_gauge = |name: &str, help: &str| {
+            let metric = GaugeVec::new(Opts::new(name, help), &["gate"])
+                .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
+            register(&registry, Box::new(metric.clone()));
+            metric
+        };
+        let rollout_gate_value = gate_gauge(
+            "apigate_rollout_gate_value",
+            "Each rollout gate's last value for the canary routes (absent when not measurable).",
+        );
+        let rollout_gate_threshold = gate_gauge(
+            "apigate_rollout_gate_threshold",
+            "Each rollout gate's threshold.",
+        );
         Metrics {
             kube_routes: gauge(
                 &registry,
@@ -312,8 +337,28 @@ impl Metrics {
             rejections: counter(
                 &registry,
                 "apigate_rejections_total",
-                "Requests answered by apigate itself, by reason.",
-                &["reason"],
+                "Requests answered by apigate itself, by route and reason.",
+                &["route", "reason"],
+            ),
+            rollout_phase: gauge(
+                &registry,
+                "apigate_rollout_phase",
+                "1 for the configuration rollout's phase, 0 for the others.",
+                &["phase"],
+            ),
+            rollout_revision: gauge(
+                &registry,
+                "apigate_rollout_revision",
+                "Policy revision served by route group (stable, canary).",
+                &["group"],
+            ),
+            rollout_gate_value,
+            rollout_gate_threshold,
+            rollout_transitions: counter(
+                &registry,
+                "apigate_rollout_transitions_total",
+                "Configuration rollout transitions: started, promoted, frozen, aborted, resumed, held, extended, superseded, queued, tightened.",
+                &["transition"],
             ),
             access: counter(
                 &registry,
@@ -350,6 +395,11 @@ impl Metrics {
             routes,
             registry,
         }
+    }
+
+    /// Every metric's current values (what a scrape renders).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
     }
 
     /// Render the Prometheus text exposition format.

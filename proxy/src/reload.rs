@@ -9,19 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apigate_control::source::FileSource;
-use apigate_control::{compile, ConfigError, SnapshotDiff};
+use apigate_control::ConfigError;
 use pingora::server::ShutdownWatch;
 
 use crate::install::{self, Origin};
-use crate::state::State;
+use crate::rollout::Rollout;
 
-/// Load and compile the file, and install the result if it is valid (through the one
-/// installer, [`crate::install`]).
-pub fn reload(source: &FileSource, state: &State) -> Result<SnapshotDiff, Vec<ConfigError>> {
-    match source.load().and_then(|inputs| compile(&inputs)) {
-        Ok(snapshot) => Ok(install::install(state, snapshot, Origin::File)),
+/// Load the file and hand it to the rollout controller, which compiles it and
+/// installs what each route should serve (through the one installer,
+/// [`crate::install`]), or rejects it.
+pub fn reload(source: &FileSource, rollout: &Rollout) -> Result<(), Vec<ConfigError>> {
+    match source.load() {
+        Ok(inputs) => rollout.submit(inputs, Origin::File),
         Err(errors) => {
-            install::reject(state, &errors, Origin::File);
+            install::reject(rollout.state(), &errors, Origin::File);
             Err(errors)
         }
     }
@@ -69,7 +70,7 @@ impl Seen {
 pub async fn watch(
     source: FileSource,
     seen: Seen,
-    state: Arc<State>,
+    rollout: Arc<Rollout>,
     interval: Duration,
     mut shutdown: ShutdownWatch,
 ) {
@@ -99,9 +100,9 @@ pub async fn watch(
             last = stamp(&paths);
             tracing::info!(signalled, path = %source.path().display(), "reloading configuration");
             let source = source.clone();
-            let state = state.clone();
+            let rollout = rollout.clone();
             // Reading files and building TLS configs is blocking work.
-            let _ = tokio::task::spawn_blocking(move || reload(&source, &state)).await;
+            let _ = tokio::task::spawn_blocking(move || reload(&source, &rollout)).await;
         }
     }
 }

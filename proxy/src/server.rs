@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use apigate_control::inputs::Inputs;
 use apigate_control::snapshot::RouteSettings;
 use apigate_control::source::FileSource;
 use apigate_control::Snapshot;
@@ -21,6 +22,7 @@ use crate::admin::{self, Readiness};
 use crate::http::Apigate;
 use crate::listener::{self, Connections, ListenerContext};
 use crate::metrics::Metrics;
+use crate::rollout::Rollout;
 use crate::state::State;
 
 /// Concurrent streams a client may open on one HTTP/2 connection.
@@ -54,6 +56,8 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
     /// `/readyz` state.
     pub readiness: Arc<Readiness>,
+    /// The rollout controller of a file-configured server.
+    pub rollout: Option<Arc<Rollout>>,
     connections: Arc<Connections>,
     engine: Arc<Engine>,
     shutdown: watch::Sender<bool>,
@@ -84,27 +88,59 @@ fn engine(state: &Arc<State>, defaults: &RouteSettings) -> Arc<Engine> {
     Arc::new(app)
 }
 
-/// Start serving `snapshot`. With `source`, reload on SIGHUP and file changes.
-pub async fn start(
-    snapshot: Snapshot,
-    source: Option<(FileSource, Duration)>,
-) -> Result<Running, StartError> {
-    start_with(snapshot, source, true).await
+/// A configuration file to serve and reload: the source, what it held when loaded,
+/// and how often to look for changes.
+pub struct FileConfig {
+    /// The file.
+    pub source: FileSource,
+    /// Its contents as loaded (the rollout controller's first stable revision).
+    pub inputs: Inputs,
+    /// How often the files are checked for changes.
+    pub interval: Duration,
+}
+
+impl FileConfig {
+    /// Load and compile `path`: the snapshot to start with, and the source to reload.
+    pub fn load(
+        path: &std::path::Path,
+        interval: Duration,
+    ) -> Result<(Snapshot, FileConfig), Vec<apigate_control::ConfigError>> {
+        let source = FileSource::new(path);
+        // Before anything else: a change from here on is seen by the reloader.
+        let inputs = source.load()?;
+        let snapshot = apigate_control::compile(&inputs)?;
+        Ok((
+            snapshot,
+            FileConfig {
+                source,
+                inputs,
+                interval,
+            },
+        ))
+    }
+}
+
+/// Start serving `snapshot`. With a file, reload on SIGHUP and file changes.
+pub async fn start(snapshot: Snapshot, file: Option<FileConfig>) -> Result<Running, StartError> {
+    start_with(snapshot, file, true).await
 }
 
 /// [`start`], reporting ready on `/readyz` only when `ready` (a source that still has
 /// to sync sets readiness itself once it has).
 pub async fn start_with(
     snapshot: Snapshot,
-    source: Option<(FileSource, Duration)>,
+    file: Option<FileConfig>,
     ready: bool,
 ) -> Result<Running, StartError> {
     // Before anything awaits: a change from here on is seen by the reloader.
-    let seen = source
+    let seen = file
         .as_ref()
-        .map(|(source, _)| crate::reload::Seen::now(source));
+        .map(|file| crate::reload::Seen::now(&file.source));
     let gateway = snapshot.gateway.clone();
     let state = State::new(snapshot, Metrics::new());
+    let rollout = file
+        .as_ref()
+        .map(|file| Rollout::new(state.clone(), file.inputs.clone()));
     let (shutdown, shutdown_rx) = watch::channel(false);
 
     let app = engine(&state, &gateway.defaults);
@@ -146,8 +182,11 @@ pub async fn start_with(
             tracing::info!(%address, "admin listening");
             tokio::spawn(admin::serve(
                 tcp,
-                state.clone(),
-                readiness.clone(),
+                admin::Admin {
+                    state: state.clone(),
+                    readiness: readiness.clone(),
+                    rollout: rollout.clone(),
+                },
                 shutdown_rx.clone(),
             ));
             Some(address)
@@ -155,12 +194,13 @@ pub async fn start_with(
         None => None,
     };
 
-    if let (Some((source, interval)), Some(seen)) = (source, seen) {
+    if let (Some(file), Some(seen), Some(rollout)) = (file, seen, rollout.clone()) {
+        tokio::spawn(rollout.clone().run(shutdown_rx.clone()));
         tokio::spawn(crate::reload::watch(
-            source,
+            file.source,
             seen,
-            state.clone(),
-            interval,
+            rollout,
+            file.interval,
             shutdown_rx.clone(),
         ));
     }
@@ -170,6 +210,7 @@ pub async fn start_with(
         listeners: bound,
         admin,
         readiness,
+        rollout,
         connections,
         engine: app,
         shutdown,
@@ -255,12 +296,9 @@ pub async fn run(
     watch_interval: Duration,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    let source = FileSource::new(config.clone());
-    let snapshot = source
-        .load()
-        .and_then(|inputs| apigate_control::compile(&inputs))
+    let (snapshot, file) = FileConfig::load(&config, watch_interval)
         .map_err(|errors| invalid_configuration(&config, &errors))?;
-    let running = start(snapshot, Some((source, watch_interval)))
+    let running = start(snapshot, Some(file))
         .await
         .context("starting apigate")?;
     wait_for_termination().await;

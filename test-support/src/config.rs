@@ -72,6 +72,7 @@ impl Config {
                     listeners: vec![listener("https", ListenerKind::Tls, host)],
                     admin: Some(AdminSpec {
                         address: "127.0.0.1:0".into(),
+                        token_file: None,
                     }),
                     ..GatewaySpec::default()
                 },

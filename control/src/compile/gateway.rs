@@ -7,9 +7,12 @@ use std::time::Duration;
 use super::setting::{count_in, setting, DurationSetting, DAY, HOUR, MILLISECOND, SECOND};
 use crate::access::compile_cidrs;
 use crate::error::{Errors, Problem};
+use crate::inputs::Files;
 use crate::model::Defaults;
 use crate::model::{Balancing, GatewayConfig, ProxyProtocolMode};
-use crate::snapshot::{Ejection, GatewaySettings, Listener, RouteSettings, SlowStart, Timeouts};
+use crate::snapshot::{
+    AdminToken, Ejection, GatewaySettings, Listener, RouteSettings, SlowStart, Timeouts,
+};
 
 /// Default `access.maxCIDRsPerRoute`.
 pub const DEFAULT_MAX_CIDRS_PER_ROUTE: usize = 1000;
@@ -199,7 +202,11 @@ fn compile_defaults(
 }
 
 /// Compile the gateway settings, or record errors and return `None`.
-pub(super) fn compile(object: &GatewayConfig, errors: &mut Errors) -> Option<CompiledGateway> {
+pub(super) fn compile(
+    object: &GatewayConfig,
+    files: &Files,
+    errors: &mut Errors,
+) -> Option<CompiledGateway> {
     let object_ref = object.object_ref();
     let before = errors.len();
     let spec = &object.spec;
@@ -282,6 +289,11 @@ pub(super) fn compile(object: &GatewayConfig, errors: &mut Errors) -> Option<Com
             }
         },
     };
+    let admin_token = spec
+        .admin
+        .as_ref()
+        .and_then(|a| a.token_file.as_ref())
+        .and_then(|path| admin_token(path, files, &object_ref, errors));
 
     let (defaults, handshake_timeout) = compile_defaults(&spec.defaults, &object_ref, errors);
 
@@ -338,6 +350,7 @@ pub(super) fn compile(object: &GatewayConfig, errors: &mut Errors) -> Option<Com
             listeners,
             destination_header: header.to_ascii_lowercase(),
             admin,
+            admin_token,
             handshake_timeout,
             defaults,
             rollout,
@@ -346,6 +359,54 @@ pub(super) fn compile(object: &GatewayConfig, errors: &mut Errors) -> Option<Com
         always_allowed,
         max_cidrs,
     })
+}
+
+/// The admin token from its file: trimmed, not empty, printable.
+fn admin_token(
+    path: &str,
+    files: &Files,
+    object_ref: &crate::error::ObjectRef,
+    errors: &mut Errors,
+) -> Option<AdminToken> {
+    const FIELD: &str = "spec.admin.tokenFile";
+    match files.get(path) {
+        Some(Ok(bytes)) => match std::str::from_utf8(bytes).map(str::trim) {
+            Ok(token) if token.len() >= 16 && token.bytes().all(|b| b.is_ascii_graphic()) => {
+                Some(AdminToken(token.into()))
+            }
+            _ => {
+                errors.push(
+                    object_ref,
+                    FIELD,
+                    Problem::Invalid {
+                        value: path.to_string(),
+                        reason: "must hold one token of at least 16 printable ASCII characters"
+                            .into(),
+                    },
+                );
+                None
+            }
+        },
+        Some(Err(reason)) => {
+            errors.push(
+                object_ref,
+                FIELD,
+                Problem::Unreadable {
+                    path: path.to_string(),
+                    reason: reason.clone(),
+                },
+            );
+            None
+        }
+        None => {
+            errors.push(
+                object_ref,
+                FIELD,
+                Problem::Missing("the token file's contents"),
+            );
+            None
+        }
+    }
 }
 
 /// RFC 9110 token characters only.

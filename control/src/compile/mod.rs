@@ -109,7 +109,7 @@ pub fn compile_cached(
             );
             None
         }
-        [one] => gateway::compile(one, &mut errors),
+        [one] => gateway::compile(one, &inputs.files, &mut errors),
         [first, second, ..] => {
             errors.push(
                 &second.object_ref(),

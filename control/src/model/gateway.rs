@@ -134,6 +134,11 @@ pub enum ProxyProtocolMode {
 pub struct AdminSpec {
     /// `ip:port` to bind; keep it off the public interface.
     pub address: String,
+    /// A file holding the bearer token that state-changing admin actions (rollout
+    /// resume, abort, promote) require from clients other than loopback ones. Without
+    /// it, only loopback clients may take those actions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
 }
 
 /// How a backend is chosen for each request.

@@ -1,7 +1,10 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/backends`.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/backends`, `/rollout`.
 //!
 //! Kept on its own address (and usually its own interface) so probes and scrapes never
-//! compete with API traffic and are never exposed through the TLS listener.
+//! compete with API traffic and are never exposed through the TLS listener. Reading is
+//! open to whoever reaches the address; actions that change state (`POST
+//! /rollout/resume|abort|promote`) are taken only from loopback clients, or from
+//! clients presenting the bearer token of `spec.admin.tokenFile`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,9 +19,13 @@ use hyper_util::rt::TokioIo;
 use pingora::server::ShutdownWatch;
 use tokio::net::TcpListener;
 
+use apigate_control::snapshot::AdminToken;
+
+use crate::rollout::{Action, Rollout};
 use crate::state::State;
 
 pub mod backends;
+pub mod client;
 
 /// Readiness as reported by `/readyz`: ready once listeners are bound and a
 /// configuration is active; not ready again as soon as shutdown starts, so load
@@ -57,8 +64,100 @@ pub fn scrape(state: &State) -> String {
     state.metrics.render()
 }
 
-fn route(state: &State, readiness: &Readiness, uri: &hyper::Uri) -> Response<Full<Bytes>> {
+/// What the admin endpoints serve from.
+#[derive(Clone)]
+pub struct Admin {
+    /// Shared proxy state.
+    pub state: Arc<State>,
+    /// `/readyz`.
+    pub readiness: Arc<Readiness>,
+    /// The rollout controller (file mode).
+    pub rollout: Option<Arc<Rollout>>,
+}
+
+fn json<T: serde::Serialize>(status: u16, value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_string_pretty(value) {
+        Ok(json) => text(status, json + "\n", "application/json"),
+        Err(e) => text(500, format!("{e}\n"), "text/plain"),
+    }
+}
+
+/// Whether the client may change state: a loopback peer, or the configured token.
+fn authorized(token: Option<&AdminToken>, peer: SocketAddr, headers: &hyper::HeaderMap) -> bool {
+    if peer.ip().is_loopback() {
+        return true;
+    }
+    let Some(token) = token else {
+        return false;
+    };
+    headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|presented| token.matches(presented.trim()))
+}
+
+/// `POST /rollout/<action>`.
+fn rollout_action(
+    admin: &Admin,
+    peer: SocketAddr,
+    method: &hyper::Method,
+    headers: &hyper::HeaderMap,
+    name: &str,
+) -> Response<Full<Bytes>> {
+    let Some(action) = Action::parse(name) else {
+        return text(
+            404,
+            "unknown action; try resume, abort or promote\n".into(),
+            "text/plain",
+        );
+    };
+    if method != hyper::Method::POST {
+        return text(405, "use POST\n".into(), "text/plain");
+    }
+    let token = admin.state.load().snapshot.gateway.admin_token.clone();
+    if !authorized(token.as_ref(), peer, headers) {
+        tracing::warn!(%peer, action = name, "admin action refused: not loopback and no valid token");
+        return text(
+            403,
+            "forbidden: rollout actions are taken from loopback clients or with the token of spec.admin.tokenFile\n".into(),
+            "text/plain",
+        );
+    }
+    let Some(rollout) = &admin.rollout else {
+        return text(
+            409,
+            "no rollout controller: rollouts need the file source\n".into(),
+            "text/plain",
+        );
+    };
+    tracing::info!(%peer, action = name, "admin rollout action");
+    match rollout.act(action) {
+        Ok(status) => json(200, &status),
+        Err(e) => text(409, format!("{e}\n"), "text/plain"),
+    }
+}
+
+fn route(
+    admin: &Admin,
+    peer: SocketAddr,
+    method: &hyper::Method,
+    headers: &hyper::HeaderMap,
+    uri: &hyper::Uri,
+) -> Response<Full<Bytes>> {
+    let (state, readiness) = (&*admin.state, &*admin.readiness);
+    if let Some(name) = uri.path().strip_prefix("/rollout/") {
+        return rollout_action(admin, peer, method, headers, name);
+    }
     match uri.path() {
+        "/rollout" => match &admin.rollout {
+            Some(rollout) => json(200, &rollout.status()),
+            None => text(
+                404,
+                "no rollout controller: rollouts need the file source\n".into(),
+                "text/plain",
+            ),
+        },
         "/healthz" | "/livez" => text(200, "ok\n".into(), "text/plain"),
         "/readyz" if readiness.get() => text(200, "ok\n".into(), "text/plain"),
         "/readyz" => text(503, "not ready\n".into(), "text/plain"),
@@ -79,19 +178,14 @@ fn route(state: &State, readiness: &Readiness, uri: &hyper::Uri) -> Response<Ful
         }
         _ => text(
             404,
-            "not found; try /healthz, /readyz, /metrics or /backends\n".into(),
+            "not found; try /healthz, /readyz, /metrics, /backends or /rollout\n".into(),
             "text/plain",
         ),
     }
 }
 
 /// Serve the admin endpoints until shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<State>,
-    readiness: Arc<Readiness>,
-    mut shutdown: ShutdownWatch,
-) {
+pub async fn serve(listener: TcpListener, admin: Admin, mut shutdown: ShutdownWatch) {
     loop {
         let (tcp, peer): (_, SocketAddr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -104,12 +198,21 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let state = state.clone();
-        let readiness = readiness.clone();
+        let admin = admin.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = route(&state, &readiness, req.uri());
-                async move { Ok::<_, Infallible>(response) }
+                let admin = admin.clone();
+                // Actions compile and install: blocking work, off the admin's task.
+                let response = tokio::task::spawn_blocking(move || {
+                    route(&admin, peer, req.method(), req.headers(), req.uri())
+                });
+                async move {
+                    Ok::<_, Infallible>(
+                        response
+                            .await
+                            .unwrap_or_else(|e| text(500, format!("{e}\n"), "text/plain")),
+                    )
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -119,5 +222,53 @@ pub async fn serve(
                 tracing::debug!(%peer, error = %e, "admin connection error");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(authorization: Option<&str>) -> hyper::HeaderMap {
+        let mut headers = hyper::HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(
+                hyper::header::AUTHORIZATION,
+                hyper::header::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn state_changing_actions_need_loopback_or_the_token() {
+        let token = AdminToken("s3cret-token-0123456789".into());
+        let remote: SocketAddr = "10.1.2.3:40000".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let local6: SocketAddr = "[::1]:40000".parse().unwrap();
+        assert!(authorized(None, local, &headers(None)));
+        assert!(authorized(None, local6, &headers(None)));
+        assert!(!authorized(None, remote, &headers(None)));
+        assert!(!authorized(
+            None,
+            remote,
+            &headers(Some("Bearer s3cret-token-0123456789"))
+        ));
+        assert!(!authorized(Some(&token), remote, &headers(None)));
+        assert!(!authorized(
+            Some(&token),
+            remote,
+            &headers(Some("Bearer wrong"))
+        ));
+        assert!(!authorized(
+            Some(&token),
+            remote,
+            &headers(Some("s3cret-token-0123456789"))
+        ));
+        assert!(authorized(
+            Some(&token),
+            remote,
+            &headers(Some("Bearer s3cret-token-0123456789"))
+        ));
     }
 }

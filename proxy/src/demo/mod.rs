@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use apigate_control::source::FileSource;
 use apigate_fake_apiserver::{
     ReplicaOptions, ServiceTime, TlsMaterial, REPLICA_HEADER, USER_HEADER,
 };
@@ -102,12 +101,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         config_yaml(args.port, args.admin_port, &backends),
     )
     .with_context(|| format!("writing {}", config_path.display()))?;
-    let source = FileSource::new(&config_path);
-    let snapshot = source
-        .load()
-        .and_then(|inputs| apigate_control::compile(&inputs))
+    let (snapshot, file) = crate::server::FileConfig::load(&config_path, Duration::from_secs(1))
         .map_err(|errors| anyhow::anyhow!("demo config invalid: {errors:?}"))?;
-    let running = crate::server::start(snapshot, Some((source, Duration::from_secs(1))))
+    let running = crate::server::start(snapshot, Some(file))
         .await
         .context("starting apigate")?;
     let address = running.address().context("no listener bound")?;

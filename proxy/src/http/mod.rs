@@ -477,7 +477,7 @@ impl ProxyHttp for Apigate {
         self.state
             .metrics
             .rejections
-            .with_label_values(&[rejection.label()])
+            .with_label_values(&[ctx.route_label(), rejection.label()])
             .inc();
         if let Err(write_error) = respond(session, &rejection).await {
             tracing::debug!(error = %write_error, "could not write error response");

@@ -12,6 +12,7 @@ mod failures;
 mod health;
 mod identity;
 mod reload;
+mod rollout;
 mod shutdown;
 mod streaming;
 mod support;

@@ -167,11 +167,9 @@ impl Harness {
         }
         let path = dir.path().join("apigate.yaml");
         std::fs::write(&path, config.render()).unwrap();
-        let source = FileSource::new(&path);
-        let snapshot = apigate_control::compile(&source.load().unwrap()).unwrap();
-        let running = apigate::server::start(snapshot, Some((source, Duration::from_millis(100))))
-            .await
-            .unwrap();
+        let (snapshot, file) =
+            apigate::server::FileConfig::load(&path, Duration::from_millis(100)).unwrap();
+        let running = apigate::server::start(snapshot, Some(file)).await.unwrap();
         Harness {
             dir,
             pki,

@@ -1,0 +1,305 @@
+//! Canary rollouts of configuration, end to end in file mode: a bad revision freezes
+//! on the canary route and never reaches the other; a tightening during the freeze
+//! applies everywhere at once; a good revision is promoted after the bake; requests
+//! keep succeeding through all of it.
+
+use std::time::{Duration, Instant};
+
+use apigate_control::model::{Balancing, GatesSpec, RolloutSpec};
+use apigate_test_support::client::{ClientTls, H2Client};
+use apigate_test_support::config::{route, Config};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use crate::support::{write_all, Harness, OTHER_HOST};
+
+/// Route `garden-test/shoot` (HOST) is the canary, on replicas 0 and 1;
+/// `garden-other/other` (OTHER_HOST) is not, on replica 2. Bake 2 s.
+fn canary_setup(config: &mut Config) {
+    let backends: Vec<std::net::SocketAddr> = config.routes[0]
+        .spec
+        .backends
+        .static_addresses
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    config.routes[0].spec.backends.static_addresses =
+        backends[..2].iter().map(ToString::to_string).collect();
+    config.routes[0]
+        .metadata
+        .labels
+        .insert("apigate.dev/canary".into(), "true".into());
+    config.routes.push(route::terminate(
+        "other",
+        "garden-other",
+        &[OTHER_HOST],
+        &backends[2..],
+    ));
+    config.gateway.spec.rollout = Some(RolloutSpec {
+        enabled: true,
+        bake_time: Some(apigate_control::model::Duration(Duration::from_secs(2))),
+        max_bake_time: Some(apigate_control::model::Duration(Duration::from_secs(4))),
+        gates: GatesSpec {
+            min_requests: Some(20),
+            min_connections: Some(1),
+            ..GatesSpec::default()
+        },
+        ..RolloutSpec::default()
+    });
+}
+
+async fn other_client(h: &Harness) -> H2Client {
+    let tls = ClientTls {
+        server_name: OTHER_HOST.into(),
+        ..h.tls(None)
+    };
+    H2Client::connect(h.addr(), &tls).await.unwrap()
+}
+
+async fn status(h: &Harness) -> serde_json::Value {
+    serde_json::from_str(&h.admin_get("/rollout").await).unwrap()
+}
+
+async fn phase_becomes(h: &Harness, phase: &str, limit: Duration) -> bool {
+    let end = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < end {
+        if status(h).await["phase"] == phase {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// `POST /rollout/<action>` from loopback: status and body.
+async fn act(h: &Harness, action: &str) -> (u16, String) {
+    let admin = h.running().admin.unwrap();
+    let mut tcp = TcpStream::connect(admin).await.unwrap();
+    let request = format!(
+        "POST /rollout/{action} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    write_all(&mut tcp, request.as_bytes()).await;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let code = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1.to_string();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_revision_freezes_on_the_canary_and_a_tightening_still_applies_everywhere() {
+    let mut h = Harness::start_with(3, canary_setup).await;
+    let canary = h.h2(None).await;
+    let other = other_client(&h).await;
+    assert_eq!(status(&h).await["phase"], "idle");
+
+    // The operator points both routes at the wrong upstream CA: 502s wherever it runs.
+    let mut bad = h.config.clone();
+    for r in &mut bad.routes {
+        r.spec.upstream.as_mut().unwrap().ca_file = "server-ca.pem".into();
+    }
+    let written = Instant::now();
+    std::fs::write(h.config_path(), bad.render()).unwrap();
+    h.config = bad.clone();
+    assert!(phase_becomes(&h, "baking", Duration::from_secs(5)).await);
+
+    // Traffic on both routes until the canary's gates freeze the rollout.
+    let (mut canary_failed, mut other_ok, mut other_failed) = (0, 0, 0);
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut frozen = false;
+    while tokio::time::Instant::now() < end {
+        match canary.get("/version", &[]).await {
+            Ok(r) if r.status == 200 => {}
+            _ => canary_failed += 1,
+        }
+        match other.get("/version", &[]).await {
+            Ok(r) if r.status == 200 => other_ok += 1,
+            _ => other_failed += 1,
+        }
+        if status(&h).await["phase"] == "frozen" {
+            frozen = true;
+            break;
+        }
+    }
+    let to_freeze = written.elapsed();
+    assert!(frozen, "the rollout froze");
+    assert!(canary_failed >= 1, "the canary ran the bad revision");
+    assert_eq!(
+        other_failed, 0,
+        "the other route never left the stable revision"
+    );
+    assert!(other_ok >= 1);
+    let s = status(&h).await;
+    let reason = s["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("success_rate") || reason.contains("upstream_error_rate"),
+        "{reason}"
+    );
+    assert_eq!(s["targetRevision"], 2);
+    assert_eq!(s["canaries"][0], "garden-test/shoot");
+    let m = h.metrics();
+    assert_eq!(
+        m.sum(
+            "apigate_rollout_transitions_total",
+            &[("transition", "frozen")]
+        ),
+        1.0
+    );
+    assert_eq!(m.sum("apigate_rollout_phase", &[("phase", "frozen")]), 1.0);
+    eprintln!("bad revision → frozen in {to_freeze:?}");
+
+    // The canary is back on the stable revision.
+    assert_eq!(canary.get("/version", &[]).await.unwrap().status, 200);
+
+    // During the freeze, the operator narrows the other route's allowlist (the file
+    // still holds the bad CA): it applies at once, and closes the open connection.
+    let mut tightened = bad.clone();
+    tightened.routes[1].spec.access_control = Some(apigate_control::access::AccessControlSpec {
+        rules: vec![apigate_control::access::RuleSpec {
+            action: "allow".into(),
+            address_type: None,
+            cidrs: vec!["192.0.2.0/24".into()],
+        }],
+        default_action: None,
+    });
+    let written = Instant::now();
+    std::fs::write(h.config_path(), tightened.render()).unwrap();
+    let mut revoked = false;
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < end {
+        if other.get("/version", &[]).await.is_err() {
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let to_revoke = written.elapsed();
+    assert!(
+        revoked,
+        "the open connection of the tightened route was closed"
+    );
+    assert!(
+        H2Client::connect(
+            h.addr(),
+            &ClientTls {
+                server_name: OTHER_HOST.into(),
+                ..h.tls(None)
+            }
+        )
+        .await
+        .is_err()
+            || other_client(&h).await.get("/version", &[]).await.is_err(),
+        "new connections to the tightened route are denied"
+    );
+    let s = status(&h).await;
+    assert_eq!(s["phase"], "frozen", "the freeze stands");
+    assert_eq!(
+        h.metric(
+            "apigate_rollout_transitions_total",
+            &[("transition", "tightened")]
+        ),
+        1.0
+    );
+    eprintln!("tightening during a freeze → applied in {to_revoke:?}");
+
+    // Abort: nothing changes for the routes; the source's revision stays withdrawn.
+    let (code, body) = act(&h, "abort").await;
+    assert_eq!(code, 200, "{body}");
+    let s = status(&h).await;
+    assert_eq!(s["phase"], "idle");
+    assert_eq!(s["abortedRevision"], 3);
+    assert_eq!(canary.get("/version", &[]).await.unwrap().status, 200);
+    let (code, _) = act(&h, "resume").await;
+    assert_eq!(code, 409, "nothing to resume");
+    assert_eq!(
+        h.metric(
+            "apigate_rollout_transitions_total",
+            &[("transition", "aborted")]
+        ),
+        1.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_revision_is_promoted_after_the_bake_with_no_failed_request() {
+    let mut h = Harness::start_with(3, canary_setup).await;
+    let canary = h.h2(None).await;
+    let other = other_client(&h).await;
+    let mut good = h.config.clone();
+    for r in &mut good.routes {
+        r.spec.balancing = Some(Balancing::RoundRobin);
+    }
+    let written = Instant::now();
+    std::fs::write(h.config_path(), good.render()).unwrap();
+    h.config = good;
+    assert!(phase_becomes(&h, "baking", Duration::from_secs(5)).await);
+    let balancing = |h: &Harness, host: &str| {
+        let active = h.running().state.load();
+        let route = active.route_for_sni(host).unwrap();
+        route.route.terminate().unwrap().balancing
+    };
+    assert_eq!(balancing(&h, crate::support::HOST), Balancing::RoundRobin);
+    assert_eq!(
+        balancing(&h, OTHER_HOST),
+        Balancing::LeastRequest,
+        "not yet"
+    );
+
+    let mut failed = 0;
+    let mut served = 0;
+    let end = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut promoted = false;
+    while tokio::time::Instant::now() < end {
+        for client in [&canary, &other] {
+            match client.get("/version", &[]).await {
+                Ok(r) if r.status == 200 => served += 1,
+                _ => failed += 1,
+            }
+        }
+        if status(&h).await["phase"] == "idle" {
+            promoted = true;
+            break;
+        }
+    }
+    let to_promote = written.elapsed();
+    assert!(promoted, "promoted: {}", status(&h).await);
+    assert_eq!(
+        failed, 0,
+        "no request failed during the rollout ({served} served)"
+    );
+    assert!(to_promote >= Duration::from_secs(2), "not before the bake");
+    assert_eq!(balancing(&h, OTHER_HOST), Balancing::RoundRobin);
+    let s = status(&h).await;
+    assert_eq!(s["stableRevision"], 2);
+    assert_eq!(
+        h.metric(
+            "apigate_rollout_transitions_total",
+            &[("transition", "promoted")]
+        ),
+        1.0
+    );
+    eprintln!("good revision → promoted in {to_promote:?} ({served} requests, 0 failed)");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollouts_are_off_by_default_and_every_revision_applies_at_once() {
+    let mut h = Harness::start(1).await;
+    let mut changed = h.config.clone();
+    changed.routes[0].spec.balancing = Some(Balancing::RoundRobin);
+    h.reload(changed).await;
+    let active = h.running().state.load();
+    let balancing = active.routes[0].route.terminate().unwrap().balancing;
+    assert_eq!(balancing, Balancing::RoundRobin);
+    let s = status(&h).await;
+    assert_eq!(
+        (s["enabled"].as_bool(), s["phase"].as_str()),
+        (Some(false), Some("idle"))
+    );
+    h.stop().await;
+}
