@@ -164,23 +164,34 @@ impl State {
         diff
     }
 
-    /// Close the connections `new` no longer allows: those of routes it removed, and of
-    /// routes whose access policy may deny an address `old`'s allowed. Connections of
-    /// other routes are not looked at.
+    /// Close the connections `new` no longer allows: those of routes it removed, of
+    /// routes that no longer serve a name (hostname or CONNECT destination) they had,
+    /// and of routes whose access policy may deny an address `old` allowed. Connections
+    /// of other routes are not looked at.
     fn revoke(&self, old: &Active, new: &Active) {
         for before in &old.routes {
             let id = &before.route.id;
-            let revoked = match new.route(id) {
-                None => self.connections.revoke(id, |_, _| Some("route_removed")),
-                Some(after) if Arc::ptr_eq(&after.route, &before.route) => continue,
-                Some(after) if after.route.access.may_tighten(&before.route.access) => {
-                    let access = &after.route.access;
-                    self.connections.revoke(id, |direct, remote| {
-                        (!access.decide(direct, remote).allowed()).then_some("acl_revoked")
-                    })
+            let after = new.route(id).map(|r| &r.route);
+            if let Some(after) = after {
+                let names_kept = before
+                    .route
+                    .hostnames
+                    .iter()
+                    .all(|h| after.hostnames.contains(h))
+                    && before
+                        .route
+                        .destinations
+                        .iter()
+                        .all(|d| after.destinations.contains(d));
+                if Arc::ptr_eq(after, &before.route)
+                    || (names_kept && !after.access.may_tighten(&before.route.access))
+                {
+                    continue;
                 }
-                Some(_) => continue,
-            };
+            }
+            let revoked = self
+                .connections
+                .revoke(id, |client| client.revoked_by(after.map(|r| &**r)));
             for closed in revoked {
                 self.metrics
                     .revoked

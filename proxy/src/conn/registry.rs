@@ -1,22 +1,62 @@
 //! Admitted connections by route, so that a new configuration re-checks only the
-//! connections it may have revoked: those of removed routes, and of routes whose access
-//! policy may now deny an address it allowed. Nothing runs per connection between
-//! configurations; a swap touches only the routes its diff names.
+//! connections it may have revoked: those of removed routes, of routes that no longer
+//! serve the name a connection was routed by, and of routes whose access policy may now
+//! deny an address it allowed. Nothing runs per connection between configurations; a
+//! swap touches only the routes that changed.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use apigate_control::RouteId;
+use apigate_control::{Route, RouteId};
 
 use super::KillSwitch;
+
+/// The name that routed a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoutedBy {
+    /// The TLS server name (lowercase).
+    Sni(Arc<str>),
+    /// The CONNECT destination (trimmed, lowercase).
+    Destination(Arc<str>),
+}
+
+/// An admitted connection as a revocation check sees it.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The TCP peer.
+    pub direct: IpAddr,
+    /// The client address its admission was decided on (PROXY header, else the peer).
+    pub remote: IpAddr,
+    /// The name that selected its route.
+    pub routed_by: RoutedBy,
+}
+
+impl Client {
+    /// Why `route` (as the active configuration has it; `None`: removed) no longer
+    /// allows this connection, if it doesn't: the one rule both admission and every
+    /// later swap apply.
+    pub fn revoked_by(&self, route: Option<&Route>) -> Option<&'static str> {
+        let Some(route) = route else {
+            return Some("route_removed");
+        };
+        let serves = match &self.routed_by {
+            RoutedBy::Sni(name) => route.hostnames.iter().any(|h| **h == **name),
+            RoutedBy::Destination(name) => route.destinations.iter().any(|d| **d == **name),
+        };
+        if !serves {
+            return Some("name_removed");
+        }
+        let decision = route.access.decide(self.direct, self.remote);
+        (!decision.allowed()).then_some("acl_revoked")
+    }
+}
 
 /// One admitted connection, as a revocation check needs it.
 struct Entry {
     listener: Arc<str>,
-    direct: IpAddr,
-    remote: IpAddr,
+    client: Client,
     kill: Weak<KillSwitch>,
 }
 
@@ -27,7 +67,7 @@ pub struct Revoked {
     pub listener: Arc<str>,
     /// The client address its admission was decided on.
     pub remote: IpAddr,
-    /// Why (`route_removed`, `acl_revoked`).
+    /// Why (`route_removed`, `name_removed`, `acl_revoked`).
     pub reason: &'static str,
 }
 
@@ -54,8 +94,7 @@ impl Connections {
         self: &Arc<Self>,
         route: RouteId,
         listener: Arc<str>,
-        direct: IpAddr,
-        remote: IpAddr,
+        client: Client,
     ) -> (Arc<KillSwitch>, Registration) {
         let kill = Arc::new(KillSwitch::default());
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -63,8 +102,7 @@ impl Connections {
             id,
             Entry {
                 listener,
-                direct,
-                remote,
+                client,
                 kill: Arc::downgrade(&kill),
             },
         );
@@ -76,12 +114,12 @@ impl Connections {
         (kill, registration)
     }
 
-    /// Close every connection of `route` for which `verdict(direct, remote)` gives a
-    /// reason; returns them.
+    /// Close every connection of `route` for which `verdict` gives a reason; returns
+    /// them.
     pub fn revoke(
         &self,
         route: &RouteId,
-        verdict: impl Fn(IpAddr, IpAddr) -> Option<&'static str>,
+        verdict: impl Fn(&Client) -> Option<&'static str>,
     ) -> Vec<Revoked> {
         let mut routes = self.lock();
         let Some(entries) = routes.get_mut(route) else {
@@ -89,14 +127,14 @@ impl Connections {
         };
         let mut revoked = Vec::new();
         entries.retain(|_, entry| {
-            let Some(reason) = verdict(entry.direct, entry.remote) else {
+            let Some(reason) = verdict(&entry.client) else {
                 return true;
             };
             if let Some(kill) = entry.kill.upgrade() {
                 kill.trip();
                 revoked.push(Revoked {
                     listener: entry.listener.clone(),
-                    remote: entry.remote,
+                    remote: entry.client.remote,
                     reason,
                 });
             }
@@ -155,19 +193,25 @@ mod tests {
         }
     }
 
+    fn client(ip: &str) -> Client {
+        let ip: IpAddr = ip.parse().unwrap();
+        Client {
+            direct: ip,
+            remote: ip,
+            routed_by: RoutedBy::Sni("api.example.com".into()),
+        }
+    }
+
     #[test]
     fn a_revocation_closes_only_the_connections_its_verdict_names_on_its_route() {
         let connections = Arc::new(Connections::default());
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let (a1, _r1) =
-            connections.register(route("a"), "https".into(), ip("10.0.0.1"), ip("10.0.0.1"));
-        let (a2, _r2) =
-            connections.register(route("a"), "https".into(), ip("10.0.0.2"), ip("10.0.0.2"));
-        let (b1, _r3) =
-            connections.register(route("b"), "https".into(), ip("10.0.0.1"), ip("10.0.0.1"));
+        let (a1, _r1) = connections.register(route("a"), "https".into(), client("10.0.0.1"));
+        let (a2, _r2) = connections.register(route("a"), "https".into(), client("10.0.0.2"));
+        let (b1, _r3) = connections.register(route("b"), "https".into(), client("10.0.0.1"));
         assert_eq!(connections.len(), 3);
-        let revoked = connections.revoke(&route("a"), |_, remote| {
-            (remote == ip("10.0.0.1")).then_some("acl_revoked")
+        let revoked = connections.revoke(&route("a"), |c| {
+            (c.remote == ip("10.0.0.1")).then_some("acl_revoked")
         });
         assert_eq!(
             revoked,
@@ -184,7 +228,7 @@ mod tests {
         assert_eq!(connections.len(), 2);
         assert!(
             connections
-                .revoke(&route("a"), |_, _| Some("route_removed"))
+                .revoke(&route("a"), |_| Some("route_removed"))
                 .len()
                 == 1
         );
@@ -194,12 +238,11 @@ mod tests {
     #[test]
     fn a_connection_unregisters_when_it_ends() {
         let connections = Arc::new(Connections::default());
-        let ip: IpAddr = "::1".parse().unwrap();
-        let (kill, registration) = connections.register(route("a"), "https".into(), ip, ip);
+        let (kill, registration) = connections.register(route("a"), "https".into(), client("::1"));
         drop(registration);
         assert!(connections.is_empty());
         assert!(connections
-            .revoke(&route("a"), |_, _| Some("route_removed"))
+            .revoke(&route("a"), |_| Some("route_removed"))
             .is_empty());
         assert!(!kill.is_tripped());
     }

@@ -25,7 +25,7 @@ use super::proxy_header::{self, ClientAddrs};
 use super::record::{self, Refusal, Refused};
 use super::revocation;
 use crate::conn::prefixed::PrefixedStream;
-use crate::conn::registry::Registration;
+use crate::conn::registry::{Registration, RoutedBy};
 use crate::conn::KillSwitch;
 use crate::state::{Active, RouteRuntime, State};
 
@@ -161,11 +161,11 @@ impl Addressed {
             .await
             .and_then(
                 |request| match active.route_for_destination(&request.destination) {
-                    Some(route) => Ok((route.clone(), request.rest)),
+                    Some(route) => Ok((route.clone(), request.rest, request.destination)),
                     None => Err(ConnectError::UnknownDestination(request.destination)),
                 },
             );
-        let (route, rest) = match request {
+        let (route, rest, destination) = match request {
             Ok(found) => found,
             Err(e) => {
                 let _ = tokio::time::timeout_at(
@@ -199,6 +199,7 @@ impl Addressed {
                 addrs: self.addrs,
                 buffered: rest,
                 route,
+                destination: RoutedBy::Destination(destination.trim().to_ascii_lowercase().into()),
                 admission: self.admission,
             }),
             Ok(Err(e)) => Err(self.admission.refuse(
@@ -224,6 +225,7 @@ pub struct Tunnelled {
     addrs: ClientAddrs,
     buffered: BytesMut,
     route: Arc<RouteRuntime>,
+    destination: RoutedBy,
     admission: Admission,
 }
 
@@ -234,7 +236,7 @@ impl Tunnelled {
             self.tcp,
             self.addrs,
             self.buffered,
-            Some(self.route),
+            Some((self.route, self.destination)),
             self.admission,
         )
         .await
@@ -245,7 +247,7 @@ async fn read_hello(
     mut tcp: TcpStream,
     addrs: ClientAddrs,
     buffered: BytesMut,
-    fixed: Option<Arc<RouteRuntime>>,
+    fixed: Option<(Arc<RouteRuntime>, RoutedBy)>,
     admission: Admission,
 ) -> Result<Hello, Box<Refused>> {
     match client_hello::read(&mut tcp, buffered, admission.deadline).await {
@@ -262,7 +264,7 @@ async fn read_hello(
                 HelloError::Timeout => Refusal::HelloTimeout,
                 HelloError::Closed(detail) => Refusal::ClosedEarly(detail),
             };
-            Err(admission.refuse(refusal, addrs, fixed.as_deref()))
+            Err(admission.refuse(refusal, addrs, fixed.as_ref().map(|(r, _)| &**r)))
         }
     }
 }
@@ -272,7 +274,7 @@ pub struct Hello {
     tcp: TcpStream,
     addrs: ClientAddrs,
     hello: client_hello::Hello,
-    fixed: Option<Arc<RouteRuntime>>,
+    fixed: Option<(Arc<RouteRuntime>, RoutedBy)>,
     admission: Admission,
 }
 
@@ -281,14 +283,17 @@ impl Hello {
     /// route serves gets an `unrecognized_name` alert.
     pub async fn route(mut self) -> Result<Routed, Box<Refused>> {
         let refusal = match (self.fixed.take(), &self.hello.server_name) {
-            (Some(route), _) => Ok(route),
+            (Some(fixed), _) => Ok(fixed),
             (None, None) => Err(Refusal::NoSni),
             (None, Some(sni)) => match self.admission.active.route_for_sni(sni) {
-                Some(route) => Ok(route.clone()),
+                Some(route) => Ok((
+                    route.clone(),
+                    RoutedBy::Sni(sni.to_ascii_lowercase().into()),
+                )),
                 None => Err(Refusal::UnknownSni(sni.clone())),
             },
         };
-        let route = match refusal {
+        let (route, routed_by) = match refusal {
             Ok(route) => route,
             Err(refusal) => {
                 alert(&mut self.tcp, UNRECOGNIZED_NAME, self.admission.deadline).await;
@@ -300,6 +305,7 @@ impl Hello {
             addrs: self.addrs,
             hello: self.hello,
             route,
+            routed_by,
             admission: self.admission,
         })
     }
@@ -311,6 +317,7 @@ pub struct Routed {
     addrs: ClientAddrs,
     hello: client_hello::Hello,
     route: Arc<RouteRuntime>,
+    routed_by: RoutedBy,
     admission: Admission,
 }
 
@@ -337,6 +344,7 @@ impl Routed {
             self.admission.listener.clone(),
             self.route.route.id.clone(),
             self.addrs,
+            self.routed_by.clone(),
         );
         let (kill, registration) = match registered {
             Ok(registered) => registered,

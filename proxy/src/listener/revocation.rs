@@ -19,23 +19,9 @@ use std::sync::Arc;
 use apigate_control::RouteId;
 
 use super::proxy_header::ClientAddrs;
-use crate::conn::registry::Registration;
+use crate::conn::registry::{Client, Registration, RoutedBy};
 use crate::conn::KillSwitch;
-use crate::state::{Active, State};
-
-/// Why `active` no longer allows a connection of `route` from `addrs`, if it doesn't.
-fn revoked(active: &Active, route: &RouteId, addrs: &ClientAddrs) -> Option<&'static str> {
-    match active.route(route) {
-        None => Some("route_removed"),
-        Some(runtime) => {
-            let decision = runtime
-                .route
-                .access
-                .decide(addrs.direct.ip(), addrs.remote.ip());
-            (!decision.allowed()).then_some("acl_revoked")
-        }
-    }
-}
+use crate::state::State;
 
 /// Register an admitted connection for revocation; refused with the reason when the
 /// current configuration already revokes it.
@@ -44,14 +30,18 @@ pub fn register(
     listener: Arc<str>,
     route: RouteId,
     addrs: ClientAddrs,
+    routed_by: RoutedBy,
 ) -> Result<(Arc<KillSwitch>, Registration), &'static str> {
-    let registered = state.connections.register(
-        route.clone(),
-        listener,
-        addrs.direct.ip(),
-        addrs.remote.ip(),
-    );
-    if let Some(reason) = revoked(&state.load(), &route, &addrs) {
+    let client = Client {
+        direct: addrs.direct.ip(),
+        remote: addrs.remote.ip(),
+        routed_by,
+    };
+    let registered = state
+        .connections
+        .register(route.clone(), listener, client.clone());
+    let active = state.load();
+    if let Some(reason) = client.revoked_by(active.route(&route).map(|r| &*r.route)) {
         return Err(reason);
     }
     Ok(registered)

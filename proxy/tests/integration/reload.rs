@@ -152,3 +152,43 @@ async fn a_rejection_from_the_kubernetes_source_is_counted_like_a_bad_file() {
     assert_eq!(m.sum("apigate_config_revision", &[]), 1.0);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_hostname_closes_the_connections_it_routed_and_only_those() {
+    use apigate_test_support::client::ClientTls;
+    let mut h = Harness::start_with(1, |c| {
+        c.routes[0]
+            .spec
+            .hostnames
+            .push(crate::support::OTHER_HOST.into());
+    })
+    .await;
+    let kept = h.h2(None).await;
+    let other_tls = ClientTls {
+        server_name: crate::support::OTHER_HOST.into(),
+        ..h.tls(None)
+    };
+    let dropped = H2Client::connect(h.addr(), &other_tls).await.unwrap();
+    assert_eq!(dropped.get("/version", &[]).await.unwrap().status, 200);
+
+    let mut narrowed = h.config.clone();
+    narrowed.routes[0].spec.hostnames = vec![crate::support::HOST.into()];
+    h.reload(narrowed).await;
+    assert!(
+        dropped.get("/version", &[]).await.is_err(),
+        "the connection routed by the removed name is closed"
+    );
+    assert_eq!(kept.get("/version", &[]).await.unwrap().status, 200);
+    assert_eq!(
+        h.metric(
+            "apigate_connections_revoked_total",
+            &[("reason", "name_removed")]
+        ),
+        1.0
+    );
+    assert!(
+        H2Client::connect(h.addr(), &other_tls).await.is_err(),
+        "the removed name routes nothing new"
+    );
+    h.stop().await;
+}
