@@ -3,7 +3,9 @@
 //!
 //! Data flows one way: **sources** (a YAML file today, the Kubernetes API later) produce
 //! [`inputs::Inputs`] → [`compile()`] validates everything and builds a [`Snapshot`] →
-//! the proxy swaps it in atomically. This crate knows nothing of the proxy engine
+//! the proxy swaps it in atomically; [`rollout`] holds the pure half of canary
+//! rollouts (what a revision changes, which routes go first, the staged snapshot).
+//! This crate knows nothing of the proxy engine
 //! (pingora): the proxy depends on it, never the other way round.
 
 #![forbid(unsafe_code)]

@@ -8,8 +8,10 @@
 //! upgrades and passthrough splices alike; each replica's health (passive failures,
 //! [`probe`]s, drain signals) is a state machine in [`balance::health`], shown on the
 //! [`admin`] listener. Configuration comes from `apigate-control`
-//! as an immutable snapshot held in [`state`]; [`reload`] (the file) and [`kubernetes`]
-//! (the cluster) hand each revision to the one [`install`]er; every response apigate writes itself is a [`rejection`].
+//! as an immutable snapshot held in [`state`]; [`reload`] (the file) hands each revision
+//! to the [`rollout`] controller, which decides what each route serves, and it and
+//! [`kubernetes`] (the cluster) install through the one [`install`]er; every response
+//! apigate writes itself is a [`rejection`].
 
 #![forbid(unsafe_code)]
 

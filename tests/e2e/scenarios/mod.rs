@@ -19,6 +19,7 @@ mod kubectl;
 mod kubernetes_source;
 mod manifests;
 mod paths;
+mod rollout;
 
 /// What every scenario gets: the testbed and apigate in front of it (file config).
 pub(crate) struct Ctx {
@@ -71,6 +72,7 @@ pub(crate) fn all() -> Vec<Scenario> {
         scenario!(balancing::watch_survives_while_requests_flow),
         scenario!(paths::passthrough_with_kubectl),
         scenario!(paths::connect_path_with_kubectl),
+        scenario!(rollout::a_bad_revision_freezes_on_the_canary_route),
         // Last: it stops a replica.
         scenario!(failures::graceful_replica_shutdown_under_load),
     ]
