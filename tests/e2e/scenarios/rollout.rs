@@ -27,7 +27,10 @@ fn config(ctx: &Ctx, server_name: &str, balancing: &str) -> anyhow::Result<Strin
         .collect();
     let pki = |f: &str| ctx.testbed.pki(f).map(|p| p.display().to_string());
     let (cert, key, ca) = (pki("apiserver.crt")?, pki("apiserver.key")?, pki("ca.crt")?);
-    let (fp_cert, fp_key) = (pki("front-proxy-client.crt")?, pki("front-proxy-client.key")?);
+    let (fp_cert, fp_key) = (
+        pki("front-proxy-client.crt")?,
+        pki("front-proxy-client.key")?,
+    );
     let route = |name: &str, host: &str, labels: &str| {
         format!(
             "---
@@ -44,15 +47,15 @@ spec:
             backends = backends.join(", ")
         )
     };
-    Ok(format!(
+    Ok(String::from(
         "apiVersion: apigate.dev/v1alpha1
 kind: GatewayConfig
-metadata: {{name: e2e-rollout}}
+metadata: {name: e2e-rollout}
 spec:
-  listeners: [{{name: https, address: \"127.0.0.1:0\"}}]
-  admin: {{address: \"127.0.0.1:0\"}}
-  rollout: {{enabled: true, bakeTime: 3s, gates: {{minRequests: 20}}}}
-"
+  listeners: [{name: https, address: \"127.0.0.1:0\"}]
+  admin: {address: \"127.0.0.1:0\"}
+  rollout: {enabled: true, bakeTime: 3s, gates: {minRequests: 20}}
+",
     ) + &route("canary", CANARY, "apigate.dev/canary: \"true\"")
         + &route("other", OTHER, ""))
 }
@@ -75,9 +78,7 @@ async fn drive(
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         for _ in 0..5 {
-            let ok = |r: &Result<apigate_test_support::client::Response, _>| {
-                matches!(r, Ok(r) if r.status == 200)
-            };
+            let ok = |r: &Result<apigate_test_support::client::Response, _>| matches!(r, Ok(r) if r.status == 200);
             if !ok(&canary.get("/api/v1/namespaces/default", &[]).await) {
                 canary_failed += 1;
             }
@@ -96,7 +97,9 @@ async fn drive(
 /// A revision with an upstream server name the replicas' certificates do not carry (a
 /// typo: every request gets a 502) freezes on the canary route, the other route never fails, the canary serves again at once; aborted,
 /// it stays withdrawn; then a good revision reaches both routes after the bake.
-pub(crate) async fn a_bad_revision_freezes_on_the_canary_route(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+pub(crate) async fn a_bad_revision_freezes_on_the_canary_route(
+    ctx: Arc<Ctx>,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("apigate.yaml");
     std::fs::write(&path, config(&ctx, GOOD_NAME, "leastRequest")?)?;
