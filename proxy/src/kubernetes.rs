@@ -128,6 +128,10 @@ fn probe_notes(state: &State) -> BTreeMap<ObjectKey, String> {
     notes
 }
 
+/// While the Gardener Extension API is absent, how often apigate looks for it again:
+/// acl Extensions created after the API appears are enforced within this.
+pub const EXTENSION_REDISCOVERY: Duration = Duration::from_secs(10);
+
 /// The source's options from the arguments; `state` is where the data plane's notes
 /// on routes come from.
 pub fn options(args: &KubernetesArgs, state: Arc<State>) -> Options {
@@ -143,6 +147,7 @@ pub fn options(args: &KubernetesArgs, state: Arc<State>) -> Options {
         }),
         controller: "apigate.dev/apigate".into(),
         instance: args.identity.clone(),
+        rediscovery: EXTENSION_REDISCOVERY,
         data_plane: Some(data_plane_notes(state)),
     }
 }
@@ -190,7 +195,7 @@ fn install(state: &State, readiness: &Readiness, update: Update) {
     for (key, report) in update.reports.iter() {
         match &report.verdict {
             Verdict::Accepted => accepted += 1,
-            Verdict::Pending => pending += 1,
+            Verdict::Pending(_) => pending += 1,
             Verdict::Rejected { reason, errors } => {
                 rejected += 1;
                 state
@@ -263,13 +268,9 @@ pub async fn run(
     tokio::select! {
         () = crate::server::wait_for_termination() => {}
         result = source_task => {
-            // The source only returns when it cannot start at all.
+            // The source runs until aborted; it can only end by panicking.
             running.shutdown(Duration::ZERO).await;
-            return match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e).context("Kubernetes source"),
-                Err(e) => Err(anyhow::anyhow!("Kubernetes source failed: {e}")),
-            };
+            return Err(anyhow::anyhow!("Kubernetes source failed: {result:?}"));
         }
     }
     stopping.stop(running).await;

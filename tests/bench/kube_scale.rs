@@ -190,6 +190,7 @@ async fn bench(
         lease: None,
         controller: "apigate.dev/apigate".into(),
         instance: "bench".into(),
+        rediscovery: Duration::from_secs(30),
         data_plane: None,
     };
     let started = Instant::now();

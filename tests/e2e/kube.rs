@@ -206,6 +206,15 @@ impl KubeGateway {
     /// source: `/readyz` can be read before anything could have synced. Then call
     /// [`KubeGateway::start_source`].
     pub async fn start(testbed: &Testbed) -> anyhow::Result<KubeGateway> {
+        Self::start_with(testbed, None).await
+    }
+
+    /// [`KubeGateway::start`], the source talking to the seed through `client` (for
+    /// example a [`crate::front::FaultyFront`]'s) instead of the admin kubeconfig's.
+    pub async fn start_with(
+        testbed: &Testbed,
+        client: Option<::kube::Client>,
+    ) -> anyhow::Result<KubeGateway> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("gateway.yaml");
         std::fs::write(
@@ -223,7 +232,10 @@ spec:
         let snapshot =
             apigate_control::compile(&base).map_err(|e| anyhow::anyhow!("gateway: {e:?}"))?;
         let seed_kubeconfig = PathBuf::from(testbed.get("KUBECONFIG_ADMIN")?);
-        let client = apigate::kubernetes::client(Some(&seed_kubeconfig)).await?;
+        let client = match client {
+            Some(client) => client,
+            None => apigate::kubernetes::client(Some(&seed_kubeconfig)).await?,
+        };
         let running = apigate::server::start_with(snapshot, None, false).await?;
         let options = Options {
             route_selector: None,
@@ -237,6 +249,7 @@ spec:
             }),
             controller: "apigate.dev/apigate".into(),
             instance: "e2e-0".into(),
+            rediscovery: Duration::from_secs(1),
             data_plane: Some(apigate::kubernetes::data_plane_notes(running.state.clone())),
         };
         let address = running.address().context("no listener")?;
@@ -275,9 +288,7 @@ current-context: admin
         let report =
             apigate::kubernetes::installer(running.state.clone(), running.readiness.clone());
         self.source = Some(tokio::spawn(async move {
-            if let Err(e) = source::run(client, base, options, report).await {
-                eprintln!("kubernetes source stopped: {e}");
-            }
+            source::run(client, base, options, report).await;
         }));
         Ok(())
     }

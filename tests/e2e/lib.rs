@@ -9,6 +9,7 @@
 
 #![allow(missing_docs)]
 
+pub mod front;
 pub mod kube;
 
 use std::collections::BTreeMap;

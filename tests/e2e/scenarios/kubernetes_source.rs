@@ -49,7 +49,7 @@ fn conditions(
 }
 
 /// The route under test's conditions contain `want`, within `limit`.
-async fn condition(testbed: &Testbed, what: &str, want: &str) -> anyhow::Result<()> {
+pub(super) async fn condition(testbed: &Testbed, what: &str, want: &str) -> anyhow::Result<()> {
     condition_of(testbed, NAMESPACE, what, want).await
 }
 

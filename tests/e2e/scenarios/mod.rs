@@ -12,6 +12,7 @@ use apigate_test_support::client::H2Client;
 
 mod balancing;
 mod exec;
+mod fail_closed;
 mod failures;
 mod front_proxy;
 mod identity;
@@ -58,6 +59,10 @@ pub(crate) fn all() -> Vec<Scenario> {
         scenario!(
             kubernetes_source::kubernetes_source,
             Duration::from_secs(300)
+        ),
+        scenario!(
+            fail_closed::kubernetes_source_fails_closed,
+            Duration::from_secs(240)
         ),
         scenario!(manifests::manifests_apply_with_server_dry_run),
         scenario!(kubectl::kubectl_with_client_certificate),

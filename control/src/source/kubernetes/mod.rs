@@ -29,7 +29,7 @@ use tokio::sync::watch as channel;
 use self::lease::LeaseConfig;
 use self::reconcile::{Reconciler, RouteReport};
 use self::status::{StatusWriter, WriteCounts};
-use self::watch::{SecretWatches, Shared, Tasks};
+use self::watch::{SecretWatches, Shared, Tasks, Watched};
 use self::world::{ObjectKey, RouteObject, SecretState};
 use crate::error::ConfigError;
 use crate::snapshot::Snapshot;
@@ -50,6 +50,8 @@ pub struct Options {
     pub controller: String,
     /// `reportingInstance` of Events (the pod name).
     pub instance: String,
+    /// While the Gardener Extension API is absent, how often to look for it again.
+    pub rediscovery: Duration,
     /// What the data plane finds wrong with routes at run time (health probes refused),
     /// shown in each route's `HealthChecks` condition; `None`: nothing to report.
     pub data_plane: Option<channel::Receiver<DataPlaneNotes>>,
@@ -89,14 +91,6 @@ pub enum Report {
     WatchErrors(BTreeMap<&'static str, u64>),
 }
 
-/// Errors that stop the source from starting.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// API discovery failed (server unreachable, credentials refused).
-    #[error("cannot discover the API server's resources: {0}")]
-    Discovery(#[source] kube::Error),
-}
-
 /// How soon failed status writes are tried again.
 const STATUS_RETRY: Duration = Duration::from_secs(5);
 
@@ -107,8 +101,10 @@ type Statuses = Option<
     )>,
 >;
 
-/// Watch the cluster and call `report` with every new configuration, forever.
-/// Dropping the future (aborting its task) stops every watch it started.
+/// Watch the cluster and call `report` with every new configuration, forever: API
+/// discovery that does not answer definitively is retried (nothing is reported, so
+/// apigate is not ready, until it does), like every watch. Dropping the future
+/// (aborting its task) stops every watch it started.
 ///
 /// `base` holds the objects from the configuration file (the `GatewayConfig`, and any
 /// static routes); they take part in every compile.
@@ -117,15 +113,21 @@ pub async fn run(
     base: Inputs,
     options: Options,
     report: impl Fn(Report) + Send + Sync + 'static,
-) -> Result<(), SourceError> {
+) {
     let report = Arc::new(report);
-    let slices = watch::slice_resource(&client)
-        .await
-        .map_err(SourceError::Discovery)?;
-    let extensions = watch::extension_resource(&client)
-        .await
-        .map_err(SourceError::Discovery)?;
     let shared = Arc::new(Shared::default());
+    // Only a definitive answer decides; anything else is retried, and nothing is
+    // reported (so apigate is not ready) until then.
+    let errors = || report_errors(&*report, &shared);
+    let slices = watch::slice_resource(&client, &shared, &errors).await;
+    let extensions = watch::serves_eventually(
+        &client,
+        &shared,
+        Watched::Extensions,
+        (watch::EXTENSIONS, "extensions"),
+        &errors,
+    )
+    .await;
     let mut tasks = Tasks::default();
     let required = watch::spawn_watchers(
         &client,
@@ -135,6 +137,13 @@ pub async fn run(
         extensions,
         &mut tasks,
     );
+    if !extensions {
+        tasks.push(tokio::spawn(watch::rediscover_extensions(
+            client.clone(),
+            shared.clone(),
+            options.rediscovery,
+        )));
+    }
 
     let (leader_tx, leader_rx) = channel::channel(options.lease.is_none());
     if let Some(lease) = options.lease.clone() {
@@ -209,15 +218,20 @@ pub async fn run(
             }
             Err(errors) => report(Report::Rejected(errors)),
         }
-        report(Report::WatchErrors(
-            shared
-                .errors()
-                .into_iter()
-                .map(|(r, n)| (r.label(), n))
-                .collect(),
-        ));
+        report_errors(&*report, &shared);
         status_tx.send_replace(Some(Arc::new((world.routes, reports))));
     }
+}
+
+/// Report the watch and discovery errors so far.
+fn report_errors(report: &dyn Fn(Report), shared: &Shared) {
+    report(Report::WatchErrors(
+        shared
+            .errors()
+            .into_iter()
+            .map(|(r, n)| (r.label(), n))
+            .collect(),
+    ));
 }
 
 /// Write statuses whenever new reports arrive, the data plane's notes change, or this

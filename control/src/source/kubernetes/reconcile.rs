@@ -21,8 +21,9 @@ use crate::source::Inputs;
 pub enum Verdict {
     /// Valid and serving.
     Accepted,
-    /// A referenced Secret has not been listed yet.
-    Pending,
+    /// It waits: for a referenced Secret's first list, or for the acl Extensions to
+    /// be readable. Its last accepted version (if any) keeps serving meanwhile.
+    Pending(super::translate::Waiting),
     /// Invalid; `reason` is the condition reason, `errors` say which field and why.
     Rejected {
         /// PascalCase reason for the `Accepted=False` condition.
@@ -194,8 +195,8 @@ impl Reconciler {
             // A definite problem outranks a Secret still being listed.
             if !translated.problems.is_empty() {
                 report.verdict = rejected(translated.problems.clone());
-            } else if translated.pending {
-                report.verdict = Verdict::Pending;
+            } else if let Some(waiting) = translated.pending {
+                report.verdict = Verdict::Pending(waiting);
             } else if let Some(errors) = refused.get(key) {
                 report.verdict = rejected(errors.clone());
             } else {

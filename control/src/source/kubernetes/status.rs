@@ -15,6 +15,7 @@ use kube::Client;
 
 use super::crd::{ApiServerRoute, Condition, RouteStatus};
 use super::reconcile::{RouteReport, Serving, Verdict};
+use super::translate::Waiting;
 use super::world::{ObjectKey, RouteObject};
 
 /// Longest condition message written; the API allows 32 KiB, people read far less.
@@ -37,10 +38,19 @@ pub fn desired_status(
     let generation = Some(report.generation);
     let (status, reason, message) = match &report.verdict {
         Verdict::Accepted => ("True", "Accepted", "serving this generation".to_string()),
-        Verdict::Pending => (
+        Verdict::Pending(Waiting::Secrets) => (
             "Unknown",
             "SecretsPending",
             "waiting for the first list of a referenced Secret".to_string(),
+        ),
+        Verdict::Pending(Waiting::AclExtensions) => (
+            "Unknown",
+            "AclExtensionsUnreadable",
+            match report.serving {
+                Serving::LastGood => "the acl Extensions cannot be read now; the last accepted version (and its allowlist) keeps serving",
+                Serving::Current | Serving::Nothing => "the acl Extensions cannot be read now; not serving until they can",
+            }
+            .to_string(),
         ),
         Verdict::Rejected { reason, errors } => {
             let problems: Vec<String> = errors
@@ -237,7 +247,7 @@ impl StatusWriter {
                         ));
                     }
                 }
-                Verdict::Pending => {}
+                Verdict::Pending(_) => {}
             }
         }
 

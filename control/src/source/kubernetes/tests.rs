@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use super::crd::{BackendRef, RouteSpec, SecretKeyRef, ServingTlsRef, UpstreamRef};
 use super::reconcile::{Reconciler, RouteReport, Serving, Verdict};
 use super::status::{desired_status, same_meaning};
+use super::translate::Waiting;
 use super::world::{
     AclExtension, Endpoint, ObjectKey, RouteObject, SecretState, ServicePort, Slice, World,
 };
@@ -265,6 +266,77 @@ fn the_acl_extension_becomes_the_allowlist_and_a_malformed_one_keeps_the_old() {
         .allowed());
 }
 
+#[test]
+fn unreadable_acl_extensions_never_mean_allow_all() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let outsider = ip("192.0.2.1");
+    let mut world = World::default();
+    backends(&mut world, "a", &["10.0.0.1"], &[]);
+    world
+        .routes
+        .insert(key("a"), route(1, spec("a.example.com")));
+    world.extensions.insert(
+        ObjectKey::new("a", "acl"),
+        AclExtension {
+            created: 1,
+            provider_config: Some(
+                serde_json::json!({"rule": {"action": "ALLOW", "cidrs": ["10.0.0.0/8"]}}),
+            ),
+        },
+    );
+    // Never accepted, Extensions unreadable: the route waits and is not served.
+    world.extensions_unreadable = true;
+    let mut reconciler = Reconciler::default();
+    let outcome = reconciler.reconcile(&base(), &world);
+    let report = &outcome.reports[&key("a")];
+    assert_eq!(report.verdict, Verdict::Pending(Waiting::AclExtensions));
+    assert_eq!(report.serving, Serving::Nothing);
+    assert!(outcome.snapshot.unwrap().routes.is_empty());
+    let status = desired_status(report, None, "2026-01-01T00:00:00Z", None);
+    assert_eq!(status.conditions[0].reason, "AclExtensionsUnreadable");
+
+    // Readable: accepted with the Extension's allowlist.
+    world.extensions_unreadable = false;
+    let snapshot = reconciler.reconcile(&base(), &world).snapshot.unwrap();
+    assert!(!snapshot.routes[0]
+        .access
+        .decide(outsider, outsider)
+        .allowed());
+
+    // Unreadable again, and the Extension gone from what we last saw, while the route
+    // changes: the new version waits and the last accepted one, with its allowlist,
+    // keeps serving.
+    world.extensions_unreadable = true;
+    world.extensions.clear();
+    let mut changed = spec("a.example.com");
+    changed.hostnames.push("b.example.com".into());
+    world.routes.insert(key("a"), route(1, changed));
+    let outcome = reconciler.reconcile(&base(), &world);
+    let report = &outcome.reports[&key("a")];
+    assert_eq!(report.verdict, Verdict::Pending(Waiting::AclExtensions));
+    assert_eq!(report.serving, Serving::LastGood);
+    let snapshot = outcome.snapshot.unwrap();
+    assert_eq!(snapshot.routes[0].hostnames, vec!["a.example.com"]);
+    assert!(!snapshot.routes[0]
+        .access
+        .decide(outsider, outsider)
+        .allowed());
+
+    // A route with its own acl does not depend on Extensions.
+    let mut own = spec("c.example.com");
+    own.acl = Some(crate::access::GardenerAclConfig::new(
+        crate::access::RuleSpec {
+            action: "ALLOW".into(),
+            address_type: None,
+            cidrs: vec!["10.0.0.0/8".into()],
+        },
+    ));
+    backends(&mut world, "c", &["10.0.0.3"], &[]);
+    world.routes.insert(key("c"), route(2, own));
+    let outcome = reconciler.reconcile(&base(), &world);
+    assert_eq!(outcome.reports[&key("c")].verdict, Verdict::Accepted);
+}
+
 fn terminate_spec() -> RouteSpec {
     let mut spec = spec("t.example.com");
     spec.mode = RouteMode::Terminate;
@@ -304,7 +376,10 @@ fn secrets_pending_missing_keyless_and_present() {
     world.secrets.insert(serving.clone(), SecretState::Pending);
     world.secrets.insert(ca.clone(), SecretState::Pending);
     let outcome = reconciler.reconcile(&base(), &world);
-    assert_eq!(outcome.reports[&key("t")].verdict, Verdict::Pending);
+    assert_eq!(
+        outcome.reports[&key("t")].verdict,
+        Verdict::Pending(Waiting::Secrets)
+    );
 
     world.secrets.insert(serving.clone(), SecretState::Absent);
     world

@@ -23,8 +23,8 @@ pub struct Translated {
     pub files: BTreeMap<String, Result<Vec<u8>, String>>,
     /// Reference problems, in the custom resource's field names.
     pub problems: Vec<ConfigError>,
-    /// A referenced Secret has not been listed yet: neither accept nor reject.
-    pub pending: bool,
+    /// What the route waits for, if anything: neither accept nor reject it yet.
+    pub pending: Option<Waiting>,
     /// Ready endpoints found for the backend Service.
     pub ready_endpoints: usize,
     /// Endpoints that are terminating or not ready: they get no new requests.
@@ -49,13 +49,23 @@ pub fn secret_file(namespace: &str, name: &str, key: &str) -> String {
     format!("Secret {namespace}/{name} key {key}")
 }
 
+/// What a route version waits for before it can be accepted or rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// A referenced Secret has not been listed yet.
+    Secrets,
+    /// Its allowlist may come from a Gardener `acl` Extension, and those cannot be read
+    /// now (the Extension watch has not listed yet, or is failing).
+    AclExtensions,
+}
+
 /// Translate one route.
 pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Translated {
     let object_ref = route_ref(key);
     let spec = &route.spec;
     let mut errors = Errors::default();
     let mut files = BTreeMap::new();
-    let mut pending = false;
+    let mut pending = None;
     let mut secret = |field: &str, name: &str, secret_key: &str, errors: &mut Errors| -> String {
         let file = secret_file(&key.namespace, name, secret_key);
         let secret_ref = ObjectKey::new(key.namespace.clone(), name);
@@ -71,7 +81,7 @@ pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Transla
             return file;
         }
         match world.secrets.get(&secret_ref) {
-            None | Some(SecretState::Pending) => pending = true,
+            None | Some(SecretState::Pending) => pending = Some(Waiting::Secrets),
             Some(SecretState::Absent) => errors.push(
                 &object_ref,
                 field,
@@ -184,7 +194,10 @@ pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Transla
     // The route's own `acl` wins; otherwise the namespace's Gardener acl Extension.
     let mut acl = spec.acl.clone();
     let mut acl_extension = None;
-    if acl.is_none() {
+    if acl.is_none() && world.extensions_unreadable {
+        // Whether an Extension applies is unknown: never guess "none" (allow-all).
+        pending = Some(Waiting::AclExtensions);
+    } else if acl.is_none() {
         if let Some((ext_key, ext)) = world.acl_extension(&key.namespace) {
             acl_extension = Some(ext_key.clone());
             if let Some(config) = &ext.provider_config {

@@ -101,7 +101,25 @@ impl Shared {
             .insert(resource);
     }
 
-    fn count_error(&self, resource: Watched) {
+    /// Whether the acl Extensions can be read now. Turning readable again wakes the
+    /// reconcile loop, so routes that waited are translated at once; turning
+    /// unreadable does not (what serves stays; only new versions wait).
+    pub fn extensions_readable(&self, readable: bool) {
+        let changed = {
+            let mut world = self.world();
+            let changed = world.extensions_unreadable == readable;
+            world.extensions_unreadable = !readable;
+            changed
+        };
+        if changed {
+            tracing::info!(readable, "acl Extensions readability changed");
+            if readable {
+                self.touch();
+            }
+        }
+    }
+
+    pub(super) fn count_error(&self, resource: Watched) {
         *self
             .errors
             .lock()
@@ -179,8 +197,16 @@ async fn apply<K, T, S, F>(
     futures_util::pin_mut!(stream);
     while let Some(event) = stream.next().await {
         let event = match event {
-            Ok(event) => event,
+            Ok(event) => {
+                if resource == Watched::Extensions {
+                    shared.extensions_readable(true);
+                }
+                event
+            }
             Err(error) => {
+                if resource == Watched::Extensions {
+                    shared.extensions_readable(false);
+                }
                 shared.count_error(resource);
                 tracing::warn!(resource = resource.label(), %error, "watch failed; retrying with back-off, the current configuration keeps serving");
                 continue;
@@ -334,40 +360,139 @@ fn secret(object: &Secret) -> Option<SecretState> {
     Some(SecretState::Present(data))
 }
 
-/// Which EndpointSlice API the server offers: `v1`, else `v1beta1` (Kubernetes < 1.21).
-pub async fn slice_resource(client: &Client) -> Result<ApiResource, kube::Error> {
-    let version = match client.list_api_group_resources("discovery.k8s.io/v1").await {
-        Ok(list) if list.resources.iter().any(|r| r.name == "endpointslices") => "v1",
-        Ok(_) | Err(kube::Error::Api(_)) => "v1beta1",
-        Err(e) => return Err(e),
-    };
+/// Whether the server serves `plural` in `group_version`. Only a definitive answer is
+/// `Ok`: the group version listed without it, or `404 Not Found` for the group version.
+/// Any other answer (401, 403, 429, 5xx, a transport error, a timeout) is an error to
+/// retry: guessing "absent" would serve routes without the allowlists the API holds.
+pub async fn serves(
+    client: &Client,
+    group_version: &str,
+    plural: &str,
+) -> Result<bool, kube::Error> {
+    let listing = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.list_api_group_resources(group_version),
+    )
+    .await;
+    match listing {
+        Ok(Ok(list)) => Ok(list.resources.iter().any(|r| r.name == plural)),
+        Ok(Err(kube::Error::Api(status))) if status.code == 404 => Ok(false),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(kube::Error::Service(
+            format!("discovery of {group_version} timed out after 10 s").into(),
+        )),
+    }
+}
+
+/// [`serves`], retried with back-off (0.5 s doubling to 30 s) until the server answers
+/// definitively; each failure is logged, counted against `resource` and announced
+/// through `errors`.
+pub async fn serves_eventually(
+    client: &Client,
+    shared: &Shared,
+    resource: Watched,
+    (group_version, plural): (&str, &str),
+    errors: &(dyn Fn() + Sync),
+) -> bool {
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        match serves(client, group_version, plural).await {
+            Ok(answer) => return answer,
+            Err(error) => {
+                shared.count_error(resource);
+                errors();
+                tracing::warn!(group_version, %error, retry_in = ?delay, "API discovery failed; not ready until it answers");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(30));
+    }
+}
+
+/// The EndpointSlice API the server offers: `v1`, else `v1beta1` (Kubernetes < 1.21),
+/// decided only on a definitive answer.
+pub async fn slice_resource(
+    client: &Client,
+    shared: &Shared,
+    errors: &(dyn Fn() + Sync),
+) -> ApiResource {
+    let v1 = serves_eventually(
+        client,
+        shared,
+        Watched::Slices,
+        ("discovery.k8s.io/v1", "endpointslices"),
+        errors,
+    )
+    .await;
+    let version = if v1 { "v1" } else { "v1beta1" };
     tracing::info!(version, "EndpointSlice API");
-    Ok(ApiResource {
+    ApiResource {
         group: "discovery.k8s.io".into(),
         version: version.into(),
         api_version: format!("discovery.k8s.io/{version}"),
         kind: "EndpointSlice".into(),
         plural: "endpointslices".into(),
-    })
+    }
 }
 
-/// Gardener's `Extension` resource, if the server has it.
-pub async fn extension_resource(client: &Client) -> Result<Option<ApiResource>, kube::Error> {
-    match client
-        .list_api_group_resources("extensions.gardener.cloud/v1alpha1")
-        .await
-    {
-        Ok(list) if list.resources.iter().any(|r| r.name == "extensions") => {
-            Ok(Some(ApiResource {
-                group: "extensions.gardener.cloud".into(),
-                version: "v1alpha1".into(),
-                api_version: "extensions.gardener.cloud/v1alpha1".into(),
-                kind: "Extension".into(),
-                plural: "extensions".into(),
-            }))
+/// Gardener's `Extension` API group version.
+pub const EXTENSIONS: &str = "extensions.gardener.cloud/v1alpha1";
+
+/// Gardener's `Extension` resource.
+pub fn extension_resource() -> ApiResource {
+    ApiResource {
+        group: "extensions.gardener.cloud".into(),
+        version: "v1alpha1".into(),
+        api_version: EXTENSIONS.into(),
+        kind: "Extension".into(),
+        plural: "extensions".into(),
+    }
+}
+
+/// Watch the acl Extensions (owned by `tasks`). Until its first list completes, routes
+/// whose allowlist may come from one wait ([`World::extensions_unreadable`]).
+pub fn spawn_extension_watcher(client: &Client, shared: &Arc<Shared>, tasks: &mut Tasks) {
+    shared.world().extensions_unreadable = true;
+    let resource = extension_resource();
+    tasks.push(tokio::spawn(apply(
+        watcher::watcher(
+            Api::<DynamicObject>::all_with(client.clone(), &resource),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff(),
+        shared.clone(),
+        Watched::Extensions,
+        extension,
+        |w, c| table(&mut w.extensions, c),
+    )));
+}
+
+/// While the Extension API is absent, look for it again every `every`; once it
+/// appears, watch it (the watcher lives as long as this task). Allowlists from
+/// Extensions created after apigate started are enforced without a restart.
+pub async fn rediscover_extensions(
+    client: Client,
+    shared: Arc<Shared>,
+    every: std::time::Duration,
+) {
+    let mut tasks = Tasks::default();
+    loop {
+        tokio::time::sleep(every).await;
+        match serves(&client, EXTENSIONS, "extensions").await {
+            Ok(true) => {
+                tracing::info!(
+                    "the extensions.gardener.cloud/v1alpha1 API appeared; watching acl Extensions"
+                );
+                spawn_extension_watcher(&client, &shared, &mut tasks);
+                // Keep the watcher (held by `tasks`) until this task is aborted.
+                std::future::pending::<()>().await;
+            }
+            Ok(false) => {}
+            Err(error) => {
+                shared.count_error(Watched::Extensions);
+                tracing::warn!(%error, "rediscovery of the Extension API failed; trying again");
+            }
         }
-        Ok(_) | Err(kube::Error::Api(_)) => Ok(None),
-        Err(e) => Err(e),
     }
 }
 
@@ -398,7 +523,7 @@ pub fn spawn_watchers(
     shared: &Arc<Shared>,
     route_selector: Option<&str>,
     slices: ApiResource,
-    extensions: Option<ApiResource>,
+    extensions: bool,
     tasks: &mut Tasks,
 ) -> Vec<Watched> {
     let mut required = vec![Watched::Routes, Watched::Services, Watched::Slices];
@@ -433,22 +558,12 @@ pub fn spawn_watchers(
         slice,
         |w, c| table(&mut w.slices, c),
     )));
-    if let Some(resource) = extensions {
+    if extensions {
         required.push(Watched::Extensions);
-        tasks.push(tokio::spawn(apply(
-            watcher::watcher(
-                Api::<DynamicObject>::all_with(client.clone(), &resource),
-                config(),
-            )
-            .default_backoff(),
-            shared.clone(),
-            Watched::Extensions,
-            extension,
-            |w, c| table(&mut w.extensions, c),
-        )));
+        spawn_extension_watcher(client, shared, tasks);
     } else {
         tracing::info!(
-            "no extensions.gardener.cloud/v1alpha1 API; allowlists come from routes only"
+            "no extensions.gardener.cloud/v1alpha1 API (404); allowlists come from routes only until it appears"
         );
     }
     required
