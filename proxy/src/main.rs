@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How often `run` checks the configuration files for changes unless told otherwise.
+const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
 /// apigate: TLS-terminating, per-request load balancer for kube-apiservers.
 #[derive(Parser)]
 #[command(version, about)]
@@ -42,9 +45,10 @@ enum Command {
         /// not-ready (load balancers notice with a delay).
         #[arg(long, default_value = "0s", value_parser = apigate::flags::wait)]
         shutdown_delay: Duration,
-        /// How often the configuration files are checked for changes.
-        #[arg(long, default_value = "2s", value_parser = apigate::flags::period)]
-        watch_interval: Duration,
+        /// How often the configuration files are checked for changes (default 2s). Not
+        /// with `--kubernetes`, where the gateway file is read once at start.
+        #[arg(long, value_parser = apigate::flags::period)]
+        watch_interval: Option<Duration>,
         #[command(flatten)]
         kubernetes: apigate::kubernetes::KubernetesArgs,
     },
@@ -103,6 +107,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { config } => return validate(&config),
         Command::Run {
+            kubernetes,
+            watch_interval: Some(_),
+            ..
+        } if kubernetes.kubernetes => {
+            eprintln!(
+                "apigate: --watch-interval does not apply with --kubernetes: the gateway file is read once at start (routes come from the cluster); restart apigate to change it (the kustomization rolls the Deployment when the file changes)"
+            );
+            return ExitCode::from(2);
+        }
+        Command::Run {
             config,
             grace,
             shutdown_delay,
@@ -128,7 +142,7 @@ fn main() -> ExitCode {
                 delay: shutdown_delay,
                 grace,
             },
-            watch_interval,
+            watch_interval.unwrap_or(DEFAULT_WATCH_INTERVAL),
         )),
         Command::Crd => match apigate_control::source::kubernetes::crd::crd_yaml() {
             Ok(yaml) => {

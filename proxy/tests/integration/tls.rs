@@ -59,3 +59,24 @@ fn absurd_durations_on_the_command_line_are_usage_errors() {
         );
     }
 }
+
+#[test]
+fn watch_interval_with_kubernetes_is_refused_not_ignored() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_apigate"))
+        .args([
+            "run",
+            "--config",
+            "/nonexistent.yaml",
+            "--kubernetes",
+            "--watch-interval",
+            "5s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--watch-interval does not apply with --kubernetes"),
+        "{stderr}"
+    );
+}
