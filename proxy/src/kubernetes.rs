@@ -213,10 +213,7 @@ fn install(state: &State, readiness: &Readiness, update: Update) {
     routes.with_label_values(&["accepted"]).set(accepted);
     routes.with_label_values(&["rejected"]).set(rejected);
     routes.with_label_values(&["pending"]).set(pending);
-    state
-        .metrics
-        .kube_secret_watches
-        .set(update.secret_watches as i64);
+    state.metrics.kube_secrets.set(update.secrets as i64);
     let apply = &state.metrics.kube_apply_seconds;
     apply
         .with_label_values(&["compile"])

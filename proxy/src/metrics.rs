@@ -100,8 +100,8 @@ pub struct Metrics {
     pub kube_watch_errors: IntCounterVec,
     /// Kubernetes source: status writes by result; Events published as `event`.
     pub kube_status_writes: IntCounterVec,
-    /// Kubernetes source: running per-Secret watches.
-    pub kube_secret_watches: IntGauge,
+    /// Kubernetes source: referenced Secrets held (from one filtered watch).
+    pub kube_secrets: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -199,12 +199,12 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("histogram is malformed: {e}"));
         register(&registry, Box::new(probe_duration.clone()));
-        let kube_secret_watches = IntGauge::new(
-            "apigate_kubernetes_secret_watches",
-            "Kubernetes source: running per-Secret watches (one per referenced Secret).",
+        let kube_secrets = IntGauge::new(
+            "apigate_kubernetes_secrets",
+            "Kubernetes source: referenced Secrets held, from one cluster-wide Secret watch filtered on arrival.",
         )
         .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
-        register(&registry, Box::new(kube_secret_watches.clone()));
+        register(&registry, Box::new(kube_secrets.clone()));
         let gate_gauge = |name: &str, help: &str| {
             let metric = GaugeVec::new(Opts::new(name, help), &["gate"])
                 .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
@@ -245,7 +245,7 @@ impl Metrics {
                 "Kubernetes source: status writes by result (written, failed) and Events published (event).",
                 &["result"],
             ),
-            kube_secret_watches,
+            kube_secrets,
             requests: counter(
                 &registry,
                 "apigate_requests_total",

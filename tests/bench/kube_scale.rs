@@ -324,7 +324,7 @@ async fn bench(
             .metrics
             .render()
             .lines()
-            .filter(|l| l.starts_with("apigate_kubernetes_secret_watches")
+            .filter(|l| l.starts_with("apigate_kubernetes_secrets")
                 || l.starts_with("apigate_kubernetes_routes{"))
             .collect::<Vec<_>>()
             .join("\n")

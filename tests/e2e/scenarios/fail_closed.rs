@@ -8,8 +8,8 @@
 //!   Extension is deleted or the route changes meanwhile;
 //! - an Extension API installed after apigate started is found without a restart.
 //!
-//! Runs after `kubernetes_source`, whose route, Secrets, EndpointSlices and acl
-//! Extension (allowing 127.0.0.0/8) it uses.
+//! Runs after `kubernetes_source`, whose namespace, Secrets and EndpointSlices it reuses
+//! (creating them when it runs alone).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,8 +24,8 @@ use super::Ctx;
 const EXTENSION_API: &str = "/apis/extensions.gardener.cloud";
 const EXTENSION_CRD: &str = "customresourcedefinition/extensions.extensions.gardener.cloud";
 
-/// The route's objects exist (left by `kubernetes_source`, or created here when this
-/// scenario runs alone) and its Extension allows us.
+/// The route's objects exist (created here, reusing what `kubernetes_source` left) and
+/// its Extension allows us.
 fn ensure_objects(ctx: &Ctx) -> anyhow::Result<()> {
     let testbed = &ctx.testbed;
     let exists = admin(
@@ -36,8 +36,18 @@ fn ensure_objects(ctx: &Ctx) -> anyhow::Result<()> {
     .status
     .success();
     if !exists {
+        // `kubernetes_source` ends by deleting its route; its Secrets may remain.
         kube::install_crds(testbed)?;
-        kube::create_backing_objects(testbed, NAMESPACE)?;
+        let backed = admin(
+            testbed,
+            &["-n", NAMESPACE, "get", "secret", "serving"],
+            None,
+        )?
+        .status
+        .success();
+        if !backed {
+            kube::create_backing_objects(testbed, NAMESPACE)?;
+        }
         for (i, replica) in testbed.replicas()?.iter().enumerate() {
             apply(testbed, &kube::slice_yaml(i, *replica, true))?;
         }

@@ -29,7 +29,7 @@ use tokio::sync::watch as channel;
 use self::lease::LeaseConfig;
 use self::reconcile::{Reconciler, RouteReport};
 use self::status::{StatusWriter, WriteCounts};
-use self::watch::{SecretWatches, Shared, Tasks, Watched};
+use self::watch::{SecretWatch, Shared, Tasks, Watched};
 use self::world::{ObjectKey, RouteObject, SecretState};
 use crate::error::ConfigError;
 use crate::snapshot::Snapshot;
@@ -74,8 +74,8 @@ pub struct Update {
     pub compile_time: Duration,
     /// The first update after the initial full sync.
     pub first: bool,
-    /// Secret watches running.
-    pub secret_watches: usize,
+    /// Referenced Secrets held.
+    pub secrets: usize,
 }
 
 /// What the source reports besides snapshots.
@@ -161,7 +161,7 @@ pub async fn run(
 
     let base = Arc::new(base);
     let mut reconciler = Reconciler::default();
-    let mut secrets = SecretWatches::default();
+    let mut secrets = SecretWatch::default();
     let mut first = true;
     loop {
         shared.changed.notified().await;
@@ -212,7 +212,7 @@ pub async fn run(
                     latency: since.map(|s| s.elapsed()),
                     compile_time,
                     first,
-                    secret_watches: secrets.len(),
+                    secrets: secrets.len(),
                 })));
                 first = false;
             }

@@ -3,10 +3,10 @@
 //! Each resource has one kube-runtime watcher, which lists, watches, re-lists after a
 //! `410 Gone` and retries with back-off after a disconnect. A (re-)list is applied to
 //! the world atomically at `InitDone`, so objects deleted while the watch was down
-//! disappear and nothing is half-updated. Secrets are watched one by one (field
-//! selector on the name), only those a route references.
+//! disappear and nothing is half-updated. Secrets come from one cluster-wide watch
+//! filtered on arrival: only those a route references are kept.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -65,6 +65,11 @@ pub struct Shared {
     errors: Mutex<BTreeMap<Watched, u64>>,
     /// Events applied, all resources.
     pub events: AtomicU64,
+    /// The Secrets routes reference: the Secret watch keeps these and drops the rest.
+    referenced: Mutex<BTreeSet<ObjectKey>>,
+    /// The Secret watch has listed once: a newly referenced Secret it dropped before
+    /// must be read on its own.
+    secrets_listed: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -117,6 +122,13 @@ impl Shared {
                 self.touch();
             }
         }
+    }
+
+    fn is_referenced(&self, key: &ObjectKey) -> bool {
+        self.referenced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
     }
 
     pub(super) fn count_error(&self, resource: Watched) {
@@ -176,15 +188,16 @@ fn routes(routes: &mut BTreeMap<ObjectKey, RouteObject>, change: Change<RouteObj
 }
 
 /// Apply one watcher stream to one table of the world until the stream ends.
-async fn apply<K, T, S, F>(
+async fn apply<K, T, S, C, F>(
     stream: S,
     shared: Arc<Shared>,
     resource: Watched,
-    convert: fn(&K) -> Option<T>,
+    convert: C,
     write: F,
 ) where
     K: kube::Resource,
     S: Stream<Item = Result<Event<K>, watcher::Error>>,
+    C: Fn(&K) -> Option<T>,
     F: Fn(&mut World, Change<T>) -> bool,
 {
     let key_of = |object: &K| {
@@ -526,7 +539,13 @@ pub fn spawn_watchers(
     extensions: bool,
     tasks: &mut Tasks,
 ) -> Vec<Watched> {
-    let mut required = vec![Watched::Routes, Watched::Services, Watched::Slices];
+    // Secrets too: their watch starts once the routes have listed (see SecretWatch).
+    let mut required = vec![
+        Watched::Routes,
+        Watched::Services,
+        Watched::Slices,
+        Watched::Secrets,
+    ];
     let mut route_config = watcher::Config::default().any_semantic();
     if let Some(selector) = route_selector {
         route_config = route_config.labels(selector);
@@ -569,86 +588,136 @@ pub fn spawn_watchers(
     required
 }
 
-/// One watch per referenced Secret, started and stopped as references change.
+/// The Secrets routes reference, from one cluster-wide watch filtered on arrival.
+///
+/// One watch replaces one per referenced Secret (one HTTP/1.1 + TLS connection each,
+/// ~75 KiB and ~2 ms of start-up apiece). The watch decodes every Secret of the seed
+/// as it passes but keeps only the referenced ones; the rest are dropped at once. A
+/// Secret that becomes referenced after the watch dropped it is read with one GET.
 #[derive(Default)]
-pub struct SecretWatches {
-    running: HashMap<ObjectKey, tokio::task::AbortHandle>,
+pub struct SecretWatch {
+    held: usize,
+    /// The watch, once started (after the routes' first list, so that its own first
+    /// list already knows which Secrets to keep).
+    watch: Option<Tasks>,
 }
 
-impl SecretWatches {
-    /// Make the running watches match `wanted`. New Secrets start `Pending`.
-    pub fn sync(&mut self, client: &Client, shared: &Arc<Shared>, wanted: &BTreeSet<ObjectKey>) {
-        self.running.retain(|key, handle| {
-            let keep = wanted.contains(key);
-            if !keep {
-                handle.abort();
-                shared.world().secrets.remove(key);
-            }
-            keep
-        });
-        for key in wanted {
-            if self.running.contains_key(key) {
-                continue;
-            }
-            shared
-                .world()
-                .secrets
-                .insert(key.clone(), SecretState::Pending);
-            let api = Api::<Secret>::namespaced(client.clone(), &key.namespace);
-            let config = watcher::Config::default()
-                .any_semantic()
-                .fields(&format!("metadata.name={}", key.name));
-            let shared = shared.clone();
-            let name = key.clone();
-            let slot_key = key.clone();
-            let task = tokio::spawn(async move {
-                apply(
-                    watcher::watcher(api, config).default_backoff(),
-                    shared,
-                    Watched::Secrets,
-                    secret,
-                    // The watch sees only this Secret: a list without it, or a
-                    // deletion, means it does not exist.
-                    move |w, change| {
-                        let state = match change {
-                            Change::Replace(mut listed) => {
-                                listed.remove(&slot_key).unwrap_or(SecretState::Absent)
-                            }
-                            Change::Upsert(_, state) => state,
-                            Change::Remove(_) => SecretState::Absent,
-                        };
-                        // Only while still referenced: a stopped watch writes nothing.
-                        match w.secrets.get_mut(&slot_key) {
-                            Some(slot) => {
-                                *slot = state;
-                                true
-                            }
-                            None => false,
+impl SecretWatch {
+    fn spawn(client: &Client, shared: &Arc<Shared>, tasks: &mut Tasks) {
+        let filter = shared.clone();
+        let done = shared.clone();
+        tasks.push(tokio::spawn(apply(
+            watcher::watcher(
+                Api::<Secret>::all(client.clone()),
+                watcher::Config::default().any_semantic(),
+            )
+            .default_backoff(),
+            shared.clone(),
+            Watched::Secrets,
+            move |object: &Secret| {
+                let key = ObjectKey::new(
+                    object.metadata.namespace.clone().unwrap_or_default(),
+                    object.metadata.name.clone().unwrap_or_default(),
+                );
+                if filter.is_referenced(&key) {
+                    secret(object)
+                } else {
+                    None
+                }
+            },
+            move |w, change| {
+                let changed = match change {
+                    // A complete list: every referenced Secret not in it does not exist.
+                    Change::Replace(mut listed) => {
+                        for (key, slot) in w.secrets.iter_mut() {
+                            *slot = listed.remove(key).unwrap_or(SecretState::Absent);
                         }
+                        true
+                    }
+                    Change::Upsert(key, state) => match w.secrets.get_mut(&key) {
+                        Some(slot) => {
+                            *slot = state;
+                            true
+                        }
+                        None => false,
                     },
-                )
-                .await;
-                tracing::debug!(secret = %name, "secret watch ended");
+                    // Deleted, or (filtered out) not referenced: only a referenced one
+                    // changes anything.
+                    Change::Remove(key) => match w.secrets.get_mut(&key) {
+                        Some(slot) => {
+                            *slot = SecretState::Absent;
+                            true
+                        }
+                        None => false,
+                    },
+                };
+                done.secrets_listed.store(true, Ordering::Release);
+                changed
+            },
+        )));
+    }
+
+    /// Make the held Secrets match `wanted`: forget the ones no longer referenced; read
+    /// the newly referenced ones (they start `Pending`).
+    pub fn sync(&mut self, client: &Client, shared: &Arc<Shared>, wanted: &BTreeSet<ObjectKey>) {
+        let added: Vec<ObjectKey> = {
+            let mut referenced = shared.referenced.lock().unwrap_or_else(|e| e.into_inner());
+            let added = wanted.difference(&referenced).cloned().collect();
+            referenced.clone_from(wanted);
+            added
+        };
+        {
+            let mut world = shared.world();
+            world.secrets.retain(|key, _| wanted.contains(key));
+            for key in &added {
+                world.secrets.insert(key.clone(), SecretState::Pending);
+            }
+        }
+        self.held = wanted.len();
+        if self.watch.is_none() {
+            if shared.synced(&[Watched::Routes]) {
+                let mut tasks = Tasks::default();
+                Self::spawn(client, shared, &mut tasks);
+                self.watch = Some(tasks);
+            }
+            return;
+        }
+        // Before the first list, the list brings them.
+        if !shared.secrets_listed.load(Ordering::Acquire) {
+            return;
+        }
+        for key in added {
+            let (client, shared) = (client.clone(), shared.clone());
+            tokio::spawn(async move {
+                let api = Api::<Secret>::namespaced(client, &key.namespace);
+                let state = match api.get_opt(&key.name).await {
+                    Ok(Some(object)) => secret(&object).unwrap_or(SecretState::Absent),
+                    Ok(None) => SecretState::Absent,
+                    Err(error) => {
+                        // The watch's next re-list settles it; until then it waits.
+                        shared.count_error(Watched::Secrets);
+                        tracing::warn!(secret = %key, %error, "reading a newly referenced Secret failed");
+                        return;
+                    }
+                };
+                let mut world = shared.world();
+                // Only if no watch event settled it meanwhile (that one is newer).
+                if let Some(slot @ SecretState::Pending) = world.secrets.get_mut(&key) {
+                    *slot = state;
+                    drop(world);
+                    shared.touch();
+                }
             });
-            self.running.insert(key.clone(), task.abort_handle());
         }
     }
 
-    /// Number of Secret watches.
+    /// Referenced Secrets held.
     pub fn len(&self) -> usize {
-        self.running.len()
+        self.held
     }
 
-    /// True when no Secret is watched.
+    /// True when no Secret is referenced.
     pub fn is_empty(&self) -> bool {
-        self.running.is_empty()
-    }
-}
-
-impl Drop for SecretWatches {
-    fn drop(&mut self) {
-        for task in self.running.values() {
-            task.abort();
-        }
+        self.held == 0
     }
 }
