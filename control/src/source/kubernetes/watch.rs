@@ -593,7 +593,8 @@ pub fn spawn_watchers(
 /// One watch replaces one per referenced Secret (one HTTP/1.1 + TLS connection each,
 /// ~75 KiB and ~2 ms of start-up apiece). The watch decodes every Secret of the seed
 /// as it passes but keeps only the referenced ones; the rest are dropped at once. A
-/// Secret that becomes referenced after the watch dropped it is read with one GET.
+/// Secret that becomes referenced after the watch dropped it is read with one list by
+/// name (list/watch is all the RBAC grants).
 #[derive(Default)]
 pub struct SecretWatch {
     held: usize,
@@ -689,10 +690,16 @@ impl SecretWatch {
         for key in added {
             let (client, shared) = (client.clone(), shared.clone());
             tokio::spawn(async move {
+                // A list by name, not a get: list/watch is all the RBAC grants.
                 let api = Api::<Secret>::namespaced(client, &key.namespace);
-                let state = match api.get_opt(&key.name).await {
-                    Ok(Some(object)) => secret(&object).unwrap_or(SecretState::Absent),
-                    Ok(None) => SecretState::Absent,
+                let params =
+                    kube::api::ListParams::default().fields(&format!("metadata.name={}", key.name));
+                let state = match api.list(&params).await {
+                    Ok(list) => list
+                        .items
+                        .first()
+                        .and_then(secret)
+                        .unwrap_or(SecretState::Absent),
                     Err(error) => {
                         // The watch's next re-list settles it; until then it waits.
                         shared.count_error(Watched::Secrets);
