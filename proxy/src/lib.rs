@@ -34,3 +34,4 @@ pub mod rollout;
 pub mod server;
 pub mod state;
 pub mod upstream;
+pub mod weak_map;

@@ -8,10 +8,11 @@
 pub mod health;
 pub mod pick;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
+
+use crate::weak_map::WeakMap;
 
 use apigate_control::snapshot::SlowStart;
 
@@ -165,7 +166,7 @@ impl RecentLoad {
 /// request still in flight on it) uses it.
 #[derive(Debug, Default)]
 pub struct BackendRegistry {
-    states: Mutex<HashMap<SocketAddr, Weak<BackendState>>>,
+    states: Mutex<WeakMap<SocketAddr, BackendState>>,
 }
 
 impl BackendRegistry {
@@ -175,12 +176,11 @@ impl BackendRegistry {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some(state) = states.get(&addr).and_then(Weak::upgrade) {
+        if let Some(state) = states.get(&addr) {
             return (state, false);
         }
-        states.retain(|_, weak| weak.strong_count() > 0);
         let state = Arc::new(BackendState::new(addr));
-        states.insert(addr, Arc::downgrade(&state));
+        states.insert(addr, &state);
         (state, true)
     }
 
@@ -190,7 +190,7 @@ impl BackendRegistry {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let mut all: Vec<_> = states.values().filter_map(Weak::upgrade).collect();
+        let mut all: Vec<_> = states.live().collect();
         all.sort_by_key(|s| s.addr);
         all
     }

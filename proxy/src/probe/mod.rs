@@ -19,12 +19,13 @@
 
 pub mod check;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+
+use crate::weak_map::WeakMap;
 use std::time::Duration;
 
 use apigate_control::snapshot::{Ejection, HealthCheck, Mode, RouteSettings, SlowStart};
@@ -166,7 +167,7 @@ pub struct ProbeRegistry {
     runtime: Option<tokio::runtime::Handle>,
     /// Stops the probe thread, and every prober on it, when the registry goes.
     _thread: Option<tokio::sync::oneshot::Sender<()>>,
-    probers: Mutex<HashMap<(SocketAddr, u64), Weak<Prober>>>,
+    probers: Mutex<WeakMap<(SocketAddr, u64), Prober>>,
     /// Probers made for a configuration being built, until it is active.
     pending: Mutex<Vec<Arc<Prober>>>,
     /// The probers of the active configuration.
@@ -221,7 +222,7 @@ impl ProbeRegistry {
         ProbeRegistry {
             runtime: tokio::runtime::Handle::try_current().ok(),
             _thread: None,
-            probers: Mutex::new(HashMap::new()),
+            probers: Mutex::new(WeakMap::default()),
             pending: Mutex::new(Vec::new()),
             held: Mutex::new(Vec::new()),
             metrics,
@@ -280,13 +281,12 @@ impl ProbeRegistry {
     ) -> Arc<Prober> {
         let mut probers = locked(&self.probers);
         let key = (backend.addr, identity);
-        if let Some(prober) = probers.get(&key).and_then(Weak::upgrade) {
+        if let Some(prober) = probers.get(&key) {
             if let Ok(mut current) = prober.shared.schedule.lock() {
                 *current = schedule;
             }
             return prober;
         }
-        probers.retain(|_, weak| weak.strong_count() > 0);
         let shared = Arc::new(Shared {
             backend: backend.clone(),
             kind: match check {
@@ -308,16 +308,13 @@ impl ProbeRegistry {
         });
         backend.prober_started();
         let prober = Arc::new(Prober { shared, task });
-        probers.insert(key, Arc::downgrade(&prober));
+        probers.insert(key, &prober);
         prober
     }
 
     /// Probers running now.
     pub fn running(&self) -> usize {
-        locked(&self.probers)
-            .values()
-            .filter(|w| w.strong_count() > 0)
-            .count()
+        locked(&self.probers).live().count()
     }
 }
 

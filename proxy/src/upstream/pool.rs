@@ -14,10 +14,11 @@
 //! State is keyed by replica address and material fingerprint and outlives snapshots,
 //! so a reload that leaves a route's upstream material alone keeps its connections.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
+
+use crate::weak_map::WeakMap;
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
@@ -121,7 +122,7 @@ impl BackendPools {
 /// Hands out one [`BackendPools`] per (replica, material) while any snapshot uses it.
 #[derive(Debug, Default)]
 pub struct PoolRegistry {
-    pools: Mutex<HashMap<(SocketAddr, u64), Weak<BackendPools>>>,
+    pools: Mutex<WeakMap<(SocketAddr, u64), BackendPools>>,
 }
 
 impl PoolRegistry {
@@ -131,16 +132,15 @@ impl PoolRegistry {
             Ok(p) => p,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some(existing) = pools.get(&(addr, fingerprint)).and_then(Weak::upgrade) {
+        if let Some(existing) = pools.get(&(addr, fingerprint)) {
             return existing;
         }
-        pools.retain(|_, weak| weak.strong_count() > 0);
         let created = Arc::new(BackendPools {
             fingerprint,
             anonymous: Generation::default(),
             front_proxy: Generation::default(),
         });
-        pools.insert((addr, fingerprint), Arc::downgrade(&created));
+        pools.insert((addr, fingerprint), &created);
         created
     }
 }
