@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 use apigate_control::model::{Balancing, GatesSpec, RolloutSpec};
 use apigate_test_support::client::{ClientTls, H2Client};
 use apigate_test_support::config::{route, Config};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
-use crate::support::{write_all, Harness, OTHER_HOST};
+use crate::support::{Harness, OTHER_HOST};
 
 /// Route `garden-test/shoot` (HOST) is the canary, on replicas 0 and 1;
 /// `garden-other/other` (OTHER_HOST) is not, on replica 2. Bake 2 s.
@@ -71,23 +69,42 @@ async fn phase_becomes(h: &Harness, phase: &str, limit: Duration) -> bool {
     false
 }
 
+/// Requests on the canary route and the other one, in turn.
+struct Traffic {
+    /// Whether the rollout reached the phase.
+    reached: bool,
+    /// Answered 200, canary then other.
+    served: [u32; 2],
+    /// Anything else, canary then other.
+    failed: [u32; 2],
+}
+
+/// Alternate requests on both routes until the rollout is in `phase` (15 s at most).
+async fn drive(h: &Harness, canary: &H2Client, other: &H2Client, phase: &str) -> Traffic {
+    let mut traffic = Traffic {
+        reached: false,
+        served: [0; 2],
+        failed: [0; 2],
+    };
+    let end = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < end {
+        for (i, client) in [canary, other].into_iter().enumerate() {
+            match client.get("/version", &[]).await {
+                Ok(r) if r.status == 200 => traffic.served[i] += 1,
+                _ => traffic.failed[i] += 1,
+            }
+        }
+        if status(h).await["phase"] == phase {
+            traffic.reached = true;
+            break;
+        }
+    }
+    traffic
+}
+
 /// `POST /rollout/<action>` from loopback: status and body.
 async fn act(h: &Harness, action: &str) -> (u16, String) {
-    let admin = h.running().admin.unwrap();
-    let mut tcp = TcpStream::connect(admin).await.unwrap();
-    let request = format!(
-        "POST /rollout/{action} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    write_all(&mut tcp, request.as_bytes()).await;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let code = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").unwrap().1.to_string();
-    (code, body)
+    h.admin_request("POST", &format!("/rollout/{action}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,31 +125,15 @@ async fn a_bad_revision_freezes_on_the_canary_and_a_tightening_still_applies_eve
     assert!(phase_becomes(&h, "baking", Duration::from_secs(5)).await);
 
     // Traffic on both routes until the canary's gates freeze the rollout.
-    let (mut canary_failed, mut other_ok, mut other_failed) = (0, 0, 0);
-    let end = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut frozen = false;
-    while tokio::time::Instant::now() < end {
-        match canary.get("/version", &[]).await {
-            Ok(r) if r.status == 200 => {}
-            _ => canary_failed += 1,
-        }
-        match other.get("/version", &[]).await {
-            Ok(r) if r.status == 200 => other_ok += 1,
-            _ => other_failed += 1,
-        }
-        if status(&h).await["phase"] == "frozen" {
-            frozen = true;
-            break;
-        }
-    }
+    let traffic = drive(&h, &canary, &other, "frozen").await;
     let to_freeze = written.elapsed();
-    assert!(frozen, "the rollout froze");
-    assert!(canary_failed >= 1, "the canary ran the bad revision");
+    assert!(traffic.reached, "the rollout froze");
+    assert!(traffic.failed[0] >= 1, "the canary ran the bad revision");
     assert_eq!(
-        other_failed, 0,
+        traffic.failed[1], 0,
         "the other route never left the stable revision"
     );
-    assert!(other_ok >= 1);
+    assert!(traffic.served[1] >= 1);
     let s = status(&h).await;
     let reason = s["reason"].as_str().unwrap();
     assert!(
@@ -250,24 +251,13 @@ async fn a_good_revision_is_promoted_after_the_bake_with_no_failed_request() {
         "not yet"
     );
 
-    let mut failed = 0;
-    let mut served = 0;
-    let end = tokio::time::Instant::now() + Duration::from_secs(15);
-    let mut promoted = false;
-    while tokio::time::Instant::now() < end {
-        for client in [&canary, &other] {
-            match client.get("/version", &[]).await {
-                Ok(r) if r.status == 200 => served += 1,
-                _ => failed += 1,
-            }
-        }
-        if status(&h).await["phase"] == "idle" {
-            promoted = true;
-            break;
-        }
-    }
+    let traffic = drive(&h, &canary, &other, "idle").await;
     let to_promote = written.elapsed();
-    assert!(promoted, "promoted: {}", status(&h).await);
+    assert!(traffic.reached, "promoted: {}", status(&h).await);
+    let (failed, served) = (
+        traffic.failed[0] + traffic.failed[1],
+        traffic.served[0] + traffic.served[1],
+    );
     assert_eq!(
         failed, 0,
         "no request failed during the rollout ({served} served)"

@@ -257,9 +257,18 @@ impl Harness {
 
     /// `GET` an admin path; the body, after checking for 200.
     pub async fn admin_get(&self, path: &str) -> String {
+        let (status, body) = self.admin_request("GET", path).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// `method` on an admin path (from loopback): status and body.
+    pub async fn admin_request(&self, method: &str, path: &str) -> (u16, String) {
         let admin = self.running().admin.unwrap();
         let mut tcp = TcpStream::connect(admin).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
         write_all(&mut tcp, request.as_bytes()).await;
         let mut response = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut response))
@@ -268,8 +277,8 @@ impl Harness {
             .unwrap();
         let text = String::from_utf8_lossy(&response).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        body.to_string()
+        let status = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, body.to_string())
     }
 
     /// `/backends` as JSON, keyed by address.
