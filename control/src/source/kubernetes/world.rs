@@ -127,7 +127,7 @@ pub struct World {
 }
 
 impl World {
-    /// Every Secret some route references: the set the Secret watches must cover.
+    /// Every Secret some route references: the ones the Secret watch keeps.
     pub fn referenced_secrets(&self) -> BTreeSet<ObjectKey> {
         self.routes
             .iter()
