@@ -791,3 +791,37 @@ fn bad_health_settings_name_their_field() {
         );
     }
 }
+
+#[test]
+fn the_admin_token_file_is_read_and_checked() {
+    let gateway = |token_file: &str| {
+        GATEWAY.replace(
+            "admin: {address: '127.0.0.1:9090'}",
+            &format!("admin: {{address: '127.0.0.1:9090', tokenFile: {token_file}}}"),
+        )
+    };
+    let mut good = inputs(&gateway("token"));
+    good.files
+        .insert("token".into(), Ok(b"  s3cret-token-0123456789\n".to_vec()));
+    let snapshot = compile(&good).unwrap();
+    let token = snapshot.gateway.admin_token.unwrap();
+    assert!(token.matches("s3cret-token-0123456789"));
+    assert!(!token.matches("s3cret-token-012345678"));
+    assert!(!format!("{token:?}").contains("s3cret"), "never printed");
+
+    let mut short = inputs(&gateway("token"));
+    short.files.insert("token".into(), Ok(b"short".to_vec()));
+    let errs: Vec<String> = compile(&short)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(errs[0].contains("spec.admin.tokenFile"), "{errs:?}");
+    assert!(errs[0].contains("at least 16"), "{errs:?}");
+
+    let errs = errors_of(&gateway("missing.pem"));
+    assert!(
+        errs[0].contains("spec.admin.tokenFile") && errs[0].contains("cannot read"),
+        "{errs:?}"
+    );
+}
