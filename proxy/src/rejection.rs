@@ -49,6 +49,28 @@ impl Rejection {
         }
     }
 
+    /// Whether the client's HTTP/1.1 connection may carry its next request after this
+    /// answer. Yes when the request was whole and the connection is sound: a method
+    /// apigate does not proxy, another route's host, a head over the route's limit, no
+    /// or failing replicas. No when the request's framing, the connection's identity or
+    /// its route is in doubt (a bad request, an invalid client certificate, a route
+    /// gone) or apigate's own state is (internal errors).
+    pub fn keeps_connection(&self) -> bool {
+        match self {
+            Rejection::MethodNotAllowed(_)
+            | Rejection::Misdirected(_)
+            | Rejection::HeaderTooLarge(_)
+            | Rejection::NoBackend(_)
+            | Rejection::UpstreamUnavailable(_)
+            | Rejection::UpstreamTimeout(_) => true,
+            Rejection::BadRequest(_)
+            | Rejection::InvalidClientCertificate(_)
+            | Rejection::RouteGone(_)
+            | Rejection::MissingConnectionContext
+            | Rejection::Internal(_) => false,
+        }
+    }
+
     /// HTTP status code.
     pub fn code(&self) -> u16 {
         match self {

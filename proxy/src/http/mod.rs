@@ -479,12 +479,24 @@ impl ProxyHttp for Apigate {
             .rejections
             .with_label_values(&[ctx.route_label(), rejection.label()])
             .inc();
-        if let Err(write_error) = respond(session, &rejection).await {
-            tracing::debug!(error = %write_error, "could not write error response");
-        }
+        // The client's next request may follow on this HTTP/1.1 connection when the
+        // answer allows it, the route is known (its idle timeout applies) and apigate
+        // is not shutting down.
+        let keep_alive = ctx
+            .routed
+            .as_ref()
+            .filter(|_| rejection.keeps_connection() && !self.state.is_draining())
+            .map(|r| r.route.upstream.settings.timeouts.idle.as_secs().max(1));
+        let reuse = match respond(session, &rejection, keep_alive).await {
+            Ok(reuse) => reuse,
+            Err(write_error) => {
+                tracing::debug!(error = %write_error, "could not write error response");
+                false
+            }
+        };
         FailToProxy {
             error_code: rejection.code(),
-            can_reuse_downstream: false,
+            can_reuse_downstream: reuse,
         }
     }
 
@@ -533,16 +545,38 @@ impl ProxyHttp for Apigate {
     }
 }
 
-/// Write apigate's own response through the engine's session. The connection is not
-/// reused afterwards (pingora's rule for generated errors), which is also the safe
-/// choice after a failure.
-async fn respond(session: &mut Session, rejection: &Rejection) -> pingora::Result<()> {
+/// Write apigate's own response through the engine's session; returns whether the
+/// HTTP/1.1 connection may be reused. With `keep_alive` (seconds of idle allowed) the
+/// connection stays open for the client's next request, its unread request body
+/// drained by the engine; without, it closes after the answer (pingora's rule for
+/// generated errors, and the safe choice when the request or connection is in doubt).
+async fn respond(
+    session: &mut Session,
+    rejection: &Rejection,
+    keep_alive: Option<u64>,
+) -> pingora::Result<bool> {
     let body = rejection.body();
     let mut header = ResponseHeader::build(rejection.code(), Some(3))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
     header.insert_header("cache-control", "no-store")?;
-    session.write_error_response(header, body).await
+    let Some(idle) = keep_alive else {
+        session.write_error_response(header, body).await?;
+        return Ok(false);
+    };
+    if session
+        .response_written()
+        .is_some_and(|r| !r.status.is_informational() || r.status == 101)
+    {
+        // A response already started: nothing to add, and the connection is in doubt.
+        return Ok(false);
+    }
+    session.set_keepalive(Some(idle));
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(true)
 }
 
 /// Map a pingora error to the response apigate gives, or `None` when the client is gone.

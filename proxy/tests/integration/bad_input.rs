@@ -352,6 +352,19 @@ async fn a_request_for_another_routes_host_is_misdirected() {
     .await;
     let head = read_head(&mut stream).await;
     assert!(head.starts_with("HTTP/1.1 421"), "{head}");
-    assert_eq!(h.replicas[0].requests_total(), 3);
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "a misdirected request leaves the connection open: {head}"
+    );
+    read_body(&mut stream, &head).await;
+    // The client's next request on the same connection is served.
+    write_all(
+        &mut stream,
+        format!("GET /version HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(h.replicas[0].requests_total(), 4);
     h.stop().await;
 }
