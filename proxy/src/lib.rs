@@ -31,6 +31,7 @@ pub mod probe;
 pub mod rejection;
 pub mod reload;
 pub mod rollout;
+pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod upstream;

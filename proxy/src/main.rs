@@ -27,6 +27,10 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Worker threads of the proxy (1 to 1024; default: one per core apigate may run
+    /// on, as its CPU affinity allows).
+    #[arg(long, env = "APIGATE_WORKERS", global = true, value_parser = apigate::runtime::workers)]
+    workers: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Subcommand)]
@@ -94,10 +98,7 @@ fn init_logging(filter: &str, json: bool) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match apigate::runtime::build(cli.workers) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("apigate: cannot start the async runtime: {e}");
