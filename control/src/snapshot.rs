@@ -431,6 +431,11 @@ pub struct Terminate {
     pub server_tls: Arc<rustls::ServerConfig>,
     /// Whether client certificates are verified and turned into identity headers.
     pub client_auth: bool,
+    /// The verifier of client certificates (with `client_auth`): open connections are
+    /// re-checked against it when the client CAs change.
+    pub client_verifier: Option<crate::compile::ClientVerifier>,
+    /// Identifies the client CA bundle (0 without one).
+    pub client_ca_fingerprint: u64,
     /// Upstream trust and identity.
     pub upstream: UpstreamTls,
     /// Balancing policy with the default applied.

@@ -166,7 +166,9 @@ impl State {
 
     /// Close the connections `new` no longer allows: those of routes it removed, of
     /// routes that no longer serve a name (hostname or CONNECT destination) they had,
-    /// and of routes whose access policy may deny an address `old` allowed. Connections
+    /// of routes whose access policy may deny an address `old` allowed, and the
+    /// certificate-authenticated ones of routes whose client CAs changed, when their
+    /// chain no longer verifies. Connections
     /// of other routes are not looked at.
     fn revoke(&self, old: &Active, new: &Active) {
         for before in &old.routes {
@@ -183,8 +185,11 @@ impl State {
                         .destinations
                         .iter()
                         .all(|d| after.destinations.contains(d));
+                let client_cas = |r: &Route| r.terminate().map(|t| t.client_ca_fingerprint);
                 if Arc::ptr_eq(after, &before.route)
-                    || (names_kept && !after.access.may_tighten(&before.route.access))
+                    || (names_kept
+                        && !after.access.may_tighten(&before.route.access)
+                        && client_cas(after) == client_cas(&before.route))
                 {
                     continue;
                 }

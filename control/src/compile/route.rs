@@ -274,7 +274,12 @@ fn compile_terminate(
     if errors.len() != before {
         return None;
     }
-    let (server_tls, ca, http1) = (server_tls?, ca?, http1?);
+    let ((server_tls, client_verifier), ca, http1) = (server_tls?, ca?, http1?);
+    let client_ca_fingerprint = {
+        let mut hash = std::collections::hash_map::DefaultHasher::new();
+        client_ca.hash(&mut hash);
+        hash.finish()
+    };
 
     let mut upstream_hash = std::collections::hash_map::DefaultHasher::new();
     server_name.hash(&mut upstream_hash);
@@ -293,6 +298,8 @@ fn compile_terminate(
         Terminate {
             server_tls,
             client_auth: client_ca.is_some(),
+            client_verifier,
+            client_ca_fingerprint,
             upstream: UpstreamTls {
                 server_name,
                 ca,

@@ -106,16 +106,21 @@ pub(super) fn ca_bundle(
     Some(certs)
 }
 
+/// The verifier of a route's client certificates, kept apart from its server config
+/// so that a configuration change can re-check open connections against it.
+pub type ClientVerifier = Arc<dyn rustls::server::danger::ClientCertVerifier>;
+
 /// The server config for a route: its certificate, ALPN h2 + http/1.1, and, when a
 /// client CA is given, a verifier that *requests* client certificates and verifies the
-/// ones presented (token and anonymous clients must still get through).
+/// ones presented (token and anonymous clients must still get through); and that
+/// verifier.
 pub(super) fn server_config(
     cert_pem: &[u8],
     key_pem: &[u8],
     client_ca_pem: Option<&[u8]>,
     object_ref: &ObjectRef,
     errors: &mut Errors,
-) -> Option<Arc<rustls::ServerConfig>> {
+) -> Option<(Arc<rustls::ServerConfig>, Option<ClientVerifier>)> {
     let chain = certificates(cert_pem, object_ref, "spec.tls.certFile", errors);
     let key = private_key(key_pem, object_ref, "spec.tls.keyFile", errors);
     let client_roots =
@@ -130,6 +135,7 @@ pub(super) fn server_config(
             return None;
         }
     };
+    let mut client_verifier = None;
     let builder = match client_roots {
         Some(roots) => {
             let mut store = RootCertStore::empty();
@@ -141,7 +147,10 @@ pub(super) fn server_config(
                 .allow_unauthenticated()
                 .build()
             {
-                Ok(verifier) => builder.with_client_cert_verifier(verifier),
+                Ok(verifier) => {
+                    client_verifier = Some(verifier.clone());
+                    builder.with_client_cert_verifier(verifier)
+                }
                 Err(e) => {
                     errors.push(
                         object_ref,
@@ -160,7 +169,7 @@ pub(super) fn server_config(
             // The server's cipher-suite order, not the client's: the strongest suite a
             // client supports wins (rustls' order puts AEADs with forward secrecy first).
             config.ignore_client_order = true;
-            Some(Arc::new(config))
+            Some((Arc::new(config), client_verifier))
         }
         Err(e) => {
             errors.push(

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use apigate_control::{Route, RouteId};
+use rustls::pki_types::{CertificateDer, UnixTime};
 
 use super::KillSwitch;
 
@@ -31,6 +32,9 @@ pub struct Client {
     pub remote: IpAddr,
     /// The name that selected its route.
     pub routed_by: RoutedBy,
+    /// The client certificate chain the route's client CAs verified (terminate mode,
+    /// after the handshake): re-verified when the route's client CAs change.
+    pub client_chain: Option<Arc<[CertificateDer<'static>]>>,
 }
 
 impl Client {
@@ -49,7 +53,18 @@ impl Client {
             return Some("name_removed");
         }
         let decision = route.access.decide(self.direct, self.remote);
-        (!decision.allowed()).then_some("acl_revoked")
+        if !decision.allowed() {
+            return Some("acl_revoked");
+        }
+        let chain = self.client_chain.as_deref()?;
+        let verifier = route.terminate().and_then(|t| t.client_verifier.as_ref());
+        let still_verified = match (chain.split_first(), verifier) {
+            (Some((leaf, intermediates)), Some(verifier)) => verifier
+                .verify_client_cert(leaf, intermediates, UnixTime::now())
+                .is_ok(),
+            _ => false,
+        };
+        (!still_verified).then_some("client_ca_removed")
     }
 }
 
@@ -67,7 +82,7 @@ pub struct Revoked {
     pub listener: Arc<str>,
     /// The client address its admission was decided on.
     pub remote: IpAddr,
-    /// Why (`route_removed`, `name_removed`, `acl_revoked`).
+    /// Why (`route_removed`, `name_removed`, `acl_revoked`, `client_ca_removed`).
     pub reason: &'static str,
 }
 
@@ -170,6 +185,20 @@ impl std::fmt::Debug for Registration {
     }
 }
 
+impl Registration {
+    /// The handshake verified `chain` against the route's client CAs: remember it, so a
+    /// change of those CAs re-verifies this connection.
+    pub fn verified(&self, chain: Arc<[CertificateDer<'static>]>) {
+        let mut routes = self.connections.lock();
+        if let Some(entry) = routes
+            .get_mut(&self.route)
+            .and_then(|e| e.get_mut(&self.id))
+        {
+            entry.client.client_chain = Some(chain);
+        }
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut routes = self.connections.lock();
@@ -199,6 +228,7 @@ mod tests {
             direct: ip,
             remote: ip,
             routed_by: RoutedBy::Sni("api.example.com".into()),
+            client_chain: None,
         }
     }
 

@@ -36,6 +36,7 @@ pub fn register(
         direct: addrs.direct.ip(),
         remote: addrs.remote.ip(),
         routed_by,
+        client_chain: None,
     };
     let registered = state
         .connections

@@ -68,10 +68,15 @@ pub async fn serve(admitted: Admitted, ctx: &ListenerContext) -> Result<(), Box<
         Ok(Err(e)) => return Err(refuse(Refusal::Handshake(failure_reason(&e)))),
         Err(_) => return Err(refuse(Refusal::Handshake("timeout"))),
     };
-    let client = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+    let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+    let client = match chain.first() {
         // rustls only returns certificates it verified against the route's client CA.
         Some(leaf) if terminate.client_auth => match Identity::from_certificate(leaf.as_ref()) {
-            Ok(identity) => ClientAuth::Verified(identity),
+            Ok(identity) => {
+                // A later change of the route's client CAs re-verifies this chain.
+                registration.verified(chain.iter().map(|c| c.clone().into_owned()).collect());
+                ClientAuth::Verified(identity)
+            }
             Err(e) => ClientAuth::Invalid(e),
         },
         _ => ClientAuth::Anonymous,

@@ -192,3 +192,46 @@ async fn removing_a_hostname_closes_the_connections_it_routed_and_only_those() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_client_ca_closes_the_connections_it_authenticated() {
+    use apigate_test_support::config::files;
+    let h = Harness::start(1).await;
+    let alice = h.h2(Some(&h.pki.alice)).await;
+    let anonymous = h.h2(None).await;
+    assert_eq!(alice.get("/version", &[]).await.unwrap().status, 200);
+    assert_eq!(anonymous.get("/version", &[]).await.unwrap().status, 200);
+
+    // The client CA bundle is replaced by one without the CA that signed alice's
+    // certificate (a rotation that drops it): new handshakes and open connections.
+    let before = h.metrics().sum("apigate_config_revision", &[]);
+    std::fs::write(
+        h.dir.path().join(files::CLIENT_CA),
+        h.pki.server_ca.cert_pem(),
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || h
+            .metrics()
+            .sum("apigate_config_revision", &[])
+            > before)
+        .await
+    );
+    assert!(
+        alice.get("/version", &[]).await.is_err(),
+        "the connection its removed CA authenticated is closed"
+    );
+    assert_eq!(
+        anonymous.get("/version", &[]).await.unwrap().status,
+        200,
+        "a connection without a client certificate is not touched"
+    );
+    assert_eq!(
+        h.metric(
+            "apigate_connections_revoked_total",
+            &[("reason", "client_ca_removed")]
+        ),
+        1.0
+    );
+    h.stop().await;
+}
