@@ -10,8 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    alert, client_hello, closed_within, eventually, h2_frame, read_body, read_head, status,
-    write_all, Harness, HOST, OTHER_HOST, ROUTE,
+    alert, client_hello, closed_within, eventually, h1_get_version, h2_frame, read_body, read_head,
+    status, write_all, Harness, HOST, OTHER_HOST, ROUTE,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,12 +118,7 @@ async fn every_http1_request_head_has_the_header_deadline_not_only_the_first() {
     })
     .await;
     let mut stream = h.h1_stream(None).await;
-    write_all(
-        &mut stream,
-        format!("GET /version HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes(),
-    )
-    .await;
-    let head = read_head(&mut stream).await;
+    let head = h1_get_version(&mut stream, HOST).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     read_body(&mut stream, &head).await;
     // The next head, one byte every 100 ms: each byte would restart a read timeout.
@@ -345,12 +340,7 @@ async fn a_request_for_another_routes_host_is_misdirected() {
     }
     // HTTP/1.1 Host header, with a port.
     let mut stream = h.h1_stream(None).await;
-    write_all(
-        &mut stream,
-        format!("GET /version HTTP/1.1\r\nHost: {OTHER_HOST}:443\r\n\r\n").as_bytes(),
-    )
-    .await;
-    let head = read_head(&mut stream).await;
+    let head = h1_get_version(&mut stream, &format!("{OTHER_HOST}:443")).await;
     assert!(head.starts_with("HTTP/1.1 421"), "{head}");
     assert!(
         !head.to_ascii_lowercase().contains("connection: close"),
@@ -358,12 +348,7 @@ async fn a_request_for_another_routes_host_is_misdirected() {
     );
     read_body(&mut stream, &head).await;
     // The client's next request on the same connection is served.
-    write_all(
-        &mut stream,
-        format!("GET /version HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes(),
-    )
-    .await;
-    let head = read_head(&mut stream).await;
+    let head = h1_get_version(&mut stream, HOST).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(h.replicas[0].requests_total(), 4);
     h.stop().await;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    base_config, closed_within, read_body, read_head, slow_replicas, write_all, Harness, Pki, HOST,
+    base_config, closed_within, h1_get_version, read_body, read_head, slow_replicas, write_all,
+    Harness, Pki, HOST,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,12 +19,7 @@ async fn shutdown_closes_idle_connections_at_once_and_lets_requests_finish() {
 
     // An HTTP/1.1 keep-alive connection, idle after one request.
     let mut idle_h1 = h.h1_stream(None).await;
-    write_all(
-        &mut idle_h1,
-        format!("GET /version HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes(),
-    )
-    .await;
-    let head = read_head(&mut idle_h1).await;
+    let head = h1_get_version(&mut idle_h1, HOST).await;
     assert!(
         head.to_ascii_lowercase().contains("connection: keep-alive"),
         "{head}"

@@ -374,6 +374,19 @@ pub async fn read_body<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, head: &s
     body
 }
 
+/// `GET /version` with `host` on an HTTP/1.1 stream; the response head.
+pub async fn h1_get_version<S>(stream: &mut S, host: &str) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    write_all(
+        stream,
+        format!("GET /version HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    read_head(stream).await
+}
+
 pub async fn write_all<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) {
     stream.write_all(bytes).await.unwrap();
     stream.flush().await.unwrap();
