@@ -16,6 +16,7 @@ pub mod error;
 pub mod inputs;
 pub mod model;
 pub mod rollout;
+pub mod rollout_settings;
 pub mod snapshot;
 pub mod source;
 

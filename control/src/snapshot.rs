@@ -203,8 +203,12 @@ pub struct GatewaySettings {
     /// fixes per process (HTTP/2 idle timeout and header-list bound).
     pub defaults: RouteSettings,
     /// How new revisions reach the routes (off by default).
-    pub rollout: crate::rollout::RolloutSettings,
+    pub rollout: crate::rollout_settings::RolloutSettings,
 }
+
+/// The verifier of a route's client certificates, kept apart from its server config
+/// so that a configuration change can re-check open connections against it.
+pub type ClientVerifier = Arc<dyn rustls::server::danger::ClientCertVerifier>;
 
 /// A bearer token; never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -433,7 +437,7 @@ pub struct Terminate {
     pub client_auth: bool,
     /// The verifier of client certificates (with `client_auth`): open connections are
     /// re-checked against it when the client CAs change.
-    pub client_verifier: Option<crate::compile::ClientVerifier>,
+    pub client_verifier: Option<ClientVerifier>,
     /// Identifies the client CA bundle (0 without one).
     pub client_ca_fingerprint: u64,
     /// Upstream trust and identity.

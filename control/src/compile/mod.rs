@@ -14,7 +14,7 @@ pub use gateway::{
     DEFAULT_DESTINATION_HEADER, DEFAULT_MAX_CIDRS_PER_ROUTE, DEFAULT_MAX_REQUEST_HEADER_BYTES,
 };
 pub use route::{default_destination, DEFAULT_UPSTREAM_SERVER_NAME};
-pub use tls::{provider, ClientVerifier, ALPN};
+pub use tls::{provider, ALPN};
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -12,7 +12,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
 use crate::error::{Errors, ObjectRef, Problem};
-use crate::snapshot::{ClientIdentity, UpstreamClients};
+use crate::snapshot::{ClientIdentity, ClientVerifier, UpstreamClients};
 
 /// ALPN protocols offered to clients, most preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -105,10 +105,6 @@ pub(super) fn ca_bundle(
     }
     Some(certs)
 }
-
-/// The verifier of a route's client certificates, kept apart from its server config
-/// so that a configuration change can re-check open connections against it.
-pub type ClientVerifier = Arc<dyn rustls::server::danger::ClientCertVerifier>;
 
 /// The server config for a route: its certificate, ALPN h2 + http/1.1, and, when a
 /// client CA is given, a verifier that *requests* client certificates and verifies the

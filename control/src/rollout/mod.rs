@@ -8,13 +8,14 @@ mod desired;
 mod diff;
 mod merge;
 mod select;
-mod settings;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::rollout_settings::{
+    Gates, RolloutSettings, Selector, DEFAULT_BAKE, DEFAULT_CANARY_LABEL,
+};
 pub use desired::Desired;
 pub use diff::{GatewayField, PolicyDiff, RouteChange, RouteField};
 pub use merge::merge;
 pub use select::{canaries, route_id};
-pub use settings::{Gates, RolloutSettings, Selector, DEFAULT_BAKE, DEFAULT_CANARY_LABEL};

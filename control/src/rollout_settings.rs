@@ -1,5 +1,6 @@
 //! Rollout settings as compiled from `GatewayConfig.spec.rollout`: what the proxy's
-//! rollout controller reads.
+//! rollout controller reads. A leaf module: the snapshot carries these settings, and
+//! [`crate::rollout`] works on snapshots.
 
 use std::time::Duration;
 
