@@ -95,6 +95,9 @@ pub struct RequestCtx {
     kind: Kind,
     attempts: Option<Attempts>,
     rejection: Option<Rejection>,
+    /// apigate answered the request itself (and logged it): the engine's own error
+    /// line would say it again, unstructured.
+    answered: bool,
     started: Instant,
     /// Status of an upgrade apigate served itself (see [`upgrade`]).
     upgrade_status: Option<u16>,
@@ -209,6 +212,7 @@ impl ProxyHttp for Apigate {
             kind: Kind::Ordinary,
             attempts: None,
             rejection: None,
+            answered: false,
             started: Instant::now(),
             upgrade_status: None,
         }
@@ -479,6 +483,12 @@ impl ProxyHttp for Apigate {
             .rejections
             .with_label_values(&[ctx.route_label(), rejection.label()])
             .inc();
+        ctx.answered = true;
+        if rejection.code() >= 500 {
+            tracing::warn!(route = ctx.route_label(), backend = ctx.backend_label(), code = rejection.code(), reason = rejection.label(), error = %e, "request answered by apigate");
+        } else {
+            tracing::debug!(route = ctx.route_label(), code = rejection.code(), reason = rejection.label(), error = %e, "request refused");
+        }
         // The client's next request may follow on this HTTP/1.1 connection when the
         // answer allows it, the route is known (its idle timeout applies) and apigate
         // is not shutting down.
@@ -527,10 +537,10 @@ impl ProxyHttp for Apigate {
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
-        // apigate's own rejections are counted and logged by apigate; a client that goes
-        // away (a cancelled watch, a killed kubectl) is normal, not an error, and is
-        // logged at debug by `logging`.
-        ctx.rejection.is_some() || error.esource() == &ErrorSource::Downstream
+        // apigate's own answers are counted and logged (with fields) by
+        // `fail_to_proxy`; a client that goes away (a cancelled watch, a killed kubectl)
+        // is normal, not an error, and is logged at debug by `logging`.
+        ctx.answered || error.esource() == &ErrorSource::Downstream
     }
 
     fn suppress_proxy_warn_log(
