@@ -36,10 +36,14 @@ pub fn compile(inputs: &Inputs) -> Result<Snapshot, Vec<ConfigError>> {
 /// An entry is keyed by everything a route's compile reads (the object, the bytes of
 /// the files it references, the `GatewayConfig`, whether it is alone in its
 /// namespace) and holds the same `Arc<Route>`, so the proxy can keep what it derived
-/// from an unchanged route too. Entries not used by a compile are dropped.
+/// from an unchanged route too. Entries the last compile did not use are kept for one
+/// more compile, then dropped: a caller alternating between two sets of inputs (a
+/// rollout compiles the stable and the new revision) finds both.
 #[derive(Default)]
 pub struct RouteCache {
     entries: HashMap<u64, CachedRoute>,
+    /// Entries of the compile before the last one that the last one did not use.
+    previous: HashMap<u64, CachedRoute>,
 }
 
 #[derive(Clone)]
@@ -145,7 +149,8 @@ pub fn compile_cached(
         let object_ref = object.object_ref();
         let sole = per_namespace.get(route::namespace_of(object)) == Some(&1);
         let key = cache_key(object, &inputs.files, &gateway_key, sole);
-        let cached = match cache.entries.get(&key) {
+        let hit = cache.entries.get(&key).or_else(|| cache.previous.get(&key));
+        let cached = match hit {
             Some(hit) if hit.object == *object => hit.clone(),
             _ => {
                 let mut route_errors = Errors::default();
@@ -214,7 +219,9 @@ pub fn compile_cached(
         ids.insert(route.id.clone(), object_ref);
         routes.push(route);
     }
-    cache.entries = next;
+    let mut last = std::mem::replace(&mut cache.entries, next);
+    last.retain(|key, _| !cache.entries.contains_key(key));
+    cache.previous = last;
     if let (Some(gateway), Some(object)) = (&gateway, gateways.first()) {
         rollout::check_selection(
             &gateway.settings.rollout,

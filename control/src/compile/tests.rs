@@ -628,6 +628,13 @@ fn cached_compile_reuses_unchanged_routes_and_rebuilds_changed_ones() {
     assert!(!Arc::ptr_eq(&base.routes[1], &next.routes[1]));
     assert_eq!(next.routes[1].backends[0].to_string(), "10.0.0.4:443");
     assert_eq!(cache.len(), 2);
+
+    // Alternating between the two (as a rollout compiles its stable and new
+    // revisions): the version the last compile did not use is still found.
+    let back = crate::compile::compile_cached(&inputs, &mut cache).unwrap();
+    assert!(Arc::ptr_eq(&base.routes[1], &back.routes[1]));
+    let forth = crate::compile::compile_cached(&inputs, &mut cache).unwrap();
+    assert!(Arc::ptr_eq(&back.routes[1], &forth.routes[1]));
 }
 
 #[test]

@@ -115,8 +115,8 @@ struct Inner {
     /// An aborted revision the source still holds: resubmitting it changes nothing.
     aborted: Option<(u64, Desired)>,
     settings: RolloutSettings,
-    stable_cache: RouteCache,
-    target_cache: RouteCache,
+    /// One cache for both revisions' compiles: a route the same in both compiles once.
+    cache: RouteCache,
     /// Cumulative counters of `history_routes`, sampled each tick over a bake time.
     history: VecDeque<(Instant, Counters)>,
     history_routes: BTreeSet<RouteId>,
@@ -151,8 +151,7 @@ impl Rollout {
             phase_since: Instant::now(),
             aborted: None,
             settings,
-            stable_cache: RouteCache::default(),
-            target_cache: RouteCache::default(),
+            cache: RouteCache::default(),
             history: VecDeque::new(),
             history_routes: BTreeSet::new(),
             start: None,
@@ -181,7 +180,7 @@ impl Rollout {
     /// Blocking (compiles).
     pub fn submit(&self, live: Inputs, origin: Origin) -> Result<(), Vec<ConfigError>> {
         let mut inner = self.lock();
-        let newest = match compile_cached(&live, &mut inner.target_cache) {
+        let newest = match compile_cached(&live, &mut inner.cache) {
             Ok(snapshot) => snapshot,
             Err(errors) => {
                 install::reject(&self.state, &errors, origin);
@@ -329,7 +328,7 @@ impl Rollout {
 
     fn staged(&self, inner: &mut Inner) -> Result<Snapshot, Staging> {
         let inputs = inner.stable.stage(&inner.live, &inner.fallback);
-        let stable = compile_cached(&inputs, &mut inner.stable_cache).map_err(Staging::Invalid)?;
+        let stable = compile_cached(&inputs, &mut inner.cache).map_err(Staging::Invalid)?;
         let Some(target) = inner
             .phase
             .target()
@@ -339,7 +338,7 @@ impl Rollout {
         };
         let inputs = target.desired.stage(&inner.live, &inner.fallback);
         let target_snapshot =
-            compile_cached(&inputs, &mut inner.target_cache).map_err(Staging::Invalid)?;
+            compile_cached(&inputs, &mut inner.cache).map_err(Staging::Invalid)?;
         merge(&stable, &target_snapshot, &target.canaries).map_err(Staging::Split)
     }
 
