@@ -179,7 +179,7 @@ pub async fn run(
         if !shared.synced(&required) {
             continue;
         }
-        let world = shared.world().clone();
+        let world = shared.world_for_reconcile();
         // Until the first full sync, a Secret still being listed would look missing.
         if first && world.secrets.values().any(|s| *s == SecretState::Pending) {
             continue;
@@ -212,7 +212,7 @@ pub async fn run(
                     latency: since.map(|s| s.elapsed()),
                     compile_time,
                     first,
-                    secrets: secrets.len(),
+                    secrets: wanted.len(),
                 })));
                 first = false;
             }

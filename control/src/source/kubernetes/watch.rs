@@ -70,6 +70,10 @@ pub struct Shared {
     /// The Secret watch has listed once: a newly referenced Secret it dropped before
     /// must be read on its own.
     secrets_listed: std::sync::atomic::AtomicBool,
+    /// Watches failing now (an error, and no event since).
+    failing: Mutex<BTreeSet<Watched>>,
+    /// The acl Extension API exists and is watched.
+    extensions_watched: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -106,22 +110,41 @@ impl Shared {
             .insert(resource);
     }
 
-    /// Whether the acl Extensions can be read now. Turning readable again wakes the
-    /// reconcile loop, so routes that waited are translated at once; turning
-    /// unreadable does not (what serves stays; only new versions wait).
-    pub fn extensions_readable(&self, readable: bool) {
+    /// Record whether `resource`'s watch works now (an event arrived, or it failed).
+    /// Working again wakes the reconcile loop, so what waited on it is looked at once;
+    /// failing does not (what serves stays).
+    fn watch_health(&self, resource: Watched, working: bool) {
         let changed = {
-            let mut world = self.world();
-            let changed = world.extensions_unreadable == readable;
-            world.extensions_unreadable = !readable;
-            changed
+            let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+            if working {
+                failing.remove(&resource)
+            } else {
+                failing.insert(resource)
+            }
         };
         if changed {
-            tracing::info!(readable, "acl Extensions readability changed");
-            if readable {
+            tracing::info!(resource = resource.label(), working, "watch health changed");
+            if working {
                 self.touch();
             }
         }
+    }
+
+    /// A copy of the world for one reconcile, with what the watches' health says of
+    /// it: the acl Extensions are unreadable while their API is watched but has not
+    /// listed yet, or its watch is failing.
+    pub fn world_for_reconcile(&self) -> World {
+        let watched = self.extensions_watched.load(Ordering::Acquire);
+        let unreadable = watched
+            && (!self.synced(&[Watched::Extensions])
+                || self
+                    .failing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&Watched::Extensions));
+        let mut world = self.world().clone();
+        world.extensions_unreadable = unreadable;
+        world
     }
 
     fn is_referenced(&self, key: &ObjectKey) -> bool {
@@ -211,15 +234,11 @@ async fn apply<K, T, S, C, F>(
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(event) => {
-                if resource == Watched::Extensions {
-                    shared.extensions_readable(true);
-                }
+                shared.watch_health(resource, true);
                 event
             }
             Err(error) => {
-                if resource == Watched::Extensions {
-                    shared.extensions_readable(false);
-                }
+                shared.watch_health(resource, false);
                 shared.count_error(resource);
                 tracing::warn!(resource = resource.label(), %error, "watch failed; retrying with back-off, the current configuration keeps serving");
                 continue;
@@ -463,9 +482,9 @@ pub fn extension_resource() -> ApiResource {
 }
 
 /// Watch the acl Extensions (owned by `tasks`). Until its first list completes, routes
-/// whose allowlist may come from one wait ([`World::extensions_unreadable`]).
+/// whose allowlist may come from one wait ([`Shared::world_for_reconcile`]).
 pub fn spawn_extension_watcher(client: &Client, shared: &Arc<Shared>, tasks: &mut Tasks) {
-    shared.world().extensions_unreadable = true;
+    shared.extensions_watched.store(true, Ordering::Release);
     let resource = extension_resource();
     tasks.push(tokio::spawn(apply(
         watcher::watcher(
@@ -597,7 +616,6 @@ pub fn spawn_watchers(
 /// name (list/watch is all the RBAC grants).
 #[derive(Default)]
 pub struct SecretWatch {
-    held: usize,
     /// The watch, once started (after the routes' first list, so that its own first
     /// list already knows which Secrets to keep).
     watch: Option<Tasks>,
@@ -674,7 +692,6 @@ impl SecretWatch {
                 world.secrets.insert(key.clone(), SecretState::Pending);
             }
         }
-        self.held = wanted.len();
         if self.watch.is_none() {
             if shared.synced(&[Watched::Routes]) {
                 let mut tasks = Tasks::default();
@@ -716,15 +733,5 @@ impl SecretWatch {
                 }
             });
         }
-    }
-
-    /// Referenced Secrets held.
-    pub fn len(&self) -> usize {
-        self.held
-    }
-
-    /// True when no Secret is referenced.
-    pub fn is_empty(&self) -> bool {
-        self.held == 0
     }
 }

@@ -120,9 +120,10 @@ pub struct World {
     /// Gardener `acl` Extensions.
     pub extensions: BTreeMap<ObjectKey, AclExtension>,
     /// The Extension API exists but its objects cannot be read now (not listed yet, or
-    /// the watch is failing): a route whose allowlist would come from an Extension
-    /// cannot be translated anew, so it keeps its last accepted version or waits.
-    /// Never allow-all for want of an answer.
+    /// the watch is failing; set from the watches' health when the world is taken for
+    /// a reconcile): a route whose allowlist would come from an Extension cannot be
+    /// translated anew, so it keeps its last accepted version or waits. Never
+    /// allow-all for want of an answer.
     pub extensions_unreadable: bool,
 }
 
