@@ -223,6 +223,53 @@ async fn a_bad_revision_freezes_on_the_canary_and_a_tightening_still_applies_eve
         ),
         1.0
     );
+    // The file still holds the aborted revision; touching it does not restart it.
+    let before = h.metrics().sum("apigate_config_revision", &[]);
+    std::fs::write(h.config_path(), tightened.render()).unwrap();
+    assert!(
+        crate::support::eventually(Duration::from_secs(5), || h
+            .metrics()
+            .sum("apigate_config_revision", &[])
+            > before)
+        .await,
+        "the touched file was read again"
+    );
+    let s = status(&h).await;
+    assert_eq!(s["phase"], "idle", "{s}");
+    assert_eq!(s["abortedRevision"], 3);
+    assert_eq!(canary.get("/version", &[]).await.unwrap().status, 200);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_rollouts_off_applies_the_newest_revision_everywhere_at_once() {
+    let mut h = Harness::start_with(3, |c| {
+        canary_setup(c);
+        let rollout = c.gateway.spec.rollout.as_mut().unwrap();
+        rollout.bake_time = Some(apigate_control::model::Duration(Duration::from_secs(600)));
+        rollout.max_bake_time = rollout.bake_time;
+    })
+    .await;
+    let mut change = h.config.clone();
+    for r in &mut change.routes {
+        r.spec.balancing = Some(Balancing::RoundRobin);
+    }
+    std::fs::write(h.config_path(), change.render()).unwrap();
+    assert!(phase_becomes(&h, "baking", Duration::from_secs(5)).await);
+    change.gateway.spec.rollout.as_mut().unwrap().enabled = false;
+    h.reload(change).await;
+    let s = status(&h).await;
+    assert_eq!(
+        (s["enabled"].as_bool(), s["phase"].as_str()),
+        (Some(false), Some("idle"))
+    );
+    let active = h.running().state.load();
+    for route in &active.routes {
+        assert_eq!(
+            route.route.terminate().unwrap().balancing,
+            Balancing::RoundRobin
+        );
+    }
     h.stop().await;
 }
 
