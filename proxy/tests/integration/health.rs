@@ -235,6 +235,15 @@ async fn a_storm_of_503s_from_an_unavailable_aggregated_api_ejects_nothing() {
         .await
         .unwrap();
     assert_eq!(counts.len(), 3, "every replica answered: {counts:?}");
+    // A request is counted when its stream has finished, which may be just after the
+    // client read the answer: wait for the last one.
+    eventually(Duration::from_secs(2), || {
+        h.metrics().sum(
+            "apigate_requests_total",
+            &[("route", ROUTE), ("code", "503")],
+        ) >= 150.0
+    })
+    .await;
     let m = h.metrics();
     assert_eq!(
         m.sum(
