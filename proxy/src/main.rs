@@ -56,8 +56,12 @@ enum Command {
         #[command(flatten)]
         kubernetes: apigate::kubernetes::KubernetesArgs,
     },
-    /// Print the ApiServerRoute CustomResourceDefinition (as in manifests/crd/).
-    Crd,
+    /// Print a CustomResourceDefinition (as in manifests/crd/).
+    Crd {
+        /// `routes` (ApiServerRoute) or `rollouts` (ApiGateRollout).
+        #[arg(value_enum, default_value = "routes")]
+        kind: CrdKind,
+    },
     /// Check a configuration file; exit non-zero listing every problem.
     Validate {
         /// The configuration file.
@@ -80,6 +84,15 @@ enum Command {
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
+}
+
+/// The custom resources apigate defines.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CrdKind {
+    /// `ApiServerRoute`: one API server behind apigate.
+    Routes,
+    /// `ApiGateRollout`: the record of a gateway's configuration rollout.
+    Rollouts,
 }
 
 fn init_logging(filter: &str, json: bool) {
@@ -145,7 +158,10 @@ fn main() -> ExitCode {
             },
             watch_interval.unwrap_or(DEFAULT_WATCH_INTERVAL),
         )),
-        Command::Crd => match apigate_control::source::kubernetes::crd::crd_yaml() {
+        Command::Crd { kind } => match match kind {
+            CrdKind::Routes => apigate_control::source::kubernetes::crd::crd_yaml(),
+            CrdKind::Rollouts => apigate_control::source::kubernetes::rollout_record::crd_yaml(),
+        } {
             Ok(yaml) => {
                 print!("{yaml}");
                 return ExitCode::SUCCESS;

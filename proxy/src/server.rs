@@ -22,6 +22,7 @@ use crate::admin::{self, Readiness};
 use crate::http::Apigate;
 use crate::listener::{self, Connections, ListenerContext};
 use crate::metrics::Metrics;
+use crate::rollout::shared::RecordName;
 use crate::rollout::Rollout;
 use crate::state::State;
 
@@ -56,7 +57,7 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
     /// `/readyz` state.
     pub readiness: Arc<Readiness>,
-    /// The rollout controller of a file-configured server.
+    /// The rollout controller (file or Kubernetes source).
     pub rollout: Option<Arc<Rollout>>,
     connections: Arc<Connections>,
     engine: Arc<Engine>,
@@ -120,27 +121,50 @@ impl FileConfig {
     }
 }
 
+/// Where a server's configuration comes from after it starts.
+pub enum Source {
+    /// Nowhere: the snapshot it starts with stays (tests, benchmarks).
+    Fixed,
+    /// A file, reloaded on SIGHUP and changes.
+    File(FileConfig),
+    /// The cluster ([`crate::kubernetes::serve`]): `base` holds the gateway file's
+    /// objects; `record` is where the replicas share rollouts, if anywhere.
+    Kubernetes {
+        /// The gateway file's objects.
+        base: Inputs,
+        /// The `ApiGateRollout` object.
+        record: Option<RecordName>,
+    },
+}
+
 /// Start serving `snapshot`. With a file, reload on SIGHUP and file changes.
 pub async fn start(snapshot: Snapshot, file: Option<FileConfig>) -> Result<Running, StartError> {
-    start_with(snapshot, file, true).await
+    start_with(snapshot, file.map_or(Source::Fixed, Source::File), true).await
 }
 
 /// [`start`], reporting ready on `/readyz` only when `ready` (a source that still has
 /// to sync sets readiness itself once it has).
 pub async fn start_with(
     snapshot: Snapshot,
-    file: Option<FileConfig>,
+    source: Source,
     ready: bool,
 ) -> Result<Running, StartError> {
     // Before anything awaits: a change from here on is seen by the reloader.
-    let seen = file
-        .as_ref()
-        .map(|file| crate::reload::Seen::now(&file.source));
+    let seen = match &source {
+        Source::File(file) => Some(crate::reload::Seen::now(&file.source)),
+        _ => None,
+    };
     let gateway = snapshot.gateway.clone();
     let state = State::new(snapshot, Metrics::new());
-    let rollout = file
-        .as_ref()
-        .map(|file| Rollout::new(state.clone(), file.inputs.clone()));
+    let rollout = match &source {
+        Source::Fixed => None,
+        Source::File(file) => Some(Rollout::new(state.clone(), file.inputs.clone())),
+        Source::Kubernetes { base, record } => Some(Rollout::for_kubernetes(
+            state.clone(),
+            base.clone(),
+            record.clone(),
+        )),
+    };
     let (shutdown, shutdown_rx) = watch::channel(false);
 
     let app = engine(&state, &gateway.defaults);
@@ -194,8 +218,10 @@ pub async fn start_with(
         None => None,
     };
 
-    if let (Some(file), Some(seen), Some(rollout)) = (file, seen, rollout.clone()) {
+    if let Some(rollout) = &rollout {
         tokio::spawn(rollout.clone().run(shutdown_rx.clone()));
+    }
+    if let (Source::File(file), Some(seen), Some(rollout)) = (source, seen, rollout.clone()) {
         tokio::spawn(crate::reload::watch(
             file.source,
             seen,

@@ -167,12 +167,27 @@ async fn bench(
         ..Default::default()
     })
     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let running = apigate::server::start_with(snapshot, None, false).await?;
+    let base_inputs = apigate_control::source::Inputs {
+        objects: base.clone(),
+        ..Default::default()
+    };
+    let running = apigate::server::start_with(
+        snapshot,
+        apigate::server::Source::Kubernetes {
+            base: base_inputs,
+            record: None,
+        },
+        false,
+    )
+    .await?;
     let state = running.state.clone();
     let rss_before = rss_kib();
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<(Duration, usize)>();
     let first_tx = std::sync::Mutex::new(Some(first_tx));
-    let installer = apigate::kubernetes::installer(state.clone(), running.readiness.clone());
+    let installer = apigate::kubernetes::installer(
+        running.rollout.clone().context("no rollout controller")?,
+        Some(running.readiness.clone()),
+    );
     let report = move |report: Report| {
         if let Report::Update(update) = &report {
             if update.first {
@@ -192,6 +207,7 @@ async fn bench(
         instance: "bench".into(),
         rediscovery: Duration::from_secs(30),
         data_plane: None,
+        leadership: None,
     };
     let started = Instant::now();
     let source_task = tokio::spawn(source::run(

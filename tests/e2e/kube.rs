@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use apigate::server::Running;
 use apigate_control::source::kubernetes::lease::LeaseConfig;
-use apigate_control::source::kubernetes::{self as source, Options};
+use apigate_control::source::kubernetes::Options;
 use apigate_test_support::metrics::Metrics;
 
 use crate::{text, Testbed};
@@ -73,7 +73,8 @@ pub fn extension_crd() -> PathBuf {
 /// Install apigate's CRD and the Gardener Extension CRD, and wait until established.
 pub fn install_crds(testbed: &Testbed) -> anyhow::Result<()> {
     let ours = manifests().join("crd/apigate.dev_apiserverroutes.yaml");
-    for file in [ours, extension_crd()] {
+    let rollouts = manifests().join("crd/apigate.dev_apigaterollouts.yaml");
+    for file in [ours, rollouts, extension_crd()] {
         admin_ok(testbed, &["apply", "-f", &file.display().to_string()], None)?;
     }
     admin_ok(
@@ -83,6 +84,7 @@ pub fn install_crds(testbed: &Testbed) -> anyhow::Result<()> {
             "--for=condition=established",
             "--timeout=60s",
             "crd/apiserverroutes.apigate.dev",
+            "crd/apigaterollouts.apigate.dev",
             "crd/extensions.extensions.gardener.cloud",
         ],
         None,
@@ -191,11 +193,44 @@ spec:
     Ok(())
 }
 
+type Pending = (
+    ::kube::Client,
+    apigate_control::source::Inputs,
+    Options,
+    Option<apigate::kubernetes::share::Sharing>,
+);
+
+/// How an in-process apigate replica with the Kubernetes source is set up.
+pub struct Replica {
+    /// The seed client; the admin kubeconfig's when `None`.
+    pub client: Option<::kube::Client>,
+    /// Its identity in the Lease, the rollout record and Events.
+    pub identity: String,
+    /// The Lease electing the replica that writes status and decides rollouts.
+    pub lease: String,
+    /// How long a leader holds it without renewing.
+    pub lease_duration: Duration,
+    /// More of the GatewayConfig's spec (YAML lines indented by two spaces).
+    pub gateway_spec: String,
+}
+
+impl Default for Replica {
+    fn default() -> Self {
+        Replica {
+            client: None,
+            identity: "e2e-0".into(),
+            lease: "apigate-e2e".into(),
+            lease_duration: Duration::from_secs(15),
+            gateway_spec: String::new(),
+        }
+    }
+}
+
 /// apigate with the Kubernetes source, in-process.
 pub struct KubeGateway {
     pub running: Option<Running>,
     /// What the source needs until [`KubeGateway::start_source`] spawns it.
-    pending: Option<(::kube::Client, apigate_control::source::Inputs, Options)>,
+    pending: Option<Pending>,
     source: Option<tokio::task::JoinHandle<()>>,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
@@ -215,40 +250,69 @@ impl KubeGateway {
         testbed: &Testbed,
         client: Option<::kube::Client>,
     ) -> anyhow::Result<KubeGateway> {
+        Self::replica(
+            testbed,
+            Replica {
+                client,
+                ..Replica::default()
+            },
+        )
+        .await
+    }
+
+    /// [`KubeGateway::start`] set up as `replica` says.
+    pub async fn replica(testbed: &Testbed, replica: Replica) -> anyhow::Result<KubeGateway> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("gateway.yaml");
         std::fs::write(
             &config,
-            "apiVersion: apigate.dev/v1alpha1
+            format!(
+                "apiVersion: apigate.dev/v1alpha1
 kind: GatewayConfig
-metadata: {name: e2e-kubernetes}
+metadata: {{name: e2e-kubernetes}}
 spec:
-  listeners: [{name: https, address: \"127.0.0.1:0\"}]
-  admin: {address: \"127.0.0.1:0\"}
-",
+  listeners: [{{name: https, address: \"127.0.0.1:0\"}}]
+  admin: {{address: \"127.0.0.1:0\"}}
+{}",
+                replica.gateway_spec
+            ),
         )?;
         let base = apigate_control::source::load_file(&config)
             .map_err(|e| anyhow::anyhow!("gateway file: {e:?}"))?;
         let snapshot =
             apigate_control::compile(&base).map_err(|e| anyhow::anyhow!("gateway: {e:?}"))?;
         let seed_kubeconfig = PathBuf::from(testbed.get("KUBECONFIG_ADMIN")?);
-        let client = match client {
+        let client = match replica.client {
             Some(client) => client,
             None => apigate::kubernetes::client(Some(&seed_kubeconfig)).await?,
         };
-        let running = apigate::server::start_with(snapshot, None, false).await?;
+        let record = apigate::rollout::shared::RecordName {
+            namespace: "default".into(),
+            name: "e2e-kubernetes".into(),
+        };
+        let running = apigate::server::start_with(
+            snapshot,
+            apigate::server::Source::Kubernetes {
+                base: base.clone(),
+                record: Some(record.clone()),
+            },
+            false,
+        )
+        .await?;
+        let sharing = apigate::kubernetes::sharing(&client, record, &replica.identity);
         let options = Options {
             route_selector: None,
             debounce: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
             lease: Some(LeaseConfig {
                 namespace: "default".into(),
-                name: "apigate-e2e".into(),
-                identity: "e2e-0".into(),
-                duration: Duration::from_secs(15),
+                name: replica.lease.clone(),
+                identity: replica.identity.clone(),
+                duration: replica.lease_duration,
             }),
-            controller: "apigate.dev/apigate".into(),
-            instance: "e2e-0".into(),
+            leadership: None,
+            controller: apigate::kubernetes::CONTROLLER.into(),
+            instance: replica.identity.clone(),
             rediscovery: Duration::from_secs(1),
             data_plane: Some(apigate::kubernetes::data_plane_notes(running.state.clone())),
         };
@@ -274,7 +338,7 @@ current-context: admin
         )?;
         Ok(KubeGateway {
             running: Some(running),
-            pending: Some((client, base, options)),
+            pending: Some((client, base, options, Some(sharing))),
             source: None,
             dir,
             kubeconfig,
@@ -283,13 +347,12 @@ current-context: admin
 
     /// Spawn the Kubernetes source (once); it reports readiness after its first sync.
     pub fn start_source(&mut self) -> anyhow::Result<()> {
-        let (client, base, options) = self.pending.take().context("source already started")?;
-        let running = self.running()?;
-        let report =
-            apigate::kubernetes::installer(running.state.clone(), running.readiness.clone());
-        self.source = Some(tokio::spawn(async move {
-            source::run(client, base, options, report).await;
-        }));
+        let (client, base, options, sharing) =
+            self.pending.take().context("source already started")?;
+        let parts = apigate::kubernetes::parts(self.running()?)?;
+        self.source = Some(tokio::spawn(apigate::kubernetes::serve(
+            client, base, options, parts, sharing,
+        )));
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 mod desired;
 mod diff;
 mod merge;
+mod revision;
 mod select;
 
 #[cfg(test)]
@@ -18,4 +19,5 @@ pub use crate::rollout_settings::{
 pub use desired::Desired;
 pub use diff::{GatewayField, PolicyDiff, RouteChange, RouteField};
 pub use merge::merge;
+pub use revision::Overrides;
 pub use select::{canaries, route_id};

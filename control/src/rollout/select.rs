@@ -46,18 +46,12 @@ pub fn canaries<'a>(
     }
 }
 
-/// FNV-1a over `namespace/name`: the same on every build and every replica, unlike
-/// the standard library's hasher.
+/// A hash of `namespace/name` that every replica computes alike.
 fn stable_hash(id: &RouteId) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in id
-        .namespace
-        .bytes()
-        .chain(std::iter::once(b'/'))
-        .chain(id.name.bytes())
-    {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+    super::revision::fnv1a(
+        id.namespace
+            .bytes()
+            .chain(std::iter::once(b'/'))
+            .chain(id.name.bytes()),
+    )
 }

@@ -313,3 +313,75 @@ fn merging_serves_canaries_from_the_target_and_refuses_a_split_hostname() {
     let errs = merge(&stable, &moved, &canary).unwrap_err();
     assert_eq!(errs[0].field, "spec.hostnames", "{errs:?}");
 }
+
+#[test]
+fn revision_ids_follow_policy_only() {
+    let base = Desired::of(&inputs(&two_routes(ON)));
+    let same = Desired::of(&inputs(&two_routes(ON).replace(
+        "backends: {static: ['127.0.0.1:6443']}",
+        "backends: {static: ['127.0.0.1:7443']}",
+    )));
+    assert_eq!(base.revision(), same.revision(), "replicas are not policy");
+    let relabelled = Desired::of(&inputs(
+        &two_routes(ON).replace("labels: {apigate.dev/canary: 'true'}", "labels: {}"),
+    ));
+    assert_eq!(
+        base.revision(),
+        relabelled.revision(),
+        "labels are not policy"
+    );
+    let changed = Desired::of(&inputs(
+        &(gateway(ON)
+            + &route("a", true, "a.example.com", "10.0.0.0/16")
+            + &route("b", false, "b.example.com", "10.0.0.0/8")),
+    ));
+    assert_ne!(base.revision(), changed.revision());
+    assert_eq!(base.revision().len(), 16);
+}
+
+#[test]
+fn overrides_rebuild_the_stable_revision_from_the_newest() {
+    let stable = Desired::of(&inputs(
+        &(gateway(ON)
+            + &route("a", true, "a.example.com", "10.0.0.0/8")
+            + &route("b", false, "b.example.com", "10.0.0.0/8")
+            + &route("gone", false, "gone.example.com", "10.0.0.0/8")),
+    ));
+    let newest = Desired::of(&inputs(
+        &(gateway(ON)
+            + &route("a", true, "a.example.com", "10.1.0.0/16")
+            + &route("b", false, "b.example.com", "10.0.0.0/8")
+            + &route("new", false, "new.example.com", "10.0.0.0/8")),
+    ));
+    let overrides = stable.overrides(&newest);
+    assert_eq!(
+        overrides.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from([id("a"), id("gone"), id("new")]),
+        "only the routes that differ"
+    );
+    assert!(
+        overrides[&id("new")].is_none(),
+        "stable lacks the new route"
+    );
+    let rebuilt = Desired::with_overrides(&newest, &overrides);
+    assert_eq!(rebuilt.revision(), stable.revision());
+    assert!(stable.overrides(&stable).is_empty());
+    // Through JSON, as the record carries them.
+    let json: std::collections::BTreeMap<RouteId, Option<serde_json::Value>> = overrides
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_ref().map(|r| serde_json::to_value(r).unwrap()),
+            )
+        })
+        .collect();
+    let back: Overrides = json
+        .into_iter()
+        .map(|(k, v)| (k, v.map(|v| serde_json::from_value(v).unwrap())))
+        .collect();
+    assert_eq!(
+        Desired::with_overrides(&newest, &back).revision(),
+        stable.revision()
+    );
+}

@@ -17,6 +17,7 @@
 
 pub mod gates;
 pub mod phase;
+pub mod shared;
 pub mod signals;
 
 #[cfg(test)]
@@ -61,12 +62,41 @@ impl Action {
     }
 }
 
+/// Why an operator's action was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActError {
+    /// It does not apply in the current phase.
+    #[error(transparent)]
+    NotApplicable(#[from] NotApplicable),
+    /// In Kubernetes mode the shared record decides; actions go through it.
+    #[error("in Kubernetes mode, act through the ApiGateRollout object {record}: kubectl -n {namespace} patch apigaterollout {name} --type merge -p '{{\"spec\":{{\"action\":\"Resume|Abort|Promote\"}}}}'")]
+    Shared {
+        /// `namespace/name` of the record.
+        record: String,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+}
+
 /// The rollout as `/rollout` and `apigate rollout status` show it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     /// Rollouts on.
     pub enabled: bool,
+    /// `local` (file mode: this process decides), `leader` (Kubernetes mode, deciding
+    /// and recording) or `follower` (applying the record).
+    pub authority: &'static str,
+    /// Content id of the stable revision's routes (the same on every replica).
+    pub stable_id: String,
+    /// Content id of the target's routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_id: Option<String>,
+    /// A follower that cannot serve what the record says yet, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behind: Option<String>,
     /// `idle`, `baking`, `held` or `frozen`.
     pub phase: &'static str,
     /// The policy revision every non-canary route serves.
@@ -100,6 +130,8 @@ pub struct Status {
 pub struct Rollout {
     state: Arc<State>,
     inner: Mutex<Inner>,
+    /// Counts state changes, for whoever shares the state (the record writer).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 struct Inner {
@@ -123,6 +155,17 @@ struct Inner {
     /// Where the current bake started from.
     start: Option<Start>,
     verdict: Option<Verdict>,
+    /// Who decides: this process alone, or the shared record.
+    authority: shared::Authority,
+    /// Wall-clock time of the last transition, for the shared record.
+    phase_wall: std::time::SystemTime,
+    /// Transitions the leader has yet to announce as Events.
+    events: Vec<shared::Announcement>,
+    /// Whether the source's first full configuration arrived (it applies at once: it
+    /// is where the process starts, not a change).
+    synced: bool,
+    /// The source, for metrics and logs.
+    origin: Origin,
 }
 
 /// The canaries' counters when a bake started and their baseline before it.
@@ -138,8 +181,18 @@ fn period(settings: &RolloutSettings) -> Duration {
 }
 
 impl Rollout {
-    /// A controller for `state`, whose active configuration was compiled from `inputs`.
+    /// A controller for `state`, whose active configuration was compiled from `inputs`,
+    /// deciding alone (file mode).
     pub fn new(state: Arc<State>, inputs: Inputs) -> Arc<Rollout> {
+        Self::with_authority(state, inputs, shared::Authority::Local, Origin::File)
+    }
+
+    fn with_authority(
+        state: Arc<State>,
+        inputs: Inputs,
+        authority: shared::Authority,
+        origin: Origin,
+    ) -> Arc<Rollout> {
         let settings = state.load().snapshot.gateway.rollout.clone();
         let inner = Inner {
             stable: Desired::of(&inputs),
@@ -156,10 +209,18 @@ impl Rollout {
             history_routes: BTreeSet::new(),
             start: None,
             verdict: None,
+            authority,
+            phase_wall: shared::wall_now(),
+            events: Vec::new(),
+            // A file's first inputs are its whole configuration; Kubernetes routes
+            // come later.
+            synced: origin == Origin::File,
+            origin,
         };
         let rollout = Arc::new(Rollout {
             state,
             inner: Mutex::new(inner),
+            changes: tokio::sync::watch::channel(0).0,
         });
         rollout.export(&rollout.lock());
         rollout
@@ -187,11 +248,24 @@ impl Rollout {
                 return Err(errors);
             }
         };
+        self.accept(&mut inner, live, newest, origin);
+        Ok(())
+    }
+
+    /// [`Rollout::submit`] of a revision the source compiled already (`newest` from
+    /// `live`). Blocking (compiles the staged revisions of a rollout).
+    pub fn submit_compiled(&self, live: Inputs, newest: Snapshot, origin: Origin) {
+        let mut inner = self.lock();
+        self.accept(&mut inner, live, newest, origin);
+    }
+
+    fn accept(&self, inner: &mut Inner, live: Inputs, newest: Snapshot, origin: Origin) {
         let settings = newest.gateway.rollout.clone();
         let desired = Desired::of(&live);
         inner.fallback.extend(live.files.clone());
         inner.live = live;
-        if !settings.enabled {
+        if !settings.enabled || !inner.synced {
+            inner.synced = true;
             if !matches!(inner.phase, Phase::Idle) {
                 tracing::warn!(
                     phase = inner.phase.label(),
@@ -205,11 +279,12 @@ impl Rollout {
             inner.aborted = None;
             inner.start = None;
             inner.verdict = None;
-            inner.fallback = inner.live.files.clone();
+            // No older revision to stage: nothing to fall back to.
+            inner.fallback = Files::new();
             inner.settings = settings;
             install::install(&self.state, newest, origin);
-            self.export(&inner);
-            return Ok(());
+            self.export(inner);
+            return;
         }
         inner.settings = settings;
         let now = Instant::now();
@@ -219,10 +294,9 @@ impl Rollout {
             .is_some_and(|(_, a)| desired.diff(a).is_empty());
         if !still_aborted {
             inner.aborted = None;
-            self.classify(&mut inner, desired, &newest, now);
+            self.classify(inner, desired, &newest, now);
         }
-        self.restage(&mut inner, origin, now);
-        Ok(())
+        self.restage(inner, origin, now);
     }
 
     /// Apply a revision that compiled: at once, as a tightening, or as a rollout.
@@ -268,6 +342,14 @@ impl Rollout {
                 self.count("tightened");
                 return;
             }
+        }
+        if !inner.authority.decides() {
+            // A follower serves a new revision where the record says, once it does.
+            tracing::debug!(
+                changed = diff.changed.len(),
+                "new configuration revision; waiting for the rollout record"
+            );
+            return;
         }
         inner.revisions += 1;
         let candidate = Candidate {
@@ -349,7 +431,7 @@ impl Rollout {
             return;
         }
         self.sample(&mut inner, now);
-        if !inner.phase.canaries_on_target() {
+        if !inner.phase.canaries_on_target() || !inner.authority.decides() {
             return;
         }
         let Some(target) = inner.phase.target() else {
@@ -408,7 +490,8 @@ impl Rollout {
                 self.promote(&mut inner, candidate);
             }
             if transition != Transition::Extended && transition != Transition::Held {
-                self.restage(&mut inner, Origin::File, now);
+                let origin = inner.origin;
+                self.restage(&mut inner, origin, now);
                 return;
             }
         }
@@ -444,8 +527,17 @@ impl Rollout {
         inner.phase = Phase::Idle;
     }
 
-    /// An operator's action.
-    pub fn act(&self, action: Action) -> Result<Status, NotApplicable> {
+    /// An operator's action from the admin endpoint; refused in Kubernetes mode, where
+    /// actions go through the shared record.
+    pub fn act(&self, action: Action) -> Result<Status, ActError> {
+        if let Some(error) = self.lock().authority.refuses_admin_actions() {
+            return Err(error);
+        }
+        self.act_now(action).map_err(ActError::from)
+    }
+
+    /// Take an operator's action.
+    fn act_now(&self, action: Action) -> Result<Status, NotApplicable> {
         let mut inner = self.lock();
         let now = Instant::now();
         let timing = timing(&inner.settings);
@@ -471,7 +563,8 @@ impl Rollout {
             }
         }
         tracing::info!(action = ?action, "rollout action by an operator");
-        self.restage(&mut inner, Origin::File, now);
+        let origin = inner.origin;
+        self.restage(&mut inner, origin, now);
         Ok(status(&inner, now))
     }
 
@@ -502,6 +595,8 @@ impl Rollout {
     /// starts.
     fn transitioned(&self, inner: &mut Inner, transition: &Transition, now: Instant) {
         inner.phase_since = now;
+        inner.phase_wall = shared::wall_now();
+        shared::announce(inner, transition);
         let target = inner.phase.target().map(|c| c.revision);
         let reason = match &inner.phase {
             Phase::Frozen { reason, .. } | Phase::Held { reason, .. } => reason.as_str(),
@@ -563,8 +658,9 @@ impl Rollout {
         });
     }
 
-    /// Phase, revisions and gates as metrics.
+    /// Phase, revisions and gates as metrics; tell whoever shares the state.
     fn export(&self, inner: &Inner) {
+        self.changes.send_modify(|n| *n += 1);
         let metrics = &self.state.metrics;
         for phase in Phase::LABELS {
             metrics
@@ -642,6 +738,10 @@ fn status(inner: &Inner, now: Instant) -> Status {
     };
     Status {
         enabled: inner.settings.enabled,
+        authority: inner.authority.label(),
+        stable_id: inner.stable.revision(),
+        target_id: target.map(|c| c.desired.revision()),
+        behind: inner.authority.behind(),
         phase: inner.phase.label(),
         stable_revision: inner.stable_revision,
         target_revision: target.map(|c| c.revision),

@@ -283,3 +283,195 @@ fn p99_is_interpolated_like_histogram_quantile() {
     assert!((p99 - 0.00995).abs() < 1e-6, "{p99}");
     assert_eq!(Latency::default().p99(), None);
 }
+
+/// Kubernetes mode: replicas deciding through the shared record.
+mod shared {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use apigate_control::inputs::Inputs;
+    use apigate_control::model::parse_documents;
+    use apigate_control::Snapshot;
+
+    use crate::install::Origin;
+    use crate::metrics::Metrics;
+    use crate::rollout::shared::RecordName;
+    use crate::rollout::{ActError, Action, Rollout};
+    use crate::state::State;
+
+    const GATEWAY: &str = "apiVersion: apigate.dev/v1alpha1
+kind: GatewayConfig
+metadata: {name: gw}
+spec:
+  listeners: [{name: https, address: '127.0.0.1:0'}]
+  rollout: {enabled: true, bakeTime: 60s, gates: {enabled: false}}
+";
+
+    /// Routes `a` (canary) and `b`, with `extra` hostnames (`NAME` is the route's).
+    fn routes(extra: &str) -> String {
+        let mut text = String::new();
+        for (name, canary) in [("a", true), ("b", false)] {
+            let extra = extra.replace("NAME", name);
+            text += &format!(
+                "---
+apiVersion: apigate.dev/v1alpha1
+kind: ApiServerRoute
+metadata: {{name: {name}, namespace: shoot--{name}, labels: {{apigate.dev/canary: '{canary}'}}}}
+spec:
+  hostnames: [{name}.example.com{extra}]
+  mode: passthrough
+  backends: {{static: ['127.0.0.1:6443']}}
+"
+            );
+        }
+        text
+    }
+
+    fn inputs(text: &str) -> Inputs {
+        Inputs {
+            objects: parse_documents(text, "test.yaml").unwrap(),
+            files: Default::default(),
+        }
+    }
+
+    fn name() -> RecordName {
+        RecordName {
+            namespace: "apigate-system".into(),
+            name: "gw".into(),
+        }
+    }
+
+    /// A replica whose source delivered `routes`.
+    fn replica(routes: &str) -> (Arc<State>, Arc<Rollout>) {
+        let base = inputs(GATEWAY);
+        let state = State::new(apigate_control::compile(&base).unwrap(), Metrics::new());
+        let rollout = Rollout::for_kubernetes(state.clone(), base, Some(name()));
+        deliver(&rollout, routes);
+        (state, rollout)
+    }
+
+    fn deliver(rollout: &Rollout, routes: &str) {
+        let live = inputs(&format!("{GATEWAY}{routes}"));
+        let snapshot: Snapshot = apigate_control::compile(&live).unwrap();
+        rollout.submit_compiled(live, snapshot, Origin::Kubernetes);
+    }
+
+    /// How many hostnames route `name` serves on this replica.
+    fn hostnames(state: &State, name: &str) -> usize {
+        let active = state.load();
+        let route = active
+            .snapshot
+            .routes
+            .iter()
+            .find(|r| r.id.name == name)
+            .expect("route served");
+        route.hostnames.len()
+    }
+
+    fn wider() -> String {
+        routes(", wide-NAME.example.com")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn followers_serve_the_record_and_a_new_leader_continues_to_the_same_deadline() {
+        let old = routes("");
+        let (leader_state, leader) = replica(&old);
+        let (follower_state, follower) = replica(&old);
+        assert_eq!(
+            hostnames(&follower_state, "b"),
+            1,
+            "the first sync applies at once"
+        );
+        leader.lead(None, name());
+
+        // A loosening revision: only the leader starts a rollout.
+        deliver(&leader, &wider());
+        deliver(&follower, &wider());
+        assert_eq!(leader.status().phase, "baking");
+        assert_eq!(
+            follower.status().phase,
+            "idle",
+            "followers wait for the record"
+        );
+        assert_eq!(hostnames(&follower_state, "a"), 1);
+
+        let record = leader.record("leader-0");
+        assert_eq!(record.phase, "Baking");
+        assert_eq!(record.canaries, vec!["shoot--a/a".to_string()]);
+        assert_eq!(
+            record.stable_routes.len(),
+            2,
+            "both routes differ: {record:?}"
+        );
+        follower.follow(&record);
+        let status = follower.status();
+        assert_eq!(status.phase, "baking");
+        assert_eq!(status.authority, "follower");
+        assert_eq!(status.target_id, leader.status().target_id);
+        assert_eq!(status.stable_id, leader.status().stable_id);
+        assert_eq!(
+            hostnames(&follower_state, "a"),
+            2,
+            "the canary runs the target"
+        );
+        assert_eq!(hostnames(&follower_state, "b"), 1, "the rest stays stable");
+        assert_eq!(hostnames(&leader_state, "b"), 1);
+
+        // A replica that starts now never saw the stable revision: the record
+        // rebuilds it.
+        let (late_state, late) = replica(&wider());
+        assert_eq!(hostnames(&late_state, "b"), 2);
+        late.follow(&record);
+        assert_eq!(late.status().behind, None);
+        assert_eq!(
+            hostnames(&late_state, "b"),
+            1,
+            "stable rebuilt from the record"
+        );
+        assert_eq!(hostnames(&late_state, "a"), 2);
+
+        // Operators act through the record, not the admin endpoint.
+        assert!(matches!(
+            follower.act(Action::Abort),
+            Err(ActError::Shared { .. })
+        ));
+
+        // The leader dies 30 s into the bake; the follower takes over from the record
+        // and promotes at the recorded deadline, not a full bake later.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        drop(leader);
+        follower.lead(Some(&record), name());
+        assert_eq!(follower.status().authority, "leader");
+        assert_eq!(follower.status().phase, "baking");
+        follower.tick(tokio::time::Instant::now());
+        assert_eq!(follower.status().phase, "baking");
+        tokio::time::advance(Duration::from_secs(31)).await;
+        follower.tick(tokio::time::Instant::now());
+        let status = follower.status();
+        assert_eq!(status.phase, "idle", "promoted at the recorded deadline");
+        assert_eq!(status.stable_id, record.target_revision.clone().unwrap());
+        assert_eq!(hostnames(&follower_state, "b"), 2);
+        let announced: Vec<_> = follower
+            .take_announcements()
+            .into_iter()
+            .map(|a| a.reason)
+            .collect();
+        assert_eq!(announced, vec!["Promoted"]);
+
+        // The others follow the new record.
+        let promoted = follower.record("leader-1");
+        assert_eq!(promoted.phase, "Idle");
+        assert!(promoted.stable_routes.is_empty());
+        late.follow(&promoted);
+        assert_eq!(hostnames(&late_state, "b"), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_applies_a_tightening_at_once_without_the_record() {
+        let (state, follower) = replica(&wider());
+        assert_eq!(hostnames(&state, "b"), 2);
+        deliver(&follower, &routes(""));
+        assert_eq!(hostnames(&state, "b"), 1, "a removed hostname never waits");
+        assert_eq!(follower.status().phase, "idle");
+    }
+}

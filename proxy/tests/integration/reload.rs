@@ -128,7 +128,10 @@ async fn a_rejection_from_the_kubernetes_source_is_counted_like_a_bad_file() {
     use apigate_control::{ConfigError, ObjectRef, Problem};
     let h = Harness::start(1).await;
     let running = h.running.as_ref().unwrap();
-    let report = apigate::kubernetes::installer(running.state.clone(), running.readiness.clone());
+    let report = apigate::kubernetes::installer(
+        running.rollout.clone().expect("a rollout controller"),
+        Some(running.readiness.clone()),
+    );
     let object = ObjectRef::Named {
         kind: "GatewayConfig".into(),
         namespace: String::new(),

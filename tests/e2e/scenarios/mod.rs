@@ -21,6 +21,7 @@ mod kubernetes_source;
 mod manifests;
 mod paths;
 mod rollout;
+mod shared_rollout;
 
 /// What every scenario gets: the testbed and apigate in front of it (file config).
 pub(crate) struct Ctx {
@@ -63,6 +64,10 @@ pub(crate) fn all() -> Vec<Scenario> {
         scenario!(
             fail_closed::kubernetes_source_fails_closed,
             Duration::from_secs(240)
+        ),
+        scenario!(
+            shared_rollout::leader_killed_mid_rollout_continues_from_the_record,
+            Duration::from_secs(150)
         ),
         scenario!(manifests::manifests_apply_with_server_dry_run),
         scenario!(kubectl::kubectl_with_client_certificate),

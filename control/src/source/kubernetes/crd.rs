@@ -211,12 +211,20 @@ pub struct Condition {
 /// The CRD as YAML, exactly as checked in under `manifests/crd/`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
-    let mut crd = serde_json::to_value(ApiServerRoute::crd())
-        .map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
+    render(
+        &ApiServerRoute::crd(),
+        "control/src/source/kubernetes/crd.rs",
+    )
+}
+
+/// A CRD as checked in: YAML under a header naming the file it is generated from.
+pub(super) fn render<T: Serialize>(crd: &T, source: &str) -> Result<String, serde_yaml::Error> {
+    let mut crd =
+        serde_json::to_value(crd).map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
     drop_empty_string_defaults(&mut crd);
     let body = serde_yaml::to_string(&crd)?;
     Ok(format!(
-        "# Generated from control/src/source/kubernetes/crd.rs by `apigate crd`; do not edit.\n{body}"
+        "# Generated from {source} by `apigate crd`; do not edit.\n{body}"
     ))
 }
 

@@ -14,6 +14,7 @@
 pub mod crd;
 pub mod lease;
 pub mod reconcile;
+pub mod rollout_record;
 pub mod status;
 pub mod translate;
 pub mod watch;
@@ -46,6 +47,9 @@ pub struct Options {
     pub max_delay: Duration,
     /// Leader election for status writes; `None` makes this replica write (one replica).
     pub lease: Option<LeaseConfig>,
+    /// Told whether this replica leads, for others that act only on the leader (the
+    /// rollout record's writer).
+    pub leadership: Option<channel::Sender<bool>>,
     /// `reportingController` of Events.
     pub controller: String,
     /// `reportingInstance` of Events (the pod name).
@@ -66,6 +70,8 @@ pub type DataPlaneNotes = Arc<BTreeMap<ObjectKey, String>>;
 pub struct Update {
     /// The snapshot.
     pub snapshot: Snapshot,
+    /// What it was compiled from.
+    pub inputs: Inputs,
     /// Per-route outcome.
     pub reports: Arc<BTreeMap<ObjectKey, RouteReport>>,
     /// From the oldest change this update includes until compile finished.
@@ -149,6 +155,9 @@ pub async fn run(
     if let Some(lease) = options.lease.clone() {
         tasks.push(tokio::spawn(lease::run(client.clone(), lease, leader_tx)));
     }
+    if let Some(outside) = options.leadership.clone() {
+        tasks.push(tokio::spawn(forward(leader_rx.clone(), outside)));
+    }
     let (status_tx, status_rx) = channel::channel::<Statuses>(None);
     tasks.push(tokio::spawn(write_statuses(
         StatusWriter::new(client.clone(), &options.controller, &options.instance),
@@ -208,6 +217,7 @@ pub async fn run(
             Ok(snapshot) => {
                 report(Report::Update(Box::new(Update {
                     snapshot,
+                    inputs: outcome.inputs,
                     reports: reports.clone(),
                     latency: since.map(|s| s.elapsed()),
                     compile_time,
@@ -220,6 +230,17 @@ pub async fn run(
         }
         report_errors(&*report, &shared);
         status_tx.send_replace(Some(Arc::new((world.routes, reports))));
+    }
+}
+
+/// Copy `from` into `to` until either side closes.
+async fn forward(mut from: channel::Receiver<bool>, to: channel::Sender<bool>) {
+    loop {
+        to.send_replace(*from.borrow_and_update());
+        tokio::select! {
+            changed = from.changed() => if changed.is_err() { return },
+            () = to.closed() => return,
+        }
     }
 }
 

@@ -65,6 +65,9 @@ pub struct Outcome {
     /// The snapshot to install, or the errors of the non-Kubernetes part (the gateway
     /// file), which no route can fix.
     pub snapshot: Result<Snapshot, Vec<ConfigError>>,
+    /// What the snapshot was compiled from (empty when it failed): the policy a
+    /// configuration rollout compares and stages.
+    pub inputs: Inputs,
     /// One report per route in the world.
     pub reports: BTreeMap<ObjectKey, RouteReport>,
 }
@@ -110,7 +113,7 @@ impl Reconciler {
             let (chosen, reports) = self.plan(base, &order, &current, &refused, &refused_last_good);
             let inputs = self.inputs(base, &chosen, &current);
             let errors = match compile_cached(&inputs, &mut self.cache) {
-                Ok(snapshot) => break (Ok(snapshot), chosen, reports),
+                Ok(snapshot) => break (Ok((snapshot, inputs)), chosen, reports),
                 Err(errors) => errors,
             };
             let mut by_route: BTreeMap<ObjectKey, Vec<ConfigError>> = BTreeMap::new();
@@ -158,7 +161,15 @@ impl Reconciler {
                 }
             }
         }
-        Outcome { snapshot, reports }
+        let (snapshot, inputs) = match snapshot {
+            Ok((snapshot, inputs)) => (Ok(snapshot), inputs),
+            Err(errors) => (Err(errors), Inputs::default()),
+        };
+        Outcome {
+            snapshot,
+            inputs,
+            reports,
+        }
     }
 
     /// Which version of each route to compile, oldest route first claiming its

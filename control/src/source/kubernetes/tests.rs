@@ -56,6 +56,7 @@ fn route(created: i64, spec: RouteSpec) -> RouteObject {
         created,
         uid: String::new(),
         resource_version: String::new(),
+        labels: Default::default(),
         spec,
         status: None,
     }

@@ -213,6 +213,7 @@ pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Transla
         metadata: ObjectMeta {
             name: key.name.clone(),
             namespace: key.namespace.clone(),
+            labels: route.labels.clone(),
             ..ObjectMeta::default()
         },
         spec: model::RouteSpec {

@@ -297,6 +297,7 @@ fn route(object: &ApiServerRoute) -> Option<RouteObject> {
         created: created(object),
         uid: object.metadata.uid.clone().unwrap_or_default(),
         resource_version: object.resource_version().unwrap_or_default(),
+        labels: object.metadata.labels.clone().unwrap_or_default(),
         spec: object.spec.clone(),
         status: object.status.clone(),
     })

@@ -47,6 +47,8 @@ pub struct RouteObject {
     pub uid: String,
     /// `metadata.resourceVersion`, for Events.
     pub resource_version: String,
+    /// `metadata.labels`: a rollout's canary label is one.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// The spec.
     pub spec: RouteSpec,
     /// The status as last written, so that unchanged conditions are not rewritten.

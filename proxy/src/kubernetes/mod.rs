@@ -4,8 +4,13 @@
 //! any) but `/readyz` stays not-ready until the Kubernetes source has listed every
 //! resource and installed its first snapshot, so a new replica takes traffic only
 //! with its full configuration. After that, every update goes through the same
-//! installer as a file reload ([`crate::install`]): atomically, without closing
-//! anything, with the same metrics and log lines.
+//! installer as a file reload ([`crate::install`]), through the rollout controller:
+//! atomically, without closing anything, with the same metrics and log lines.
+//!
+//! With rollouts on and a Lease namespace, the replicas decide rollouts together
+//! through one `ApiGateRollout` object ([`share`]).
+
+pub mod share;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use apigate_control::source::kubernetes::lease::LeaseConfig;
 use apigate_control::source::kubernetes::reconcile::Verdict;
+use apigate_control::source::kubernetes::rollout_record::RecordStore;
 use apigate_control::source::kubernetes::world::ObjectKey;
 use apigate_control::source::kubernetes::{
     self as source, DataPlaneNotes, Options, Report, Update,
@@ -23,6 +29,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::admin::Readiness;
 use crate::install::{self, Origin};
+use crate::rollout::shared::RecordName;
+use crate::rollout::Rollout;
+use crate::server::Running;
 use crate::state::State;
 
 /// Settings of the Kubernetes source, from the command line.
@@ -145,26 +154,44 @@ pub fn options(args: &KubernetesArgs, state: Arc<State>) -> Options {
             identity: args.identity.clone(),
             duration: Duration::from_secs(15),
         }),
-        controller: "apigate.dev/apigate".into(),
+        leadership: None,
+        controller: CONTROLLER.into(),
         instance: args.identity.clone(),
         rediscovery: EXTENSION_REDISCOVERY,
         data_plane: Some(data_plane_notes(state)),
     }
 }
 
-/// Install what the source reports: snapshots into `state`, counts into metrics,
-/// readiness once the first full snapshot is active.
-pub fn installer(state: Arc<State>, readiness: Arc<Readiness>) -> impl Fn(Report) + Send + Sync {
-    move |report| match report {
-        // Building the proxy's view of thousands of routes (TLS configs) takes a while;
-        // tell the runtime so other tasks move to another worker meanwhile.
-        Report::Update(update) => match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| install(&state, &readiness, *update))
-            }
-            _ => install(&state, &readiness, *update),
-        },
-        Report::Rejected(errors) => install::reject(&state, &errors, Origin::Kubernetes),
+/// Install what the source reports: snapshots through the rollout controller, counts
+/// into metrics, readiness once the first full snapshot is active (unless `readiness`
+/// is `None`: the rollout record's reader sets it).
+pub fn installer(
+    rollout: Arc<Rollout>,
+    readiness: Option<Arc<Readiness>>,
+) -> impl Fn(Report) + Send + Sync {
+    move |report| {
+        let state = rollout.state();
+        match report {
+            // Building the proxy's view of thousands of routes (TLS configs) takes a
+            // while; tell the runtime so other tasks move to another worker meanwhile.
+            Report::Update(update) => match tokio::runtime::Handle::try_current() {
+                Ok(handle)
+                    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+                {
+                    tokio::task::block_in_place(|| install(&rollout, readiness.as_deref(), *update))
+                }
+                _ => install(&rollout, readiness.as_deref(), *update),
+            },
+            other => report_other(state, other),
+        }
+    }
+}
+
+/// Counts and rejections.
+fn report_other(state: &State, report: Report) {
+    match report {
+        Report::Update(_) => {}
+        Report::Rejected(errors) => install::reject(state, &errors, Origin::Kubernetes),
         Report::Status(counts) => {
             let writes = &state.metrics.kube_status_writes;
             writes
@@ -189,7 +216,8 @@ pub fn installer(state: Arc<State>, readiness: Arc<Readiness>) -> impl Fn(Report
     }
 }
 
-fn install(state: &State, readiness: &Readiness, update: Update) {
+fn install(rollout: &Rollout, readiness: Option<&Readiness>, update: Update) {
+    let state = rollout.state();
     let (mut accepted, mut rejected, mut pending) = (0i64, 0i64, 0i64);
     state.metrics.kube_rejected.reset();
     for (key, report) in update.reports.iter() {
@@ -226,17 +254,88 @@ fn install(state: &State, readiness: &Readiness, update: Update) {
         first = update.first,
         "kubernetes routes reconciled"
     );
-    install::install(state, update.snapshot, Origin::Kubernetes);
+    rollout.submit_compiled(update.inputs, update.snapshot, Origin::Kubernetes);
     if let Some(latency) = update.latency {
         apply
             .with_label_values(&["apply"])
             .observe(latency.as_secs_f64());
     }
-    if update.first {
+    if let (true, Some(readiness)) = (update.first, readiness) {
         readiness.set(true);
         tracing::info!("initial sync complete; ready");
     }
 }
+
+/// Where the replicas share rollouts: with a Lease namespace, the `ApiGateRollout`
+/// named after the gateway (its `GatewayConfig`) in that namespace. Without one there
+/// is a single replica, which decides alone.
+pub fn record_name(
+    args: &KubernetesArgs,
+    base: &apigate_control::inputs::Inputs,
+) -> Option<RecordName> {
+    let namespace = args.lease_namespace.clone()?;
+    let name = base.objects.iter().find_map(|o| match o {
+        apigate_control::model::Object::Gateway(g) => Some(g.metadata.name.clone()),
+        apigate_control::model::Object::Route(_) => None,
+    })?;
+    Some(RecordName { namespace, name })
+}
+
+/// How often the rollout record is read.
+pub const RECORD_PERIOD: Duration = Duration::from_secs(1);
+
+/// The rollout record's reader and writer for `record`, as `identity`.
+pub fn sharing(client: &kube::Client, record: RecordName, identity: &str) -> share::Sharing {
+    share::Sharing {
+        store: RecordStore::new(
+            client.clone(),
+            &record.namespace,
+            &record.name,
+            CONTROLLER,
+            identity,
+        ),
+        name: record,
+        identity: identity.into(),
+        period: RECORD_PERIOD,
+    }
+}
+
+/// The controller and readiness of a server started with
+/// [`crate::server::Source::Kubernetes`].
+pub fn parts(running: &Running) -> anyhow::Result<(Arc<Rollout>, Arc<Readiness>)> {
+    let rollout = running
+        .rollout
+        .clone()
+        .context("apigate was not started for the Kubernetes source")?;
+    Ok((rollout, running.readiness.clone()))
+}
+
+/// Feed a server from the cluster until dropped: the source, and with `sharing` (and
+/// rollouts on) the rollout record's reader and writer.
+pub async fn serve(
+    client: kube::Client,
+    base: apigate_control::inputs::Inputs,
+    mut options: Options,
+    (rollout, readiness): (Arc<Rollout>, Arc<Readiness>),
+    sharing: Option<share::Sharing>,
+) {
+    let sharing = sharing.filter(|_| rollout.enabled());
+    let Some(sharing) = sharing else {
+        let report = installer(rollout, Some(readiness));
+        source::run(client, base, options, report).await;
+        return;
+    };
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+    options.leadership = Some(leader_tx);
+    let report = installer(rollout.clone(), None);
+    tokio::join!(
+        source::run(client, base, options, report),
+        share::share(rollout, sharing, leader_rx, readiness),
+    );
+}
+
+/// `reportingController` of apigate's Events.
+pub const CONTROLLER: &str = "apigate.dev/apigate";
 
 /// `apigate run --kubernetes`: serve until SIGTERM or SIGINT.
 pub async fn run(
@@ -247,21 +346,21 @@ pub async fn run(
     let invalid = |errors: Vec<_>| crate::server::invalid_configuration(&config, &errors);
     let base = apigate_control::source::load_file(&config).map_err(invalid)?;
     let snapshot = apigate_control::compile(&base).map_err(invalid)?;
-    if snapshot.gateway.rollout.enabled {
-        // Replicas would each decide alone; the shared decision (a Lease-holding
-        // leader recording the rollout in an object) is not built yet.
-        anyhow::bail!(
-            "{}: spec.rollout.enabled: configuration rollouts are supported with the file source only; with --kubernetes every revision applies at once, so set enabled: false",
-            config.display()
-        );
-    }
     let client = client(args.kubeconfig.as_ref()).await?;
-    let running = crate::server::start_with(snapshot, None, false)
-        .await
-        .context("starting apigate")?;
-    let report = installer(running.state.clone(), running.readiness.clone());
+    let record = record_name(&args, &base);
+    let running = crate::server::start_with(
+        snapshot,
+        crate::server::Source::Kubernetes {
+            base: base.clone(),
+            record: record.clone(),
+        },
+        false,
+    )
+    .await
+    .context("starting apigate")?;
     let options = options(&args, running.state.clone());
-    let source_task = tokio::spawn(source::run(client, base, options, report));
+    let sharing = record.map(|r| sharing(&client, r, &args.identity));
+    let source_task = tokio::spawn(serve(client, base, options, parts(&running)?, sharing));
     tokio::select! {
         () = crate::server::wait_for_termination() => {}
         result = source_task => {

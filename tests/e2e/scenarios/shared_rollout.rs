@@ -1,0 +1,309 @@
+//! Kubernetes mode: two apigate replicas decide one configuration rollout through the
+//! `ApiGateRollout` record, against the real kube-apiserver.
+//! - the Lease holder starts the rollout and records it; the other replica serves
+//!   what the record says;
+//! - the leader is killed mid-bake (its Lease is not released); the other replica takes
+//!   the Lease and promotes at the recorded deadline, not a whole bake later, with a
+//!   `Promoted` Event;
+//! - an operator aborts the next rollout by setting `spec.action` on the object.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use apigate_e2e::kube::{self, admin, admin_ok, apply, KubeGateway, Replica};
+
+use super::Ctx;
+
+const CANARY_NS: &str = "shoot--e2e--canary";
+const STABLE_NS: &str = "shoot--e2e--stable";
+/// The record: named after the e2e gateway, in the Lease namespace.
+const RECORD: &str = "e2e-kubernetes";
+const LEASE: &str = "apigate-rollout-e2e";
+const BAKE: Duration = Duration::from_secs(20);
+
+/// A passthrough route with `hosts` hostnames.
+fn route(namespace: &str, canary: bool, hosts: usize) -> String {
+    let hostnames: Vec<String> = (0..hosts)
+        .map(|i| format!("h{i}.{namespace}.e2e.example"))
+        .collect();
+    format!(
+        "apiVersion: apigate.dev/v1alpha1
+kind: ApiServerRoute
+metadata:
+  name: kube-apiserver
+  namespace: {namespace}
+  labels: {{apigate.dev/canary: \"{canary}\"}}
+spec:
+  hostnames: [{}]
+  mode: passthrough
+  backendRef: {{service: kube-apiserver, port: 443}}
+",
+        hostnames.join(", ")
+    )
+}
+
+/// Both routes in one apply, so that one revision changes both.
+fn routes(ctx: &Ctx, hosts: usize) -> anyhow::Result<()> {
+    apply(
+        &ctx.testbed,
+        &format!(
+            "{}---\n{}",
+            route(CANARY_NS, true, hosts),
+            route(STABLE_NS, false, hosts)
+        ),
+    )
+}
+
+/// The record's status as JSON (`null` before anyone wrote it).
+fn record(ctx: &Ctx) -> anyhow::Result<serde_json::Value> {
+    let out = admin(
+        &ctx.testbed,
+        &[
+            "-n",
+            "default",
+            "get",
+            "apigaterollout",
+            RECORD,
+            "-o",
+            "json",
+        ],
+        None,
+    )?;
+    if !out.status.success() {
+        return Ok(serde_json::Value::Null);
+    }
+    let object: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(object["status"].clone())
+}
+
+async fn until_record(
+    ctx: &Ctx,
+    what: &str,
+    limit: Duration,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<serde_json::Value> {
+    let started = Instant::now();
+    loop {
+        let status = record(ctx)?;
+        if check(&status) {
+            return Ok(status);
+        }
+        ensure!(
+            started.elapsed() < limit,
+            "{what}: not within {limit:?}; record: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `/rollout` of a replica.
+async fn status(gateway: &KubeGateway) -> anyhow::Result<serde_json::Value> {
+    let admin = gateway.running()?.admin.context("no admin listener")?;
+    let (code, body) = apigate_e2e::admin_get(admin, "/rollout").await?;
+    ensure!(code == 200, "/rollout answered {code}: {body}");
+    Ok(serde_json::from_str(&body)?)
+}
+
+async fn replica(ctx: &Ctx, identity: &str) -> anyhow::Result<KubeGateway> {
+    let mut gateway = KubeGateway::replica(
+        &ctx.testbed,
+        Replica {
+            identity: identity.into(),
+            lease: LEASE.into(),
+            lease_duration: Duration::from_secs(3),
+            gateway_spec: format!(
+                "  rollout: {{enabled: true, bakeTime: {}s, gates: {{enabled: false}}}}\n",
+                BAKE.as_secs()
+            ),
+            ..Replica::default()
+        },
+    )
+    .await?;
+    gateway.start_source()?;
+    let started = Instant::now();
+    while gateway.readyz().await? != 200 {
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "{identity}: /readyz not 200 within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(gateway)
+}
+
+fn events(ctx: &Ctx, reason: &str) -> anyhow::Result<String> {
+    admin_ok(
+        &ctx.testbed,
+        &[
+            "-n",
+            "default",
+            "get",
+            "events",
+            "--field-selector",
+            &format!(
+                "involvedObject.kind=ApiGateRollout,involvedObject.name={RECORD},reason={reason}"
+            ),
+            "-o",
+            "name",
+        ],
+        None,
+    )
+}
+
+fn timestamp(value: &serde_json::Value) -> anyhow::Result<k8s_openapi::jiff::Timestamp> {
+    value
+        .as_str()
+        .context("no timestamp")?
+        .parse()
+        .context("timestamp")
+}
+
+/// Two replicas, one record; the leader killed mid-rollout; an abort by the object.
+pub(crate) async fn leader_killed_mid_rollout_continues_from_the_record(
+    ctx: Arc<Ctx>,
+) -> anyhow::Result<()> {
+    let testbed = &ctx.testbed;
+    kube::install_crds(testbed)?;
+    for (kind, name) in [("apigaterollout", RECORD), ("lease", LEASE)] {
+        let _ = admin(
+            testbed,
+            &["-n", "default", "delete", kind, name, "--ignore-not-found"],
+            None,
+        )?;
+    }
+    for namespace in [CANARY_NS, STABLE_NS] {
+        apply(
+            testbed,
+            &format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: kube-apiserver, namespace: {namespace}}}\nspec:\n  ports: [{{name: https, port: 443, targetPort: 6443, protocol: TCP}}]\n"
+            ),
+        )?;
+    }
+    routes(&ctx, 1)?;
+
+    let mut first = replica(&ctx, "e2e-a").await?;
+    until_record(&ctx, "e2e-a leads", Duration::from_secs(30), |r| {
+        r["leader"] == "e2e-a" && r["phase"] == "Idle"
+    })
+    .await?;
+    let mut second = replica(&ctx, "e2e-b").await?;
+    let idle = record(&ctx)?;
+
+    // A loosening change (a hostname added to both routes) rolls out.
+    routes(&ctx, 2)?;
+    until_record(&ctx, "the rollout starts", Duration::from_secs(20), |r| {
+        r["phase"] == "Baking"
+    })
+    .await?;
+    // The follower serves what the record says: the same target on the same canaries.
+    let started = Instant::now();
+    let baking = loop {
+        let baking = record(&ctx)?;
+        let s = status(&second).await?;
+        if s["phase"] == "baking" && s["targetId"] == baking["targetRevision"] {
+            ensure!(s["authority"] == "follower", "{s}");
+            ensure!(s["stableId"] == idle["stableRevision"], "{s}");
+            break baking;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "the follower does not serve the record: {s}; record: {baking}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    ensure!(
+        baking["canaries"] == serde_json::json!([format!("{CANARY_NS}/kube-apiserver")]),
+        "canaries: {baking}"
+    );
+    ensure!(
+        baking["stableRevision"] == idle["stableRevision"],
+        "stable stays: {baking}"
+    );
+    let target = baking["targetRevision"].clone();
+    let deadline = timestamp(&baking["deadline"])?;
+
+    // Kill the leader: its tasks stop, the Lease stays taken until it expires.
+    first.stop().await;
+    let killed = Instant::now();
+    let taken = until_record(&ctx, "e2e-b takes over", Duration::from_secs(20), |r| {
+        r["leader"] == "e2e-b"
+    })
+    .await?;
+    let takeover = Instant::now();
+    println!(
+        "    new leader recorded {} ms after the kill",
+        killed.elapsed().as_millis()
+    );
+    if taken["phase"] == "Baking" {
+        ensure!(taken["targetRevision"] == target, "same target: {taken}");
+        let continued = timestamp(&taken["deadline"])?;
+        let drift = continued.duration_since(deadline).abs();
+        ensure!(
+            drift.as_secs_f64() < 1.0,
+            "the new leader keeps the recorded deadline: {deadline} then {continued}"
+        );
+    }
+    let promoted = until_record(&ctx, "promotion", BAKE * 2, |r| {
+        r["phase"] == "Idle" && r["stableRevision"] == target
+    })
+    .await?;
+    ensure!(
+        takeover.elapsed() < BAKE - Duration::from_secs(3),
+        "promoted {} ms after the takeover: the bake restarted instead of continuing",
+        takeover.elapsed().as_millis()
+    );
+    ensure!(
+        promoted["stableRoutes"] == serde_json::json!([]),
+        "{promoted}"
+    );
+    let announced = events(&ctx, "Promoted")?;
+    ensure!(!announced.trim().is_empty(), "no Promoted Event");
+
+    // The next rollout, aborted through the object.
+    routes(&ctx, 3)?;
+    until_record(
+        &ctx,
+        "the next rollout starts",
+        Duration::from_secs(20),
+        |r| r["phase"] == "Baking",
+    )
+    .await?;
+    admin_ok(
+        testbed,
+        &[
+            "-n",
+            "default",
+            "patch",
+            "apigaterollout",
+            RECORD,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"action":"Abort"}}"#,
+        ],
+        None,
+    )?;
+    let aborted = until_record(&ctx, "abort", Duration::from_secs(10), |r| {
+        r["phase"] == "Idle" && r["lastAction"]["result"] == "Done"
+    })
+    .await?;
+    ensure!(
+        aborted["stableRevision"] == target,
+        "the aborted revision is withdrawn: {aborted}"
+    );
+    ensure!(
+        !events(&ctx, "Aborted")?.trim().is_empty(),
+        "no Aborted Event"
+    );
+
+    second.stop().await;
+    for namespace in [CANARY_NS, STABLE_NS] {
+        let _ = admin(
+            testbed,
+            &["delete", "namespace", namespace, "--wait=false"],
+            None,
+        )?;
+    }
+    Ok(())
+}
