@@ -161,6 +161,11 @@ struct Inner {
     phase_wall: std::time::SystemTime,
     /// Transitions the leader has yet to announce as Events.
     events: Vec<shared::Announcement>,
+    /// The last record built, and the state version it was built at.
+    record: Option<(
+        u64,
+        apigate_control::source::kubernetes::rollout_record::RolloutRecord,
+    )>,
     /// Whether the source's first full configuration arrived (it applies at once: it
     /// is where the process starts, not a change).
     synced: bool,
@@ -212,6 +217,7 @@ impl Rollout {
             authority,
             phase_wall: shared::wall_now(),
             events: Vec::new(),
+            record: None,
             // A file's first inputs are its whole configuration; Kubernetes routes
             // come later.
             synced: origin == Origin::File,
@@ -492,10 +498,13 @@ impl Rollout {
             if transition != Transition::Extended && transition != Transition::Held {
                 let origin = inner.origin;
                 self.restage(&mut inner, origin, now);
-                return;
+            } else {
+                self.export(&inner);
             }
+            return;
         }
-        self.export(&inner);
+        // Only the gates' readings changed.
+        self.export_metrics(&inner);
     }
 
     /// Keep a bake time of counters of the routes a rollout would canary, for the
@@ -658,9 +667,14 @@ impl Rollout {
         });
     }
 
-    /// Phase, revisions and gates as metrics; tell whoever shares the state.
+    /// The state changed: update the metrics and tell whoever shares the state.
     fn export(&self, inner: &Inner) {
         self.changes.send_modify(|n| *n += 1);
+        self.export_metrics(inner);
+    }
+
+    /// Phase, revisions and gates as metrics.
+    fn export_metrics(&self, inner: &Inner) {
         let metrics = &self.state.metrics;
         for phase in Phase::LABELS {
             metrics

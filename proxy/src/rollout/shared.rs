@@ -215,36 +215,20 @@ impl Rollout {
         self.lock().synced
     }
 
-    /// The decision as the record holds it (the leader writes this).
+    /// The decision as the record holds it (the leader writes this). Built again only
+    /// after the state changed: it is a pass over every route.
     pub fn record(&self, leader: &str) -> RolloutRecord {
-        let inner = self.lock();
-        let newest = Desired::of(&inner.live);
-        let wall = |at: Instant| rfc3339(to_wall(at, inner.phase_since, inner.phase_wall));
-        let (deadline, limit) = match &inner.phase {
-            Phase::Baking {
-                deadline, limit, ..
-            } => (wall(*deadline), wall(*limit)),
-            _ => (None, None),
-        };
-        let target = inner.phase.target();
-        RolloutRecord {
-            phase: phase_name(&inner.phase).into(),
-            leader: leader.into(),
-            stable_revision: inner.stable.revision(),
-            target_revision: target.map(|c| c.desired.revision()),
-            canaries: target.map(|c| names(&c.canaries)).unwrap_or_default(),
-            reason: match &inner.phase {
-                Phase::Frozen { reason, .. } | Phase::Held { reason, .. } => Some(reason.clone()),
-                _ => None,
-            },
-            since: rfc3339(inner.phase_wall),
-            deadline,
-            limit,
-            stable_routes: rollout_record::stable_routes(&inner.stable.overrides(&newest)),
-            last_action: None,
+        let mut inner = self.lock();
+        let version = *self.changes.borrow();
+        if let Some((built, record)) = &inner.record {
+            if *built == version && record.leader == leader {
+                return record.clone();
+            }
         }
+        let record = build_record(&inner, leader);
+        inner.record = Some((version, record.clone()));
+        record
     }
-
     /// Serve what `record` says, if this replica's view of the routes can rebuild it;
     /// otherwise keep serving what it does and say why in the status.
     pub fn follow(&self, record: &RolloutRecord) {
@@ -296,8 +280,18 @@ impl Rollout {
             self.begin_bake(&mut inner, now);
         }
         let newest = Desired::of(&inner.live);
+        // An operator withdrew the newest revision: it stays withdrawn.
+        let withdrawn = record.and_then(|r| r.aborted_revision.as_ref());
+        if withdrawn == Some(&newest.revision()) {
+            inner.revisions += 1;
+            inner.aborted = Some((inner.revisions, newest.clone()));
+        }
         let latest = inner.phase.newest().map_or(&inner.stable, |c| &c.desired);
-        if !newest.diff(latest).is_empty() && inner.settings.enabled {
+        let still_aborted = inner
+            .aborted
+            .as_ref()
+            .is_some_and(|(_, a)| newest.diff(a).is_empty());
+        if !newest.diff(latest).is_empty() && !still_aborted && inner.settings.enabled {
             let live = inner.live.clone();
             match compile_cached(&live, &mut inner.cache) {
                 Ok(snapshot) => self.classify(&mut inner, newest, &snapshot, now),
@@ -469,4 +463,34 @@ fn adopt(inner: &mut Inner, record: &RolloutRecord, now: Instant) -> Result<bool
         );
     }
     Ok(changed)
+}
+
+/// The record of `inner`'s decision.
+fn build_record(inner: &Inner, leader: &str) -> RolloutRecord {
+    let wall = |at: Instant| rfc3339(to_wall(at, inner.phase_since, inner.phase_wall));
+    let (deadline, limit) = match &inner.phase {
+        Phase::Baking {
+            deadline, limit, ..
+        } => (wall(*deadline), wall(*limit)),
+        _ => (None, None),
+    };
+    let newest = Desired::of(&inner.live);
+    let target = inner.phase.target();
+    RolloutRecord {
+        phase: phase_name(&inner.phase).into(),
+        leader: leader.into(),
+        stable_revision: inner.stable.revision(),
+        target_revision: target.map(|c| c.desired.revision()),
+        canaries: target.map(|c| names(&c.canaries)).unwrap_or_default(),
+        reason: match &inner.phase {
+            Phase::Frozen { reason, .. } | Phase::Held { reason, .. } => Some(reason.clone()),
+            _ => None,
+        },
+        since: rfc3339(inner.phase_wall),
+        deadline,
+        limit,
+        stable_routes: rollout_record::stable_routes(&inner.stable.overrides(&newest)),
+        aborted_revision: inner.aborted.as_ref().map(|(_, d)| d.revision()),
+        last_action: None,
+    }
 }

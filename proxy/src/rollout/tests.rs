@@ -467,6 +467,32 @@ spec:
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_aborted_revision_stays_withdrawn_under_a_new_leader() {
+        let (_, leader) = replica(&routes(""));
+        let (follower_state, follower) = replica(&routes(""));
+        leader.lead(None, name());
+        deliver(&leader, &wider());
+        deliver(&follower, &wider());
+        assert_eq!(leader.status().phase, "baking");
+        leader
+            .act_from_record(
+                apigate_control::source::kubernetes::rollout_record::RolloutAction::Abort,
+            )
+            .unwrap();
+        let record = leader.record("leader-0");
+        assert_eq!(record.phase, "Idle");
+        let withdrawn =
+            apigate_control::rollout::Desired::of(&inputs(&format!("{GATEWAY}{}", wider())));
+        assert_eq!(record.aborted_revision, Some(withdrawn.revision()));
+        follower.follow(&record);
+        assert_eq!(hostnames(&follower_state, "a"), 1, "withdrawn everywhere");
+        drop(leader);
+        follower.lead(Some(&record), name());
+        assert_eq!(follower.status().phase, "idle", "not rolled out again");
+        assert_eq!(hostnames(&follower_state, "a"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_follower_applies_a_tightening_at_once_without_the_record() {
         let (state, follower) = replica(&wider());
         assert_eq!(hostnames(&state, "b"), 2);

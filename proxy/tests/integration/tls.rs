@@ -80,31 +80,3 @@ fn watch_interval_with_kubernetes_is_refused_not_ignored() {
         "{stderr}"
     );
 }
-
-#[test]
-fn rollouts_with_kubernetes_are_refused_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(
-        &path,
-        "apiVersion: apigate.dev/v1alpha1
-kind: GatewayConfig
-metadata: {name: gw}
-spec:
-  listeners: [{name: https, address: '127.0.0.1:0'}]
-  rollout: {enabled: true}
-",
-    )
-    .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_apigate"))
-        .args(["run", "--kubernetes", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("spec.rollout.enabled") && stderr.contains("file source only"),
-        "{stderr}"
-    );
-}

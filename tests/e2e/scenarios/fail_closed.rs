@@ -26,7 +26,7 @@ const EXTENSION_CRD: &str = "customresourcedefinition/extensions.extensions.gard
 
 /// The route's objects exist (created here, reusing what `kubernetes_source` left) and
 /// its Extension allows us.
-fn ensure_objects(ctx: &Ctx) -> anyhow::Result<()> {
+pub(crate) fn ensure_objects(ctx: &Ctx) -> anyhow::Result<()> {
     let testbed = &ctx.testbed;
     let exists = admin(
         testbed,

@@ -69,6 +69,10 @@ pub(crate) fn all() -> Vec<Scenario> {
             shared_rollout::leader_killed_mid_rollout_continues_from_the_record,
             Duration::from_secs(150)
         ),
+        scenario!(
+            shared_rollout::a_bad_revision_freezes_and_the_record_says_why,
+            Duration::from_secs(150)
+        ),
         scenario!(manifests::manifests_apply_with_server_dry_run),
         scenario!(kubectl::kubectl_with_client_certificate),
         scenario!(kubectl::kubectl_with_bearer_token),

@@ -5,7 +5,10 @@
 //! - the leader is killed mid-bake (its Lease is not released); the other replica takes
 //!   the Lease and promotes at the recorded deadline, not a whole bake later, with a
 //!   `Promoted` Event;
-//! - an operator aborts the next rollout by setting `spec.action` on the object.
+//! - an operator aborts the next rollout by setting `spec.action` on the object;
+//! - a bad revision (a wrong upstream server name, so 502s) on the canary route
+//!   freezes the rollout; the record says why, a `Frozen` Event is published, and the
+//!   canary route serves the stable revision again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +20,9 @@ use super::Ctx;
 
 const CANARY_NS: &str = "shoot--e2e--canary";
 const STABLE_NS: &str = "shoot--e2e--stable";
+/// The non-canary route of the bad-revision scenario (the other one's namespace may
+/// still be terminating).
+const OTHER_NS: &str = "shoot--e2e--other";
 /// The record: named after the e2e gateway, in the Lease namespace.
 const RECORD: &str = "e2e-kubernetes";
 const LEASE: &str = "apigate-rollout-e2e";
@@ -299,11 +305,155 @@ pub(crate) async fn leader_killed_mid_rollout_continues_from_the_record(
 
     second.stop().await;
     for namespace in [CANARY_NS, STABLE_NS] {
-        let _ = admin(
+        delete_route_and_namespace(&ctx, namespace)?;
+    }
+    Ok(())
+}
+
+/// The route goes now (a later scenario must not see it); its namespace in time.
+fn delete_route_and_namespace(ctx: &Ctx, namespace: &str) -> anyhow::Result<()> {
+    admin_ok(
+        &ctx.testbed,
+        &[
+            "-n",
+            namespace,
+            "delete",
+            "apiserverroute",
+            "kube-apiserver",
+            "--ignore-not-found",
+        ],
+        None,
+    )?;
+    admin(
+        &ctx.testbed,
+        &["delete", "namespace", namespace, "--wait=false"],
+        None,
+    )?;
+    Ok(())
+}
+
+/// The Kubernetes-source route (terminate, on the real replicas) as a canary, its
+/// upstream expecting `server_name`.
+fn terminate_canary(server_name: &str) -> String {
+    kube::route_yaml(kube::NAMESPACE, "kube-apiserver", "serving")
+        .replace(
+            &format!("metadata: {{name: kube-apiserver, namespace: {}}}", kube::NAMESPACE),
+            &format!(
+                "metadata: {{name: kube-apiserver, namespace: {}, labels: {{apigate.dev/canary: \"true\"}}}}",
+                kube::NAMESPACE
+            ),
+        )
+        .replace(
+            "serverName: kubernetes.default.svc",
+            &format!("serverName: {server_name}"),
+        )
+}
+
+/// One leader with gates on; a revision that breaks the canary route freezes.
+pub(crate) async fn a_bad_revision_freezes_and_the_record_says_why(
+    ctx: Arc<Ctx>,
+) -> anyhow::Result<()> {
+    let testbed = &ctx.testbed;
+    super::fail_closed::ensure_objects(&ctx)?;
+    for (kind, name) in [("apigaterollout", RECORD), ("lease", LEASE)] {
+        admin(
             testbed,
-            &["delete", "namespace", namespace, "--wait=false"],
+            &["-n", "default", "delete", kind, name, "--ignore-not-found"],
             None,
         )?;
     }
-    Ok(())
+    let good = terminate_canary("kubernetes.default.svc");
+    ensure!(good.contains("apigate.dev/canary"), "label not set: {good}");
+    apply(testbed, &good)?;
+    apply(
+        testbed,
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {OTHER_NS}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: kube-apiserver, namespace: {OTHER_NS}}}\nspec:\n  ports: [{{name: https, port: 443, targetPort: 6443, protocol: TCP}}]\n---\n{}",
+            route(OTHER_NS, false, 1)
+        ),
+    )?;
+    let result = async {
+        let mut gateway = KubeGateway::replica(
+            testbed,
+            Replica {
+                identity: "e2e-c".into(),
+                lease: LEASE.into(),
+                lease_duration: Duration::from_secs(3),
+                gateway_spec:
+                    "  rollout: {enabled: true, bakeTime: 30s, gates: {minRequests: 10}}\n".into(),
+                ..Replica::default()
+            },
+        )
+        .await?;
+        gateway.start_source()?;
+        let started = Instant::now();
+        while gateway.readyz().await? != 200 {
+            ensure!(started.elapsed() < Duration::from_secs(60), "not ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        until_record(&ctx, "e2e-c leads", Duration::from_secs(30), |r| {
+            r["leader"] == "e2e-c" && r["phase"] == "Idle"
+        })
+        .await?;
+        let version = || -> anyhow::Result<bool> {
+            Ok(gateway
+                .kubectl(testbed, &["get", "--raw", "/version"])?
+                .status
+                .success())
+        };
+        ensure!(version()?, "the canary route serves before the rollout");
+
+        apply(testbed, &terminate_canary("wrong.example"))?;
+        let changed = Instant::now();
+        until_record(
+            &ctx,
+            "the bad revision rolls out",
+            Duration::from_secs(20),
+            |r| r["phase"] == "Baking",
+        )
+        .await?;
+        // Requests on the canary until the gates freeze the rollout.
+        let mut failed = 0;
+        let frozen = loop {
+            if !version()? {
+                failed += 1;
+            }
+            let status = record(&ctx)?;
+            if status["phase"] == "Frozen" {
+                break status;
+            }
+            ensure!(
+                changed.elapsed() < Duration::from_secs(60),
+                "no freeze within 60 s ({failed} requests failed): {status}"
+            );
+        };
+        println!(
+            "    bad revision → Frozen in the record: {} ms ({failed} canary requests failed)",
+            changed.elapsed().as_millis()
+        );
+        let reason = frozen["reason"].as_str().unwrap_or_default();
+        ensure!(reason.contains("success_rate"), "reason: {reason}");
+        ensure!(
+            !events(&ctx, "Frozen")?.trim().is_empty(),
+            "no Frozen Event"
+        );
+        // The canary route is back on the stable revision.
+        let started = Instant::now();
+        while !version()? {
+            ensure!(
+                started.elapsed() < Duration::from_secs(20),
+                "the canary route does not serve the stable revision after the freeze"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        gateway.stop().await;
+        Ok(())
+    }
+    .await;
+    apply(
+        testbed,
+        &kube::route_yaml(kube::NAMESPACE, "kube-apiserver", "serving"),
+    )?;
+    delete_route_and_namespace(&ctx, OTHER_NS)?;
+    result
 }

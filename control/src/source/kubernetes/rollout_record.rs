@@ -96,6 +96,10 @@ pub struct RolloutRecord {
     /// to serve the stable revision.
     #[serde(default)]
     pub stable_routes: Vec<StableRoute>,
+    /// Content id of a revision an operator aborted that the routes still hold: a new
+    /// leader keeps it withdrawn.
+    #[serde(default)]
+    pub aborted_revision: Option<String>,
     /// The last operator action taken from `spec.action` (written on its own; a
     /// leader's decision leaves it as it is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
