@@ -83,6 +83,13 @@ enum Command {
         /// anywhere but loopback.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Kubernetes mode: act through this `ApiGateRollout` (NAMESPACE/NAME, the
+        /// gateway's name in apigate's namespace) instead of an admin endpoint.
+        #[arg(long, conflicts_with_all = ["admin", "token_file"])]
+        record: Option<String>,
+        /// Kubeconfig for `--record` (in-cluster credentials without it).
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
     },
 }
 
@@ -171,8 +178,30 @@ fn main() -> ExitCode {
         Command::Demo(args) => runtime.block_on(apigate::demo::run(args)),
         Command::Rollout {
             action,
+            record: Some(record),
+            kubeconfig,
+            ..
+        } => {
+            use apigate_control::source::kubernetes::rollout_record::RolloutAction;
+            let action = match action.as_str() {
+                "resume" => Some(RolloutAction::Resume),
+                "abort" => Some(RolloutAction::Abort),
+                "promote" => Some(RolloutAction::Promote),
+                _ => None,
+            };
+            runtime
+                .block_on(apigate::kubernetes::rollout_command(
+                    kubeconfig.as_ref(),
+                    &record,
+                    action,
+                ))
+                .map(|out| print!("{out}"))
+        }
+        Command::Rollout {
+            action,
             admin,
             token_file,
+            ..
         } => {
             let action = (action != "status").then_some(action.as_str());
             match runtime.block_on(apigate::admin::client::rollout(

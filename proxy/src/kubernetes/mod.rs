@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use apigate_control::source::kubernetes::lease::LeaseConfig;
 use apigate_control::source::kubernetes::reconcile::Verdict;
-use apigate_control::source::kubernetes::rollout_record::RecordStore;
+use apigate_control::source::kubernetes::rollout_record::{RecordStore, RolloutAction};
 use apigate_control::source::kubernetes::world::ObjectKey;
 use apigate_control::source::kubernetes::{
     self as source, DataPlaneNotes, Options, Report, Update,
@@ -332,6 +332,62 @@ pub async fn serve(
         source::run(client, base, options, report),
         share::share(rollout, sharing, leader_rx, readiness),
     );
+}
+
+/// How long `apigate rollout <action> --record` waits for the leader's answer.
+const ANSWER_WAIT: Duration = Duration::from_secs(15);
+
+/// `apigate rollout status|resume|abort|promote --record NAMESPACE/NAME`: through the
+/// `ApiGateRollout` object instead of an admin endpoint (Kubernetes mode, where the
+/// object decides and its RBAC says who may act). Status prints the record; an action
+/// is set in `spec.action` and the leader's answer awaited.
+pub async fn rollout_command(
+    kubeconfig: Option<&PathBuf>,
+    record: &str,
+    action: Option<RolloutAction>,
+) -> anyhow::Result<String> {
+    let (namespace, name) = record
+        .split_once('/')
+        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
+        .with_context(|| format!("--record {record:?}: expected NAMESPACE/NAME"))?;
+    let client = client(kubeconfig).await?;
+    let store = RecordStore::new(client, namespace, name, CONTROLLER, "apigate-cli");
+    let read = || async {
+        store
+            .get()
+            .await
+            .with_context(|| format!("reading ApiGateRollout {record}"))?
+            .with_context(|| {
+                format!("no ApiGateRollout {record}: no leader has recorded a rollout yet")
+            })
+    };
+    let object = read().await?;
+    let Some(action) = action else {
+        return Ok(serde_json::to_string_pretty(&object.status)? + "\n");
+    };
+    let before = object.status.and_then(|s| s.last_action);
+    store
+        .request(action)
+        .await
+        .with_context(|| format!("setting spec.action of ApiGateRollout {record}"))?;
+    let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let answer = read().await?.status.and_then(|s| s.last_action);
+        if let Some(answer) = answer.filter(|a| Some(a) != before.as_ref()) {
+            anyhow::ensure!(
+                answer.result == "Done",
+                "{:?} not taken: {}",
+                answer.action,
+                answer.result
+            );
+            return Ok(format!("{:?}: done\n", answer.action));
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no answer from the leader within {ANSWER_WAIT:?}; spec.action stays set until one takes it"
+        );
+    }
 }
 
 /// `reportingController` of apigate's Events.

@@ -8,7 +8,8 @@
 //! - an operator aborts the next rollout by setting `spec.action` on the object;
 //! - a bad revision (a wrong upstream server name, so 502s) on the canary route
 //!   freezes the rollout; the record says why, a `Frozen` Event is published, and the
-//!   canary route serves the stable revision again.
+//!   canary route serves the stable revision again; `apigate rollout abort --record`
+//!   withdraws it through the object.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -446,6 +447,24 @@ pub(crate) async fn a_bad_revision_freezes_and_the_record_says_why(
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // `apigate rollout status|abort --record`: through the object, as an operator
+        // would with the CLI.
+        let kubeconfig = std::path::PathBuf::from(testbed.get("KUBECONFIG_ADMIN")?);
+        let record_name = format!("default/{RECORD}");
+        let shown =
+            apigate::kubernetes::rollout_command(Some(&kubeconfig), &record_name, None).await?;
+        ensure!(shown.contains("\"Frozen\""), "status: {shown}");
+        let answer = apigate::kubernetes::rollout_command(
+            Some(&kubeconfig),
+            &record_name,
+            Some(apigate_control::source::kubernetes::rollout_record::RolloutAction::Abort),
+        )
+        .await?;
+        ensure!(answer.contains("done"), "abort: {answer}");
+        until_record(&ctx, "aborted", Duration::from_secs(10), |r| {
+            r["phase"] == "Idle" && r["abortedRevision"].is_string()
+        })
+        .await?;
         gateway.stop().await;
         Ok(())
     }

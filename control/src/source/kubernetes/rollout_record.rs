@@ -246,6 +246,15 @@ impl RecordStore {
             .map(drop)
     }
 
+    /// Ask the leader for `action`: what `kubectl patch` of `spec.action` does.
+    pub async fn request(&self, action: RolloutAction) -> Result<(), kube::Error> {
+        let patch = serde_json::json!({ "spec": { "action": action } });
+        self.api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(drop)
+    }
+
     /// Clear `spec.action` of the version `seen` (not a newer one an operator set
     /// meanwhile: that is a conflict, and taken on the next read) and answer it.
     pub async fn answer(
