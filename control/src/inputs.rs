@@ -10,11 +10,26 @@ use crate::model::Object;
 /// Referenced file contents keyed by the path as written.
 pub type Files = BTreeMap<String, Result<Vec<u8>, String>>;
 
+/// Whether the objects are a whole configuration or a cluster's routes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// A file: checked whole, so a canary selection that matches no route or every
+    /// route is an error.
+    #[default]
+    Whole,
+    /// Routes from a cluster, which change under the gateway: the rollout controller
+    /// judges the canary selection per revision instead, so that one team's route
+    /// change never blocks every other route's.
+    Cluster,
+}
+
 /// Everything compile needs: the objects, and the bytes of every file they reference.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
     /// Parsed objects in source order.
     pub objects: Vec<Object>,
+    /// Where they come from.
+    pub scope: Scope,
     /// Referenced files keyed by the path as written in the object; a read error is
     /// kept as its message so compile can report it against the field that named it.
     pub files: Files,

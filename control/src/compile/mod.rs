@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{ConfigError, Errors, ObjectRef, Problem};
-use crate::inputs::Inputs;
+use crate::inputs::{Inputs, Scope};
 use crate::model::Object;
 use crate::snapshot::{RouteId, Snapshot};
 
@@ -222,7 +222,8 @@ pub fn compile_cached(
     let mut last = std::mem::replace(&mut cache.entries, next);
     last.retain(|key, _| !cache.entries.contains_key(key));
     cache.previous = last;
-    if let (Some(gateway), Some(object)) = (&gateway, gateways.first()) {
+    if let (Some(gateway), Some(object), Scope::Whole) = (&gateway, gateways.first(), inputs.scope)
+    {
         rollout::check_selection(
             &gateway.settings.rollout,
             inputs.objects.iter().filter_map(|o| match o {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::error::{Errors, ObjectRef, Problem};
 use crate::model::{ApiServerRoute, RolloutSpec};
-use crate::rollout::{canaries, Gates, RolloutSettings, Selector, DEFAULT_CANARY_LABEL};
+use crate::rollout::{Gates, RolloutSettings, Selector, DEFAULT_CANARY_LABEL};
 
 use super::setting::{setting, DurationSetting, DAY, MILLISECOND};
 
@@ -188,47 +188,15 @@ pub(super) fn compile(
     }
 }
 
-/// With rollouts on, the canary selection must leave routes on both sides: one that
-/// matches nothing canaries nothing, one that matches everything protects nothing
-/// (unless explicitly allowed).
+/// With rollouts on, the canary selection must leave routes on both sides (see
+/// [`crate::rollout::selection_problem`]).
 pub(super) fn check_selection<'a>(
     settings: &RolloutSettings,
     routes: impl Iterator<Item = &'a ApiServerRoute> + Clone,
     object_ref: &ObjectRef,
     errors: &mut Errors,
 ) {
-    let total = routes.clone().count();
-    if !settings.enabled || total == 0 {
-        return;
-    }
-    let chosen = canaries(&settings.canary, routes).len();
-    let field = match settings.canary {
-        Selector::Label(_) => format!("{PREFIX}.canary.label"),
-        Selector::Fraction(_) => format!("{PREFIX}.canary.fraction"),
-    };
-    let value = match &settings.canary {
-        Selector::Label(key) => format!("{key}=true"),
-        Selector::Fraction(f) => f.to_string(),
-    };
-    if chosen == 0 {
-        errors.push(
-            object_ref,
-            field,
-            Problem::Invalid {
-                value,
-                reason: format!(
-                    "selects no route (of {total}); label at least one ApiServerRoute as a canary"
-                ),
-            },
-        );
-    } else if chosen == total && !settings.allow_all_routes {
-        errors.push(
-            object_ref,
-            field,
-            Problem::Invalid {
-                value,
-                reason: format!("selects every route ({total}), leaving none to protect; set canary.allowAllRoutes: true to accept that"),
-            },
-        );
+    if let Some((field, problem)) = crate::rollout::selection_problem(settings, routes) {
+        errors.push(object_ref, field, problem);
     }
 }

@@ -79,6 +79,7 @@ spec:
 
 fn inputs(text: &str) -> Inputs {
     Inputs {
+        scope: Default::default(),
         objects: parse_documents(text, "test.yaml").unwrap(),
         files: pki().files,
     }
@@ -783,6 +784,7 @@ fn bad_health_settings_name_their_field() {
         }
         let objects = parse_documents(&format!("{gateway_text}{route_text}"), "test.yaml").unwrap();
         let errors: Vec<String> = compile(&Inputs {
+            scope: Default::default(),
             objects,
             files: pki.files.clone(),
         })

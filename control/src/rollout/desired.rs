@@ -69,7 +69,11 @@ impl Desired {
         }
         let mut files = fallback.clone();
         files.extend(live.files.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Inputs { objects, files }
+        Inputs {
+            objects,
+            scope: live.scope,
+            files,
+        }
     }
 }
 

@@ -20,4 +20,4 @@ pub use desired::Desired;
 pub use diff::{GatewayField, PolicyDiff, RouteChange, RouteField};
 pub use merge::merge;
 pub use revision::Overrides;
-pub use select::{canaries, route_id};
+pub use select::{canaries, route_id, selection_problem};

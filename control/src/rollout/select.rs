@@ -2,7 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use super::Selector;
+use super::{RolloutSettings, Selector};
+use crate::error::Problem;
 use crate::model::ApiServerRoute;
 use crate::snapshot::RouteId;
 
@@ -54,4 +55,33 @@ fn stable_hash(id: &RouteId) -> u64 {
             .chain(std::iter::once(b'/'))
             .chain(id.name.bytes()),
     )
+}
+
+/// What is wrong with the canary selection of `settings` over `routes`, as the field
+/// and the problem: with rollouts on it must leave routes on both sides. One that
+/// matches nothing canaries nothing; one that matches everything protects nothing
+/// (unless `allowAllRoutes`). A file is refused for it (compile); with the Kubernetes
+/// source, where routes change under the gateway, the rollout controller freezes the
+/// revision it cannot canary instead, so no team's route change blocks another's.
+pub fn selection_problem<'a>(
+    settings: &RolloutSettings,
+    routes: impl Iterator<Item = &'a ApiServerRoute> + Clone,
+) -> Option<(String, Problem)> {
+    let total = routes.clone().count();
+    if !settings.enabled || total == 0 {
+        return None;
+    }
+    let chosen = canaries(&settings.canary, routes).len();
+    let (field, value) = match &settings.canary {
+        Selector::Label(key) => ("spec.rollout.canary.label", format!("{key}=true")),
+        Selector::Fraction(f) => ("spec.rollout.canary.fraction", f.to_string()),
+    };
+    let reason = if chosen == 0 {
+        format!("selects no route (of {total}); label at least one ApiServerRoute as a canary")
+    } else if chosen == total && !settings.allow_all_routes {
+        format!("selects every route ({total}), leaving none to protect; set canary.allowAllRoutes: true to accept that")
+    } else {
+        return None;
+    };
+    Some((field.to_string(), Problem::Invalid { value, reason }))
 }

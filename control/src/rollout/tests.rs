@@ -46,6 +46,7 @@ spec:
 
 fn inputs(text: &str) -> Inputs {
     Inputs {
+        scope: Default::default(),
         objects: parse_documents(text, "test.yaml").unwrap(),
         files: Default::default(),
     }
@@ -384,4 +385,24 @@ fn overrides_rebuild_the_stable_revision_from_the_newest() {
         Desired::with_overrides(&newest, &back).revision(),
         stable.revision()
     );
+}
+
+#[test]
+fn a_clusters_routes_compile_whatever_the_canary_selection() {
+    let text = gateway(ON)
+        + &route("a", false, "a.example.com", "10.0.0.0/8")
+        + &route("b", false, "b.example.com", "10.0.0.0/8");
+    assert!(compile(&inputs(&text)).is_err(), "a file is refused");
+    let cluster = Inputs {
+        scope: crate::inputs::Scope::Cluster,
+        ..inputs(&text)
+    };
+    assert!(
+        compile(&cluster).is_ok(),
+        "the rollout controller judges instead"
+    );
+    let settings = compiled(&gateway(ON)).gateway.rollout;
+    let desired = Desired::of(&inputs(&text));
+    let (field, _) = selection_problem(&settings, desired.routes()).unwrap();
+    assert_eq!(field, "spec.rollout.canary.label");
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use apigate_control::compile::{compile_cached, RouteCache};
 use apigate_control::inputs::{Files, Inputs};
-use apigate_control::rollout::{canaries, merge, Desired, RolloutSettings};
+use apigate_control::rollout::{canaries, merge, selection_problem, Desired, RolloutSettings};
 use apigate_control::{ConfigError, RouteId, Snapshot};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -382,6 +382,11 @@ impl Rollout {
             gateway = ?diff.gateway.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
             "new configuration revision to roll out"
         );
+        if let Some(reason) = cannot_canary(&inner.settings, &candidate) {
+            let transition = inner.phase.refuse(now, candidate, reason);
+            self.transitioned(inner, &transition, now);
+            return;
+        }
         let transition = inner.phase.propose(now, candidate, timing(&inner.settings));
         self.transitioned(inner, &transition, now);
     }
@@ -557,6 +562,16 @@ impl Rollout {
                 if let Some(candidate) = promoted {
                     self.promote(&mut inner, candidate);
                 }
+                // Labels may have changed since the freeze: the bake tries the canaries
+                // chosen now, and freezes again if there are none to try.
+                let settings = inner.settings.clone();
+                if let Some(target) = inner.phase.baking_mut() {
+                    target.canaries = canaries(&settings.canary, target.desired.routes());
+                    if let Some(reason) = cannot_canary(&settings, target) {
+                        let transition = inner.phase.freeze(now, reason);
+                        self.transitioned(&mut inner, &transition, now);
+                    }
+                }
             }
             Action::Abort => {
                 let (transition, withdrawn) = inner.phase.abort(now, timing)?;
@@ -725,6 +740,16 @@ enum Staging {
     Invalid(Vec<ConfigError>),
     /// The two halves claim the same hostname or destination.
     Split(Vec<ConfigError>),
+}
+
+/// Why `candidate` cannot roll out on canaries: its canary selection matches no route
+/// or every route. Only a cluster's routes get here (a file with such a selection does
+/// not compile); the revision freezes, naming the field, and nothing else is held up.
+fn cannot_canary(settings: &RolloutSettings, candidate: &Candidate) -> Option<String> {
+    let (field, problem) = selection_problem(settings, candidate.desired.routes())?;
+    Some(format!(
+        "cannot roll out on canaries: GatewayConfig {field}: {problem}; label a canary route and resume, or promote or abort"
+    ))
 }
 
 fn timing(settings: &RolloutSettings) -> Timing {

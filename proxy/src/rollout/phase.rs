@@ -290,6 +290,44 @@ impl Phase {
         }
     }
 
+    /// A revision that cannot roll out (no canary to try it on): frozen at once, or
+    /// queued behind a freeze.
+    pub fn refuse(&mut self, now: Instant, candidate: Candidate, reason: String) -> Transition {
+        match std::mem::take(self) {
+            Phase::Frozen {
+                target,
+                since,
+                reason,
+                ..
+            } => {
+                *self = Phase::Frozen {
+                    target,
+                    since,
+                    reason,
+                    queued: Some(Box::new(candidate)),
+                };
+                Transition::Queued
+            }
+            _ => {
+                *self = Phase::Frozen {
+                    target: candidate,
+                    since: now,
+                    reason,
+                    queued: None,
+                };
+                Transition::Frozen
+            }
+        }
+    }
+
+    /// The revision being baked, to re-select its canaries.
+    pub fn baking_mut(&mut self) -> Option<&mut Candidate> {
+        match self {
+            Phase::Baking { target, .. } => Some(target),
+            _ => None,
+        }
+    }
+
     /// Freeze without judging (a revision that cannot be staged).
     pub fn freeze(&mut self, now: Instant, reason: String) -> Transition {
         if let Some(target) = std::mem::take(self).newest().cloned() {

@@ -327,8 +327,10 @@ spec:
         text
     }
 
+    /// As the Kubernetes source delivers them.
     fn inputs(text: &str) -> Inputs {
         Inputs {
+            scope: apigate_control::inputs::Scope::Cluster,
             objects: parse_documents(text, "test.yaml").unwrap(),
             files: Default::default(),
         }
@@ -490,6 +492,34 @@ spec:
         follower.lead(Some(&record), name());
         assert_eq!(follower.status().phase, "idle", "not rolled out again");
         assert_eq!(hostnames(&follower_state, "a"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_revision_with_no_canary_to_try_freezes_and_holds_nothing_else_up() {
+        let unlabelled = |extra: &str| routes(extra).replace("canary: 'true'", "canary: 'false'");
+        let (state, leader) = replica(&unlabelled(""));
+        leader.lead(None, name());
+        assert_eq!(hostnames(&state, "a"), 1, "the first sync applies at once");
+        // The cluster's routes compile although no route is a canary...
+        deliver(&leader, &unlabelled(", wide-NAME.example.com"));
+        // ...and the revision that cannot be tried on a canary freezes, naming the field.
+        let status = leader.status();
+        assert_eq!(status.phase, "frozen");
+        let reason = status.reason.unwrap_or_default();
+        assert!(
+            reason.contains("spec.rollout.canary.label") && reason.contains("selects no route"),
+            "{reason}"
+        );
+        assert_eq!(hostnames(&state, "a"), 1, "not pushed to every route");
+        assert_eq!(hostnames(&state, "b"), 1);
+        // A canary labelled afterwards, then resume: the bake tries it.
+        deliver(&leader, &wider());
+        leader.act_now(Action::Resume).unwrap();
+        let status = leader.status();
+        assert_eq!(status.phase, "baking");
+        assert_eq!(status.canaries, vec!["shoot--a/a".to_string()]);
+        assert_eq!(hostnames(&state, "a"), 2);
+        assert_eq!(hostnames(&state, "b"), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -248,6 +248,7 @@ impl Reconciler {
         current: &HashMap<ObjectKey, Translated>,
     ) -> Inputs {
         let mut inputs = base.clone();
+        inputs.scope = crate::inputs::Scope::Cluster;
         for (key, choice) in chosen {
             let now = &current[key];
             let version = match choice {
