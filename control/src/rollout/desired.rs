@@ -16,10 +16,18 @@ use crate::snapshot::RouteId;
 use super::route_id;
 
 /// The policy of one revision.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Desired {
     pub(super) gateway: Option<GatewayConfig>,
     pub(super) routes: BTreeMap<RouteId, ApiServerRoute>,
+    /// Its content id, once computed ([`Desired::revision`]); reset by every change.
+    pub(super) id: std::sync::OnceLock<String>,
+}
+
+impl PartialEq for Desired {
+    fn eq(&self, other: &Desired) -> bool {
+        self.gateway == other.gateway && self.routes == other.routes
+    }
 }
 
 impl Desired {
@@ -38,6 +46,11 @@ impl Desired {
             }
         }
         desired
+    }
+
+    /// Forget the content id: the routes changed.
+    pub(super) fn changed(&mut self) {
+        self.id = std::sync::OnceLock::new();
     }
 
     /// Its route objects.

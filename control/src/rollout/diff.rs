@@ -199,6 +199,7 @@ impl Desired {
     /// the tightening cannot be separated from it.
     pub fn transplant(&self, old: &Desired, new: &Desired, diff: &PolicyDiff) -> Option<Desired> {
         let mut out = self.clone();
+        out.changed();
         for id in &diff.removed {
             out.routes.remove(id);
         }
@@ -251,7 +252,7 @@ fn same_access(a: &ApiServerRoute, b: &ApiServerRoute) -> bool {
         && a.spec.always_allowed_cidrs == b.spec.always_allowed_cidrs
 }
 
-fn route_fields(old: &ApiServerRoute, new: &ApiServerRoute) -> Vec<RouteField> {
+pub(super) fn route_fields(old: &ApiServerRoute, new: &ApiServerRoute) -> Vec<RouteField> {
     let (o, n) = (&old.spec, &new.spec);
     let mut fields = Vec::new();
     let mut check = |differs: bool, field| {

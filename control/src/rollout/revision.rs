@@ -22,41 +22,73 @@ pub type Overrides = BTreeMap<RouteId, Option<ApiServerRoute>>;
 /// FNV-1a: the same on every build and every replica, unlike the standard library's
 /// hasher. Not a security boundary: it names revisions, it does not authenticate them.
 pub(super) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash = Fnv::default();
     for byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        hash.byte(byte);
     }
-    hash
+    hash.0
 }
 
-/// A route's policy as compared between revisions: the spec without replicas, the
-/// metadata without labels and annotations (which do not roll out).
-fn policy_json(route: &ApiServerRoute) -> serde_json::Value {
-    let mut value = serde_json::to_value(route).unwrap_or(serde_json::Value::Null);
-    if let Some(spec) = value.get_mut("spec").and_then(|s| s.as_object_mut()) {
-        spec.remove("backends");
+/// FNV-1a as a writer, so serialized policy is hashed without being built first.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
     }
-    if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-        meta.remove("labels");
-        meta.remove("annotations");
+}
+
+impl Fnv {
+    fn byte(&mut self, byte: u8) {
+        self.0 ^= u64::from(byte);
+        self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
     }
-    value
+}
+
+impl std::io::Write for Fnv {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        buf.iter().for_each(|b| self.byte(*b));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Desired {
     /// A content id of the routes' policy (16 hex digits): equal on every replica for
-    /// equal route specs, whatever replicas, file contents or labels the routes have.
-    /// The gateway is left out: in Kubernetes mode each replica reads it from its own
-    /// file, which rolls with the Deployment, not with this rollout.
+    /// equal route specs, whatever replicas, file contents or labels the routes have
+    /// (exactly the fields [`Desired::diff`] compares). The gateway is left out: in
+    /// Kubernetes mode each replica reads it from its own file, which rolls with the
+    /// Deployment, not with this rollout. Computed once per revision.
     pub fn revision(&self) -> String {
-        let routes: Vec<_> = self
-            .routes
-            .iter()
-            .map(|(id, route)| (id.to_string(), policy_json(route)))
-            .collect();
-        let text = serde_json::json!(routes).to_string();
-        format!("{:016x}", fnv1a(text.into_bytes()))
+        self.id
+            .get_or_init(|| {
+                let mut hash = Fnv::default();
+                for (id, route) in &self.routes {
+                    let s = &route.spec;
+                    let policy = (
+                        &id.namespace,
+                        &id.name,
+                        &s.hostnames,
+                        &s.mode,
+                        &s.tls,
+                        &s.upstream,
+                        &s.balancing,
+                        &s.access_control,
+                        &s.acl,
+                        &s.always_allowed_cidrs,
+                        &s.destinations,
+                        &s.health,
+                    );
+                    // These types always serialize; a failure would only end the input.
+                    let _ = serde_json::to_writer(&mut hash, &policy);
+                    hash.byte(b'\n');
+                }
+                format!("{:016x}", hash.0)
+            })
+            .clone()
     }
 
     /// Where `self` (the stable revision) differs from `newest`: what a replica that
@@ -68,7 +100,7 @@ impl Desired {
             let same = newest
                 .routes
                 .get(id)
-                .is_some_and(|n| policy_json(n) == policy_json(route));
+                .is_some_and(|n| super::diff::route_fields(n, route).is_empty());
             if !same {
                 out.insert(id.clone(), Some(route.clone()));
             }
@@ -86,6 +118,7 @@ impl Desired {
     /// current replicas it takes (replicas always apply at once).
     pub fn with_overrides(newest: &Desired, overrides: &Overrides) -> Desired {
         let mut out = newest.clone();
+        out.changed();
         for (id, route) in overrides {
             match route {
                 Some(route) => {
