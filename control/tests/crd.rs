@@ -5,24 +5,33 @@ use std::path::PathBuf;
 use apigate_control::source::kubernetes::crd::crd_yaml;
 use apigate_control::source::kubernetes::rollout_record;
 
-fn checked_in() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../manifests/crd/apigate.dev_apiserverroutes.yaml")
+/// The checked-in file `name` under `manifests/crd/` must equal `generated` (rendered
+/// from `source`, printed by `apigate crd <kind>`); `APIGATE_UPDATE_CRD=1` rewrites it.
+fn assert_checked_in(name: &str, generated: &str, source: &str, kind: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../manifests/crd")
+        .join(name);
+    if std::env::var_os("APIGATE_UPDATE_CRD").is_some() {
+        let written = std::fs::write(&path, generated);
+        assert!(written.is_ok(), "writing {}: {written:?}", path.display());
+    }
+    let file = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        file == generated,
+        "manifests/crd/{name} differs from the types in {source}; regenerate it with \
+         `APIGATE_UPDATE_CRD=1 cargo test -p apigate-control --test crd` \
+         (or `apigate crd {kind} > manifests/crd/{name}`)"
+    );
 }
 
 #[test]
 fn checked_in_crd_matches_the_rust_types() {
     let generated = crd_yaml().expect("the CRD renders");
-    if std::env::var_os("APIGATE_UPDATE_CRD").is_some() {
-        std::fs::write(checked_in(), &generated).expect("write the CRD");
-    }
-    let file = std::fs::read_to_string(checked_in()).unwrap_or_default();
-    assert!(
-        file == generated,
-        "manifests/crd/apigate.dev_apiserverroutes.yaml differs from the types in \
-         control/src/source/kubernetes/crd.rs; regenerate it with \
-         `APIGATE_UPDATE_CRD=1 cargo test -p apigate-control --test crd` \
-         (or `apigate crd > manifests/crd/apigate.dev_apiserverroutes.yaml`)"
+    assert_checked_in(
+        "apigate.dev_apiserverroutes.yaml",
+        &generated,
+        "control/src/source/kubernetes/crd.rs",
+        "routes",
     );
 }
 
@@ -47,24 +56,14 @@ fn crd_is_namespaced_with_a_status_subresource_and_a_structural_schema() {
     assert!(!text.contains("$ref"));
 }
 
-fn checked_in_rollout() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../manifests/crd/apigate.dev_apigaterollouts.yaml")
-}
-
 #[test]
 fn checked_in_rollout_crd_matches_the_rust_types() {
     let generated = rollout_record::crd_yaml().expect("the CRD renders");
-    if std::env::var_os("APIGATE_UPDATE_CRD").is_some() {
-        std::fs::write(checked_in_rollout(), &generated).expect("write the CRD");
-    }
-    let file = std::fs::read_to_string(checked_in_rollout()).unwrap_or_default();
-    assert!(
-        file == generated,
-        "manifests/crd/apigate.dev_apigaterollouts.yaml differs from the types in \
-         control/src/source/kubernetes/rollout_record.rs; regenerate it with \
-         `APIGATE_UPDATE_CRD=1 cargo test -p apigate-control --test crd` \
-         (or `apigate crd rollouts > manifests/crd/apigate.dev_apigaterollouts.yaml`)"
+    assert_checked_in(
+        "apigate.dev_apigaterollouts.yaml",
+        &generated,
+        "control/src/source/kubernetes/rollout_record.rs",
+        "rollouts",
     );
 }
 

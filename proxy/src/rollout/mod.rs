@@ -383,7 +383,9 @@ impl Rollout {
             "new configuration revision to roll out"
         );
         if let Some(reason) = cannot_canary(&inner.settings, &candidate) {
-            let transition = inner.phase.refuse(now, candidate, reason);
+            let transition = inner
+                .phase
+                .refuse(now, candidate, reason, timing(&inner.settings));
             self.transitioned(inner, &transition, now);
             return;
         }

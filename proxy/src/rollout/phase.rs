@@ -291,33 +291,24 @@ impl Phase {
     }
 
     /// A revision that cannot roll out (no canary to try it on): frozen at once, or
-    /// queued behind a freeze.
-    pub fn refuse(&mut self, now: Instant, candidate: Candidate, reason: String) -> Transition {
-        match std::mem::take(self) {
-            Phase::Frozen {
-                target,
-                since,
-                reason,
-                ..
-            } => {
-                *self = Phase::Frozen {
-                    target,
-                    since,
-                    reason,
-                    queued: Some(Box::new(candidate)),
-                };
-                Transition::Queued
-            }
-            _ => {
-                *self = Phase::Frozen {
-                    target: candidate,
-                    since: now,
-                    reason,
-                    queued: None,
-                };
-                Transition::Frozen
-            }
+    /// queued behind a freeze like any other.
+    pub fn refuse(
+        &mut self,
+        now: Instant,
+        candidate: Candidate,
+        reason: String,
+        timing: Timing,
+    ) -> Transition {
+        if matches!(self, Phase::Frozen { .. }) {
+            return self.propose(now, candidate, timing);
         }
+        *self = Phase::Frozen {
+            target: candidate,
+            since: now,
+            reason,
+            queued: None,
+        };
+        Transition::Frozen
     }
 
     /// The revision being baked, to re-select its canaries.
