@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apigate_control::source::kubernetes::rollout_record::{
-    ActionResult, RecordStore, RolloutRecord,
+    ActionResult, ApiGateRollout, RecordStore, RolloutRecord,
 };
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
@@ -23,14 +23,27 @@ pub struct Sharing {
     pub name: RecordName,
     /// This replica's identity, recorded as the leader's.
     pub identity: String,
-    /// How often the record is read (and written when the decision changed).
+    /// How often the record is read (and written when it differs from the decision).
     pub period: Duration,
 }
 
-/// Read or write the record every `period` and whenever the decision or leadership
-/// changes, until `leader` closes. Readiness is set once the record has been read
-/// (and, on a follower, applied when it can be), so a new replica does not serve the
-/// newest revision to routes the rollout has not reached.
+/// Run blocking controller work (it compiles and walks every route) off the runtime's
+/// workers.
+async fn blocking<T: Send + 'static>(
+    rollout: &Arc<Rollout>,
+    work: impl FnOnce(&Rollout) -> T + Send + 'static,
+) -> Option<T> {
+    let rollout = rollout.clone();
+    tokio::task::spawn_blocking(move || work(&rollout))
+        .await
+        .ok()
+}
+
+/// Read or write the record every `period` and whenever this replica's routes or
+/// leadership change, until `leader` closes. Readiness is set once the first full
+/// configuration arrived and this replica serves the record's stable revision (or
+/// there is no record yet, or it leads), so a new replica does not take traffic while
+/// serving a revision the rollout has not promoted.
 pub async fn share(
     rollout: Arc<Rollout>,
     sharing: Sharing,
@@ -39,73 +52,67 @@ pub async fn share(
 ) {
     let mut changes = rollout.changes();
     let mut leading = false;
-    let mut written: Option<RolloutRecord> = None;
-    let mut followed: Option<RolloutRecord> = None;
+    let mut followed: Option<(RolloutRecord, bool)> = None;
     let mut ready = false;
+    let mut routes_changed = true;
     loop {
+        // Marked seen before the round: a change during it wakes the next one.
+        routes_changed |= changes.has_changed().unwrap_or(false);
+        changes.borrow_and_update();
         let lead = *leader.borrow_and_update();
         if leading && !lead {
             tracing::info!("no longer leading; following the rollout record");
             rollout.step_down(sharing.name.clone());
-            written = None;
+            leading = false;
         }
         let round = if lead {
-            lead_round(&rollout, &sharing, &mut leading, &mut written).await
+            lead_round(&rollout, &sharing, &mut leading).await
         } else {
-            leading = false;
-            follow_round(&rollout, &sharing, &mut followed, &mut changes).await
+            follow_round(&rollout, &sharing, &mut followed, routes_changed).await
         };
         match round {
-            Ok(()) => {
-                if rollout.synced() && !ready {
+            Ok(serving) => {
+                // Taken into account; a failed round keeps it for the next.
+                routes_changed = false;
+                if serving && !ready {
                     ready = true;
                     readiness.set(true);
-                    tracing::info!("initial sync complete and rollout record read; ready");
+                    tracing::info!("initial sync complete and rollout record applied; ready");
                 }
             }
             Err(error) => tracing::warn!(%error, "rollout record not read or written"),
         }
-        changes.borrow_and_update();
         tokio::select! {
             () = tokio::time::sleep(sharing.period) => {}
             changed = leader.changed() => if changed.is_err() {
                 rollout.step_down(sharing.name.clone());
                 return;
             },
-            _ = changes.changed() => {}
+            _ = changes.changed() => routes_changed = true,
         }
     }
 }
 
+/// Lead: take an operator's action, publish Events, write the decision where the
+/// object's status differs from it. Returns whether this replica leads.
 async fn lead_round(
-    rollout: &Rollout,
+    rollout: &Arc<Rollout>,
     sharing: &Sharing,
     leading: &mut bool,
-    written: &mut Option<RolloutRecord>,
-) -> Result<(), kube::Error> {
+) -> Result<bool, kube::Error> {
     let object = sharing.store.get_or_create().await?;
     if !*leading {
-        rollout.lead(object.status.as_ref(), sharing.name.clone());
+        let status = object.status.clone();
+        let name = sharing.name.clone();
+        let took = blocking(rollout, move |r| r.lead(status.as_ref(), name)).await;
+        if took != Some(true) {
+            // Not synced yet: nothing to decide with.
+            return Ok(false);
+        }
         *leading = true;
-        *written = None;
     }
-    if let Some(action) = object.spec.action {
-        let result = match rollout.act_from_record(action) {
-            Ok(()) => "Done".to_string(),
-            Err(e) => e.to_string(),
-        };
-        tracing::info!(action = ?action, %result, "rollout action from the record");
-        let answer = ActionResult {
-            action,
-            result,
-            time: Timestamp::now().to_string(),
-        };
-        sharing.store.answer(&object, answer).await?;
-    }
-    let record = rollout.record(&sharing.identity);
-    if written.as_ref() != Some(&record) {
-        sharing.store.write(&record).await?;
-        *written = Some(record);
+    if object.spec.action.is_some() {
+        take_action(rollout, sharing, &object).await?;
     }
     for event in rollout.take_announcements() {
         if let Err(error) = sharing
@@ -116,27 +123,74 @@ async fn lead_round(
             tracing::warn!(%error, reason = event.reason, "rollout event not published");
         }
     }
-    Ok(())
+    let identity = sharing.identity.clone();
+    let Some(record) = blocking(rollout, move |r| r.record(&identity)).await else {
+        return Ok(true);
+    };
+    // Against what the object holds, not what was last written: a deleted or
+    // overwritten record is written again.
+    let current = object.status.map(|mut s| {
+        s.last_action = None;
+        s
+    });
+    if current.as_ref() != Some(&record) {
+        sharing.store.write(&record).await?;
+    }
+    Ok(true)
 }
 
-async fn follow_round(
-    rollout: &Rollout,
+/// An operator's `spec.action`: cleared first (only the version read, so a newer
+/// action is not lost), then taken, then answered, so it is never taken twice.
+async fn take_action(
+    rollout: &Arc<Rollout>,
     sharing: &Sharing,
-    followed: &mut Option<RolloutRecord>,
-    changes: &mut watch::Receiver<u64>,
+    object: &ApiGateRollout,
 ) -> Result<(), kube::Error> {
-    let Some(object) = sharing.store.get().await? else {
-        // No leader has written yet: serve this replica's own view.
+    let Some(action) = object.spec.action else {
         return Ok(());
     };
-    let Some(record) = object.status else {
+    if !sharing.store.clear_action(object).await? {
+        // Changed meanwhile: the next read takes the newer one.
         return Ok(());
+    }
+    let result = match blocking(rollout, move |r| r.act_from_record(action)).await {
+        Some(Ok(())) => "Done".to_string(),
+        Some(Err(e)) => e.to_string(),
+        None => "internal error taking the action".to_string(),
+    };
+    tracing::info!(action = ?action, %result, "rollout action from the record");
+    let answer = ActionResult {
+        action,
+        result,
+        time: Timestamp::now().to_string(),
+    };
+    sharing.store.answer(answer).await
+}
+
+/// Follow: serve what the record says. Returns whether this replica serves its stable
+/// revision (or there is nothing recorded to serve).
+async fn follow_round(
+    rollout: &Arc<Rollout>,
+    sharing: &Sharing,
+    followed: &mut Option<(RolloutRecord, bool)>,
+    routes_changed: bool,
+) -> Result<bool, kube::Error> {
+    let status = sharing.store.get().await?.and_then(|o| o.status);
+    let Some(record) = status else {
+        // No leader has written yet: serve this replica's own view.
+        return Ok(rollout.synced());
     };
     // Only when the record or this replica's routes changed: rebuilding costs a pass
     // over every route.
-    if followed.as_ref() != Some(&record) || changes.has_changed().unwrap_or(false) {
-        rollout.follow(&record);
-        *followed = Some(record);
+    if let Some((seen, serving)) = followed.as_ref() {
+        if *seen == record && !routes_changed {
+            return Ok(*serving);
+        }
     }
-    Ok(())
+    let applied = record.clone();
+    let serving = blocking(rollout, move |r| r.follow(&applied))
+        .await
+        .unwrap_or(false);
+    *followed = Some((record, serving));
+    Ok(serving)
 }

@@ -166,6 +166,8 @@ struct Inner {
         u64,
         apigate_control::source::kubernetes::rollout_record::RolloutRecord,
     )>,
+    /// A follower's newest routes that the record does not name yet.
+    pending: Option<Desired>,
     /// Whether the source's first full configuration arrived (it applies at once: it
     /// is where the process starts, not a change).
     synced: bool,
@@ -218,6 +220,7 @@ impl Rollout {
             phase_wall: shared::wall_now(),
             events: Vec::new(),
             record: None,
+            pending: None,
             // A file's first inputs are its whole configuration; Kubernetes routes
             // come later.
             synced: origin == Origin::File,
@@ -307,16 +310,20 @@ impl Rollout {
 
     /// Apply a revision that compiled: at once, as a tightening, or as a rollout.
     fn classify(&self, inner: &mut Inner, desired: Desired, newest: &Snapshot, now: Instant) {
+        // A follower compares with the newest routes it saw, which may be ahead of the
+        // record (a revision the leader has yet to record, or queues behind a freeze).
         let latest = inner
-            .phase
-            .newest()
-            .map_or(&inner.stable, |c| &c.desired)
+            .pending
+            .as_ref()
+            .or(inner.phase.newest().map(|c| &c.desired))
+            .unwrap_or(&inner.stable)
             .clone();
         let diff = desired.diff(&latest);
         if diff.is_empty() {
-            match inner.phase.newest_mut() {
-                Some(candidate) => candidate.desired = desired,
-                None => inner.stable = desired,
+            match (inner.pending.as_mut(), inner.phase.newest_mut()) {
+                (Some(pending), _) => *pending = desired,
+                (None, Some(candidate)) => candidate.desired = desired,
+                (None, None) => inner.stable = desired,
             }
             return;
         }
@@ -324,19 +331,21 @@ impl Rollout {
         let tightens = apigate_control::compile(&staged)
             .is_ok_and(|before| diff.tightens_only(&before, newest));
         if tightens {
-            let transplanted = match inner.phase.newest() {
-                None => Some(desired.clone()),
-                Some(c) => inner.stable.transplant(&c.desired, &desired, &diff),
+            let transplanted = if inner.pending.is_none() && inner.phase.newest().is_none() {
+                Some(desired.clone())
+            } else {
+                inner.stable.transplant(&latest, &desired, &diff)
             };
             if let Some(stable) = transplanted {
                 inner.revisions += 1;
                 let revision = inner.revisions;
-                match inner.phase.newest_mut() {
-                    Some(candidate) => {
+                match (inner.pending.as_mut(), inner.phase.newest_mut()) {
+                    (Some(pending), _) => *pending = desired,
+                    (None, Some(candidate)) => {
                         candidate.desired = desired;
                         candidate.revision = revision;
                     }
-                    None => inner.stable_revision = revision,
+                    (None, None) => inner.stable_revision = revision,
                 }
                 inner.stable = stable;
                 tracing::info!(
@@ -355,6 +364,7 @@ impl Rollout {
                 changed = diff.changed.len(),
                 "new configuration revision; waiting for the rollout record"
             );
+            inner.pending = Some(desired);
             return;
         }
         inner.revisions += 1;

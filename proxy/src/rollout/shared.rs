@@ -103,6 +103,9 @@ pub struct Announcement {
     pub note: String,
 }
 
+/// Events kept for publishing at most.
+const MAX_ANNOUNCEMENTS: usize = 64;
+
 /// Queue an Event for `transition` if this replica leads.
 pub(super) fn announce(inner: &mut Inner, transition: &Transition) {
     if !matches!(inner.authority, Authority::Leader { .. }) {
@@ -127,6 +130,10 @@ pub(super) fn announce(inner: &mut Inner, transition: &Transition) {
         ),
         Phase::Idle => String::new(),
     };
+    // Bounded: while Events cannot be published the oldest go first.
+    if inner.events.len() >= MAX_ANNOUNCEMENTS {
+        inner.events.remove(0);
+    }
     inner.events.push(Announcement {
         reason,
         warning,
@@ -151,14 +158,24 @@ fn rfc3339(at: SystemTime) -> Option<String> {
     Timestamp::try_from(at).ok().map(|t| t.to_string())
 }
 
-/// Wall-clock time read through the tokio clock: the wall time when first asked plus
-/// the tokio time since. Records compare deadlines across replicas in wall time, and
-/// this keeps them consistent with the tokio clock the phases run on (and lets tests
-/// pause both).
+/// Wall-clock time for records. It is the system's, except while tokio's clock is
+/// paused (tests), when it moves with the paused clock from the wall time first seen,
+/// so that deadlines compared across the record stay consistent with the phases.
 pub(super) fn wall_now() -> SystemTime {
     static BASE: std::sync::OnceLock<(Instant, SystemTime)> = std::sync::OnceLock::new();
     let (at, wall) = *BASE.get_or_init(|| (Instant::now(), SystemTime::now()));
-    to_wall(Instant::now(), at, wall)
+    let tokio_now = Instant::now();
+    let std_now = std::time::Instant::now();
+    let paused = tokio_now
+        .into_std()
+        .checked_duration_since(std_now)
+        .or_else(|| std_now.checked_duration_since(tokio_now.into_std()))
+        .is_some_and(|skew| skew > std::time::Duration::from_millis(100));
+    if paused {
+        to_wall(tokio_now, at, wall)
+    } else {
+        SystemTime::now()
+    }
 }
 
 /// `at` (on the tokio clock) as wall-clock time, given one moment known on both.
@@ -229,17 +246,21 @@ impl Rollout {
         inner.record = Some((version, record.clone()));
         record
     }
-    /// Serve what `record` says, if this replica's view of the routes can rebuild it;
-    /// otherwise keep serving what it does and say why in the status.
-    pub fn follow(&self, record: &RolloutRecord) {
+    /// Serve what `record` says, if this replica's view of the routes can rebuild its
+    /// stable revision; otherwise keep serving what it does and say why in the status.
+    /// Returns whether it serves the record's stable revision (so may be ready).
+    pub fn follow(&self, record: &RolloutRecord) -> bool {
         let mut inner = self.lock();
         // Before the first full sync there are no routes to rebuild anything from.
         if inner.authority.decides() || !inner.synced {
-            return;
+            return false;
         }
         let now = Instant::now();
         let outcome = adopt(&mut inner, record, now);
-        let behind = outcome.as_ref().err().cloned();
+        let behind = match &outcome {
+            Ok((_, note)) => note.clone(),
+            Err(why) => Some(why.clone()),
+        };
         if let Authority::Follower {
             behind: current, ..
         } = &mut inner.authority
@@ -255,21 +276,46 @@ impl Rollout {
             }
         }
         match outcome {
-            Ok(true) => self.restage(&mut inner, Origin::Kubernetes, now),
-            _ => self.export(&inner),
+            Ok((true, _)) => {
+                self.restage(&mut inner, Origin::Kubernetes, now);
+                true
+            }
+            Ok((false, _)) => {
+                // Nothing served changed: no notification (it would wake the reader).
+                self.export_metrics(&inner);
+                true
+            }
+            Err(_) => {
+                self.export_metrics(&inner);
+                false
+            }
         }
     }
 
     /// This replica now holds the Lease: continue from `record` (the previous leader's
-    /// decision), then decide on any revision newer than it.
-    pub fn lead(&self, record: Option<&RolloutRecord>, name: RecordName) {
+    /// decision), then decide on any revision newer than it. Refused (`false`) before
+    /// the first full sync: there is nothing yet to decide with.
+    pub fn lead(&self, record: Option<&RolloutRecord>, name: RecordName) -> bool {
         let mut inner = self.lock();
+        if !inner.synced {
+            return false;
+        }
         let now = Instant::now();
         if let Some(record) = record {
             if let Err(why) = adopt(&mut inner, record, now) {
-                tracing::warn!(reason = %why, "the rollout record cannot be rebuilt here; continuing from this replica's own state");
+                // Best effort: the routes the record names keep their stable policy;
+                // whatever else differs from it rolls out anew below (canaries first).
+                tracing::warn!(reason = %why, "the rollout record cannot be rebuilt exactly here; the routes it names keep their stable policy and the rest rolls out anew");
+                if let Ok(overrides) = rollout_record::overrides(record) {
+                    let newest = Desired::of(&inner.live);
+                    inner.stable = Desired::with_overrides(&newest, &overrides);
+                    inner.revisions += 1;
+                    inner.stable_revision = inner.revisions;
+                    inner.phase = Phase::Idle;
+                }
             }
         }
+        inner.pending = None;
         inner.authority = Authority::Leader { record: name };
         tracing::info!(
             phase = inner.phase.label(),
@@ -301,6 +347,7 @@ impl Rollout {
             }
         }
         self.restage(&mut inner, Origin::Kubernetes, now);
+        true
     }
 
     /// This replica lost the Lease: follow the record from now on.
@@ -331,8 +378,15 @@ impl Rollout {
     }
 }
 
-/// Make `inner` what `record` says. `Ok(true)` when what routes serve changed.
-fn adopt(inner: &mut Inner, record: &RolloutRecord, now: Instant) -> Result<bool, String> {
+/// Make `inner` what `record` says: `Ok((changed, note))` with whether what routes
+/// serve changed, and why it serves less than the record says (a target revision not
+/// seen here yet: every route serves the stable one meanwhile). `Err` when this
+/// replica's routes cannot rebuild the stable revision; nothing is changed then.
+fn adopt(
+    inner: &mut Inner,
+    record: &RolloutRecord,
+    now: Instant,
+) -> Result<(bool, Option<String>), String> {
     let newest = Desired::of(&inner.live);
     let overrides = rollout_record::overrides(record).map_err(|e| e.to_string())?;
     let old_stable = inner.stable.revision();
@@ -349,6 +403,7 @@ fn adopt(inner: &mut Inner, record: &RolloutRecord, now: Instant) -> Result<bool
         }
         Some(rebuilt)
     };
+    let mut note = None;
     let target = match &record.target_revision {
         None => None,
         Some(id) => {
@@ -361,10 +416,12 @@ fn adopt(inner: &mut Inner, record: &RolloutRecord, now: Instant) -> Result<bool
             .flatten()
             .find(|d| d.revision() == *id)
             .cloned();
-            match known {
-                Some(desired) => Some(desired),
-                None => return Err(format!("target revision {id} not seen here yet")),
+            if known.is_none() {
+                note = Some(format!(
+                    "target revision {id} not seen here yet; every route serves the stable revision"
+                ));
             }
+            known
         }
     };
     let canaries: BTreeSet<RouteId> = record
@@ -400,7 +457,8 @@ fn adopt(inner: &mut Inner, record: &RolloutRecord, now: Instant) -> Result<bool
         }
     };
     let phase = match (record.phase.as_str(), target) {
-        ("Idle", _) => Phase::Idle,
+        // Idle, or a target not seen here: the stable revision everywhere.
+        ("Idle", _) | (_, None) => Phase::Idle,
         ("Baking", Some(target)) => {
             let deadline = from_wall(record.deadline.as_deref(), now).unwrap_or(now);
             Phase::Baking {
@@ -421,7 +479,7 @@ fn adopt(inner: &mut Inner, record: &RolloutRecord, now: Instant) -> Result<bool
             reason,
             queued: None,
         },
-        (phase, _) => return Err(format!("record phase {phase:?} without a target revision")),
+        (phase, _) => return Err(format!("unknown record phase {phase:?}")),
     };
     if let Some(stable) = stable {
         let was_target = inner
@@ -439,6 +497,11 @@ fn adopt(inner: &mut Inner, record: &RolloutRecord, now: Instant) -> Result<bool
         inner.stable = stable;
     }
     inner.phase = phase;
+    // The newest routes are recorded now (as stable or target): nothing pending.
+    let newest_id = newest.revision();
+    if newest_id == record.stable_revision || record.target_revision.as_ref() == Some(&newest_id) {
+        inner.pending = None;
+    }
     let after = (
         inner.stable.revision(),
         inner.phase.label(),
@@ -462,7 +525,7 @@ fn adopt(inner: &mut Inner, record: &RolloutRecord, now: Instant) -> Result<bool
             "rollout transition from the record"
         );
     }
-    Ok(changed)
+    Ok((changed, note))
 }
 
 /// The record of `inner`'s decision.

@@ -309,11 +309,14 @@ spec:
 
     /// Routes `a` (canary) and `b`, with `extra` hostnames (`NAME` is the route's).
     fn routes(extra: &str) -> String {
-        let mut text = String::new();
-        for (name, canary) in [("a", true), ("b", false)] {
-            let extra = extra.replace("NAME", name);
-            text += &format!(
-                "---
+        route_doc("a", true, extra) + &route_doc("b", false, extra)
+    }
+
+    /// One passthrough route.
+    fn route_doc(name: &str, canary: bool, extra: &str) -> String {
+        let extra = extra.replace("NAME", name);
+        format!(
+            "---
 apiVersion: apigate.dev/v1alpha1
 kind: ApiServerRoute
 metadata: {{name: {name}, namespace: shoot--{name}, labels: {{apigate.dev/canary: '{canary}'}}}}
@@ -322,9 +325,17 @@ spec:
   mode: passthrough
   backends: {{static: ['127.0.0.1:6443']}}
 "
-            );
-        }
-        text
+        )
+    }
+
+    /// Whether route `name` is served on this replica.
+    fn served(state: &State, name: &str) -> bool {
+        state
+            .load()
+            .snapshot
+            .routes
+            .iter()
+            .any(|r| r.id.name == name)
     }
 
     /// As the Kubernetes source delivers them.
@@ -520,6 +531,57 @@ spec:
         assert_eq!(status.canaries, vec!["shoot--a/a".to_string()]);
         assert_eq!(hostnames(&state, "a"), 2);
         assert_eq!(hostnames(&state, "b"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_leads_only_after_its_first_full_configuration() {
+        let base = inputs(GATEWAY);
+        let state = State::new(apigate_control::compile(&base).unwrap(), Metrics::new());
+        let rollout = Rollout::for_kubernetes(state, base, Some(name()));
+        assert!(!rollout.lead(None, name()), "nothing to decide with yet");
+        assert_eq!(rollout.status().authority, "follower");
+        deliver(&rollout, &routes(""));
+        assert!(rollout.lead(None, name()));
+        assert_eq!(rollout.status().authority, "leader");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_started_during_a_freeze_serves_the_stable_revision_everywhere() {
+        let (_, leader) = replica(&routes(""));
+        leader.lead(None, name());
+        deliver(&leader, &wider());
+        // The record of a freeze on a target this new replica never saw (the routes
+        // moved on to a revision queued behind it).
+        let mut record = leader.record("leader-0");
+        record.phase = "Frozen".into();
+        record.target_revision = Some("0123456789abcdef".into());
+        let (state, late) = replica(&wider());
+        assert_eq!(
+            hostnames(&state, "a"),
+            2,
+            "its first sync: the newest routes"
+        );
+        assert!(
+            late.follow(&record),
+            "it serves the record's stable revision"
+        );
+        assert_eq!(hostnames(&state, "a"), 1, "the canary too: it is frozen");
+        assert_eq!(hostnames(&state, "b"), 1);
+        let behind = late.status().behind.unwrap_or_default();
+        assert!(behind.contains("not seen here"), "{behind}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_applies_a_revocation_at_once_while_a_loosening_waits_for_the_record() {
+        let (state, follower) = replica(&routes(""));
+        // A loosening of route a the leader has not recorded yet: it waits...
+        let loosened = route_doc("a", true, ", wide-a.example.com") + &route_doc("b", false, "");
+        deliver(&follower, &loosened);
+        assert_eq!(hostnames(&state, "a"), 1);
+        // ...but route b removed on top of it is a revocation: at once.
+        deliver(&follower, &route_doc("a", true, ", wide-a.example.com"));
+        assert!(!served(&state, "b"), "the removed route is gone at once");
+        assert_eq!(hostnames(&state, "a"), 1, "the loosening still waits");
     }
 
     #[tokio::test(start_paused = true)]

@@ -255,20 +255,26 @@ impl RecordStore {
             .map(drop)
     }
 
-    /// Clear `spec.action` of the version `seen` (not a newer one an operator set
-    /// meanwhile: that is a conflict, and taken on the next read) and answer it.
-    pub async fn answer(
-        &self,
-        seen: &ApiGateRollout,
-        answer: ActionResult,
-    ) -> Result<(), kube::Error> {
+    /// Clear `spec.action` of the version `seen`, not a newer one an operator set
+    /// meanwhile: `false` on that conflict (the newer one is taken on the next read).
+    pub async fn clear_action(&self, seen: &ApiGateRollout) -> Result<bool, kube::Error> {
         let patch = serde_json::json!({
             "metadata": { "resourceVersion": seen.metadata.resource_version },
             "spec": { "action": null },
         });
-        self.api
+        match self
+            .api
             .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Answer an action in `status.lastAction`.
+    pub async fn answer(&self, answer: ActionResult) -> Result<(), kube::Error> {
         let status = serde_json::json!({ "status": { "lastAction": answer } });
         self.api
             .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&status))
