@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::Object;
+use crate::model::{ApiServerRoute, Object};
 
 /// Referenced file contents keyed by the path as written.
 pub type Files = BTreeMap<String, Result<Vec<u8>, String>>;
@@ -45,24 +45,31 @@ pub(crate) fn referenced_files(object: &Object) -> Vec<String> {
             .filter_map(|a| a.token_file.clone())
             .filter(|f| !f.is_empty())
             .collect(),
-        Object::Route(route) => {
-            let spec = &route.spec;
-            let mut files = Vec::new();
-            if let Some(tls) = &spec.tls {
-                files.push(tls.cert_file.clone());
-                files.push(tls.key_file.clone());
-                files.extend(tls.client_ca_file.clone());
-            }
-            if let Some(upstream) = &spec.upstream {
-                files.push(upstream.ca_file.clone());
-                files.extend(upstream.front_proxy_cert_file.clone());
-                files.extend(upstream.front_proxy_key_file.clone());
-            }
-            if let Some(health) = &spec.health {
-                files.extend(health.token_file.clone());
-            }
-            files.retain(|f| !f.is_empty());
-            files
-        }
+        Object::Route(route) => route_files(route).map(str::to_string).collect(),
     }
+}
+
+/// The file paths a route refers to, as written, without copying them.
+pub(crate) fn route_files(route: &ApiServerRoute) -> impl Iterator<Item = &str> {
+    let spec = &route.spec;
+    let tls = spec.tls.iter().flat_map(|tls| {
+        [
+            Some(&tls.cert_file),
+            Some(&tls.key_file),
+            tls.client_ca_file.as_ref(),
+        ]
+    });
+    let upstream = spec.upstream.iter().flat_map(|u| {
+        [
+            Some(&u.ca_file),
+            u.front_proxy_cert_file.as_ref(),
+            u.front_proxy_key_file.as_ref(),
+        ]
+    });
+    let health = spec.health.iter().map(|h| h.token_file.as_ref());
+    tls.chain(upstream)
+        .chain(health)
+        .flatten()
+        .map(String::as_str)
+        .filter(|f| !f.is_empty())
 }

@@ -68,19 +68,35 @@ impl RouteCache {
 fn cache_key(
     object: &crate::model::ApiServerRoute,
     files: &crate::inputs::Files,
-    gateway: &str,
+    gateway: u64,
     sole: bool,
 ) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    format!("{object:?}").hash(&mut hasher);
-    for path in crate::inputs::referenced_files(&Object::Route(object.clone())) {
+    // The object as serialized, straight into the hasher (a match is confirmed by
+    // comparing the objects).
+    let _ = serde_json::to_writer(HashWriter(&mut hasher), object);
+    for path in crate::inputs::route_files(object) {
         path.hash(&mut hasher);
-        files.get(&path).hash(&mut hasher);
+        files.get(path).hash(&mut hasher);
     }
     gateway.hash(&mut hasher);
     sole.hash(&mut hasher);
     hasher.finish()
+}
+
+/// A hasher as a writer, so serialized objects are hashed without being built first.
+struct HashWriter<'a, H>(&'a mut H);
+
+impl<H: std::hash::Hasher> std::io::Write for HashWriter<'_, H> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// [`compile`], reusing the routes in `cache` whose inputs did not change, and
@@ -100,10 +116,14 @@ pub fn compile_cached(
             Object::Route(_) => None,
         })
         .collect();
-    let gateway_key = gateways
-        .first()
-        .map(|g| format!("{g:?}"))
-        .unwrap_or_default();
+    let gateway_key = {
+        use std::hash::Hasher;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        if let Some(g) = gateways.first() {
+            let _ = serde_json::to_writer(HashWriter(&mut hasher), g);
+        }
+        hasher.finish()
+    };
     let gateway = match gateways.as_slice() {
         [] => {
             errors.push(
@@ -148,10 +168,14 @@ pub fn compile_cached(
         };
         let object_ref = object.object_ref();
         let sole = per_namespace.get(route::namespace_of(object)) == Some(&1);
-        let key = cache_key(object, &inputs.files, &gateway_key, sole);
-        let hit = cache.entries.get(&key).or_else(|| cache.previous.get(&key));
+        let key = cache_key(object, &inputs.files, gateway_key, sole);
+        // Taken out of the cache, not copied: what is left unused becomes `previous`.
+        let hit = cache
+            .entries
+            .remove(&key)
+            .or_else(|| cache.previous.remove(&key));
         let cached = match hit {
-            Some(hit) if hit.object == *object => hit.clone(),
+            Some(hit) if hit.object == *object => hit,
             _ => {
                 let mut route_errors = Errors::default();
                 let route = route::compile(object, &inputs.files, gateway, sole, &mut route_errors)
@@ -219,9 +243,9 @@ pub fn compile_cached(
         ids.insert(route.id.clone(), object_ref);
         routes.push(route);
     }
-    let mut last = std::mem::replace(&mut cache.entries, next);
-    last.retain(|key, _| !cache.entries.contains_key(key));
-    cache.previous = last;
+    // What this compile did not use stays one more compile (a rollout's two views
+    // share one cache).
+    cache.previous = std::mem::replace(&mut cache.entries, next);
     if let (Some(gateway), Some(object), Scope::Whole) = (&gateway, gateways.first(), inputs.scope)
     {
         rollout::check_selection(

@@ -1,0 +1,119 @@
+//! Benchmark of compiling 5,000 terminate routes (the Kubernetes source's scale
+//! target) when nothing or one route changed: what every reconcile batch pays before a
+//! change is active.
+//!
+//! * `compile_cached/5000/warm`: [`compile_cached`] with every route in the cache;
+//! * `compile_cached/5000/one_changed`: the same with one route's hostname changed.
+//!
+//! Every route references five files (serving certificate and key, client CA, upstream
+//! CA, front-proxy certificate and key) named like the Kubernetes source's Secret keys,
+//! with real PEM contents.
+//!
+//! Run: `cargo bench -p apigate-control --bench compile`.
+
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use apigate_control::compile::{compile_cached, RouteCache};
+use apigate_control::inputs::{Files, Inputs};
+use apigate_control::model::parse_documents;
+use criterion::{criterion_group, criterion_main, Criterion};
+
+const ROUTES: usize = 5_000;
+
+fn pem_pair(
+    cn: &str,
+    ca: Option<(&rcgen::Certificate, &rcgen::KeyPair)>,
+) -> (String, String, rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let mut params =
+        rcgen::CertificateParams::new(vec![cn.to_string()]).unwrap_or_else(|e| panic!("{e}"));
+    let cert = match ca {
+        Some((ca_cert, ca_key)) => params.signed_by(&key, ca_cert, ca_key),
+        None => {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.self_signed(&key)
+        }
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+    (cert.pem(), key.serialize_pem(), cert, key)
+}
+
+fn inputs(changed: Option<usize>) -> Inputs {
+    let (ca_pem, _, ca, ca_key) = pem_pair("ca", None);
+    let (srv, srv_key, _, _) = pem_pair("kubernetes.default.svc", Some((&ca, &ca_key)));
+    let (fp, fp_key, _, _) = pem_pair("apigate-front-proxy", Some((&ca, &ca_key)));
+    let mut text = String::from(
+        "apiVersion: apigate.dev/v1alpha1\nkind: GatewayConfig\nmetadata: {name: gw}\nspec:\n  listeners: [{name: https, address: '127.0.0.1:0'}]\n",
+    );
+    let mut files = Files::new();
+    for i in 0..ROUTES {
+        let ns = format!("shoot--p--s{i}");
+        let file = |secret: &str, key: &str| format!("Secret {ns}/{secret} key {key}");
+        for (path, content) in [
+            (file("serving", "tls.crt"), &srv),
+            (file("serving", "tls.key"), &srv_key),
+            (file("ca", "ca.crt"), &ca_pem),
+            (file("fp", "tls.crt"), &fp),
+            (file("fp", "tls.key"), &fp_key),
+        ] {
+            files.insert(path, Ok(content.clone().into_bytes()));
+        }
+        let host = if changed == Some(i) { "changed" } else { "api" };
+        text += &format!(
+            "---
+apiVersion: apigate.dev/v1alpha1
+kind: ApiServerRoute
+metadata: {{name: kube-apiserver, namespace: {ns}}}
+spec:
+  hostnames: [{host}.s{i}.example.com]
+  backends: {{static: ['10.0.{}.{}:443']}}
+  tls: {{certFile: '{}', keyFile: '{}', clientCAFile: '{}'}}
+  upstream: {{caFile: '{}', serverName: kubernetes.default.svc, frontProxyCertFile: '{}', frontProxyKeyFile: '{}'}}
+  accessControl: {{rules: [{{action: allow, cidrs: ['10.0.0.0/8', '192.168.0.0/16']}}]}}
+",
+            i / 256,
+            i % 256,
+            file("serving", "tls.crt"),
+            file("serving", "tls.key"),
+            file("ca", "ca.crt"),
+            file("ca", "ca.crt"),
+            file("fp", "tls.crt"),
+            file("fp", "tls.key"),
+        );
+    }
+    let objects = parse_documents(&text, "bench.yaml").unwrap_or_else(|e| panic!("{e:?}"));
+    Inputs {
+        objects,
+        files,
+        ..Inputs::default()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let base = inputs(None);
+    let mut cache = RouteCache::default();
+    if let Err(errors) = compile_cached(&base, &mut cache) {
+        panic!("{errors:?}");
+    }
+    let mut group = c.benchmark_group(format!("compile_cached/{ROUTES}"));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    group.bench_function("warm", |b| {
+        b.iter(|| black_box(compile_cached(&base, &mut cache).is_ok()))
+    });
+    let one = inputs(Some(7));
+    group.bench_function("one_changed", |b| {
+        b.iter(|| {
+            black_box(compile_cached(&one, &mut cache).is_ok());
+            black_box(compile_cached(&base, &mut cache).is_ok())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
