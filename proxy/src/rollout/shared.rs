@@ -180,21 +180,23 @@ pub(super) fn wall_now() -> SystemTime {
 
 /// `at` (on the tokio clock) as wall-clock time, given one moment known on both.
 fn to_wall(at: Instant, known: Instant, known_wall: SystemTime) -> SystemTime {
-    if at >= known {
-        known_wall + (at - known)
+    let moved = if at >= known {
+        known_wall.checked_add(at - known)
     } else {
-        known_wall - (known - at)
-    }
+        known_wall.checked_sub(known - at)
+    };
+    moved.unwrap_or(known_wall)
 }
 
-/// A recorded wall-clock time on the tokio clock, or `None` when unreadable.
+/// A recorded wall-clock time on the tokio clock, or `None` when unreadable or out of
+/// the clock's range (a record is input from the cluster).
 fn from_wall(text: Option<&str>, now: Instant) -> Option<Instant> {
     let at = SystemTime::from(text?.parse::<Timestamp>().ok()?);
     let wall = wall_now();
-    Some(match at.duration_since(wall) {
-        Ok(ahead) => now + ahead,
-        Err(behind) => now.checked_sub(behind.duration()).unwrap_or(now),
-    })
+    match at.duration_since(wall) {
+        Ok(ahead) => now.checked_add(ahead),
+        Err(behind) => now.checked_sub(behind.duration()),
+    }
 }
 
 impl Rollout {
@@ -440,6 +442,7 @@ fn adopt(
         inner.phase.target().map(|c| c.canaries.clone()),
     );
     let since = from_wall(record.since.as_deref(), now).unwrap_or(now);
+    let bake = inner.settings.bake;
     let reason = record.reason.clone().unwrap_or_default();
     let current_target = inner.phase.target().cloned();
     let mut candidate = |desired: Desired| {
@@ -460,7 +463,10 @@ fn adopt(
         // Idle, or a target not seen here: the stable revision everywhere.
         ("Idle", _) | (_, None) => Phase::Idle,
         ("Baking", Some(target)) => {
-            let deadline = from_wall(record.deadline.as_deref(), now).unwrap_or(now);
+            // An unreadable deadline bakes afresh rather than promote at once.
+            let deadline = from_wall(record.deadline.as_deref(), now)
+                .or_else(|| now.checked_add(bake))
+                .unwrap_or(now);
             Phase::Baking {
                 target: candidate(target),
                 started: since,

@@ -534,6 +534,29 @@ spec:
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_garbled_or_far_deadline_in_the_record_neither_panics_nor_promotes_at_once() {
+        for deadline in ["not a time", "9999-12-31T23:59:59Z", "1970-01-01T00:00:00Z"] {
+            let (_, leader) = replica(&routes(""));
+            leader.lead(None, name());
+            deliver(&leader, &wider());
+            let mut record = leader.record("leader-0");
+            record.deadline = Some(deadline.into());
+            record.limit = Some(deadline.into());
+            record.since = Some(deadline.into());
+            let (_, next) = replica(&routes(""));
+            deliver(&next, &wider());
+            assert!(next.lead(Some(&record), name()));
+            next.tick(tokio::time::Instant::now());
+            let expected = if deadline.starts_with("1970") {
+                "idle" // a deadline long past: promoted, as the record says
+            } else {
+                "baking"
+            };
+            assert_eq!(next.status().phase, expected, "deadline {deadline}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_replica_leads_only_after_its_first_full_configuration() {
         let base = inputs(GATEWAY);
         let state = State::new(apigate_control::compile(&base).unwrap(), Metrics::new());
