@@ -102,7 +102,7 @@ const STATUS_RETRY: Duration = Duration::from_secs(5);
 
 type Statuses = Option<
     Arc<(
-        BTreeMap<ObjectKey, RouteObject>,
+        BTreeMap<ObjectKey, Arc<RouteObject>>,
         Arc<BTreeMap<ObjectKey, RouteReport>>,
     )>,
 >;
@@ -190,7 +190,7 @@ pub async fn run(
         }
         let world = shared.world_for_reconcile();
         // Until the first full sync, a Secret still being listed would look missing.
-        if first && world.secrets.values().any(|s| *s == SecretState::Pending) {
+        if first && world.secrets.values().any(|s| **s == SecretState::Pending) {
             continue;
         }
         let since = shared.take_pending_since();

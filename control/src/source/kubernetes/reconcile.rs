@@ -7,9 +7,12 @@
 //! tested without a cluster.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use super::translate::{crd_field, route_ref, translate, Translated};
-use super::world::{ObjectKey, World};
+use super::world::{
+    secret_names, AclExtension, ObjectKey, RouteObject, SecretState, ServicePort, Slice, World,
+};
 use crate::compile::{compile_cached, RouteCache};
 use crate::error::{ConfigError, ObjectRef, Problem};
 use crate::model::Object;
@@ -76,10 +79,91 @@ pub struct Outcome {
 /// reconciles.
 #[derive(Default)]
 pub struct Reconciler {
-    last_good: HashMap<ObjectKey, Translated>,
+    last_good: HashMap<ObjectKey, Arc<Translated>>,
+    /// Each route's translation and what it read: a route whose inputs are the same
+    /// allocations as last time is not translated again.
+    translations: HashMap<ObjectKey, (Reads, Arc<Translated>)>,
     /// Compiled routes of the previous reconcile: a change recompiles only the routes
     /// it touched.
     cache: RouteCache,
+}
+
+/// What translating a route read from the world. The world's values are replaced, never
+/// changed in place, when the watches see a change, so the same allocations mean the
+/// same translation. Holding them keeps an address from being reused meanwhile.
+#[derive(Default)]
+struct Reads {
+    route: Option<Arc<RouteObject>>,
+    service: Option<Arc<Vec<ServicePort>>>,
+    slices: Vec<Arc<Slice>>,
+    secrets: Vec<Option<Arc<SecretState>>>,
+    extension: Option<Arc<AclExtension>>,
+    extensions_unreadable: bool,
+}
+
+impl Reads {
+    /// What translating `route` (at `key`) reads from `world`.
+    fn of(world: &World, key: &ObjectKey, route: &Arc<RouteObject>) -> Reads {
+        let service = ObjectKey::new(
+            key.namespace.clone(),
+            route.spec.backend_ref.service.clone(),
+        );
+        let from = ObjectKey::new(key.namespace.clone(), String::new());
+        let slices = world
+            .slices
+            .range(from..)
+            .take_while(|(k, _)| k.namespace == key.namespace)
+            .filter(|(_, s)| s.service == service.name)
+            .map(|(_, s)| s.clone())
+            .collect();
+        let secrets = secret_names(&route.spec)
+            .into_iter()
+            .map(|name| {
+                world
+                    .secrets
+                    .get(&ObjectKey::new(key.namespace.clone(), name))
+                    .cloned()
+            })
+            .collect();
+        let extension = world
+            .acl_extension(&key.namespace)
+            .and_then(|(k, _)| world.extensions.get(k).cloned());
+        Reads {
+            route: Some(route.clone()),
+            service: world.services.get(&service).cloned(),
+            slices,
+            secrets,
+            extension,
+            extensions_unreadable: world.extensions_unreadable,
+        }
+    }
+
+    /// The same allocations as `other`.
+    fn same(&self, other: &Reads) -> bool {
+        fn one<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        one(&self.route, &other.route)
+            && one(&self.service, &other.service)
+            && self.slices.len() == other.slices.len()
+            && self
+                .slices
+                .iter()
+                .zip(&other.slices)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+            && self.secrets.len() == other.secrets.len()
+            && self
+                .secrets
+                .iter()
+                .zip(&other.secrets)
+                .all(|(a, b)| one(a, b))
+            && one(&self.extension, &other.extension)
+            && self.extensions_unreadable == other.extensions_unreadable
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -96,13 +180,25 @@ impl Reconciler {
 
         // Oldest first: the older route wins every conflict, and compile reports a
         // conflict on the later object.
-        let mut order: Vec<&ObjectKey> = world.routes.keys().collect();
-        order.sort_by_key(|k| (world.routes[*k].created, *k));
+        let mut by_age: Vec<(i64, &ObjectKey)> =
+            world.routes.iter().map(|(k, r)| (r.created, k)).collect();
+        by_age.sort();
+        let order: Vec<&ObjectKey> = by_age.into_iter().map(|(_, k)| k).collect();
 
-        let current: HashMap<ObjectKey, Translated> = order
-            .iter()
-            .map(|key| ((*key).clone(), translate(world, key, &world.routes[*key])))
-            .collect();
+        // Translated anew only where what the translation read was replaced.
+        let mut translations = HashMap::with_capacity(order.len());
+        let mut current: HashMap<ObjectKey, Arc<Translated>> = HashMap::with_capacity(order.len());
+        for key in &order {
+            let route = &world.routes[*key];
+            let reads = Reads::of(world, key, route);
+            let translated = match self.translations.remove(*key) {
+                Some((before, translated)) if before.same(&reads) => translated,
+                _ => Arc::new(translate(world, key, route)),
+            };
+            current.insert((*key).clone(), translated.clone());
+            translations.insert((*key).clone(), (reads, translated));
+        }
+        self.translations = translations;
 
         // Versions compile refused: the current spec (with its errors) or the last good
         // one. Each round adds at least one, so this ends; claims are made afresh each
@@ -178,7 +274,7 @@ impl Reconciler {
         &self,
         base: &Inputs,
         order: &[&ObjectKey],
-        current: &HashMap<ObjectKey, Translated>,
+        current: &HashMap<ObjectKey, Arc<Translated>>,
         refused: &HashMap<ObjectKey, Vec<ConfigError>>,
         refused_last_good: &HashSet<ObjectKey>,
     ) -> (Vec<(ObjectKey, Choice)>, BTreeMap<ObjectKey, RouteReport>) {
@@ -245,28 +341,30 @@ impl Reconciler {
         &self,
         base: &Inputs,
         chosen: &[(ObjectKey, Choice)],
-        current: &HashMap<ObjectKey, Translated>,
+        current: &HashMap<ObjectKey, Arc<Translated>>,
     ) -> Inputs {
         let mut inputs = base.clone();
         inputs.scope = crate::inputs::Scope::Cluster;
         for (key, choice) in chosen {
             let now = &current[key];
-            let version = match choice {
-                Choice::Current => now.clone(),
-                Choice::LastGood => {
-                    let mut old = self.last_good[key].clone();
-                    let backends_resolved = !now
-                        .problems
-                        .iter()
-                        .any(|e| e.field.starts_with("spec.backendRef"));
-                    if backends_resolved {
-                        old.object.spec.backends = now.object.spec.backends.clone();
-                    }
-                    old
-                }
+            let version: &Translated = match choice {
+                Choice::Current => now,
+                Choice::LastGood => &self.last_good[key],
             };
-            inputs.files.extend(version.files);
-            inputs.objects.push(Object::Route(version.object));
+            let mut object = version.object.clone();
+            if *choice == Choice::LastGood {
+                let backends_resolved = !now
+                    .problems
+                    .iter()
+                    .any(|e| e.field.starts_with("spec.backendRef"));
+                if backends_resolved {
+                    object.spec.backends = now.object.spec.backends.clone();
+                }
+            }
+            inputs
+                .files
+                .extend(version.files.iter().map(|(k, v)| (k.clone(), v.clone())));
+            inputs.objects.push(Object::Route(object));
         }
         inputs
     }

@@ -204,7 +204,7 @@ impl StatusWriter {
     /// currently watched; `routes` supplies the references for Events.
     pub async fn write(
         &mut self,
-        routes: &BTreeMap<ObjectKey, RouteObject>,
+        routes: &BTreeMap<ObjectKey, std::sync::Arc<RouteObject>>,
         live: &HashMap<ObjectKey, Option<RouteStatus>>,
         reports: &BTreeMap<ObjectKey, RouteReport>,
         notes: &BTreeMap<ObjectKey, String>,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::crd::{BackendRef, RouteSpec, SecretKeyRef, ServingTlsRef, UpstreamRef};
 use super::reconcile::{Reconciler, RouteReport, Serving, Verdict};
@@ -66,10 +67,10 @@ fn route(created: i64, spec: RouteSpec) -> RouteObject {
 fn backends(world: &mut World, namespace: &str, ready: &[&str], terminating: &[&str]) {
     world.services.insert(
         ObjectKey::new(namespace, "kube-apiserver"),
-        vec![ServicePort {
+        Arc::new(vec![ServicePort {
             name: "https".into(),
             port: 443,
-        }],
+        }]),
     );
     let endpoint = |ip: &&str, ready: bool| Endpoint {
         addresses: vec![ip.to_string()],
@@ -78,7 +79,7 @@ fn backends(world: &mut World, namespace: &str, ready: &[&str], terminating: &[&
     };
     world.slices.insert(
         ObjectKey::new(namespace, "kube-apiserver-abc"),
-        Slice {
+        Arc::new(Slice {
             service: "kube-apiserver".into(),
             ports: vec![("https".into(), 6443)],
             endpoints: ready
@@ -86,7 +87,7 @@ fn backends(world: &mut World, namespace: &str, ready: &[&str], terminating: &[&
                 .map(|ip| endpoint(ip, true))
                 .chain(terminating.iter().map(|ip| endpoint(ip, false)))
                 .collect(),
-        },
+        }),
     );
 }
 
@@ -107,7 +108,7 @@ fn only_ready_endpoints_become_backends() {
     backends(&mut world, "a", &["10.0.0.1", "10.0.0.2"], &["10.0.0.3"]);
     world
         .routes
-        .insert(key("a"), route(1, spec("a.example.com")));
+        .insert(key("a"), Arc::new(route(1, spec("a.example.com"))));
     let outcome = Reconciler::default().reconcile(&base(), &world);
     let snapshot = outcome.snapshot.unwrap();
     let backends: Vec<String> = snapshot.routes[0]
@@ -133,7 +134,7 @@ fn a_not_ready_endpoint_is_neither_served_nor_draining() {
     let mut world = World::default();
     backends(&mut world, "a", &["10.0.0.1"], &[]);
     if let Some(slice) = world.slices.values_mut().next() {
-        slice.endpoints.push(Endpoint {
+        Arc::make_mut(slice).endpoints.push(Endpoint {
             addresses: vec!["10.0.0.9".into()],
             ready: false,
             terminating: false,
@@ -141,7 +142,7 @@ fn a_not_ready_endpoint_is_neither_served_nor_draining() {
     }
     world
         .routes
-        .insert(key("a"), route(1, spec("a.example.com")));
+        .insert(key("a"), Arc::new(route(1, spec("a.example.com"))));
     let outcome = Reconciler::default().reconcile(&base(), &world);
     let snapshot = outcome.snapshot.unwrap();
     assert_eq!(snapshot.routes[0].backends.len(), 1);
@@ -154,7 +155,7 @@ fn a_service_without_ready_endpoints_is_served_with_no_backends() {
     backends(&mut world, "a", &[], &["10.0.0.3"]);
     world
         .routes
-        .insert(key("a"), route(1, spec("a.example.com")));
+        .insert(key("a"), Arc::new(route(1, spec("a.example.com"))));
     let outcome = Reconciler::default().reconcile(&base(), &world);
     assert!(outcome.snapshot.unwrap().routes[0].backends.is_empty());
     assert_eq!(outcome.reports[&key("a")].verdict, Verdict::Accepted);
@@ -166,10 +167,10 @@ fn a_missing_service_rejects_only_that_route() {
     backends(&mut world, "a", &["10.0.0.1"], &[]);
     world
         .routes
-        .insert(key("a"), route(1, spec("a.example.com")));
+        .insert(key("a"), Arc::new(route(1, spec("a.example.com"))));
     world
         .routes
-        .insert(key("b"), route(2, spec("b.example.com")));
+        .insert(key("b"), Arc::new(route(2, spec("b.example.com"))));
     let outcome = Reconciler::default().reconcile(&base(), &world);
     let snapshot = outcome.snapshot.unwrap();
     assert_eq!(snapshot.routes.len(), 1);
@@ -187,13 +188,13 @@ fn an_invalid_update_keeps_the_last_good_version_with_current_endpoints() {
     backends(&mut world, "a", &["10.0.0.1"], &[]);
     world
         .routes
-        .insert(key("a"), route(1, spec("a.example.com")));
+        .insert(key("a"), Arc::new(route(1, spec("a.example.com"))));
     let mut reconciler = Reconciler::default();
     reconciler.reconcile(&base(), &world).snapshot.unwrap();
 
     let mut bad = spec("a.example.com");
     bad.always_allowed_cidrs = vec!["10.0.0.1/8".into()]; // host bits set
-    world.routes.insert(key("a"), route(1, bad));
+    world.routes.insert(key("a"), Arc::new(route(1, bad)));
     backends(&mut world, "a", &["10.0.0.9"], &[]);
     let outcome = reconciler.reconcile(&base(), &world);
     let report = &outcome.reports[&key("a")];
@@ -211,10 +212,10 @@ fn the_older_route_wins_a_hostname_conflict() {
     backends(&mut world, "b", &["10.0.0.2"], &[]);
     world
         .routes
-        .insert(key("a"), route(20, spec("shared.example.com")));
+        .insert(key("a"), Arc::new(route(20, spec("shared.example.com"))));
     world
         .routes
-        .insert(key("b"), route(10, spec("Shared.Example.com.")));
+        .insert(key("b"), Arc::new(route(10, spec("Shared.Example.com."))));
     let outcome = Reconciler::default().reconcile(&base(), &world);
     assert_eq!(
         rejected_reason(&outcome.reports[&key("a")].verdict),
@@ -232,14 +233,14 @@ fn the_acl_extension_becomes_the_allowlist_and_a_malformed_one_keeps_the_old() {
     backends(&mut world, "a", &["10.0.0.1"], &[]);
     world
         .routes
-        .insert(key("a"), route(1, spec("a.example.com")));
+        .insert(key("a"), Arc::new(route(1, spec("a.example.com"))));
     let extension = |config: serde_json::Value| AclExtension {
         created: 1,
         provider_config: Some(config),
     };
     world.extensions.insert(
         ObjectKey::new("a", "acl"),
-        extension(serde_json::json!({"rule": {"action": "ALLOW", "type": "remote_ip", "cidrs": ["10.0.0.0/8"]}})),
+        Arc::new(extension(serde_json::json!({"rule": {"action": "ALLOW", "type": "remote_ip", "cidrs": ["10.0.0.0/8"]}}))),
     );
     let mut reconciler = Reconciler::default();
     let snapshot = reconciler.reconcile(&base(), &world).snapshot.unwrap();
@@ -250,7 +251,9 @@ fn the_acl_extension_becomes_the_allowlist_and_a_malformed_one_keeps_the_old() {
 
     world.extensions.insert(
         ObjectKey::new("a", "acl"),
-        extension(serde_json::json!({"rule": {"action": "ALLOW", "cidrs": ["not-a-cidr"]}})),
+        Arc::new(extension(
+            serde_json::json!({"rule": {"action": "ALLOW", "cidrs": ["not-a-cidr"]}}),
+        )),
     );
     let outcome = reconciler.reconcile(&base(), &world);
     let report = &outcome.reports[&key("a")];
@@ -275,15 +278,15 @@ fn unreadable_acl_extensions_never_mean_allow_all() {
     backends(&mut world, "a", &["10.0.0.1"], &[]);
     world
         .routes
-        .insert(key("a"), route(1, spec("a.example.com")));
+        .insert(key("a"), Arc::new(route(1, spec("a.example.com"))));
     world.extensions.insert(
         ObjectKey::new("a", "acl"),
-        AclExtension {
+        Arc::new(AclExtension {
             created: 1,
             provider_config: Some(
                 serde_json::json!({"rule": {"action": "ALLOW", "cidrs": ["10.0.0.0/8"]}}),
             ),
-        },
+        }),
     );
     // Never accepted, Extensions unreadable: the route waits and is not served.
     world.extensions_unreadable = true;
@@ -311,7 +314,7 @@ fn unreadable_acl_extensions_never_mean_allow_all() {
     world.extensions.clear();
     let mut changed = spec("a.example.com");
     changed.hostnames.push("b.example.com".into());
-    world.routes.insert(key("a"), route(1, changed));
+    world.routes.insert(key("a"), Arc::new(route(1, changed)));
     let outcome = reconciler.reconcile(&base(), &world);
     let report = &outcome.reports[&key("a")];
     assert_eq!(report.verdict, Verdict::Pending(Waiting::AclExtensions));
@@ -333,7 +336,7 @@ fn unreadable_acl_extensions_never_mean_allow_all() {
         },
     ));
     backends(&mut world, "c", &["10.0.0.3"], &[]);
-    world.routes.insert(key("c"), route(2, own));
+    world.routes.insert(key("c"), Arc::new(route(2, own)));
     let outcome = reconciler.reconcile(&base(), &world);
     assert_eq!(outcome.reports[&key("c")].verdict, Verdict::Accepted);
 }
@@ -369,23 +372,31 @@ fn pem_pair() -> (Vec<u8>, Vec<u8>) {
 fn secrets_pending_missing_keyless_and_present() {
     let mut world = World::default();
     backends(&mut world, "t", &["10.0.0.1"], &[]);
-    world.routes.insert(key("t"), route(1, terminate_spec()));
+    world
+        .routes
+        .insert(key("t"), Arc::new(route(1, terminate_spec())));
     let serving = ObjectKey::new("t", "serving");
     let ca = ObjectKey::new("t", "ca");
     let mut reconciler = Reconciler::default();
 
-    world.secrets.insert(serving.clone(), SecretState::Pending);
-    world.secrets.insert(ca.clone(), SecretState::Pending);
+    world
+        .secrets
+        .insert(serving.clone(), Arc::new(SecretState::Pending));
+    world
+        .secrets
+        .insert(ca.clone(), Arc::new(SecretState::Pending));
     let outcome = reconciler.reconcile(&base(), &world);
     assert_eq!(
         outcome.reports[&key("t")].verdict,
         Verdict::Pending(Waiting::Secrets)
     );
 
-    world.secrets.insert(serving.clone(), SecretState::Absent);
     world
         .secrets
-        .insert(ca.clone(), SecretState::Present(BTreeMap::new()));
+        .insert(serving.clone(), Arc::new(SecretState::Absent));
+    world
+        .secrets
+        .insert(ca.clone(), Arc::new(SecretState::Present(BTreeMap::new())));
     let outcome = reconciler.reconcile(&base(), &world);
     let Verdict::Rejected { reason, errors } = &outcome.reports[&key("t")].verdict else {
         panic!("accepted without Secrets");
@@ -406,14 +417,17 @@ fn secrets_pending_missing_keyless_and_present() {
     let (cert, key_pem) = pem_pair();
     world.secrets.insert(
         serving.clone(),
-        SecretState::Present(BTreeMap::from([
+        Arc::new(SecretState::Present(BTreeMap::from([
             ("tls.crt".to_string(), b"not a certificate".to_vec()),
             ("tls.key".to_string(), key_pem.clone()),
-        ])),
+        ]))),
     );
     world.secrets.insert(
         ca.clone(),
-        SecretState::Present(BTreeMap::from([("ca.crt".to_string(), cert.clone())])),
+        Arc::new(SecretState::Present(BTreeMap::from([(
+            "ca.crt".to_string(),
+            cert.clone(),
+        )]))),
     );
     let outcome = reconciler.reconcile(&base(), &world);
     let report = &outcome.reports[&key("t")];
@@ -430,10 +444,10 @@ fn secrets_pending_missing_keyless_and_present() {
 
     world.secrets.insert(
         serving,
-        SecretState::Present(BTreeMap::from([
+        Arc::new(SecretState::Present(BTreeMap::from([
             ("tls.crt".to_string(), cert),
             ("tls.key".to_string(), key_pem),
-        ])),
+        ]))),
     );
     let outcome = reconciler.reconcile(&base(), &world);
     assert_eq!(outcome.reports[&key("t")].verdict, Verdict::Accepted);
@@ -446,7 +460,7 @@ fn one_accepted_route() -> RouteReport {
     backends(&mut world, "a", &["10.0.0.1"], &[]);
     world
         .routes
-        .insert(key("a"), route(1, spec("a.example.com")));
+        .insert(key("a"), Arc::new(route(1, spec("a.example.com"))));
     let outcome = Reconciler::default().reconcile(&base(), &world);
     outcome.reports[&key("a")].clone()
 }
@@ -521,10 +535,10 @@ fn an_older_route_that_fails_compile_holds_no_hostname() {
     backends(&mut world, "b", &["10.0.0.2"], &[]);
     let mut broken = spec("shared.example.com");
     broken.always_allowed_cidrs = vec!["10.0.0.1/8".into()]; // refused by compile
-    world.routes.insert(key("a"), route(10, broken));
+    world.routes.insert(key("a"), Arc::new(route(10, broken)));
     world
         .routes
-        .insert(key("b"), route(20, spec("shared.example.com")));
+        .insert(key("b"), Arc::new(route(20, spec("shared.example.com"))));
     let outcome = Reconciler::default().reconcile(&base(), &world);
     assert_eq!(
         rejected_reason(&outcome.reports[&key("a")].verdict),
@@ -545,7 +559,7 @@ fn a_secret_name_that_is_no_object_name_is_refused_and_never_watched() {
     if let Some(tls) = spec.tls.as_mut() {
         tls.secret_name = "a,b=c".into();
     }
-    world.routes.insert(key("t"), route(1, spec));
+    world.routes.insert(key("t"), Arc::new(route(1, spec)));
     assert!(!world
         .referenced_secrets()
         .contains(&ObjectKey::new("t", "a,b=c")));

@@ -80,7 +80,7 @@ pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Transla
             );
             return file;
         }
-        match world.secrets.get(&secret_ref) {
+        match world.secrets.get(&secret_ref).map(|s| &**s) {
             None | Some(SecretState::Pending) => pending = Some(Waiting::Secrets),
             Some(SecretState::Absent) => errors.push(
                 &object_ref,

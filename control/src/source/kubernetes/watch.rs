@@ -182,12 +182,25 @@ enum Change<T> {
     Remove(ObjectKey),
 }
 
-/// A [`Change`] applied to a whole-resource table. Always worth a reconcile.
-fn table<T>(table: &mut BTreeMap<ObjectKey, T>, change: Change<T>) -> bool {
+/// A [`Change`] applied to a whole-resource table. Always worth a reconcile. A value
+/// equal to the one held keeps the held allocation, so a reconcile sees it unchanged.
+fn table<T: PartialEq>(table: &mut BTreeMap<ObjectKey, Arc<T>>, change: Change<T>) -> bool {
     match change {
-        Change::Replace(all) => *table = all,
+        Change::Replace(all) => {
+            let mut old = std::mem::take(table);
+            *table = all
+                .into_iter()
+                .map(|(key, value)| {
+                    let kept = old.remove(&key).filter(|held| **held == value);
+                    let value = kept.unwrap_or_else(|| Arc::new(value));
+                    (key, value)
+                })
+                .collect();
+        }
         Change::Upsert(key, value) => {
-            table.insert(key, value);
+            if table.get(&key).is_none_or(|held| **held != value) {
+                table.insert(key, Arc::new(value));
+            }
         }
         Change::Remove(key) => {
             table.remove(&key);
@@ -196,11 +209,20 @@ fn table<T>(table: &mut BTreeMap<ObjectKey, T>, change: Change<T>) -> bool {
     true
 }
 
+/// Set a held Secret's state, keeping the allocation when it did not change.
+fn set_secret(slot: &mut Arc<SecretState>, state: SecretState) {
+    if **slot != state {
+        *slot = Arc::new(state);
+    }
+}
+
 /// Routes: a change of status alone (our own writes) is recorded without a reconcile.
-fn routes(routes: &mut BTreeMap<ObjectKey, RouteObject>, change: Change<RouteObject>) -> bool {
+fn routes(routes: &mut BTreeMap<ObjectKey, Arc<RouteObject>>, change: Change<RouteObject>) -> bool {
     if let Change::Upsert(key, new) = &change {
         if let Some(old) = routes.get_mut(key) {
-            if old.generation == new.generation && old.spec == new.spec {
+            if old.generation == new.generation && old.spec == new.spec && old.labels == new.labels
+            {
+                let old = Arc::make_mut(old);
                 old.status = new.status.clone();
                 old.resource_version = new.resource_version.clone();
                 return false;
@@ -650,13 +672,13 @@ impl SecretWatch {
                     // A complete list: every referenced Secret not in it does not exist.
                     Change::Replace(mut listed) => {
                         for (key, slot) in w.secrets.iter_mut() {
-                            *slot = listed.remove(key).unwrap_or(SecretState::Absent);
+                            set_secret(slot, listed.remove(key).unwrap_or(SecretState::Absent));
                         }
                         true
                     }
                     Change::Upsert(key, state) => match w.secrets.get_mut(&key) {
                         Some(slot) => {
-                            *slot = state;
+                            set_secret(slot, state);
                             true
                         }
                         None => false,
@@ -665,7 +687,7 @@ impl SecretWatch {
                     // changes anything.
                     Change::Remove(key) => match w.secrets.get_mut(&key) {
                         Some(slot) => {
-                            *slot = SecretState::Absent;
+                            set_secret(slot, SecretState::Absent);
                             true
                         }
                         None => false,
@@ -690,7 +712,9 @@ impl SecretWatch {
             let mut world = shared.world();
             world.secrets.retain(|key, _| wanted.contains(key));
             for key in &added {
-                world.secrets.insert(key.clone(), SecretState::Pending);
+                world
+                    .secrets
+                    .insert(key.clone(), Arc::new(SecretState::Pending));
             }
         }
         if self.watch.is_none() {
@@ -727,8 +751,12 @@ impl SecretWatch {
                 };
                 let mut world = shared.world();
                 // Only if no watch event settled it meanwhile (that one is newer).
-                if let Some(slot @ SecretState::Pending) = world.secrets.get_mut(&key) {
-                    *slot = state;
+                if let Some(slot) = world
+                    .secrets
+                    .get_mut(&key)
+                    .filter(|s| ***s == SecretState::Pending)
+                {
+                    *slot = Arc::new(state);
                     drop(world);
                     shared.touch();
                 }

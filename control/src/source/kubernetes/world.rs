@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use super::crd::{self, RouteSpec};
 
@@ -108,19 +109,22 @@ pub struct AclExtension {
     pub provider_config: Option<serde_json::Value>,
 }
 
-/// Everything watched, keyed by namespace/name.
+/// Everything watched, keyed by namespace/name. Values are shared (`Arc`): taking the
+/// world for a reconcile copies no Secret data, and a value the watches did not replace
+/// is the same allocation as before, which is how a reconcile knows what it need not
+/// translate again.
 #[derive(Debug, Clone, Default)]
 pub struct World {
     /// `ApiServerRoute` objects.
-    pub routes: BTreeMap<ObjectKey, RouteObject>,
+    pub routes: BTreeMap<ObjectKey, Arc<RouteObject>>,
     /// Services: their ports.
-    pub services: BTreeMap<ObjectKey, Vec<ServicePort>>,
+    pub services: BTreeMap<ObjectKey, Arc<Vec<ServicePort>>>,
     /// EndpointSlices, keyed by the slice's own name.
-    pub slices: BTreeMap<ObjectKey, Slice>,
+    pub slices: BTreeMap<ObjectKey, Arc<Slice>>,
     /// The Secrets routes reference, and only those.
-    pub secrets: BTreeMap<ObjectKey, SecretState>,
+    pub secrets: BTreeMap<ObjectKey, Arc<SecretState>>,
     /// Gardener `acl` Extensions.
-    pub extensions: BTreeMap<ObjectKey, AclExtension>,
+    pub extensions: BTreeMap<ObjectKey, Arc<AclExtension>>,
     /// The Extension API exists but its objects cannot be read now (not listed yet, or
     /// the watch is failing; set from the watches' health when the world is taken for
     /// a reconcile): a route whose allowlist would come from an Extension cannot be
@@ -149,7 +153,7 @@ impl World {
             .range(from..)
             .take_while(move |(k, _)| k.namespace == service.namespace)
             .filter(move |(_, s)| s.service == service.name)
-            .map(|(_, s)| s)
+            .map(|(_, s)| &**s)
     }
 
     /// The `acl` Extension that applies to a namespace: the one named `acl`, else the
@@ -160,6 +164,7 @@ impl World {
             .range(from..)
             .take_while(|(k, _)| k.namespace == namespace)
             .min_by_key(|(k, e)| (k.name != "acl", e.created, k.name.clone()))
+            .map(|(k, e)| (k, &**e))
     }
 }
 
