@@ -69,8 +69,8 @@ enum Command {
     },
     /// Start fake API-server replicas and apigate in front of them, on loopback.
     Demo(apigate::demo::DemoArgs),
-    /// Show or steer the configuration rollout of a running apigate (file mode),
-    /// through its admin endpoint.
+    /// Show or steer the configuration rollout of a running apigate: through its admin
+    /// endpoint (file mode), or its `ApiGateRollout` object (`--record`, Kubernetes mode).
     Rollout {
         /// `status`, `resume` (a frozen rollout bakes again; a held one is promoted),
         /// `abort` (withdraw the pending revision) or `promote` (to every route now).

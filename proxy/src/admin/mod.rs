@@ -71,7 +71,7 @@ pub struct Admin {
     pub state: Arc<State>,
     /// `/readyz`.
     pub readiness: Arc<Readiness>,
-    /// The rollout controller (file mode).
+    /// The rollout controller (file or Kubernetes source; none for a fixed configuration).
     pub rollout: Option<Arc<Rollout>>,
 }
 
@@ -127,7 +127,7 @@ fn rollout_action(
     let Some(rollout) = &admin.rollout else {
         return text(
             409,
-            "no rollout controller: rollouts need the file source\n".into(),
+            "no rollout controller: this server's configuration is fixed\n".into(),
             "text/plain",
         );
     };
@@ -154,7 +154,7 @@ fn route(
             Some(rollout) => json(200, &rollout.status()),
             None => text(
                 404,
-                "no rollout controller: rollouts need the file source\n".into(),
+                "no rollout controller: this server's configuration is fixed\n".into(),
                 "text/plain",
             ),
         },

@@ -1,5 +1,5 @@
-//! Canary rollouts of configuration: the file source's one path from a new revision to
-//! the active state.
+//! Canary rollouts of configuration: both sources' one path from a new revision to the
+//! active state (in Kubernetes mode shared between the replicas, [`shared`]).
 //!
 //! Every revision the source produces is compiled whole first (a bad one is rejected
 //! and changes nothing). Then, with rollouts on, its *policy* is compared with the

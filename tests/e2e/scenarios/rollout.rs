@@ -1,7 +1,8 @@
 //! Configuration rollouts in front of the real kube-apiservers: a bad revision freezes on
 //! the canary route while the other route never fails a request; a good one is promoted
-//! after the bake. apigate runs from its own configuration file here (rollouts are a
-//! file-source feature), with two routes on the testbed's replicas.
+//! after the bake. apigate runs from its own configuration file here, with two routes on
+//! the testbed's replicas (`shared_rollout` covers the Kubernetes source's shared
+//! decision).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
