@@ -53,6 +53,7 @@ pub async fn share(
     let mut changes = rollout.changes();
     let mut leading = false;
     let mut followed: Option<(RolloutRecord, bool)> = None;
+    let mut unanswered: Option<ActionResult> = None;
     let mut ready = false;
     let mut routes_changed = true;
     loop {
@@ -66,7 +67,7 @@ pub async fn share(
             leading = false;
         }
         let round = if lead {
-            lead_round(&rollout, &sharing, &mut leading).await
+            lead_round(&rollout, &sharing, &mut leading, &mut unanswered).await
         } else {
             follow_round(&rollout, &sharing, &mut followed, routes_changed).await
         };
@@ -99,6 +100,7 @@ async fn lead_round(
     rollout: &Arc<Rollout>,
     sharing: &Sharing,
     leading: &mut bool,
+    unanswered: &mut Option<ActionResult>,
 ) -> Result<bool, kube::Error> {
     let object = sharing.store.get_or_create().await?;
     if !*leading {
@@ -112,7 +114,16 @@ async fn lead_round(
         *leading = true;
     }
     if object.spec.action.is_some() {
-        take_action(rollout, sharing, &object).await?;
+        if let Some(answer) = take_action(rollout, sharing, &object).await? {
+            *unanswered = Some(answer);
+        }
+    }
+    // An action is taken once; its answer is written until that succeeds.
+    if let Some(answer) = unanswered.take() {
+        if let Err(error) = sharing.store.answer(answer.clone()).await {
+            tracing::warn!(%error, "rollout action answer not written; retrying");
+            *unanswered = Some(answer);
+        }
     }
     for event in rollout.take_announcements() {
         if let Err(error) = sharing
@@ -140,18 +151,19 @@ async fn lead_round(
 }
 
 /// An operator's `spec.action`: cleared first (only the version read, so a newer
-/// action is not lost), then taken, then answered, so it is never taken twice.
+/// action is not lost), then taken, so it is never taken twice. Returns the answer to
+/// write.
 async fn take_action(
     rollout: &Arc<Rollout>,
     sharing: &Sharing,
     object: &ApiGateRollout,
-) -> Result<(), kube::Error> {
+) -> Result<Option<ActionResult>, kube::Error> {
     let Some(action) = object.spec.action else {
-        return Ok(());
+        return Ok(None);
     };
     if !sharing.store.clear_action(object).await? {
         // Changed meanwhile: the next read takes the newer one.
-        return Ok(());
+        return Ok(None);
     }
     let result = match blocking(rollout, move |r| r.act_from_record(action)).await {
         Some(Ok(())) => "Done".to_string(),
@@ -159,12 +171,11 @@ async fn take_action(
         None => "internal error taking the action".to_string(),
     };
     tracing::info!(action = ?action, %result, "rollout action from the record");
-    let answer = ActionResult {
+    Ok(Some(ActionResult {
         action,
         result,
         time: Timestamp::now().to_string(),
-    };
-    sharing.store.answer(answer).await
+    }))
 }
 
 /// Follow: serve what the record says. Returns whether this replica serves its stable

@@ -168,6 +168,8 @@ struct Inner {
     )>,
     /// A follower's newest routes that the record does not name yet.
     pending: Option<Desired>,
+    /// Whether the last configuration staged was installed (not rejected).
+    installed: bool,
     /// Whether the source's first full configuration arrived (it applies at once: it
     /// is where the process starts, not a change).
     synced: bool,
@@ -221,6 +223,7 @@ impl Rollout {
             events: Vec::new(),
             record: None,
             pending: None,
+            installed: true,
             // A file's first inputs are its whole configuration; Kubernetes routes
             // come later.
             synced: origin == Origin::File,
@@ -292,6 +295,7 @@ impl Rollout {
             inner.fallback = Files::new();
             inner.settings = settings;
             install::install(&self.state, newest, origin);
+            inner.installed = true;
             self.export(inner);
             return;
         }
@@ -404,12 +408,18 @@ impl Rollout {
     }
 
     /// Compile what each route should serve now and install it.
-    fn restage(&self, inner: &mut Inner, origin: Origin, now: Instant) {
-        match self.staged(inner) {
+    /// Returns whether what each route should serve was installed (a revision that
+    /// does not compile is rejected and the active configuration stays).
+    fn restage(&self, inner: &mut Inner, origin: Origin, now: Instant) -> bool {
+        let installed = match self.staged(inner) {
             Ok(snapshot) => {
                 install::install(&self.state, snapshot, origin);
+                true
             }
-            Err(Staging::Invalid(errors)) => install::reject(&self.state, &errors, origin),
+            Err(Staging::Invalid(errors)) => {
+                install::reject(&self.state, &errors, origin);
+                false
+            }
             Err(Staging::Split(errors)) => {
                 let reason = errors
                     .iter()
@@ -421,14 +431,18 @@ impl Rollout {
                 match self.staged(inner) {
                     Ok(snapshot) => {
                         install::install(&self.state, snapshot, origin);
+                        true
                     }
                     Err(Staging::Invalid(errors) | Staging::Split(errors)) => {
                         install::reject(&self.state, &errors, origin);
+                        false
                     }
                 }
             }
-        }
+        };
+        inner.installed = installed;
         self.export(inner);
+        installed
     }
 
     fn staged(&self, inner: &mut Inner) -> Result<Snapshot, Staging> {

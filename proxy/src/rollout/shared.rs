@@ -278,14 +278,13 @@ impl Rollout {
             }
         }
         match outcome {
-            Ok((true, _)) => {
-                self.restage(&mut inner, Origin::Kubernetes, now);
-                true
-            }
+            // A staging that does not compile (a stable revision's Secret this replica
+            // no longer holds) is rejected: the record is not served then.
+            Ok((true, _)) => self.restage(&mut inner, Origin::Kubernetes, now),
             Ok((false, _)) => {
                 // Nothing served changed: no notification (it would wake the reader).
                 self.export_metrics(&inner);
-                true
+                inner.installed
             }
             Err(_) => {
                 self.export_metrics(&inner);
@@ -441,8 +440,19 @@ fn adopt(
         inner.phase.target().map(|c| c.desired.revision()),
         inner.phase.target().map(|c| c.canaries.clone()),
     );
-    let since = from_wall(record.since.as_deref(), now).unwrap_or(now);
+    // The phase's start on both clocks, consistently: the record's when readable.
+    let recorded_since = from_wall(record.since.as_deref(), now).zip(
+        record
+            .since
+            .as_deref()
+            .and_then(|s| s.parse::<Timestamp>().ok()),
+    );
+    let (since, since_wall) = match recorded_since {
+        Some((at, wall)) => (at, SystemTime::from(wall)),
+        None => (now, wall_now()),
+    };
     let bake = inner.settings.bake;
+    let max_bake = inner.settings.max_bake.max(bake);
     let reason = record.reason.clone().unwrap_or_default();
     let current_target = inner.phase.target().cloned();
     let mut candidate = |desired: Desired| {
@@ -463,15 +473,21 @@ fn adopt(
         // Idle, or a target not seen here: the stable revision everywhere.
         ("Idle", _) | (_, None) => Phase::Idle,
         ("Baking", Some(target)) => {
-            // An unreadable deadline bakes afresh rather than promote at once.
+            // An unreadable deadline bakes afresh rather than promote at once; none
+            // is later than this replica's own settings allow (a record is input).
+            let latest = now.checked_add(max_bake).unwrap_or(now);
             let deadline = from_wall(record.deadline.as_deref(), now)
                 .or_else(|| now.checked_add(bake))
-                .unwrap_or(now);
+                .unwrap_or(now)
+                .min(latest);
+            let limit = from_wall(record.limit.as_deref(), now)
+                .unwrap_or(deadline)
+                .clamp(deadline, latest.max(deadline));
             Phase::Baking {
                 target: candidate(target),
                 started: since,
                 deadline,
-                limit: from_wall(record.limit.as_deref(), now).unwrap_or(deadline),
+                limit,
             }
         }
         ("Held", Some(target)) => Phase::Held {
@@ -517,11 +533,7 @@ fn adopt(
     let changed = before != after;
     if changed {
         inner.phase_since = since;
-        inner.phase_wall = record
-            .since
-            .as_deref()
-            .and_then(|s| s.parse::<Timestamp>().ok())
-            .map_or_else(wall_now, SystemTime::from);
+        inner.phase_wall = since_wall;
         inner.start = None;
         tracing::info!(
             phase = inner.phase.label(),

@@ -534,8 +534,14 @@ spec:
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_garbled_or_far_deadline_in_the_record_neither_panics_nor_promotes_at_once() {
-        for deadline in ["not a time", "9999-12-31T23:59:59Z", "1970-01-01T00:00:00Z"] {
+    async fn a_garbled_or_far_deadline_in_the_record_neither_panics_nor_promotes_at_once_and_is_capped(
+    ) {
+        for deadline in [
+            "not a time",
+            "9999-12-31T23:59:59Z",
+            "2100-01-01T00:00:00Z",
+            "1970-01-01T00:00:00Z",
+        ] {
             let (_, leader) = replica(&routes(""));
             leader.lead(None, name());
             deliver(&leader, &wider());
@@ -553,6 +559,11 @@ spec:
                 "baking"
             };
             assert_eq!(next.status().phase, expected, "deadline {deadline}");
+            if expected == "baking" {
+                // No later than this replica's own longest bake (maxBakeTime, 240 s here).
+                let left = next.status().seconds_to_deadline.unwrap_or(f64::MAX);
+                assert!(left <= 240.0, "deadline {deadline}: {left} s to go");
+            }
         }
     }
 

@@ -88,9 +88,10 @@ pub struct Reconciler {
     cache: RouteCache,
 }
 
-/// What translating a route read from the world. The world's values are replaced, never
-/// changed in place, when the watches see a change, so the same allocations mean the
-/// same translation. Holding them keeps an address from being reused meanwhile.
+/// What translating a route read from the world. The watches replace a value that
+/// changed (a route's status alone is changed in place, and translation does not read
+/// it; a route this holds is copied then), so the same allocations mean the same
+/// translation. Holding them keeps an address from being reused meanwhile.
 #[derive(Default)]
 struct Reads {
     route: Option<Arc<RouteObject>>,
