@@ -23,25 +23,11 @@ use apigate_control::inputs::{Files, Inputs};
 use apigate_control::model::parse_documents;
 use criterion::{criterion_group, criterion_main, Criterion};
 
-const ROUTES: usize = 5_000;
+mod common;
 
-fn pem_pair(
-    cn: &str,
-    ca: Option<(&rcgen::Certificate, &rcgen::KeyPair)>,
-) -> (String, String, rcgen::Certificate, rcgen::KeyPair) {
-    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-    let mut params =
-        rcgen::CertificateParams::new(vec![cn.to_string()]).unwrap_or_else(|e| panic!("{e}"));
-    let cert = match ca {
-        Some((ca_cert, ca_key)) => params.signed_by(&key, ca_cert, ca_key),
-        None => {
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            params.self_signed(&key)
-        }
-    }
-    .unwrap_or_else(|e| panic!("{e}"));
-    (cert.pem(), key.serialize_pem(), cert, key)
-}
+use common::pem_pair;
+
+const ROUTES: usize = 5_000;
 
 /// The PEMs every route references: CA, serving certificate and key, front-proxy
 /// certificate and key.

@@ -30,24 +30,11 @@ use apigate_control::source::kubernetes::world::{
 use apigate_control::source::Inputs;
 use criterion::{criterion_group, criterion_main, Criterion};
 
+mod common;
+
+use common::pem_pair;
+
 const ROUTES: usize = 5_000;
-
-type Pem = (String, String, rcgen::Certificate, rcgen::KeyPair);
-
-fn pem_pair(cn: &str, ca: Option<(&rcgen::Certificate, &rcgen::KeyPair)>) -> Pem {
-    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-    let mut params =
-        rcgen::CertificateParams::new(vec![cn.to_string()]).unwrap_or_else(|e| panic!("{e}"));
-    let cert = match ca {
-        Some((ca_cert, ca_key)) => params.signed_by(&key, ca_cert, ca_key),
-        None => {
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            params.self_signed(&key)
-        }
-    }
-    .unwrap_or_else(|e| panic!("{e}"));
-    (cert.pem(), key.serialize_pem(), cert, key)
-}
 
 fn spec(i: usize) -> RouteSpec {
     let reference = |name: &str, key: &str| SecretKeyRef {
