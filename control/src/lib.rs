@@ -13,6 +13,7 @@
 pub mod access;
 pub mod compile;
 pub mod error;
+mod hashing;
 pub mod inputs;
 pub mod model;
 pub mod rollout;

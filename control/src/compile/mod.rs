@@ -75,7 +75,7 @@ fn cache_key(
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     // The object as serialized, straight into the hasher (a match is confirmed by
     // comparing the objects).
-    let _ = serde_json::to_writer(HashWriter(&mut hasher), object);
+    crate::hashing::hash_serialized(&mut hasher, object);
     for path in crate::inputs::route_files(object) {
         path.hash(&mut hasher);
         files.get(path).hash(&mut hasher);
@@ -83,20 +83,6 @@ fn cache_key(
     gateway.hash(&mut hasher);
     sole.hash(&mut hasher);
     hasher.finish()
-}
-
-/// A hasher as a writer, so serialized objects are hashed without being built first.
-struct HashWriter<'a, H>(&'a mut H);
-
-impl<H: std::hash::Hasher> std::io::Write for HashWriter<'_, H> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// [`compile`], reusing the routes in `cache` whose inputs did not change, and
@@ -120,7 +106,7 @@ pub fn compile_cached(
         use std::hash::Hasher;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         if let Some(g) = gateways.first() {
-            let _ = serde_json::to_writer(HashWriter(&mut hasher), g);
+            crate::hashing::hash_serialized(&mut hasher, g);
         }
         hasher.finish()
     };

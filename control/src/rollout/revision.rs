@@ -10,6 +10,9 @@
 
 use std::collections::BTreeMap;
 
+use std::hash::Hasher;
+
+use crate::hashing::{hash_serialized, Fnv};
 use crate::model::ApiServerRoute;
 use crate::snapshot::RouteId;
 
@@ -18,43 +21,6 @@ use super::Desired;
 /// Routes whose stable policy differs from the newest revision's: the stable version,
 /// or `None` where the stable revision does not have the route.
 pub type Overrides = BTreeMap<RouteId, Option<ApiServerRoute>>;
-
-/// FNV-1a: the same on every build and every replica, unlike the standard library's
-/// hasher. Not a security boundary: it names revisions, it does not authenticate them.
-pub(super) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    let mut hash = Fnv::default();
-    for byte in bytes {
-        hash.byte(byte);
-    }
-    hash.0
-}
-
-/// FNV-1a as a writer, so serialized policy is hashed without being built first.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    fn byte(&mut self, byte: u8) {
-        self.0 ^= u64::from(byte);
-        self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-    }
-}
-
-impl std::io::Write for Fnv {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        buf.iter().for_each(|b| self.byte(*b));
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 impl Desired {
     /// A content id of the routes' policy (16 hex digits): equal on every replica for
@@ -82,11 +48,10 @@ impl Desired {
                         &s.destinations,
                         &s.health,
                     );
-                    // These types always serialize; a failure would only end the input.
-                    let _ = serde_json::to_writer(&mut hash, &policy);
-                    hash.byte(b'\n');
+                    hash_serialized(&mut hash, &policy);
+                    hash.write_u8(b'\n');
                 }
-                format!("{:016x}", hash.0)
+                format!("{:016x}", hash.finish())
             })
             .clone()
     }

@@ -49,12 +49,12 @@ pub fn canaries<'a>(
 
 /// A hash of `namespace/name` that every replica computes alike.
 fn stable_hash(id: &RouteId) -> u64 {
-    super::revision::fnv1a(
-        id.namespace
-            .bytes()
-            .chain(std::iter::once(b'/'))
-            .chain(id.name.bytes()),
-    )
+    use std::hash::Hasher;
+    let mut hash = crate::hashing::Fnv::default();
+    hash.write(id.namespace.as_bytes());
+    hash.write_u8(b'/');
+    hash.write(id.name.as_bytes());
+    hash.finish()
 }
 
 /// What is wrong with the canary selection of `settings` over `routes`, as the field

@@ -137,7 +137,8 @@ pub struct Rollout {
 struct Inner {
     /// The source's newest inputs: what applies at once is read from them.
     live: Inputs,
-    /// File contents seen before, for files only an older revision references.
+    /// File contents of earlier inputs, for files only an older revision references
+    /// (the newest inputs' own are read from `live`).
     fallback: Files,
     stable: Desired,
     stable_revision: u64,
@@ -205,7 +206,7 @@ impl Rollout {
         let settings = state.load().snapshot.gateway.rollout.clone();
         let inner = Inner {
             stable: Desired::of(&inputs),
-            fallback: inputs.files.clone(),
+            fallback: Files::new(),
             live: inputs,
             stable_revision: 1,
             revisions: 1,
@@ -274,8 +275,6 @@ impl Rollout {
     fn accept(&self, inner: &mut Inner, live: Inputs, newest: Snapshot, origin: Origin) {
         let settings = newest.gateway.rollout.clone();
         let desired = Desired::of(&live);
-        inner.fallback.extend(live.files.clone());
-        inner.live = live;
         if !settings.enabled || !inner.synced {
             inner.synced = true;
             if !matches!(inner.phase, Phase::Idle) {
@@ -291,14 +290,24 @@ impl Rollout {
             inner.aborted = None;
             inner.start = None;
             inner.verdict = None;
-            // No older revision to stage: nothing to fall back to.
+            // No older revision to stage: nothing to fall back to. With rollouts off
+            // nothing is staged at all, so the inputs (a cluster's Secret bytes) are not
+            // kept either.
             inner.fallback = Files::new();
+            inner.live = if settings.enabled {
+                live
+            } else {
+                Inputs::default()
+            };
             inner.settings = settings;
             install::install(&self.state, newest, origin);
             inner.installed = true;
             self.export(inner);
             return;
         }
+        // The previous inputs' files become the fallback (moved, not copied).
+        let previous = std::mem::replace(&mut inner.live, live);
+        inner.fallback.extend(previous.files);
         inner.settings = settings;
         let now = Instant::now();
         let still_aborted = inner
@@ -563,7 +572,7 @@ impl Rollout {
     fn promote(&self, inner: &mut Inner, candidate: Candidate) {
         inner.stable = candidate.desired;
         inner.stable_revision = candidate.revision;
-        inner.fallback = inner.live.files.clone();
+        inner.fallback = Files::new();
         inner.phase = Phase::Idle;
     }
 
