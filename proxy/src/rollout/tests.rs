@@ -568,6 +568,24 @@ spec:
     }
 
     #[tokio::test(start_paused = true)]
+    async fn without_a_record_a_single_replica_decides_alone_as_in_file_mode() {
+        let base = inputs(GATEWAY);
+        let state = State::new(apigate_control::compile(&base).unwrap(), Metrics::new());
+        let alone = Rollout::for_kubernetes(state.clone(), base, None);
+        deliver(&alone, &routes(""));
+        assert_eq!(alone.status().authority, "local");
+        assert_eq!(hostnames(&state, "b"), 1, "the first sync applies at once");
+        deliver(&alone, &wider());
+        assert_eq!(alone.status().phase, "baking", "it rolls out by itself");
+        assert_eq!(hostnames(&state, "b"), 1);
+        assert!(
+            alone.act(Action::Promote).is_ok(),
+            "admin actions are taken here"
+        );
+        assert_eq!(hostnames(&state, "b"), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_replica_leads_only_after_its_first_full_configuration() {
         let base = inputs(GATEWAY);
         let state = State::new(apigate_control::compile(&base).unwrap(), Metrics::new());
