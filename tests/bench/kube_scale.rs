@@ -4,8 +4,11 @@
 //! small), then the time from an object change to the new snapshot
 //! being active (p50/p99).
 //!
-//! `cargo bench -p apigate-e2e --bench kube-scale -- [ROUTES] [CHANGES] [passthrough]`
-//! (defaults 5000 and 100; `passthrough` routes reference no Secrets). Needs `tests/testbed/testbed.sh install`.
+//! `cargo bench -p apigate-e2e --bench kube-scale -- [ROUTES] [CHANGES] [passthrough] [probes]`
+//! (defaults 5000 and 100; `passthrough` routes reference no Secrets; `probes` keeps
+//! the default active health checks on, which here dial 3 × ROUTES unreachable
+//! addresses every 2 s: off by default, so that the figures measure the source).
+//! Needs `tests/testbed/testbed.sh install`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -151,17 +154,22 @@ async fn bench(
     routes: usize,
     changes: usize,
     passthrough: bool,
+    probes: bool,
 ) -> anyhow::Result<()> {
     testkube::install_crds(testbed)?;
     let kubeconfig = std::path::PathBuf::from(testbed.get("KUBECONFIG_ADMIN")?);
     let client = apigate::kubernetes::client(Some(&kubeconfig)).await?;
     create_objects(client.clone(), testbed, routes, passthrough).await?;
 
-    let base = apigate_control::source::parse_documents(
-        "apiVersion: apigate.dev/v1alpha1\nkind: GatewayConfig\nmetadata: {name: bench}\nspec:\n  listeners: [{name: https, address: \"127.0.0.1:0\"}]\n",
-        "bench",
-    )
-    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let gateway = format!(
+        "apiVersion: apigate.dev/v1alpha1\nkind: GatewayConfig\nmetadata: {{name: bench}}\nspec:\n  listeners: [{{name: https, address: \"127.0.0.1:0\"}}]\n  defaults: {{health: {{enabled: {probes}}}}}\n"
+    );
+    println!(
+        "active health checks: {}",
+        if probes { "on" } else { "off" }
+    );
+    let base = apigate_control::source::parse_documents(&gateway, "bench")
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let snapshot = apigate_control::compile(&apigate_control::source::Inputs {
         objects: base.clone(),
         ..Default::default()
@@ -357,7 +365,9 @@ fn main() -> std::process::ExitCode {
     let changes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     // `passthrough`: routes without TLS material (no Secret watches), to separate the
     // memory of the Secret watches from the rest.
-    let passthrough = args.next().as_deref() == Some("passthrough");
+    let rest: Vec<String> = args.collect();
+    let passthrough = rest.iter().any(|a| a == "passthrough");
+    let probes = rest.iter().any(|a| a == "probes");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -370,7 +380,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         let testbed = Testbed::up()?;
-        bench(&testbed, routes, changes, passthrough).await
+        bench(&testbed, routes, changes, passthrough, probes).await
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
