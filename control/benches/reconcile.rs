@@ -72,8 +72,8 @@ fn world() -> World {
     let (fp, fp_key, _, _) = pem_pair("apigate-front-proxy", Some((&ca, &ca_key)));
     let tls = |crt: &str, key: &str| {
         SecretState::Present(BTreeMap::from([
-            ("tls.crt".to_string(), crt.as_bytes().to_vec()),
-            ("tls.key".to_string(), key.as_bytes().to_vec()),
+            ("tls.crt".to_string(), crt.as_bytes().into()),
+            ("tls.key".to_string(), key.as_bytes().into()),
         ]))
     };
     let mut world = World::default();
@@ -124,7 +124,7 @@ fn world() -> World {
             ObjectKey::new(&ns, "ca"),
             Arc::new(SecretState::Present(BTreeMap::from([(
                 "ca.crt".to_string(),
-                ca_pem.as_bytes().to_vec(),
+                ca_pem.as_bytes().into(),
             )]))),
         );
     }

@@ -4,11 +4,17 @@
 //! [`crate::compile()`] (which reads it and does none), so that neither imports the other.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::model::{ApiServerRoute, Object};
 
-/// Referenced file contents keyed by the path as written.
-pub type Files = BTreeMap<String, Result<Vec<u8>, String>>;
+/// Referenced file contents keyed by the path as written. The bytes are shared: the
+/// Kubernetes source hands the same allocation from the Secret it watched to every
+/// compile, and a rollout's fallback keeps them without a copy.
+pub type Files = BTreeMap<String, FileContent>;
+
+/// One referenced file: its bytes, or why it could not be read.
+pub type FileContent = Result<Arc<[u8]>, String>;
 
 /// Whether the objects are a whole configuration or a cluster's routes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

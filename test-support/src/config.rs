@@ -98,7 +98,11 @@ impl Config {
     /// The configuration file's text.
     pub fn render(&self) -> String {
         let mut objects = vec![Object::Gateway(self.gateway.clone())];
-        objects.extend(self.routes.iter().cloned().map(Object::Route));
+        objects.extend(
+            self.routes
+                .iter()
+                .map(|r| Object::Route(std::sync::Arc::new(r.clone()))),
+        );
         // Rendering plain data cannot fail; an empty string would fail the test that
         // loads it, naming the problem.
         apigate_control::source::render_documents(&objects).unwrap_or_default()
@@ -212,7 +216,10 @@ mod tests {
         let objects = apigate_control::source::parse_documents(&text, "test").unwrap();
         assert_eq!(objects.len(), 3);
         assert_eq!(objects[0], Object::Gateway(config.gateway.clone()));
-        assert_eq!(objects[2], Object::Route(config.routes[1].clone()));
+        assert_eq!(
+            objects[2],
+            Object::Route(std::sync::Arc::new(config.routes[1].clone()))
+        );
         assert!(text.contains("[::1]:0"), "{text}");
     }
 }

@@ -7,6 +7,7 @@ mod gateway;
 mod health;
 mod rollout;
 mod route;
+mod sessions;
 mod setting;
 mod tls;
 
@@ -20,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{ConfigError, Errors, ObjectRef, Problem};
-use crate::inputs::{Inputs, Scope};
+use crate::inputs::{FileContent, Inputs, Scope};
 use crate::model::Object;
 use crate::snapshot::{RouteId, Snapshot};
 
@@ -33,12 +34,15 @@ pub fn compile(inputs: &Inputs) -> Result<Snapshot, Vec<ConfigError>> {
 /// Kubernetes source, after every change) rebuilds only the routes whose inputs
 /// changed: parsing certificates and building TLS configs is most of compile's cost.
 ///
-/// An entry is keyed by everything a route's compile reads (the object, the bytes of
-/// the files it references, the `GatewayConfig`, whether it is alone in its
-/// namespace) and holds the same `Arc<Route>`, so the proxy can keep what it derived
-/// from an unchanged route too. Entries the last compile did not use are kept for one
-/// more compile, then dropped: a caller alternating between two sets of inputs (a
-/// rollout compiles the stable and the new revision) finds both.
+/// An entry is found by the route's namespace and name and holds everything its
+/// compile read (the object, the files it references, the `GatewayConfig`, whether it
+/// is alone in its namespace), which must all be equal for a hit; then the same
+/// `Arc<Route>` is reused, so the proxy can keep what it derived from an unchanged
+/// route too. Finding an unchanged route costs a comparison, not a hash of the object:
+/// file contents are shared `Arc`s, compared by address first. Entries the last
+/// compile did not use are kept for one more compile, then dropped: a caller
+/// alternating between two sets of inputs (a rollout compiles the stable and the new
+/// revision) finds both.
 #[derive(Default)]
 pub struct RouteCache {
     entries: HashMap<u64, CachedRoute>,
@@ -46,11 +50,39 @@ pub struct RouteCache {
     previous: HashMap<u64, CachedRoute>,
 }
 
-#[derive(Clone)]
 struct CachedRoute {
-    object: crate::model::ApiServerRoute,
+    object: Arc<crate::model::ApiServerRoute>,
+    /// The referenced files' contents, in `route_files` order.
+    files: Vec<Option<FileContent>>,
+    gateway: u64,
+    sole: bool,
     route: Option<Arc<crate::snapshot::Route>>,
     errors: Vec<ConfigError>,
+}
+
+impl CachedRoute {
+    /// Whether compiling `object` now would read exactly what this entry was built from.
+    fn fits(
+        &self,
+        object: &Arc<crate::model::ApiServerRoute>,
+        files: &crate::inputs::Files,
+        gateway: u64,
+        sole: bool,
+    ) -> bool {
+        fn same(a: Option<&FileContent>, b: Option<&FileContent>) -> bool {
+            match (a, b) {
+                (Some(Ok(a)), Some(Ok(b))) => Arc::ptr_eq(a, b) || a == b,
+                (a, b) => a == b,
+            }
+        }
+        self.gateway == gateway
+            && self.sole == sole
+            && (Arc::ptr_eq(&self.object, object) || self.object == *object)
+            && crate::inputs::route_files(object)
+                .map(|path| files.get(path))
+                .zip(&self.files)
+                .all(|(now, then)| same(now, then.as_ref()))
+    }
 }
 
 impl RouteCache {
@@ -63,25 +95,39 @@ impl RouteCache {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// The entry for `object` if it still fits, taken out of the cache (not copied):
+    /// what is left unused becomes `previous`. An entry of the last compile that no
+    /// longer fits is kept as `previous` too, for a caller alternating between two
+    /// versions of a route.
+    fn take(
+        &mut self,
+        key: u64,
+        object: &Arc<crate::model::ApiServerRoute>,
+        files: &crate::inputs::Files,
+        gateway: u64,
+        sole: bool,
+        stale: &mut Vec<(u64, CachedRoute)>,
+    ) -> Option<CachedRoute> {
+        if let Some(entry) = self.entries.remove(&key) {
+            if entry.fits(object, files, gateway, sole) {
+                return Some(entry);
+            }
+            stale.push((key, entry));
+        }
+        self.previous
+            .remove(&key)
+            .filter(|entry| entry.fits(object, files, gateway, sole))
+    }
 }
 
-fn cache_key(
-    object: &crate::model::ApiServerRoute,
-    files: &crate::inputs::Files,
-    gateway: u64,
-    sole: bool,
-) -> u64 {
+/// Where a route's entry is kept: its namespace and name. Two routes whose keys
+/// collide only miss the cache; a hit is always confirmed by [`CachedRoute::fits`].
+fn cache_key(object: &crate::model::ApiServerRoute) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    // The object as serialized, straight into the hasher (a match is confirmed by
-    // comparing the objects).
-    crate::hashing::hash_serialized(&mut hasher, object);
-    for path in crate::inputs::route_files(object) {
-        path.hash(&mut hasher);
-        files.get(path).hash(&mut hasher);
-    }
-    gateway.hash(&mut hasher);
-    sole.hash(&mut hasher);
+    object.metadata.namespace.hash(&mut hasher);
+    object.metadata.name.hash(&mut hasher);
     hasher.finish()
 }
 
@@ -92,7 +138,8 @@ pub fn compile_cached(
     cache: &mut RouteCache,
 ) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errors = Errors::default();
-    let mut next = HashMap::new();
+    let mut next = HashMap::with_capacity(cache.entries.len());
+    let mut stale = Vec::new();
 
     let gateways: Vec<_> = inputs
         .objects
@@ -133,10 +180,6 @@ pub fn compile_cached(
         }
     };
 
-    let mut routes = Vec::new();
-    let mut ids: HashMap<RouteId, ObjectRef> = HashMap::new();
-    let mut hosts: HashMap<String, ObjectRef> = HashMap::new();
-    let mut destinations: HashMap<String, ObjectRef> = HashMap::new();
     // The default CONNECT destination names a namespace's kube-apiserver; it is only
     // unambiguous when the namespace holds one route.
     let mut per_namespace: HashMap<&str, usize> = HashMap::new();
@@ -145,6 +188,8 @@ pub fn compile_cached(
             *per_namespace.entry(route::namespace_of(route)).or_default() += 1;
         }
     }
+    // Each route on its own (from the cache where its inputs did not change)...
+    let mut resolved = Vec::new();
     for object in &inputs.objects {
         let Object::Route(object) = object else {
             continue;
@@ -152,66 +197,76 @@ pub fn compile_cached(
         let Some(gateway) = gateway.as_ref() else {
             continue;
         };
-        let object_ref = object.object_ref();
         let sole = per_namespace.get(route::namespace_of(object)) == Some(&1);
-        let key = cache_key(object, &inputs.files, gateway_key, sole);
-        // Taken out of the cache, not copied: what is left unused becomes `previous`.
-        let hit = cache
-            .entries
-            .remove(&key)
-            .or_else(|| cache.previous.remove(&key));
+        let key = cache_key(object);
+        let hit = cache.take(key, object, &inputs.files, gateway_key, sole, &mut stale);
         let cached = match hit {
-            Some(hit) if hit.object == *object => hit,
-            _ => {
+            Some(hit) => hit,
+            None => {
                 let mut route_errors = Errors::default();
                 let route = route::compile(object, &inputs.files, gateway, sole, &mut route_errors)
                     .map(Arc::new);
                 CachedRoute {
                     object: object.clone(),
+                    files: crate::inputs::route_files(object)
+                        .map(|path| inputs.files.get(path).cloned())
+                        .collect(),
+                    gateway: gateway_key,
+                    sole,
                     route,
                     errors: route_errors.into_vec(),
                 }
             }
         };
-        errors.extend(cached.errors.iter().cloned());
-        let route = cached.route.clone();
+        resolved.push((object, cached.route.clone(), cached.errors.clone()));
         next.insert(key, cached);
+    }
+    // ...then against each other: the first to claim an id, hostname or destination
+    // keeps it. The maps borrow from the routes and name the holder by its position;
+    // object references are only built for an error.
+    let mut ids: HashMap<&RouteId, usize> = HashMap::with_capacity(resolved.len());
+    let mut hosts: HashMap<&str, usize> = HashMap::with_capacity(resolved.len());
+    let mut destinations: HashMap<&str, usize> = HashMap::new();
+    let mut routes = Vec::with_capacity(resolved.len());
+    for (i, (object, route, route_errors)) in resolved.iter().enumerate() {
+        errors.extend(route_errors.iter().cloned());
         let Some(route) = route else {
             continue;
         };
-        if let Some(other) = ids.get(&route.id) {
+        let holder = |other: usize| resolved[other].0.object_ref().to_string();
+        if let Some(&other) = ids.get(&route.id) {
             errors.push(
-                &object_ref,
+                &object.object_ref(),
                 "metadata.name",
                 Problem::Conflict {
                     value: route.id.to_string(),
-                    other: other.to_string(),
+                    other: holder(other),
                 },
             );
             continue;
         }
         let mut conflict = false;
-        for (i, host) in route.hostnames.iter().enumerate() {
-            if let Some(other) = hosts.get(host) {
+        for (h, host) in route.hostnames.iter().enumerate() {
+            if let Some(&other) = hosts.get(host.as_str()) {
                 errors.push(
-                    &object_ref,
-                    format!("spec.hostnames[{i}]"),
+                    &object.object_ref(),
+                    format!("spec.hostnames[{h}]"),
                     Problem::Conflict {
                         value: host.clone(),
-                        other: other.to_string(),
+                        other: holder(other),
                     },
                 );
                 conflict = true;
             }
         }
         for destination in &route.destinations {
-            if let Some(other) = destinations.get(destination) {
+            if let Some(&other) = destinations.get(destination.as_str()) {
                 errors.push(
-                    &object_ref,
+                    &object.object_ref(),
                     "spec.destinations",
                     Problem::Conflict {
                         value: destination.clone(),
-                        other: other.to_string(),
+                        other: holder(other),
                     },
                 );
                 conflict = true;
@@ -221,23 +276,24 @@ pub fn compile_cached(
             continue;
         }
         for host in &route.hostnames {
-            hosts.insert(host.clone(), object_ref.clone());
+            hosts.insert(host, i);
         }
         for destination in &route.destinations {
-            destinations.insert(destination.clone(), object_ref.clone());
+            destinations.insert(destination, i);
         }
-        ids.insert(route.id.clone(), object_ref);
-        routes.push(route);
+        ids.insert(&route.id, i);
+        routes.push(route.clone());
     }
     // What this compile did not use stays one more compile (a rollout's two views
     // share one cache).
     cache.previous = std::mem::replace(&mut cache.entries, next);
+    cache.previous.extend(stale);
     if let (Some(gateway), Some(object), Scope::Whole) = (&gateway, gateways.first(), inputs.scope)
     {
         rollout::check_selection(
             &gateway.settings.rollout,
             inputs.objects.iter().filter_map(|o| match o {
-                Object::Route(r) => Some(r),
+                Object::Route(r) => Some(&**r),
                 Object::Gateway(_) => None,
             }),
             &object.object_ref(),

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use super::gateway::{parse_address, CompiledGateway};
 use super::tls;
@@ -183,7 +184,7 @@ fn compile_terminate(
     errors: &mut Errors,
 ) -> Option<(Terminate, u64)> {
     let before = errors.len();
-    let file = |field: &str, path: &str, errors: &mut Errors| -> Option<Vec<u8>> {
+    let file = |field: &str, path: &str, errors: &mut Errors| -> Option<Arc<[u8]>> {
         let reason = match files.get(path) {
             Some(Ok(bytes)) => return Some(bytes.clone()),
             Some(Err(reason)) => reason.clone(),

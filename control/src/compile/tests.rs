@@ -1,6 +1,9 @@
 //! Compile tests: valid input, and every kind of bad input naming object and field.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
 
 use crate::inputs::Inputs;
 use crate::model::parse_documents;
@@ -8,7 +11,7 @@ use crate::model::Balancing;
 use crate::{compile, Problem};
 
 struct Pki {
-    files: BTreeMap<String, Result<Vec<u8>, String>>,
+    files: crate::inputs::Files,
 }
 
 fn key_and_cert(
@@ -45,7 +48,7 @@ fn pki() -> Pki {
         ("other.key", other_key),
         ("garbage.pem", "not a pem".to_string()),
     ] {
-        files.insert(name.to_string(), Ok(content.into_bytes()));
+        files.insert(name.to_string(), Ok(content.into_bytes().into()));
     }
     files.insert(
         "missing.pem".into(),
@@ -597,7 +600,7 @@ fn cached_compile_reuses_unchanged_routes_and_rebuilds_changed_ones() {
     let good = inputs.files.get("srv.key").cloned();
     inputs
         .files
-        .insert("srv.key".into(), Ok(b"garbage".to_vec()));
+        .insert("srv.key".into(), Ok(b"garbage"[..].into()));
     let cached_errors = crate::compile::compile_cached(&inputs, &mut cache).unwrap_err();
     assert_eq!(cached_errors, compile(&inputs).unwrap_err());
     if let Some(good) = good {
@@ -702,8 +705,9 @@ fn health_checks_default_on_and_routes_override_them() {
 #[test]
 fn bad_health_settings_name_their_field() {
     let mut pki = pki();
-    pki.files.insert("empty-token".into(), Ok(b"  \n".to_vec()));
-    pki.files.insert("token".into(), Ok(b"s3cret\n".to_vec()));
+    pki.files
+        .insert("empty-token".into(), Ok(b"  \n"[..].into()));
+    pki.files.insert("token".into(), Ok(b"s3cret\n"[..].into()));
     for (gateway, route_health, field, words) in [
         (
             "health: {healthyThreshold: 0}",
@@ -810,8 +814,10 @@ fn the_admin_token_file_is_read_and_checked() {
         )
     };
     let mut good = inputs(&gateway("token"));
-    good.files
-        .insert("token".into(), Ok(b"  s3cret-token-0123456789\n".to_vec()));
+    good.files.insert(
+        "token".into(),
+        Ok(b"  s3cret-token-0123456789\n"[..].into()),
+    );
     let snapshot = compile(&good).unwrap();
     let token = snapshot.gateway.admin_token.unwrap();
     assert!(token.matches("s3cret-token-0123456789"));
@@ -819,7 +825,7 @@ fn the_admin_token_file_is_read_and_checked() {
     assert!(!format!("{token:?}").contains("s3cret"), "never printed");
 
     let mut short = inputs(&gateway("token"));
-    short.files.insert("token".into(), Ok(b"short".to_vec()));
+    short.files.insert("token".into(), Ok(b"short"[..].into()));
     let errs: Vec<String> = compile(&short)
         .unwrap_err()
         .iter()
@@ -833,4 +839,68 @@ fn the_admin_token_file_is_read_and_checked() {
         errs[0].contains("spec.admin.tokenFile") && errs[0].contains("cannot read"),
         "{errs:?}"
     );
+}
+
+/// One TLS handshake in memory; how it went (full or resumed), once the client has
+/// read the server's session tickets.
+fn handshake(
+    client: &Arc<rustls::ClientConfig>,
+    server: &Arc<rustls::ServerConfig>,
+) -> rustls::HandshakeKind {
+    let name = rustls::pki_types::ServerName::try_from("api.a.example.com").unwrap();
+    let mut c = rustls::ClientConnection::new(client.clone(), name).unwrap();
+    let mut s = rustls::ServerConnection::new(server.clone()).unwrap();
+    for _ in 0..10 {
+        let mut wire = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut wire).unwrap();
+        }
+        s.read_tls(&mut wire.as_slice()).unwrap();
+        s.process_new_packets().unwrap();
+        let mut wire = Vec::new();
+        while s.wants_write() {
+            s.write_tls(&mut wire).unwrap();
+        }
+        c.read_tls(&mut wire.as_slice()).unwrap();
+        c.process_new_packets().unwrap();
+    }
+    assert!(!c.is_handshaking());
+    c.handshake_kind().unwrap()
+}
+
+#[test]
+fn a_tls_session_resumes_on_its_routes_config_only() {
+    let files = pki().files;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = files["ca.pem"].as_ref().unwrap();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let client = Arc::new(
+        rustls::ClientConfig::builder_with_provider(crate::compile::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let text = format!(
+        "{GATEWAY}{}",
+        route("a", "api.a.example.com", "", "'127.0.0.1:1'")
+    );
+    let server = |text: &str| {
+        let snapshot = compile(&Inputs {
+            files: files.clone(),
+            ..inputs(text)
+        })
+        .unwrap();
+        let route = snapshot.route_for_sni("api.a.example.com").unwrap();
+        route.terminate().unwrap().server_tls.clone()
+    };
+    let first = server(&text);
+    assert_eq!(handshake(&client, &first), rustls::HandshakeKind::Full);
+    assert_eq!(handshake(&client, &first), rustls::HandshakeKind::Resumed);
+    // The route compiled again (its client CAs could have changed): a new scope.
+    let second = server(&text);
+    assert_eq!(handshake(&client, &second), rustls::HandshakeKind::Full);
+    assert_eq!(handshake(&client, &second), rustls::HandshakeKind::Resumed);
 }

@@ -165,6 +165,7 @@ pub(super) fn server_config(
             // The server's cipher-suite order, not the client's: the strongest suite a
             // client supports wins (rustls' order puts AEADs with forward secrecy first).
             config.ignore_client_order = true;
+            config.session_storage = super::sessions::server_store();
             Some((Arc::new(config), client_verifier))
         }
         Err(e) => {
@@ -256,6 +257,7 @@ pub(super) fn upstream_clients(
     };
     let finish = |mut config: rustls::ClientConfig| {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.resumption = super::sessions::upstream_resumption();
         Arc::new(config)
     };
     let anonymous = match builder() {

@@ -47,11 +47,16 @@ pub struct ObjectMeta {
 
 /// One parsed object of any kind apigate understands.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one GatewayConfig per configuration; the many routes are the small variant"
+)]
 pub enum Object {
     /// Gateway-wide settings.
     Gateway(GatewayConfig),
-    /// One API server behind apigate.
-    Route(ApiServerRoute),
+    /// One API server behind apigate; shared, so that a source building inputs
+    /// often (the Kubernetes source) and compile's route cache hold it without a copy.
+    Route(std::sync::Arc<ApiServerRoute>),
 }
 
 impl Object {

@@ -46,7 +46,7 @@ pub fn render_documents(objects: &[Object]) -> Result<String, serde_yaml::Error>
         out.push_str("---\n");
         out.push_str(&match object {
             Object::Gateway(g) => serde_yaml::to_string(g)?,
-            Object::Route(r) => serde_yaml::to_string(r)?,
+            Object::Route(r) => serde_yaml::to_string(&**r)?,
         });
     }
     Ok(out)
@@ -96,9 +96,8 @@ fn parse_object(value: serde_yaml::Value, doc_ref: &ObjectRef) -> Result<Object,
         "GatewayConfig" => {
             serde_path_to_error::deserialize::<_, GatewayConfig>(value).map(Object::Gateway)
         }
-        "ApiServerRoute" => {
-            serde_path_to_error::deserialize::<_, ApiServerRoute>(value).map(Object::Route)
-        }
+        "ApiServerRoute" => serde_path_to_error::deserialize::<_, ApiServerRoute>(value)
+            .map(|r| Object::Route(std::sync::Arc::new(r))),
         _ => {
             return Err(Box::new(ConfigError::new(
                 object_ref,

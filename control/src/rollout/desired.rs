@@ -8,6 +8,7 @@
 //! of its policy it serves.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::inputs::{Files, Inputs};
 use crate::model::{ApiServerRoute, GatewayConfig, Object};
@@ -19,7 +20,7 @@ use super::route_id;
 #[derive(Debug, Clone, Default)]
 pub struct Desired {
     pub(super) gateway: Option<GatewayConfig>,
-    pub(super) routes: BTreeMap<RouteId, ApiServerRoute>,
+    pub(super) routes: BTreeMap<RouteId, Arc<ApiServerRoute>>,
     /// Its content id, once computed ([`Desired::revision`]); reset by every change.
     pub(super) id: std::sync::OnceLock<String>,
 }
@@ -55,7 +56,7 @@ impl Desired {
 
     /// Its route objects.
     pub fn routes(&self) -> impl Iterator<Item = &ApiServerRoute> + Clone {
-        self.routes.values()
+        self.routes.values().map(|r| &**r)
     }
 
     /// Inputs that serve this policy with what applies at once taken from `live` (the
@@ -76,7 +77,9 @@ impl Desired {
         for (id, route) in &self.routes {
             let mut route = route.clone();
             if let Some(now) = live_desired.routes.get(id) {
-                route.spec.backends = now.spec.backends.clone();
+                if now.spec.backends != route.spec.backends {
+                    Arc::make_mut(&mut route).spec.backends = now.spec.backends.clone();
+                }
             }
             objects.push(Object::Route(route));
         }

@@ -212,6 +212,7 @@ impl Desired {
                 // Not served here: nothing to tighten.
                 continue;
             };
+            let mine = std::sync::Arc::make_mut(mine);
             for field in &change.fields {
                 match field {
                     RouteField::Hostnames if mine.spec.hostnames == was.spec.hostnames => {

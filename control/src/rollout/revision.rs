@@ -67,7 +67,7 @@ impl Desired {
                 .get(id)
                 .is_some_and(|n| super::diff::route_fields(n, route).is_empty());
             if !same {
-                out.insert(id.clone(), Some(route.clone()));
+                out.insert(id.clone(), Some((**route).clone()));
             }
         }
         for id in newest.routes.keys() {
@@ -92,7 +92,7 @@ impl Desired {
                         route.spec.backends = now.spec.backends.clone();
                         route.metadata.labels = now.metadata.labels.clone();
                     }
-                    out.routes.insert(id.clone(), route);
+                    out.routes.insert(id.clone(), std::sync::Arc::new(route));
                 }
                 None => {
                     out.routes.remove(id);

@@ -276,18 +276,18 @@ fn a_tightening_is_transplanted_into_the_stable_revision_unless_the_rollout_chan
 fn staging_takes_replicas_and_file_contents_from_the_newest_inputs() {
     let old = Desired::of(&inputs(&two_routes(ON)));
     let mut live = inputs(&two_routes(ON).replace("127.0.0.1:6443", "127.0.0.9:6443"));
-    live.files.insert("new.pem".into(), Ok(b"new".to_vec()));
+    live.files.insert("new.pem".into(), Ok(b"new"[..].into()));
     let mut fallback = crate::inputs::Files::new();
-    fallback.insert("old.pem".into(), Ok(b"old".to_vec()));
-    fallback.insert("new.pem".into(), Ok(b"stale".to_vec()));
+    fallback.insert("old.pem".into(), Ok(b"old"[..].into()));
+    fallback.insert("new.pem".into(), Ok(b"stale"[..].into()));
     let staged = old.stage(&live, &fallback);
     let snapshot = compile(&staged).unwrap();
     assert_eq!(
         snapshot.route(&id("a")).unwrap().backends,
         vec!["127.0.0.9:6443".parse().unwrap()]
     );
-    assert_eq!(staged.files["new.pem"], Ok(b"new".to_vec()));
-    assert_eq!(staged.files["old.pem"], Ok(b"old".to_vec()));
+    assert_eq!(staged.files["new.pem"], Ok(b"new"[..].into()));
+    assert_eq!(staged.files["old.pem"], Ok(b"old"[..].into()));
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! directory can be moved as a whole.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::{parse_documents, Inputs};
 use crate::error::{ConfigError, ObjectRef, Problem};
@@ -72,8 +73,9 @@ pub fn load_file(path: &Path) -> Result<Inputs, Vec<ConfigError>> {
     let referenced: Vec<String> = inputs.objects.iter().flat_map(referenced_files).collect();
     for written in referenced {
         let resolved = base.join(&written);
-        let content =
-            std::fs::read(&resolved).map_err(|e| format!("{} ({})", e, resolved.display()));
+        let content = std::fs::read(&resolved)
+            .map(Arc::from)
+            .map_err(|e| format!("{} ({})", e, resolved.display()));
         inputs.files.insert(written, content);
     }
     Ok(inputs)

@@ -102,7 +102,7 @@ const STATUS_RETRY: Duration = Duration::from_secs(5);
 
 type Statuses = Option<
     Arc<(
-        BTreeMap<ObjectKey, Arc<RouteObject>>,
+        world::Table<RouteObject>,
         Arc<BTreeMap<ObjectKey, RouteReport>>,
     )>,
 >;

@@ -344,8 +344,17 @@ impl Reconciler {
         chosen: &[(ObjectKey, Choice)],
         current: &HashMap<ObjectKey, Arc<Translated>>,
     ) -> Inputs {
-        let mut inputs = base.clone();
-        inputs.scope = crate::inputs::Scope::Cluster;
+        let mut inputs = Inputs {
+            objects: base.objects.clone(),
+            scope: crate::inputs::Scope::Cluster,
+            files: Default::default(),
+        };
+        // Gathered, then built into the map in one sorted pass.
+        let mut files: Vec<(String, crate::inputs::FileContent)> = base
+            .files
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (key, choice) in chosen {
             let now = &current[key];
             let version: &Translated = match choice {
@@ -358,15 +367,14 @@ impl Reconciler {
                     .problems
                     .iter()
                     .any(|e| e.field.starts_with("spec.backendRef"));
-                if backends_resolved {
-                    object.spec.backends = now.object.spec.backends.clone();
+                if backends_resolved && object.spec.backends != now.object.spec.backends {
+                    Arc::make_mut(&mut object).spec.backends = now.object.spec.backends.clone();
                 }
             }
-            inputs
-                .files
-                .extend(version.files.iter().map(|(k, v)| (k.clone(), v.clone())));
+            files.extend(version.files.iter().map(|(k, v)| (k.clone(), v.clone())));
             inputs.objects.push(Object::Route(object));
         }
+        inputs.files = files.into_iter().collect();
         inputs
     }
 }

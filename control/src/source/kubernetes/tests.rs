@@ -418,15 +418,15 @@ fn secrets_pending_missing_keyless_and_present() {
     world.secrets.insert(
         serving.clone(),
         Arc::new(SecretState::Present(BTreeMap::from([
-            ("tls.crt".to_string(), b"not a certificate".to_vec()),
-            ("tls.key".to_string(), key_pem.clone()),
+            ("tls.crt".to_string(), b"not a certificate"[..].into()),
+            ("tls.key".to_string(), key_pem.clone().into()),
         ]))),
     );
     world.secrets.insert(
         ca.clone(),
         Arc::new(SecretState::Present(BTreeMap::from([(
             "ca.crt".to_string(),
-            cert.clone(),
+            cert.clone().into(),
         )]))),
     );
     let outcome = reconciler.reconcile(&base(), &world);
@@ -445,8 +445,8 @@ fn secrets_pending_missing_keyless_and_present() {
     world.secrets.insert(
         serving,
         Arc::new(SecretState::Present(BTreeMap::from([
-            ("tls.crt".to_string(), cert),
-            ("tls.key".to_string(), key_pem),
+            ("tls.crt".to_string(), cert.into()),
+            ("tls.key".to_string(), key_pem.into()),
         ]))),
     );
     let outcome = reconciler.reconcile(&base(), &world);

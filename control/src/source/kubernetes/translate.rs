@@ -18,9 +18,9 @@ use crate::model::{self, BackendsSpec, ObjectMeta, ServingTlsSpec, UpstreamSpec}
 #[derive(Debug, Clone, PartialEq)]
 pub struct Translated {
     /// The route as compile takes it.
-    pub object: model::ApiServerRoute,
+    pub object: std::sync::Arc<model::ApiServerRoute>,
     /// Secret keys by their stand-in file names.
-    pub files: BTreeMap<String, Result<Vec<u8>, String>>,
+    pub files: crate::inputs::Files,
     /// Reference problems, in the custom resource's field names.
     pub problems: Vec<ConfigError>,
     /// What the route waits for, if anything: neither accept nor reject it yet.
@@ -231,7 +231,7 @@ pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Transla
         },
     };
     Translated {
-        object,
+        object: object.into(),
         files,
         problems: errors.into_vec(),
         pending,

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 
 use super::crd::ApiServerRoute;
 use super::world::{
-    AclExtension, Endpoint, ObjectKey, RouteObject, SecretState, ServicePort, Slice, World,
+    AclExtension, Endpoint, ObjectKey, RouteObject, SecretState, ServicePort, Slice, Table, World,
 };
 
 /// The resources watched as a whole; each must finish its first list before apigate
@@ -182,25 +182,27 @@ enum Change<T> {
     Remove(ObjectKey),
 }
 
-/// A [`Change`] applied to a whole-resource table. Always worth a reconcile. A value
-/// equal to the one held keeps the held allocation, so a reconcile sees it unchanged.
-fn table<T: PartialEq>(table: &mut BTreeMap<ObjectKey, Arc<T>>, change: Change<T>) -> bool {
+/// A [`Change`] applied to a whole-resource table; whether it is worth a reconcile
+/// (everything but an update to an equal value). A value equal to the one held keeps
+/// the held allocation, so a reconcile sees it unchanged.
+fn table<T: PartialEq>(table: &mut Table<T>, change: Change<T>) -> bool {
     match change {
         Change::Replace(all) => {
-            let mut old = std::mem::take(table);
+            let old = std::mem::take(table);
             *table = all
                 .into_iter()
                 .map(|(key, value)| {
-                    let kept = old.remove(&key).filter(|held| **held == value);
+                    let kept = old.get(&key).filter(|held| ***held == value).cloned();
                     let value = kept.unwrap_or_else(|| Arc::new(value));
                     (key, value)
                 })
                 .collect();
         }
         Change::Upsert(key, value) => {
-            if table.get(&key).is_none_or(|held| **held != value) {
-                table.insert(key, Arc::new(value));
+            if table.get(&key).is_some_and(|held| **held == value) {
+                return false;
             }
+            table.insert(key, Arc::new(value));
         }
         Change::Remove(key) => {
             table.remove(&key);
@@ -217,7 +219,7 @@ fn set_secret(slot: &mut Arc<SecretState>, state: SecretState) {
 }
 
 /// Routes: a change of status alone (our own writes) is recorded without a reconcile.
-fn routes(routes: &mut BTreeMap<ObjectKey, Arc<RouteObject>>, change: Change<RouteObject>) -> bool {
+fn routes(routes: &mut Table<RouteObject>, change: Change<RouteObject>) -> bool {
     if let Change::Upsert(key, new) = &change {
         if let Some(old) = routes.get_mut(key) {
             if old.generation == new.generation && old.spec == new.spec && old.labels == new.labels
@@ -410,7 +412,7 @@ fn secret(object: &Secret) -> Option<SecretState> {
         .data
         .iter()
         .flatten()
-        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .map(|(k, v)| (k.clone(), Arc::from(v.0.as_slice())))
         .collect();
     Some(SecretState::Present(data))
 }
@@ -710,7 +712,10 @@ impl SecretWatch {
         };
         {
             let mut world = shared.world();
-            world.secrets.retain(|key, _| wanted.contains(key));
+            // Only when one is gone: writing copies the table a reconcile still holds.
+            if world.secrets.keys().any(|key| !wanted.contains(key)) {
+                world.secrets.retain(|key, _| wanted.contains(key));
+            }
             for key in &added {
                 world
                     .secrets

@@ -96,7 +96,7 @@ pub enum SecretState {
     /// It does not exist.
     Absent,
     /// Its `data`.
-    Present(BTreeMap<String, Vec<u8>>),
+    Present(BTreeMap<String, Arc<[u8]>>),
 }
 
 /// A Gardener `Extension` of `spec.type: acl`.
@@ -109,22 +109,62 @@ pub struct AclExtension {
     pub provider_config: Option<serde_json::Value>,
 }
 
+/// One table of the world, copied on write. Taking the world for a reconcile shares
+/// every table; the first change to a table the reconcile still holds copies that
+/// table (its keys and `Arc`s, never the values), once. So taking the world costs
+/// nothing however large it is, and a change pays for at most the tables it touches.
+#[derive(Debug)]
+pub struct Table<T>(Arc<BTreeMap<ObjectKey, Arc<T>>>);
+
+impl<T> Clone for Table<T> {
+    fn clone(&self) -> Self {
+        Table(self.0.clone())
+    }
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table(Arc::default())
+    }
+}
+
+impl<T> std::ops::Deref for Table<T> {
+    type Target = BTreeMap<ObjectKey, Arc<T>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<T> FromIterator<(ObjectKey, Arc<T>)> for Table<T> {
+    fn from_iter<I: IntoIterator<Item = (ObjectKey, Arc<T>)>>(iter: I) -> Self {
+        Table(Arc::new(iter.into_iter().collect()))
+    }
+}
+
+/// Writing copies the table first while a reconcile still holds it.
+impl<T> std::ops::DerefMut for Table<T> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
 /// Everything watched, keyed by namespace/name. Values are shared (`Arc`): taking the
-/// world for a reconcile copies no Secret data, and a value the watches did not replace
-/// is the same allocation as before, which is how a reconcile knows what it need not
-/// translate again.
+/// world for a reconcile copies no Secret data (nor any table, see [`Table`]), and a
+/// value the watches did not replace is the same allocation as before, which is how a
+/// reconcile knows what it need not translate again.
 #[derive(Debug, Clone, Default)]
 pub struct World {
     /// `ApiServerRoute` objects.
-    pub routes: BTreeMap<ObjectKey, Arc<RouteObject>>,
+    pub routes: Table<RouteObject>,
     /// Services: their ports.
-    pub services: BTreeMap<ObjectKey, Arc<Vec<ServicePort>>>,
+    pub services: Table<Vec<ServicePort>>,
     /// EndpointSlices, keyed by the slice's own name.
-    pub slices: BTreeMap<ObjectKey, Arc<Slice>>,
+    pub slices: Table<Slice>,
     /// The Secrets routes reference, and only those.
-    pub secrets: BTreeMap<ObjectKey, Arc<SecretState>>,
+    pub secrets: Table<SecretState>,
     /// Gardener `acl` Extensions.
-    pub extensions: BTreeMap<ObjectKey, Arc<AclExtension>>,
+    pub extensions: Table<AclExtension>,
     /// The Extension API exists but its objects cannot be read now (not listed yet, or
     /// the watch is failing; set from the watches' health when the world is taken for
     /// a reconcile): a route whose allowlist would come from an Extension cannot be
@@ -199,4 +239,26 @@ pub fn secret_names(spec: &RouteSpec) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_world_keeps_its_tables_while_the_watches_write() {
+        let mut world = World::default();
+        let key = ObjectKey::new("ns", "a");
+        world
+            .secrets
+            .insert(key.clone(), Arc::new(SecretState::Absent));
+        let taken = world.clone();
+        *world.secrets.get_mut(&key).unwrap() = Arc::new(SecretState::Pending);
+        world
+            .secrets
+            .insert(ObjectKey::new("ns", "b"), Arc::new(SecretState::Absent));
+        assert_eq!(taken.secrets.len(), 1);
+        assert_eq!(*taken.secrets[&key], SecretState::Absent);
+        assert_eq!(*world.secrets[&key], SecretState::Pending);
+    }
 }
