@@ -143,8 +143,7 @@ pub mod route {
                 mode: RouteMode::Terminate,
                 backends: BackendsSpec {
                     static_addresses: backends.iter().map(|b| b.to_string()).collect(),
-                    discovered: false,
-                    draining: Vec::new(),
+                    source: Default::default(),
                 },
                 tls: None,
                 upstream: None,

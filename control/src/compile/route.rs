@@ -53,7 +53,7 @@ pub(super) fn compile(
     // one that does not parse is simply not shown as draining.
     let draining = spec
         .backends
-        .draining
+        .draining()
         .iter()
         .filter_map(|text| parse_address(text).ok())
         .filter(|addr| !backends.contains(addr))
@@ -399,7 +399,7 @@ fn compile_backends(
     errors: &mut Errors,
 ) -> Vec<std::net::SocketAddr> {
     let addresses = &spec.static_addresses;
-    if addresses.is_empty() && !spec.discovered {
+    if addresses.is_empty() && spec.source == crate::model::BackendSource::Static {
         errors.push(
             object_ref,
             "spec.backends.static",

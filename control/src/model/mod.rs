@@ -18,7 +18,9 @@ pub use gateway::{
 };
 pub use parse::{parse_documents, render_documents};
 pub use rollout::{CanarySpec, GatesSpec, RolloutSpec};
-pub use route::{ApiServerRoute, BackendsSpec, RouteMode, RouteSpec, ServingTlsSpec, UpstreamSpec};
+pub use route::{
+    ApiServerRoute, BackendSource, BackendsSpec, RouteMode, RouteSpec, ServingTlsSpec, UpstreamSpec,
+};
 
 use serde::Deserialize;
 

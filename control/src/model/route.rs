@@ -120,15 +120,35 @@ pub struct BackendsSpec {
     /// from EndpointSlices).
     #[serde(rename = "static")]
     pub static_addresses: Vec<String>,
-    /// Set by the Kubernetes source: the list comes from a Service's EndpointSlices, so
-    /// an empty list is a real state (every replica gone or not ready; requests get 503
-    /// until one is back), not a configuration mistake.
+    /// Where the list comes from, which decides what an empty list means. Never
+    /// written in a file: the Kubernetes source sets it.
     #[serde(skip)]
-    pub discovered: bool,
-    /// Set by the Kubernetes source: endpoints that are terminating. They get no new
-    /// requests; what they serve finishes, and they stay visible as draining.
-    #[serde(skip)]
-    pub draining: Vec<String>,
+    pub source: BackendSource,
+}
+
+/// Where a route's replica list comes from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum BackendSource {
+    /// Written in the configuration: an empty list is a mistake, and compile says so.
+    #[default]
+    Static,
+    /// A Service's EndpointSlices (the Kubernetes source): an empty list is a real
+    /// state (every replica gone or not ready; requests get 503 until one is back).
+    Discovered {
+        /// Endpoints that are terminating. They get no new requests; what they serve
+        /// finishes, and they stay visible as draining.
+        draining: Vec<String>,
+    },
+}
+
+impl BackendsSpec {
+    /// The terminating endpoints of a discovered list; none for a static one.
+    pub fn draining(&self) -> &[String] {
+        match &self.source {
+            BackendSource::Static => &[],
+            BackendSource::Discovered { draining } => draining,
+        }
+    }
 }
 
 /// Serving certificate and client authentication.

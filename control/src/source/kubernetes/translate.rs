@@ -12,7 +12,7 @@ use super::crd::{RouteSpec, SecretKeyRef, CERT_KEY, KEY_KEY, TOKEN_KEY};
 use super::world::{is_object_name, ObjectKey, RouteObject, SecretState, World};
 use crate::access::parse_gardener_acl;
 use crate::error::{ConfigError, Errors, ObjectRef, Problem};
-use crate::model::{self, BackendsSpec, ObjectMeta, ServingTlsSpec, UpstreamSpec};
+use crate::model::{self, BackendSource, BackendsSpec, ObjectMeta, ServingTlsSpec, UpstreamSpec};
 
 /// A route in the file form, with what it references.
 #[derive(Debug, Clone, PartialEq)]
@@ -250,11 +250,8 @@ fn backends(
     object_ref: &ObjectRef,
     errors: &mut Errors,
 ) -> (BackendsSpec, usize, usize) {
-    let mut out = BackendsSpec {
-        static_addresses: Vec::new(),
-        discovered: true,
-        draining: Vec::new(),
-    };
+    let mut out = Vec::new();
+    let mut draining = Vec::new();
     let service = ObjectKey::new(key.namespace.clone(), spec.backend_ref.service.clone());
     let Some(ports) = world.services.get(&service) else {
         errors.push(
@@ -265,7 +262,7 @@ fn backends(
                 reason: format!("Service {service} does not exist"),
             },
         );
-        return (out, 0, 0);
+        return (discovered(Vec::new(), Vec::new()), 0, 0);
     };
     let Some(port) = ports.iter().find(|p| p.port == spec.backend_ref.port) else {
         errors.push(
@@ -276,7 +273,7 @@ fn backends(
                 reason: format!("Service {service} has no such port"),
             },
         );
-        return (out, 0, 0);
+        return (discovered(Vec::new(), Vec::new()), 0, 0);
     };
     let (mut ready, mut unready) = (0, 0);
     for slice in world.slices_of(&service) {
@@ -296,8 +293,8 @@ fn backends(
                 unready += 1;
                 // A terminating endpoint finishes what it serves, visibly draining.
                 if let Some(text) = text.filter(|_| endpoint.terminating) {
-                    if !out.draining.contains(&text) {
-                        out.draining.push(text);
+                    if !draining.contains(&text) {
+                        draining.push(text);
                     }
                 }
                 continue;
@@ -305,18 +302,24 @@ fn backends(
             let Some(text) = text else {
                 continue;
             };
-            if !out.static_addresses.contains(&text) {
-                out.static_addresses.push(text);
+            if !out.contains(&text) {
+                out.push(text);
                 ready += 1;
             }
         }
     }
-    out.static_addresses.sort();
+    out.sort();
     // A pod ready in one slice and terminating in another is ready.
-    out.draining
-        .retain(|text| !out.static_addresses.contains(text));
-    out.draining.sort();
-    (out, ready, unready)
+    draining.retain(|text| !out.contains(text));
+    draining.sort();
+    (discovered(out, draining), ready, unready)
+}
+
+fn discovered(addresses: Vec<String>, draining: Vec<String>) -> BackendsSpec {
+    BackendsSpec {
+        static_addresses: addresses,
+        source: BackendSource::Discovered { draining },
+    }
 }
 
 /// The custom resource's name for a field compile reported in the file form's terms.
