@@ -121,6 +121,61 @@ impl RouteCache {
     }
 }
 
+/// Routes compiled at once, in order, on up to one thread per core: a first
+/// configuration of thousands of terminating routes spends most of its time building
+/// TLS configs, each independent of the others. A few routes (an ordinary change) are
+/// compiled on the calling thread.
+fn compile_routes(
+    jobs: &[(&Arc<crate::model::ApiServerRoute>, bool)],
+    files: &crate::inputs::Files,
+    gateway: &gateway::CompiledGateway,
+    gateway_key: u64,
+) -> Vec<CachedRoute> {
+    let one = |(object, sole): &(&Arc<crate::model::ApiServerRoute>, bool)| {
+        let mut errors = Errors::default();
+        let route = route::compile(object, files, gateway, *sole, &mut errors).map(Arc::new);
+        CachedRoute {
+            object: Arc::clone(object),
+            files: crate::inputs::route_files(object)
+                .map(|path| files.get(path).cloned())
+                .collect(),
+            gateway: gateway_key,
+            sole: *sole,
+            route,
+            errors: errors.into_vec(),
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if jobs.len() < PARALLEL_FROM || threads < 2 {
+        return jobs.iter().map(one).collect();
+    }
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = jobs
+            .chunks(jobs.len().div_ceil(threads))
+            .map(|part| {
+                let work = move || part.iter().map(one).collect::<Vec<_>>();
+                // A thread that cannot be started leaves its part to this one.
+                std::thread::Builder::new()
+                    .name("apigate-compile".into())
+                    .spawn_scoped(scope, work)
+                    .map_err(|_| part)
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|part| match part {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(part) => part.iter().map(one).collect(),
+            })
+            .collect()
+    })
+}
+
+/// Fewer routes to compile than this are compiled on the calling thread.
+pub(crate) const PARALLEL_FROM: usize = 64;
+
 /// Where a route's entry is kept: its namespace and name. Two routes whose keys
 /// collide only miss the cache; a hit is always confirmed by [`CachedRoute::fits`].
 fn cache_key(object: &crate::model::ApiServerRoute) -> u64 {
@@ -189,34 +244,28 @@ pub fn compile_cached(
         }
     }
     // Each route on its own (from the cache where its inputs did not change)...
-    let mut resolved = Vec::new();
-    for object in &inputs.objects {
-        let Object::Route(object) = object else {
+    let mut slots = Vec::new();
+    if let Some(gateway) = gateway.as_ref() {
+        for object in &inputs.objects {
+            let Object::Route(object) = object else {
+                continue;
+            };
+            let sole = per_namespace.get(route::namespace_of(object)) == Some(&1);
+            let key = cache_key(object);
+            let hit = cache.take(key, object, &inputs.files, gateway_key, sole, &mut stale);
+            slots.push((key, object, sole, hit));
+        }
+        let missing: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].3.is_none()).collect();
+        let jobs: Vec<_> = missing.iter().map(|&i| (slots[i].1, slots[i].2)).collect();
+        let built = compile_routes(&jobs, &inputs.files, gateway, gateway_key);
+        for (i, cached) in missing.into_iter().zip(built) {
+            slots[i].3 = Some(cached);
+        }
+    }
+    let mut resolved = Vec::with_capacity(slots.len());
+    for (key, object, _, cached) in slots {
+        let Some(cached) = cached else {
             continue;
-        };
-        let Some(gateway) = gateway.as_ref() else {
-            continue;
-        };
-        let sole = per_namespace.get(route::namespace_of(object)) == Some(&1);
-        let key = cache_key(object);
-        let hit = cache.take(key, object, &inputs.files, gateway_key, sole, &mut stale);
-        let cached = match hit {
-            Some(hit) => hit,
-            None => {
-                let mut route_errors = Errors::default();
-                let route = route::compile(object, &inputs.files, gateway, sole, &mut route_errors)
-                    .map(Arc::new);
-                CachedRoute {
-                    object: object.clone(),
-                    files: crate::inputs::route_files(object)
-                        .map(|path| inputs.files.get(path).cloned())
-                        .collect(),
-                    gateway: gateway_key,
-                    sole,
-                    route,
-                    errors: route_errors.into_vec(),
-                }
-            }
         };
         resolved.push((object, cached.route.clone(), cached.errors.clone()));
         next.insert(key, cached);

@@ -904,3 +904,38 @@ fn a_tls_session_resumes_on_its_routes_config_only() {
     assert_eq!(handshake(&client, &second), rustls::HandshakeKind::Full);
     assert_eq!(handshake(&client, &second), rustls::HandshakeKind::Resumed);
 }
+
+#[test]
+fn many_routes_compile_on_several_threads_with_errors_in_object_order() {
+    let count = 2 * super::PARALLEL_FROM;
+    let text = |broken: &[usize]| {
+        let mut text = GATEWAY.to_string();
+        for i in 0..count {
+            let backend = if broken.contains(&i) {
+                "'not-an-address'".to_string()
+            } else {
+                format!("'10.0.0.{}:443'", i % 250 + 1)
+            };
+            text += &route(
+                &format!("r{i}"),
+                &format!("api.r{i}.example.com"),
+                "",
+                &backend,
+            );
+        }
+        text
+    };
+    let snapshot = compile(&inputs(&text(&[]))).unwrap();
+    assert_eq!(snapshot.routes.len(), count);
+    let names: Vec<String> = errors_of(&text(&[count - 2, 3]))
+        .into_iter()
+        .map(|e| e.split(':').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "ApiServerRoute garden/r3".to_string(),
+            format!("ApiServerRoute garden/r{}", count - 2)
+        ]
+    );
+}

@@ -175,9 +175,13 @@ pub async fn run(
     loop {
         shared.changed.notified().await;
         let started = Instant::now();
-        while tokio::time::timeout(options.debounce, shared.changed.notified())
-            .await
-            .is_ok()
+        // Until the first configuration, nothing serves that a burst could disturb, and
+        // each list is applied whole: the first compile starts as soon as everything
+        // has listed, and the Secret watch as soon as the routes have.
+        while !first
+            && tokio::time::timeout(options.debounce, shared.changed.notified())
+                .await
+                .is_ok()
         {
             if started.elapsed() >= options.max_delay {
                 break;
