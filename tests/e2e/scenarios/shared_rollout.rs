@@ -6,6 +6,8 @@
 //!   the Lease and promotes at the recorded deadline, not a whole bake later, with a
 //!   `Promoted` Event;
 //! - an operator aborts the next rollout by setting `spec.action` on the object;
+//! - a deleted record is written again by the leader, the aborted revision still
+//!   withdrawn;
 //! - a bad revision (a wrong upstream server name, so 502s) on the canary route
 //!   freezes the rollout; the record says why, a `Frozen` Event is published, and the
 //!   canary route serves the stable revision again; `apigate rollout abort --record`
@@ -302,6 +304,30 @@ pub(crate) async fn leader_killed_mid_rollout_continues_from_the_record(
     ensure!(
         !events(&ctx, "Aborted")?.trim().is_empty(),
         "no Aborted Event"
+    );
+
+    // A deleted record is written again by the leader, with the same decision (the
+    // aborted revision still withdrawn).
+    admin_ok(
+        testbed,
+        &["-n", "default", "delete", "apigaterollout", RECORD],
+        None,
+    )?;
+    let deleted = Instant::now();
+    let rewritten = until_record(&ctx, "the record rewritten", Duration::from_secs(15), |r| {
+        r["phase"] == "Idle"
+    })
+    .await?;
+    println!(
+        "    deleted record written again after {} ms",
+        deleted.elapsed().as_millis()
+    );
+    ensure!(
+        rewritten["stableRevision"] == target
+            && rewritten["leader"] == aborted["leader"]
+            && rewritten["abortedRevision"] == aborted["abortedRevision"]
+            && !aborted["abortedRevision"].is_null(),
+        "the rewritten record is not the leader's decision: {rewritten}, before: {aborted}"
     );
 
     second.stop().await;
