@@ -1,4 +1,5 @@
-//! Compile objects into a [`Snapshot`]: a pure function, no I/O.
+//! Compile objects into a [`Snapshot`]: a pure function, no I/O (a large compile spreads
+//! over the cores; the result does not depend on how).
 //!
 //! Every problem in every object is reported in one pass. Nothing is published unless the
 //! whole input is valid: a bad config never replaces a good one.
@@ -145,10 +146,10 @@ fn compile_routes(
             errors: errors.into_vec(),
         }
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    if jobs.len() < PARALLEL_FROM || threads < 2 {
+    if jobs.len() < PARALLEL_FROM || cores() < 2 {
         return jobs.iter().map(one).collect();
     }
+    let threads = cores();
     std::thread::scope(|scope| {
         let parts: Vec<_> = jobs
             .chunks(jobs.len().div_ceil(threads))
@@ -171,6 +172,12 @@ fn compile_routes(
             })
             .collect()
     })
+}
+
+/// The cores this process may use (at most 8), asked of the OS once.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(8)))
 }
 
 /// Fewer routes to compile than this are compiled on the calling thread.
