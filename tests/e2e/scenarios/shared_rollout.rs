@@ -8,6 +8,8 @@
 //! - an operator aborts the next rollout by setting `spec.action` on the object;
 //! - a deleted record is written again by the leader, the aborted revision still
 //!   withdrawn;
+//! - a record no replica can rebuild keeps a new follower unready (it says why); once
+//!   it leads it falls back to what it sees and becomes ready;
 //! - a bad revision (a wrong upstream server name, so 502s) on the canary route
 //!   freezes the rollout; the record says why, a `Frozen` Event is published, and the
 //!   canary route serves the stable revision again; `apigate rollout abort --record`
@@ -114,21 +116,23 @@ async fn status(gateway: &KubeGateway) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_str(&body)?)
 }
 
+/// A replica of the e2e gateway with rollouts on, sharing the Lease and the record.
+fn replica_config(identity: &str) -> Replica {
+    Replica {
+        identity: identity.into(),
+        lease: LEASE.into(),
+        lease_duration: Duration::from_secs(3),
+        gateway_spec: format!(
+            "  rollout: {{enabled: true, bakeTime: {}s, gates: {{enabled: false}}}}\n",
+            BAKE.as_secs()
+        ),
+        ..Replica::default()
+    }
+}
+
+/// A replica started and ready.
 async fn replica(ctx: &Ctx, identity: &str) -> anyhow::Result<KubeGateway> {
-    let mut gateway = KubeGateway::replica(
-        &ctx.testbed,
-        Replica {
-            identity: identity.into(),
-            lease: LEASE.into(),
-            lease_duration: Duration::from_secs(3),
-            gateway_spec: format!(
-                "  rollout: {{enabled: true, bakeTime: {}s, gates: {{enabled: false}}}}\n",
-                BAKE.as_secs()
-            ),
-            ..Replica::default()
-        },
-    )
-    .await?;
+    let mut gateway = KubeGateway::replica(&ctx.testbed, replica_config(identity)).await?;
     gateway.start_source()?;
     let started = Instant::now();
     while gateway.readyz().await? != 200 {
@@ -331,10 +335,102 @@ pub(crate) async fn leader_killed_mid_rollout_continues_from_the_record(
     );
 
     second.stop().await;
+    unrebuildable_record_keeps_a_new_replica_unready_until_it_leads(&ctx).await?;
     for namespace in [CANARY_NS, STABLE_NS] {
         delete_route_and_namespace(&ctx, namespace)?;
     }
     Ok(())
+}
+
+/// A record whose stable revision no replica can rebuild (overwritten by hand): a new
+/// replica that follows it stays unready and says why; once it leads, it falls back to
+/// what it sees, writes that, and becomes ready.
+async fn unrebuildable_record_keeps_a_new_replica_unready_until_it_leads(
+    ctx: &Ctx,
+) -> anyhow::Result<()> {
+    const NOBODY: &str = "0000000000000000";
+    let testbed = &ctx.testbed;
+    // Someone else holds the Lease for an hour: the new replica follows.
+    admin_ok(
+        testbed,
+        &[
+            "-n",
+            "default",
+            "patch",
+            "lease",
+            LEASE,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"holderIdentity":"e2e-elsewhere","leaseDurationSeconds":3600}}"#,
+        ],
+        None,
+    )?;
+    let kubeconfig = std::path::PathBuf::from(testbed.get("KUBECONFIG_ADMIN")?);
+    let client = apigate::kubernetes::client(Some(&kubeconfig)).await?;
+    let records = ::kube::api::Api::<::kube::api::DynamicObject>::namespaced_with(
+        client,
+        "default",
+        &::kube::core::ApiResource::from_gvk_with_plural(
+            &::kube::core::GroupVersionKind::gvk("apigate.dev", "v1alpha1", "ApiGateRollout"),
+            "apigaterollouts",
+        ),
+    );
+    records
+        .patch_status(
+            RECORD,
+            &::kube::api::PatchParams::default(),
+            &::kube::api::Patch::Merge(serde_json::json!({"status": {"stableRevision": NOBODY}})),
+        )
+        .await?;
+
+    // Started by hand: `replica` waits for readiness.
+    let mut third = KubeGateway::replica(testbed, replica_config("e2e-d")).await?;
+    third.start_source()?;
+    let result = async {
+        let started = Instant::now();
+        loop {
+            let behind = status(&third).await?["behind"].clone();
+            if behind
+                .as_str()
+                .is_some_and(|why| why.contains("not the recorded stable revision"))
+            {
+                break;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "e2e-d never said it cannot rebuild the record: {behind}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // It keeps saying so, and stays unready, while it follows.
+        for _ in 0..20 {
+            let code = third.readyz().await?;
+            ensure!(
+                code != 200,
+                "e2e-d ready while serving no recorded revision"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        admin_ok(testbed, &["-n", "default", "delete", "lease", LEASE], None)?;
+        let led = until_record(ctx, "e2e-d leads", Duration::from_secs(20), |r| {
+            r["leader"] == "e2e-d" && r["stableRevision"] != NOBODY && r["phase"] == "Idle"
+        })
+        .await?;
+        let started = Instant::now();
+        while third.readyz().await? != 200 {
+            ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "e2e-d leads ({led}) but is not ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!("    unrebuildable record: follower unready; as leader it fell back and is ready");
+        Ok(())
+    }
+    .await;
+    third.stop().await;
+    result
 }
 
 /// The route goes now (a later scenario must not see it); its namespace in time.
