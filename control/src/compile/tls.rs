@@ -18,9 +18,13 @@ use crate::snapshot::{ClientIdentity, ClientVerifier, UpstreamClients};
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// The crypto provider apigate uses everywhere: ring, explicitly, so no process-wide
-/// default (or a second provider pulled in by a dependency) can change it.
+/// default (or a second provider pulled in by a dependency) can change it. One for the
+/// process: every route's TLS configs share it (a provider per config was about 1 KiB
+/// per route).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: std::sync::LazyLock<Arc<CryptoProvider>> =
+        std::sync::LazyLock::new(|| Arc::new(rustls::crypto::ring::default_provider()));
+    PROVIDER.clone()
 }
 
 fn certificates(
