@@ -1,6 +1,5 @@
 //! Compile tests: valid input, and every kind of bad input naming object and field.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -38,7 +37,7 @@ fn pki() -> Pki {
     let (srv_pem, srv_key, _, _) = key_and_cert("api.a.example.com", Some((&ca, &ca_key)));
     let (fp_pem, fp_key, _, _) = key_and_cert("apigate-front-proxy", Some((&ca, &ca_key)));
     let (_, other_key, _, _) = key_and_cert("other", Some((&ca, &ca_key)));
-    let mut files = BTreeMap::new();
+    let mut files = crate::inputs::Files::new();
     for (name, content) in [
         ("ca.pem", ca_pem),
         ("srv.pem", srv_pem),

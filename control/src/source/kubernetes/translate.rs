@@ -6,8 +6,6 @@
 //! compile. Reference problems (a missing Service, Secret or key) are reported here, in
 //! the custom resource's own field names.
 
-use std::collections::BTreeMap;
-
 use super::crd::{RouteSpec, SecretKeyRef, CERT_KEY, KEY_KEY, TOKEN_KEY};
 use super::world::{is_object_name, ObjectKey, RouteObject, SecretState, World};
 use crate::access::parse_gardener_acl;
@@ -64,7 +62,7 @@ pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Transla
     let object_ref = route_ref(key);
     let spec = &route.spec;
     let mut errors = Errors::default();
-    let mut files = BTreeMap::new();
+    let mut files = crate::inputs::Files::new();
     let mut pending = None;
     let mut secret = |field: &str, name: &str, secret_key: &str, errors: &mut Errors| -> String {
         let file = secret_file(&key.namespace, name, secret_key);
