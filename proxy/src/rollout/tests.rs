@@ -480,6 +480,28 @@ spec:
     }
 
     #[tokio::test(start_paused = true)]
+    async fn at_most_64_events_wait_and_the_oldest_go_first() {
+        let (_, leader) = replica(&routes(""));
+        leader.lead(None, name());
+        // Each revision a new loosening: an Event each, none published meanwhile.
+        for i in 0..100 {
+            deliver(&leader, &routes(&format!(", w{i}-NAME.example.com")));
+        }
+        let newest = apigate_control::rollout::Desired::of(&inputs(&format!(
+            "{GATEWAY}{}",
+            routes(", w99-NAME.example.com")
+        )));
+        let events = leader.take_announcements();
+        assert_eq!(events.len(), 64);
+        let last = events.last().expect("events");
+        assert!(
+            last.note.contains(&newest.revision()),
+            "the newest Event is kept: {last:?}"
+        );
+        assert!(leader.take_announcements().is_empty(), "taken once");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_aborted_revision_stays_withdrawn_under_a_new_leader() {
         let (_, leader) = replica(&routes(""));
         let (follower_state, follower) = replica(&routes(""));
