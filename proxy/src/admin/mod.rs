@@ -240,6 +240,44 @@ mod tests {
         headers
     }
 
+    #[tokio::test]
+    async fn with_a_shared_rollout_record_actions_answer_409_with_the_kubectl_command() {
+        let base = apigate_control::inputs::Inputs {
+            objects: apigate_control::model::parse_documents(
+                "apiVersion: apigate.dev/v1alpha1\nkind: GatewayConfig\nmetadata: {name: gw}\nspec:\n  listeners: [{name: https, address: '127.0.0.1:0'}]\n  rollout: {enabled: true}\n",
+                "test.yaml",
+            )
+            .unwrap(),
+            scope: apigate_control::inputs::Scope::Cluster,
+            files: Default::default(),
+        };
+        let state = State::new(
+            apigate_control::compile(&base).unwrap(),
+            crate::metrics::Metrics::new(),
+        );
+        let record = crate::rollout::shared::RecordName {
+            namespace: "apigate-system".into(),
+            name: "gw".into(),
+        };
+        let admin = Admin {
+            rollout: Some(Rollout::for_kubernetes(state.clone(), base, Some(record))),
+            state,
+            readiness: Arc::new(Readiness::default()),
+        };
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let response = rollout_action(&admin, local, &hyper::Method::POST, &headers(None), "abort");
+        assert_eq!(response.status(), 409);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("kubectl -n apigate-system patch apigaterollout gw"),
+            "{body}"
+        );
+    }
+
     #[test]
     fn state_changing_actions_need_loopback_or_the_token() {
         let token = AdminToken("s3cret-token-0123456789".into());
