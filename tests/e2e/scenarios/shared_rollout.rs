@@ -10,6 +10,8 @@
 //!   withdrawn;
 //! - a record no replica can rebuild keeps a new follower unready (it says why); once
 //!   it leads it falls back to what it sees and becomes ready;
+//! - an action taken while the record's status cannot be written (an API front refuses
+//!   it) is cleared and taken once; its answer is written once writes work again;
 //! - a bad revision (a wrong upstream server name, so 502s) on the canary route
 //!   freezes the rollout; the record says why, a `Frozen` Event is published, and the
 //!   canary route serves the stable revision again; `apigate rollout abort --record`
@@ -347,6 +349,7 @@ pub(crate) async fn leader_killed_mid_rollout_continues_from_the_record(
 
     second.stop().await;
     unrebuildable_record_keeps_a_new_replica_unready_until_it_leads(&ctx).await?;
+    an_action_is_cleared_taken_once_and_its_answer_retried(&ctx).await?;
     for namespace in [CANARY_NS, STABLE_NS] {
         delete_route_and_namespace(&ctx, namespace)?;
     }
@@ -441,6 +444,105 @@ async fn unrebuildable_record_keeps_a_new_replica_unready_until_it_leads(
     }
     .await;
     third.stop().await;
+    result
+}
+
+/// An operator's action while the leader cannot write the record's status (an API
+/// front refuses it): the action is cleared from the spec and taken at once; the answer
+/// and the decision reach the record once writes work again, and the action is not
+/// taken a second time.
+async fn an_action_is_cleared_taken_once_and_its_answer_retried(ctx: &Ctx) -> anyhow::Result<()> {
+    let testbed = &ctx.testbed;
+    let front = apigate_e2e::front::FaultyFront::start(testbed).await?;
+    let mut leader = KubeGateway::replica(
+        testbed,
+        Replica {
+            client: Some(front.client()?),
+            ..replica_config("e2e-f")
+        },
+    )
+    .await?;
+    leader.start_source()?;
+    let result = async {
+        until_record(ctx, "e2e-f leads", Duration::from_secs(30), |r| {
+            r["leader"] == "e2e-f" && r["phase"] == "Idle"
+        })
+        .await?;
+        routes(ctx, 5)?;
+        let baking = until_record(ctx, "a rollout to abort", Duration::from_secs(20), |r| {
+            r["phase"] == "Baking"
+        })
+        .await?;
+        front.refuse(&[&format!(
+            "/apis/apigate.dev/v1alpha1/namespaces/default/apigaterollouts/{RECORD}/status"
+        )]);
+        admin_ok(
+            testbed,
+            &[
+                "-n",
+                "default",
+                "patch",
+                "apigaterollout",
+                RECORD,
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"action":"Abort"}}"#,
+            ],
+            None,
+        )?;
+        // Cleared from the spec and taken, although the record cannot say so yet.
+        let started = Instant::now();
+        loop {
+            let spec = admin_ok(
+                testbed,
+                &[
+                    "-n",
+                    "default",
+                    "get",
+                    "apigaterollout",
+                    RECORD,
+                    "-o",
+                    "jsonpath={.spec.action}",
+                ],
+                None,
+            )?;
+            let phase = status(&leader).await?["phase"].clone();
+            if spec.trim().is_empty() && phase == "idle" {
+                break;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "the action was not cleared and taken: spec.action {spec:?}, phase {phase}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let unanswered = record(ctx)?;
+        ensure!(
+            unanswered["phase"] == "Baking"
+                && unanswered["targetRevision"] == baking["targetRevision"],
+            "the record was written although its status was refused: {unanswered}"
+        );
+        front.refuse(&[]);
+        let answered = until_record(ctx, "the answer", Duration::from_secs(15), |r| {
+            r["phase"] == "Idle"
+                && r["lastAction"]["action"] == "Abort"
+                && r["lastAction"] != unanswered["lastAction"]
+        })
+        .await?;
+        ensure!(
+            answered["lastAction"]["result"] == "Done"
+                && answered["abortedRevision"] == baking["targetRevision"],
+            "taken once, and answered: {answered}"
+        );
+        println!(
+            "    action cleared and taken while the record could not be written; answered after"
+        );
+        Ok(())
+    }
+    .await;
+    leader.stop().await;
+    drop(front);
     result
 }
 
