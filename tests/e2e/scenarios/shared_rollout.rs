@@ -166,6 +166,26 @@ fn events(ctx: &Ctx, reason: &str) -> anyhow::Result<String> {
     )
 }
 
+/// An operator's abort, set on the record's `spec.action` as the README tells.
+fn abort_by_object(testbed: &apigate_e2e::Testbed) -> anyhow::Result<()> {
+    admin_ok(
+        testbed,
+        &[
+            "-n",
+            "default",
+            "patch",
+            "apigaterollout",
+            RECORD,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"action":"Abort"}}"#,
+        ],
+        None,
+    )?;
+    Ok(())
+}
+
 fn timestamp(value: &serde_json::Value) -> anyhow::Result<k8s_openapi::jiff::Timestamp> {
     value
         .as_str()
@@ -295,21 +315,7 @@ pub(crate) async fn leader_killed_mid_rollout_continues_from_the_record(
         |r| r["phase"] == "Baking",
     )
     .await?;
-    admin_ok(
-        testbed,
-        &[
-            "-n",
-            "default",
-            "patch",
-            "apigaterollout",
-            RECORD,
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"action":"Abort"}}"#,
-        ],
-        None,
-    )?;
+    abort_by_object(testbed)?;
     let aborted = until_record(&ctx, "abort", Duration::from_secs(10), |r| {
         r["phase"] == "Idle" && r["lastAction"]["result"] == "Done"
     })
@@ -476,21 +482,7 @@ async fn an_action_is_cleared_taken_once_and_its_answer_retried(ctx: &Ctx) -> an
         front.refuse(&[&format!(
             "/apis/apigate.dev/v1alpha1/namespaces/default/apigaterollouts/{RECORD}/status"
         )]);
-        admin_ok(
-            testbed,
-            &[
-                "-n",
-                "default",
-                "patch",
-                "apigaterollout",
-                RECORD,
-                "--type",
-                "merge",
-                "-p",
-                r#"{"spec":{"action":"Abort"}}"#,
-            ],
-            None,
-        )?;
+        abort_by_object(testbed)?;
         // Cleared from the spec and taken, although the record cannot say so yet.
         let started = Instant::now();
         loop {

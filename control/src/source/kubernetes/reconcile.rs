@@ -347,14 +347,8 @@ impl Reconciler {
         let mut inputs = Inputs {
             objects: base.objects.clone(),
             scope: crate::inputs::Scope::Cluster,
-            files: Default::default(),
+            files: base.files.clone(),
         };
-        // Gathered, then built into the map in one sorted pass.
-        let mut files: Vec<(String, crate::inputs::FileContent)> = base
-            .files
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
         for (key, choice) in chosen {
             let now = &current[key];
             let version: &Translated = match choice {
@@ -371,10 +365,11 @@ impl Reconciler {
                     Arc::make_mut(&mut object).spec.backends = now.object.spec.backends.clone();
                 }
             }
-            files.extend(version.files.iter().map(|(k, v)| (k.clone(), v.clone())));
+            inputs
+                .files
+                .extend(version.files.iter().map(|(k, v)| (k.clone(), v.clone())));
             inputs.objects.push(Object::Route(object));
         }
-        inputs.files = files.into_iter().collect();
         inputs
     }
 }
