@@ -22,8 +22,12 @@ const SERVER_SESSIONS: usize = 8192;
 /// upstream server name) with up to 8 tickets.
 const UPSTREAM_TICKETS: usize = 8;
 
-static SHARED: LazyLock<Arc<ServerSessionMemoryCache>> =
-    LazyLock::new(|| ServerSessionMemoryCache::new(SERVER_SESSIONS));
+static SHARED: LazyLock<Arc<ServerSessionMemoryCache>> = LazyLock::new(new_store);
+
+/// A store of the shared store's size.
+fn new_store() -> Arc<ServerSessionMemoryCache> {
+    ServerSessionMemoryCache::new(SERVER_SESSIONS)
+}
 
 static NEXT_SCOPE: AtomicU64 = AtomicU64::new(0);
 
@@ -63,10 +67,15 @@ impl StoresServerSessions for Scoped {
 
 /// A new scope of the shared store, for one server config.
 pub(super) fn server_store() -> Arc<dyn StoresServerSessions + Send + Sync> {
+    scope_of(&SHARED)
+}
+
+/// A new scope of `shared`.
+fn scope_of(shared: &Arc<ServerSessionMemoryCache>) -> Arc<dyn StoresServerSessions + Send + Sync> {
     let scope = NEXT_SCOPE.fetch_add(1, Ordering::Relaxed);
     Arc::new(Scoped {
         scope: scope.to_be_bytes(),
-        shared: SHARED.clone(),
+        shared: shared.clone(),
     })
 }
 
@@ -89,5 +98,22 @@ mod tests {
         assert_eq!(b.take(b"id"), None);
         assert_eq!(a.take(b"id").as_deref(), Some(&b"session"[..]));
         assert_eq!(a.get(b"id"), None);
+    }
+
+    #[test]
+    fn the_store_is_bounded_for_all_scopes_together_oldest_first() {
+        // A store like the shared one; filling the shared one would evict other tests'.
+        let store = new_store();
+        let (a, b) = (scope_of(&store), scope_of(&store));
+        a.put(b"first".to_vec(), b"s".to_vec());
+        for i in 0..SERVER_SESSIONS {
+            b.put(i.to_be_bytes().to_vec(), b"s".to_vec());
+        }
+        assert_eq!(
+            a.get(b"first"),
+            None,
+            "dropped to make room for another scope's"
+        );
+        assert!(b.get(&(SERVER_SESSIONS - 1).to_be_bytes()).is_some());
     }
 }
