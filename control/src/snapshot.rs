@@ -204,6 +204,39 @@ pub struct GatewaySettings {
     pub defaults: RouteSettings,
     /// How new revisions reach the routes (off by default).
     pub rollout: crate::rollout_settings::RolloutSettings,
+    /// HTTP/2 towards clients.
+    pub http2: Http2Settings,
+    /// Caps on open client connections.
+    pub connections: ConnectionLimits,
+}
+
+/// Caps on open client connections, with the defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionLimits {
+    /// All connections together.
+    pub max: usize,
+    /// Connections of one route.
+    pub per_route: usize,
+    /// Connections from one client address (`None`: no cap).
+    pub per_source: Option<usize>,
+}
+
+/// HTTP/2 towards clients, with the defaults applied. The advertised settings are
+/// fixed when the HTTP engine starts; the abuse bounds apply to each new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Http2Settings {
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub max_concurrent_streams: u32,
+    /// `SETTINGS_INITIAL_WINDOW_SIZE`.
+    pub initial_stream_window: u32,
+    /// The connection's receive window, raised by a WINDOW_UPDATE after the preface.
+    pub initial_connection_window: u32,
+    /// Stream resets a client may send within one second.
+    pub max_resets_per_second: u32,
+    /// Streams a client may reset before they are accepted (the HTTP/2 layer's bound).
+    pub max_pending_reset_streams: u32,
+    /// Control frames a client may send within one second (see `Http2Spec`).
+    pub max_control_frames_per_second: u32,
 }
 
 /// The verifier of a route's client certificates, kept apart from its server config

@@ -91,4 +91,20 @@ fn warn_restart_only(state: &State, snapshot: &Snapshot) {
             "idleTimeout or a larger maxRequestHeaderBytes takes effect for HTTP/2 connections on restart"
         );
     }
+    let (h2, was_h2) = (&new.http2, &was.http2);
+    if (
+        h2.max_concurrent_streams,
+        h2.initial_stream_window,
+        h2.initial_connection_window,
+        h2.max_pending_reset_streams,
+    ) != (
+        was_h2.max_concurrent_streams,
+        was_h2.initial_stream_window,
+        was_h2.initial_connection_window,
+        was_h2.max_pending_reset_streams,
+    ) {
+        tracing::warn!(
+            "http2 maxConcurrentStreams, window sizes and maxPendingResetStreams take effect on restart; the abuse bounds apply to new connections now"
+        );
+    }
 }

@@ -32,6 +32,9 @@ pub struct Metrics {
     /// Request heads the transport refused, by route and reason (`timeout`,
     /// `too_large`, `malformed`).
     pub head_refusals: IntCounterVec,
+    /// HTTP/2 client connections closed with GOAWAY `ENHANCE_YOUR_CALM`, by route and
+    /// reason (`rapid_reset`, `control_flood`).
+    pub http2_abuse: IntCounterVec,
     /// Backend ejections by backend.
     pub ejections: IntCounterVec,
     /// A backend's health state: 1 for the state it is in, 0 for the others
@@ -281,6 +284,12 @@ impl Metrics {
                 &registry,
                 "apigate_request_head_refusals_total",
                 "Request heads refused by the transport: too slow, too large or unparseable.",
+                &["route", "reason"],
+            ),
+            http2_abuse: counter(
+                &registry,
+                "apigate_http2_abuse_total",
+                "HTTP/2 client connections closed for too many stream resets or control frames.",
                 &["route", "reason"],
             ),
             ejections: counter(

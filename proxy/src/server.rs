@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apigate_control::inputs::Inputs;
-use apigate_control::snapshot::RouteSettings;
+use apigate_control::snapshot::GatewaySettings;
 use apigate_control::source::FileSource;
 use apigate_control::Snapshot;
 use pingora::apps::HttpServerOptions;
@@ -25,9 +25,6 @@ use crate::metrics::Metrics;
 use crate::rollout::shared::RecordName;
 use crate::rollout::Rollout;
 use crate::state::State;
-
-/// Concurrent streams a client may open on one HTTP/2 connection.
-const DOWNSTREAM_H2_MAX_STREAMS: u32 = 1000;
 
 /// The HTTP engine with apigate's hooks.
 type Engine = pingora::proxy::HttpProxy<Apigate>;
@@ -65,7 +62,8 @@ pub struct Running {
 }
 
 /// pingora's HTTP engine with apigate's hooks and the settings it fixes per process.
-fn engine(state: &Arc<State>, defaults: &RouteSettings) -> Arc<Engine> {
+fn engine(state: &Arc<State>, gateway: &GatewaySettings) -> Arc<Engine> {
+    let defaults = &gateway.defaults;
     // The forwarding core decides every retry; pingora's own loop must never stop it
     // earlier.
     let conf = Arc::new(ServerConf {
@@ -80,7 +78,13 @@ fn engine(state: &Arc<State>, defaults: &RouteSettings) -> Arc<Engine> {
     server_options.allow_connect_method_proxying = true;
     app.server_options = Some(server_options);
     let mut h2 = pingora::protocols::http::v2::server::H2Options::new();
-    h2.max_concurrent_streams(DOWNSTREAM_H2_MAX_STREAMS);
+    let settings = &gateway.http2;
+    h2.max_concurrent_streams(settings.max_concurrent_streams)
+        .initial_window_size(settings.initial_stream_window)
+        .initial_connection_window_size(settings.initial_connection_window)
+        .max_pending_accept_reset_streams(
+            usize::try_from(settings.max_pending_reset_streams).unwrap_or(usize::MAX),
+        );
     // The HTTP/2 layer refuses larger header lists itself (431 and a stream reset)
     // before decoding them fully; the hooks apply the route's current limit to what
     // passes. (pingora's default is 64 KiB; h2's own would be 16 MiB.)
@@ -167,7 +171,7 @@ pub async fn start_with(
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
 
-    let app = engine(&state, &gateway.defaults);
+    let app = engine(&state, &gateway);
 
     let connections = Arc::new(Connections::default());
     let mut bound = Vec::new();

@@ -13,6 +13,7 @@ use apigate_control::{Route, RouteId, Snapshot, SnapshotDiff};
 use arc_swap::ArcSwap;
 
 use crate::balance::{BackendRegistry, Load};
+use crate::conn::limits::SourceCounts;
 use crate::conn::registry::Connections;
 use crate::metrics::Metrics;
 use crate::peer_tls::PeerTls;
@@ -92,6 +93,8 @@ pub struct State {
     revision: AtomicU64,
     /// Admitted connections by route, re-checked at each swap that may revoke them.
     pub connections: Arc<Connections>,
+    /// Open connections by client address (`connections.maxPerSource`).
+    pub sources: Arc<SourceCounts>,
     draining: AtomicBool,
     /// Backend states shared across snapshots.
     pub backends: BackendRegistry,
@@ -121,6 +124,7 @@ impl State {
             active: ArcSwap::from_pointee(active),
             revision: AtomicU64::new(1),
             connections: Arc::default(),
+            sources: Arc::default(),
             draining: AtomicBool::new(false),
             backends,
             pools,

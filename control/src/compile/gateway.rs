@@ -9,9 +9,10 @@ use crate::access::compile_cidrs;
 use crate::error::{Errors, Problem};
 use crate::inputs::Files;
 use crate::model::Defaults;
-use crate::model::{Balancing, GatewayConfig, ProxyProtocolMode};
+use crate::model::{Balancing, ConnectionLimitsSpec, GatewayConfig, Http2Spec, ProxyProtocolMode};
 use crate::snapshot::{
-    AdminToken, Ejection, GatewaySettings, Listener, RouteSettings, SlowStart, Timeouts,
+    AdminToken, ConnectionLimits, Ejection, GatewaySettings, Http2Settings, Listener,
+    RouteSettings, SlowStart, Timeouts,
 };
 
 /// Default `access.maxCIDRsPerRoute`.
@@ -85,6 +86,117 @@ const SLOW_START_WINDOW: DurationSetting = setting(
 /// A percentage already checked to be at most 100.
 fn percent(value: u32) -> u8 {
     u8::try_from(value.min(100)).unwrap_or(100)
+}
+
+/// The largest HTTP/2 flow-control window (RFC 9113 §6.9.1).
+const MAX_WINDOW: u32 = (1 << 31) - 1;
+
+/// Resolve `spec.http2`: Gardener's Envoy settings by default.
+fn compile_http2(
+    spec: &Http2Spec,
+    object_ref: &crate::error::ObjectRef,
+    errors: &mut Errors,
+) -> Http2Settings {
+    let settings = Http2Settings {
+        max_concurrent_streams: count_in(
+            spec.max_concurrent_streams,
+            100,
+            1..=10_000,
+            "spec.http2.maxConcurrentStreams",
+            object_ref,
+            errors,
+        ),
+        initial_stream_window: count_in(
+            spec.initial_stream_window_bytes,
+            64 * 1024,
+            16 * 1024..=MAX_WINDOW,
+            "spec.http2.initialStreamWindowBytes",
+            object_ref,
+            errors,
+        ),
+        initial_connection_window: count_in(
+            spec.initial_connection_window_bytes,
+            1024 * 1024,
+            65_535..=MAX_WINDOW,
+            "spec.http2.initialConnectionWindowBytes",
+            object_ref,
+            errors,
+        ),
+        max_resets_per_second: count_in(
+            spec.max_resets_per_second,
+            100,
+            1..=100_000,
+            "spec.http2.maxResetsPerSecond",
+            object_ref,
+            errors,
+        ),
+        max_pending_reset_streams: count_in(
+            spec.max_pending_reset_streams,
+            20,
+            1..=10_000,
+            "spec.http2.maxPendingResetStreams",
+            object_ref,
+            errors,
+        ),
+        max_control_frames_per_second: count_in(
+            spec.max_control_frames_per_second,
+            100,
+            1..=100_000,
+            "spec.http2.maxControlFramesPerSecond",
+            object_ref,
+            errors,
+        ),
+    };
+    if settings.initial_connection_window < settings.initial_stream_window {
+        errors.push(
+            object_ref,
+            "spec.http2.initialConnectionWindowBytes",
+            Problem::Invalid {
+                value: settings.initial_connection_window.to_string(),
+                reason: "must not be smaller than initialStreamWindowBytes".into(),
+            },
+        );
+    }
+    settings
+}
+
+/// Resolve `spec.connections`; each cap at most the one above it.
+fn compile_connection_limits(
+    spec: &ConnectionLimitsSpec,
+    object_ref: &crate::error::ObjectRef,
+    errors: &mut Errors,
+) -> ConnectionLimits {
+    const MAX: u32 = 10_000_000;
+    let max = count_in(
+        spec.max,
+        100_000,
+        1..=MAX,
+        "spec.connections.max",
+        object_ref,
+        errors,
+    );
+    let per_route = count_in(
+        spec.max_per_route,
+        10_000.min(max),
+        1..=max,
+        "spec.connections.maxPerRoute",
+        object_ref,
+        errors,
+    );
+    let per_source = count_in(
+        spec.max_per_source,
+        0,
+        0..=per_route,
+        "spec.connections.maxPerSource",
+        object_ref,
+        errors,
+    );
+    let size = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+    ConnectionLimits {
+        max: size(max),
+        per_route: size(per_route),
+        per_source: (per_source > 0).then(|| size(per_source)),
+    }
 }
 
 /// Resolve `spec.defaults` into the settings every route gets, and the handshake
@@ -341,6 +453,8 @@ pub(super) fn compile(
 
     let health = super::health::compile_defaults(&spec.defaults.health, &object_ref, errors);
     let rollout = super::rollout::compile(spec.rollout.as_ref(), &object_ref, errors);
+    let http2 = compile_http2(&spec.http2, &object_ref, errors);
+    let connections = compile_connection_limits(&spec.connections, &object_ref, errors);
     if errors.len() != before {
         return None;
     }
@@ -354,6 +468,8 @@ pub(super) fn compile(
             handshake_timeout,
             defaults,
             rollout,
+            http2,
+            connections,
         },
         balancing: spec.defaults.balancing.unwrap_or_default(),
         always_allowed,

@@ -938,3 +938,127 @@ fn many_routes_compile_on_several_threads_with_errors_in_object_order() {
         ]
     );
 }
+
+#[test]
+fn http2_settings_default_to_gardeners_envoy_and_bad_values_name_their_field() {
+    let snapshot = compile(&inputs(GATEWAY)).unwrap();
+    let h2 = snapshot.gateway.http2;
+    assert_eq!(h2.max_concurrent_streams, 100);
+    assert_eq!(h2.initial_stream_window, 65536);
+    assert_eq!(h2.initial_connection_window, 1 << 20);
+    assert_eq!(h2.max_resets_per_second, 100);
+    assert_eq!(h2.max_pending_reset_streams, 20);
+    assert_eq!(h2.max_control_frames_per_second, 100);
+    for (setting, field) in [
+        ("maxConcurrentStreams: 0", "spec.http2.maxConcurrentStreams"),
+        (
+            "initialStreamWindowBytes: 100",
+            "spec.http2.initialStreamWindowBytes",
+        ),
+        (
+            "initialStreamWindowBytes: 2147483648",
+            "spec.http2.initialStreamWindowBytes",
+        ),
+        (
+            "initialConnectionWindowBytes: 1000",
+            "spec.http2.initialConnectionWindowBytes",
+        ),
+        ("maxResetsPerSecond: 0", "spec.http2.maxResetsPerSecond"),
+        (
+            "maxPendingResetStreams: 0",
+            "spec.http2.maxPendingResetStreams",
+        ),
+        (
+            "maxControlFramesPerSecond: 0",
+            "spec.http2.maxControlFramesPerSecond",
+        ),
+    ] {
+        let text = GATEWAY.replace("  admin:", &format!("  http2: {{{setting}}}\n  admin:"));
+        let errors = errors_of(&text);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(field) && e.contains("must be between")),
+            "{setting}: {errors:?}"
+        );
+    }
+    // A connection window below the stream window would leave the stream's unusable.
+    let text = GATEWAY.replace(
+        "  admin:",
+        "  http2: {initialStreamWindowBytes: 1048576, initialConnectionWindowBytes: 65535}\n  admin:",
+    );
+    let errors = errors_of(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.http2.initialConnectionWindowBytes")
+                && e.contains("initialStreamWindowBytes")),
+        "{errors:?}"
+    );
+    let text = GATEWAY.replace(
+        "  admin:",
+        "  http2: {maxConcurrentStreams: 250, initialStreamWindowBytes: 131072, maxResetsPerSecond: 7}\n  admin:",
+    );
+    let h2 = compile(&inputs(&text)).unwrap().gateway.http2;
+    assert_eq!(
+        (
+            h2.max_concurrent_streams,
+            h2.initial_stream_window,
+            h2.max_resets_per_second
+        ),
+        (250, 131072, 7)
+    );
+}
+
+#[test]
+fn connection_caps_default_on_per_source_off_and_nest() {
+    let limits = compile(&inputs(GATEWAY)).unwrap().gateway.connections;
+    assert_eq!(
+        (limits.max, limits.per_route, limits.per_source),
+        (100_000, 10_000, None)
+    );
+    let text = GATEWAY.replace(
+        "  admin:",
+        "  connections: {max: 500, maxPerRoute: 50, maxPerSource: 5}\n  admin:",
+    );
+    let limits = compile(&inputs(&text)).unwrap().gateway.connections;
+    assert_eq!(
+        (limits.max, limits.per_route, limits.per_source),
+        (500, 50, Some(5))
+    );
+    // A small global cap bounds the per-route default too.
+    let text = GATEWAY.replace("  admin:", "  connections: {max: 500}\n  admin:");
+    assert_eq!(
+        compile(&inputs(&text))
+            .unwrap()
+            .gateway
+            .connections
+            .per_route,
+        500
+    );
+    for (setting, field) in [
+        ("max: 0", "spec.connections.max"),
+        (
+            "{max: 100, maxPerRoute: 200}",
+            "spec.connections.maxPerRoute",
+        ),
+        (
+            "{maxPerRoute: 10, maxPerSource: 11}",
+            "spec.connections.maxPerSource",
+        ),
+    ] {
+        let setting = if setting.starts_with('{') {
+            setting.to_string()
+        } else {
+            format!("{{{setting}}}")
+        };
+        let text = GATEWAY.replace("  admin:", &format!("  connections: {setting}\n  admin:"));
+        let errors = errors_of(&text);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(field) && e.contains("must be between")),
+            "{setting}: {errors:?}"
+        );
+    }
+}

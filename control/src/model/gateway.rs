@@ -54,6 +54,65 @@ pub struct GatewaySpec {
     /// Canary rollouts of configuration revisions (off by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<super::RolloutSpec>,
+    /// HTTP/2 settings of client connections and the bounds on abusive clients.
+    #[serde(default)]
+    pub http2: Http2Spec,
+    /// Caps on open client connections.
+    #[serde(default)]
+    pub connections: ConnectionLimitsSpec,
+}
+
+/// Caps on open client connections (TLS, CONNECT and passthrough alike, from accept to
+/// close). A connection over a cap is closed at once and counted. They exist so that
+/// no one cluster's clients, and no one address, can take every connection the gateway
+/// can hold.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionLimitsSpec {
+    /// All connections together (default 100000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    /// Connections of one route (default 10000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_per_route: Option<u32>,
+    /// Connections from one client address, the PROXY address where one is given
+    /// (default 0: off, since a cluster's nodes often share one NAT address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_per_source: Option<u32>,
+}
+
+/// HTTP/2 towards clients. kube-apiserver's own HTTP/2 abuse guard cannot run behind a
+/// proxy that shares upstream connections (it closes the shared connection, cutting
+/// every watch on it), so apigate holds these lines for every replica behind it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Http2Spec {
+    /// Streams a client may have open on one connection (default 100, like Gardener's
+    /// Envoy; client-go opens another connection when it needs more).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<u32>,
+    /// Bytes a client may send on one stream before apigate reads them (default 65536).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_stream_window_bytes: Option<u32>,
+    /// Bytes a client may send on one connection, all streams together, before apigate
+    /// reads them (default 1048576).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_connection_window_bytes: Option<u32>,
+    /// Streams a client may reset within one second (default 100); one more closes the
+    /// connection with GOAWAY `ENHANCE_YOUR_CALM` (the "rapid reset" attack).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_resets_per_second: Option<u32>,
+    /// Streams a client may reset before apigate has taken them up (default 20, the
+    /// HTTP/2 library's own bound); one more closes the connection with GOAWAY
+    /// `ENHANCE_YOUR_CALM`. Applies on restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pending_reset_streams: Option<u32>,
+    /// Control frames a client may send within one second without a request (default
+    /// 100): PING, SETTINGS, PRIORITY, empty DATA, and WINDOW_UPDATEs beyond two per
+    /// DATA frame apigate sent it. One more closes the connection with GOAWAY
+    /// `ENHANCE_YOUR_CALM`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_control_frames_per_second: Option<u32>,
 }
 
 /// Allowlist settings shared by all routes.

@@ -99,4 +99,7 @@ fn at_once_from(gateway: &mut GatewayConfig, now: &GatewayConfig) {
     gateway.spec.admin = now.spec.admin.clone();
     gateway.spec.rollout = now.spec.rollout.clone();
     gateway.spec.access.max_cidrs_per_route = now.spec.access.max_cidrs_per_route;
+    // Per connection, not per route: nothing to try on canaries first.
+    gateway.spec.http2 = now.spec.http2.clone();
+    gateway.spec.connections = now.spec.connections.clone();
 }

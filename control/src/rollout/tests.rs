@@ -201,6 +201,24 @@ fn the_diff_names_each_changed_field() {
 }
 
 #[test]
+fn http2_settings_apply_at_once_and_never_roll_out() {
+    let old = two_routes(ON);
+    let new = old.replace(ON, &format!("{ON}  http2: {{maxResetsPerSecond: 5}}\n"));
+    let (diff, _) = change(&old, &new);
+    assert!(diff.is_empty(), "{diff:?}");
+    // Staged into whatever revision a route serves.
+    let staged = Desired::of(&inputs(&old)).stage(&inputs(&new), &Default::default());
+    assert_eq!(
+        compile(&staged)
+            .unwrap()
+            .gateway
+            .http2
+            .max_resets_per_second,
+        5
+    );
+}
+
+#[test]
 fn the_boundary_of_tightening_only() {
     let old = two_routes(ON);
     let narrower = gateway(ON)

@@ -7,20 +7,56 @@
 //! client that trickles a block (or a single frame of it) is cut off instead of
 //! holding the connection. Only frame headers are parsed; payloads are skipped by
 //! length, so the cost is per frame, not per byte.
+//!
+//! The same tracker reports every frame's header, for the abuse guard
+//! ([`super::h2_guard`]), and, started without a preface, follows the server → client
+//! direction to tell when apigate may put a frame of its own between the engine's.
 
 const PREFACE_LEN: usize = 24;
 const FRAME_HEADER_LEN: usize = 9;
-const HEADERS: u8 = 0x1;
+/// Frame types (RFC 9113 §6).
+pub const DATA: u8 = 0x0;
+/// HEADERS.
+pub const HEADERS: u8 = 0x1;
+/// PRIORITY.
+pub const PRIORITY: u8 = 0x2;
+/// RST_STREAM.
+pub const RST_STREAM: u8 = 0x3;
+/// SETTINGS.
+pub const SETTINGS: u8 = 0x4;
+/// PING.
+pub const PING: u8 = 0x6;
+/// GOAWAY.
+pub const GOAWAY: u8 = 0x7;
+/// WINDOW_UPDATE.
+pub const WINDOW_UPDATE: u8 = 0x8;
 const CONTINUATION: u8 = 0x9;
 const END_HEADERS: u8 = 0x4;
 
-/// A boundary found in a chunk.
+/// A frame's header: what the guard judges a frame by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHead {
+    /// Payload length.
+    pub length: usize,
+    /// Frame type.
+    pub kind: u8,
+    /// Flags.
+    pub flags: u8,
+    /// Stream identifier (reserved bit cleared).
+    pub stream: u32,
+}
+
+/// What a chunk held, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Boundary {
+    /// A frame header arrived (reported before the block boundary it may cause).
+    Frame(FrameHead),
     /// A header block began (its first frame header arrived).
     Started,
     /// The open header block is complete.
     Ended,
+    /// A GOAWAY's error code (its payload's bytes 4..8) arrived.
+    GoAway(u32),
 }
 
 /// Tracks frame boundaries of the client → server direction of one connection.
@@ -32,6 +68,8 @@ pub struct FrameTracker {
     payload_left: usize,
     /// The frame whose payload is being skipped ends the open header block.
     frame_ends_block: bool,
+    /// The first bytes of a GOAWAY payload being read (last-stream-id, error code).
+    goaway: Option<([u8; 8], usize)>,
     block_open: bool,
 }
 
@@ -43,6 +81,7 @@ impl Default for FrameTracker {
             header_len: 0,
             payload_left: 0,
             frame_ends_block: false,
+            goaway: None,
             block_open: false,
         }
     }
@@ -52,6 +91,20 @@ impl FrameTracker {
     /// A tracker at the start of a connection (before the client preface).
     pub fn new() -> Self {
         FrameTracker::default()
+    }
+
+    /// A tracker of the server → client direction, which has no preface.
+    pub fn outbound() -> Self {
+        FrameTracker {
+            preface_left: 0,
+            ..FrameTracker::default()
+        }
+    }
+
+    /// Whether every frame fed so far is complete: a frame written now would not land
+    /// inside another.
+    pub fn at_frame_boundary(&self) -> bool {
+        self.preface_left == 0 && self.header_len == 0 && self.payload_left == 0
     }
 
     /// Whether a header block is open.
@@ -69,6 +122,16 @@ impl FrameTracker {
         while !chunk.is_empty() {
             if self.payload_left > 0 {
                 let skip = self.payload_left.min(chunk.len());
+                if let Some((bytes, have)) = &mut self.goaway {
+                    let take = (bytes.len() - *have).min(skip);
+                    bytes[*have..*have + take].copy_from_slice(&chunk[..take]);
+                    *have += take;
+                    if *have == bytes.len() {
+                        let code = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+                        self.goaway = None;
+                        on(Boundary::GoAway(code));
+                    }
+                }
                 self.payload_left -= skip;
                 chunk = &chunk[skip..];
                 if self.payload_left == 0 {
@@ -89,6 +152,18 @@ impl FrameTracker {
                 | usize::from(self.header[2]);
             let kind = self.header[3];
             let flags = self.header[4];
+            let stream = u32::from_be_bytes([
+                self.header[5] & 0x7f,
+                self.header[6],
+                self.header[7],
+                self.header[8],
+            ]);
+            on(Boundary::Frame(FrameHead {
+                length,
+                kind,
+                flags,
+                stream,
+            }));
             let in_block = match kind {
                 HEADERS => {
                     if !self.block_open {
@@ -103,6 +178,8 @@ impl FrameTracker {
                 _ => false,
             };
             self.frame_ends_block = in_block && flags & END_HEADERS != 0;
+            // A shorter GOAWAY is a protocol error; its code is not reported.
+            self.goaway = (kind == GOAWAY && length >= 8).then_some(([0; 8], 0));
             self.payload_left = length;
             if length == 0 {
                 self.frame_done(&mut on);
@@ -135,7 +212,11 @@ mod tests {
         let mut tracker = FrameTracker::new();
         let mut seen = Vec::new();
         for part in parts {
-            tracker.feed(part, |b| seen.push(b));
+            tracker.feed(part, |b| {
+                if !matches!(b, Boundary::Frame(_)) {
+                    seen.push(b)
+                }
+            });
         }
         seen
     }
@@ -164,19 +245,85 @@ mod tests {
     }
 
     #[test]
+    fn every_frame_header_is_reported_and_boundaries_are_known_however_split() {
+        let bytes = connection();
+        for size in [1, 2, 5, 9, 10, 17, bytes.len()] {
+            let mut tracker = FrameTracker::new();
+            let mut heads = Vec::new();
+            for part in bytes.chunks(size) {
+                tracker.feed(part, |b| {
+                    if let Boundary::Frame(head) = b {
+                        heads.push((head.kind, head.stream, head.length));
+                    }
+                });
+            }
+            assert_eq!(
+                heads,
+                vec![
+                    (SETTINGS, 0, 6),
+                    (HEADERS, 1, 10),
+                    (CONTINUATION, 1, 5),
+                    (CONTINUATION, 1, 5),
+                    (DATA, 1, 20),
+                    (HEADERS, 3, 7)
+                ],
+                "chunks of {size}"
+            );
+            assert!(tracker.at_frame_boundary());
+        }
+        // Without a preface (the server's direction), and mid-frame.
+        let mut out = FrameTracker::outbound();
+        assert!(out.at_frame_boundary());
+        let data = frame(DATA, 0, 1, &[0; 30]);
+        out.feed(&data[..5], |_| {});
+        assert!(!out.at_frame_boundary(), "inside a header");
+        out.feed(&data[5..20], |_| {});
+        assert!(!out.at_frame_boundary(), "inside a payload");
+        out.feed(&data[20..], |_| {});
+        assert!(out.at_frame_boundary());
+        // A GOAWAY's error code is reported however its payload is split.
+        let goaway = frame(GOAWAY, 0, 0, &[0, 0, 0, 9, 0, 0, 0, 0xb, b'x']);
+        for size in [1, 3, 9, 10, 12, goaway.len()] {
+            let mut out = FrameTracker::outbound();
+            let mut codes = Vec::new();
+            for part in goaway.chunks(size) {
+                out.feed(part, |b| {
+                    if let Boundary::GoAway(code) = b {
+                        codes.push(code)
+                    }
+                });
+            }
+            assert_eq!(codes, vec![0xb], "chunks of {size}");
+        }
+        // The reserved bit is not part of the stream id.
+        let mut heads = Vec::new();
+        FrameTracker::outbound().feed(&frame(DATA, 0, 0x8000_0005, &[]), |b| {
+            if let Boundary::Frame(head) = b {
+                heads.push(head.stream)
+            }
+        });
+        assert_eq!(heads, vec![5]);
+    }
+
+    #[test]
     fn a_block_trickled_frame_by_frame_stays_open_until_end_headers() {
         let mut tracker = FrameTracker::new();
         let mut seen = Vec::new();
-        tracker.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", |b| seen.push(b));
+        let mut on = |b| {
+            if !matches!(b, Boundary::Frame(_)) {
+                seen.push(b)
+            }
+        };
+        tracker.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &mut on);
         let first = frame(HEADERS, 0, 1, &[1; 4]);
-        tracker.feed(&first[..10], |b| seen.push(b));
+        tracker.feed(&first[..10], &mut on);
         assert!(tracker.block_open());
-        tracker.feed(&first[10..], |b| seen.push(b));
+        tracker.feed(&first[10..], &mut on);
         for _ in 0..100 {
-            tracker.feed(&frame(CONTINUATION, 0, 1, &[1]), |b| seen.push(b));
+            tracker.feed(&frame(CONTINUATION, 0, 1, &[1]), &mut on);
         }
         assert!(tracker.block_open(), "no END_HEADERS yet");
-        tracker.feed(&frame(CONTINUATION, END_HEADERS, 1, &[]), |b| seen.push(b));
+        tracker.feed(&frame(CONTINUATION, END_HEADERS, 1, &[]), &mut on);
         assert!(!tracker.block_open());
         assert_eq!(seen, vec![Boundary::Started, Boundary::Ended]);
     }

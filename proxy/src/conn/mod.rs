@@ -3,11 +3,14 @@
 //! and the switch that closes it when a new configuration revokes it ([`KillSwitch`]).
 //!
 //! The transport bounds every request head in size and time ([`h1_head`],
-//! [`h2_frames`]) and writes apigate's own response where the engine would answer with
+//! [`h2_frames`]), bounds what an HTTP/2 client may send without requests
+//! ([`h2_guard`]) and writes apigate's own response where the engine would answer with
 //! one of its own before any request reached apigate's hooks.
 
 pub mod h1_head;
 pub mod h2_frames;
+pub mod h2_guard;
+pub mod limits;
 pub mod prefixed;
 pub mod registry;
 pub mod transport;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use apigate_control::{Route, RouteId};
 use rustls::pki_types::{CertificateDer, UnixTime};
 
+use super::limits::SourceSlot;
 use super::KillSwitch;
 
 /// The name that routed a connection.
@@ -101,19 +102,26 @@ impl Connections {
         }
     }
 
-    /// Register a connection of `route`; it stays registered until the returned
-    /// [`Registration`] is dropped (with the connection). Register *before* checking
-    /// the connection against the current configuration: a swap then either finds it
-    /// here or is already visible to that check.
+    /// Register a connection of `route`, unless the route has `max_per_route`
+    /// registered already; it stays registered, and keeps `source` counted, until the
+    /// returned [`Registration`] is dropped (with the connection). Register *before*
+    /// checking the connection against the current configuration: a swap then either
+    /// finds it here or is already visible to that check.
     pub fn register(
         self: &Arc<Self>,
-        route: RouteId,
-        listener: Arc<str>,
+        (route, listener): (RouteId, Arc<str>),
         client: Client,
-    ) -> (Arc<KillSwitch>, Registration) {
+        max_per_route: usize,
+        source: Option<SourceSlot>,
+    ) -> Option<(Arc<KillSwitch>, Registration)> {
         let kill = Arc::new(KillSwitch::default());
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().entry(route.clone()).or_default().insert(
+        let mut routes = self.lock();
+        let entries = routes.entry(route.clone()).or_default();
+        if entries.len() >= max_per_route {
+            return None;
+        }
+        entries.insert(
             id,
             Entry {
                 listener,
@@ -121,12 +129,14 @@ impl Connections {
                 kill: Arc::downgrade(&kill),
             },
         );
+        drop(routes);
         let registration = Registration {
             connections: self.clone(),
             route,
             id,
+            _source: source,
         };
-        (kill, registration)
+        Some((kill, registration))
     }
 
     /// Close every connection of `route` for which `verdict` gives a reason; returns
@@ -174,6 +184,7 @@ pub struct Registration {
     connections: Arc<Connections>,
     route: RouteId,
     id: u64,
+    _source: Option<SourceSlot>,
 }
 
 impl std::fmt::Debug for Registration {
@@ -232,13 +243,46 @@ mod tests {
         }
     }
 
+    fn register(
+        connections: &Arc<Connections>,
+        name: &str,
+        ip: &str,
+    ) -> (Arc<KillSwitch>, Registration) {
+        connections
+            .register((route(name), "https".into()), client(ip), usize::MAX, None)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_route_holds_at_most_its_cap_and_a_closed_connection_frees_its_slots() {
+        let connections = Arc::new(Connections::default());
+        let sources = Arc::new(super::super::limits::SourceCounts::default());
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let register = |name: &str| {
+            let slot = sources.hold(ip, usize::MAX);
+            connections.register((route(name), "https".into()), client("10.0.0.1"), 2, slot)
+        };
+        let first = register("a").unwrap();
+        let _second = register("a").unwrap();
+        assert!(register("a").is_none(), "a third on the same route");
+        let _other = register("b").expect("another route is not affected");
+        assert_eq!(sources.open(ip), 3, "the refused one holds no source slot");
+        drop(first);
+        assert_eq!(
+            sources.open(ip),
+            2,
+            "the source slot goes with the registration"
+        );
+        assert!(register("a").is_some(), "a slot was freed");
+    }
+
     #[test]
     fn a_revocation_closes_only_the_connections_its_verdict_names_on_its_route() {
         let connections = Arc::new(Connections::default());
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let (a1, _r1) = connections.register(route("a"), "https".into(), client("10.0.0.1"));
-        let (a2, _r2) = connections.register(route("a"), "https".into(), client("10.0.0.2"));
-        let (b1, _r3) = connections.register(route("b"), "https".into(), client("10.0.0.1"));
+        let (a1, _r1) = register(&connections, "a", "10.0.0.1");
+        let (a2, _r2) = register(&connections, "a", "10.0.0.2");
+        let (b1, _r3) = register(&connections, "b", "10.0.0.1");
         assert_eq!(connections.len(), 3);
         let revoked = connections.revoke(&route("a"), |c| {
             (c.remote == ip("10.0.0.1")).then_some("acl_revoked")
@@ -268,7 +312,7 @@ mod tests {
     #[test]
     fn a_connection_unregisters_when_it_ends() {
         let connections = Arc::new(Connections::default());
-        let (kill, registration) = connections.register(route("a"), "https".into(), client("::1"));
+        let (kill, registration) = register(&connections, "a", "::1");
         drop(registration);
         assert!(connections.is_empty());
         assert!(connections

@@ -17,6 +17,10 @@
 //! - **apigate's responses only**: where the engine answers an unparseable HTTP/1.1
 //!   request with a response of its own, before any request reached apigate's hooks,
 //!   the transport writes apigate's kube `Status` instead;
+//! - **HTTP/2 abuse**: frames a client sends without asking for anything (stream
+//!   resets, control frames) are bounded per second ([`super::h2_guard`]); beyond the
+//!   bound apigate writes a GOAWAY `ENHANCE_YOUR_CALM` between the engine's frames and
+//!   closes the connection;
 //! - **revocation**: a tripped [`KillSwitch`] fails the next read or write at once.
 
 use std::fmt;
@@ -27,6 +31,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use apigate_control::snapshot::Http2Settings;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -37,11 +42,12 @@ use pingora::protocols::{
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 
 use super::h1_head::{HeadScanner, Scan};
 use super::h2_frames::{Boundary, FrameTracker};
+use super::h2_guard::{Abuse, H2Guard, ENHANCE_YOUR_CALM};
 use super::prefixed::PrefixedStream;
 use super::registry::Registration;
 use super::{ClientAuth, ConnCtx, KillSwitch};
@@ -56,8 +62,17 @@ pub struct HeadLimits {
     pub timeout: Duration,
 }
 
-/// Counts what the transport refused, by reason (`timeout`, `too_large`, `malformed`).
-pub type HeadRefusals = Arc<dyn Fn(&'static str) + Send + Sync>;
+/// What the transport refused, for its counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// A request head: `timeout`, `too_large` or `malformed`.
+    Head(&'static str),
+    /// An HTTP/2 connection closed for abuse.
+    Http2(Abuse),
+}
+
+/// Counts what the transport refused.
+pub type Cuts = Arc<dyn Fn(Cut) + Send + Sync>;
 
 /// Where the client side of the connection is, HTTP/1.1.
 #[derive(Debug)]
@@ -74,7 +89,13 @@ enum H1Phase {
 #[derive(Debug)]
 enum Protocol {
     H1(H1Phase),
-    H2(FrameTracker),
+    H2 {
+        /// Client → server frames.
+        frames: FrameTracker,
+        /// Server → client frames: where apigate may put its GOAWAY.
+        out: FrameTracker,
+        guard: H2Guard,
+    },
 }
 
 /// What the write side does.
@@ -104,25 +125,32 @@ pub struct Conn {
     deadline: Pin<Box<Sleep>>,
     armed: bool,
     writes: Writes,
-    refused: HeadRefusals,
+    refused: Cuts,
 }
 
 impl Conn {
     /// Wrap a finished TLS stream. The first request head is due within
-    /// `limits.timeout` from now.
+    /// `limits.timeout` from now; an HTTP/2 client is held to `http2`'s bounds.
     pub fn new(
         tls: TlsStream<PrefixedStream>,
         ctx: Arc<ConnCtx>,
-        limits: HeadLimits,
+        (limits, http2): (HeadLimits, &Http2Settings),
         kill: Arc<KillSwitch>,
         registration: Registration,
-        refused: HeadRefusals,
+        refused: Cuts,
     ) -> io::Result<Self> {
         use std::os::fd::AsRawFd;
         let (stream, session) = tls.get_ref();
         let fd = stream.tcp().as_raw_fd();
         let (alpn, protocol) = match session.alpn_protocol() {
-            Some(b"h2") => (ALPN::H2, Protocol::H2(FrameTracker::new())),
+            Some(b"h2") => (
+                ALPN::H2,
+                Protocol::H2 {
+                    frames: FrameTracker::new(),
+                    out: FrameTracker::outbound(),
+                    guard: H2Guard::new(http2),
+                },
+            ),
             _ => (ALPN::H1, Protocol::H1(H1Phase::Head(HeadScanner::new()))),
         };
         let cipher = session
@@ -186,14 +214,39 @@ impl Conn {
 
     /// Account for `bytes` just read from the client; an error ends the connection.
     fn observe(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let Protocol::H2(frames) = &mut self.protocol else {
+        let Protocol::H2 {
+            frames, out, guard, ..
+        } = &mut self.protocol
+        else {
             return self.observe_h1(bytes);
         };
         let (mut started, mut ended) = (false, false);
+        let (mut now, mut abuse) = (None, None);
         frames.feed(bytes, |boundary| match boundary {
+            Boundary::Frame(head) if abuse.is_none() => {
+                let now = *now.get_or_insert_with(Instant::now);
+                abuse = guard.inbound(head, now).err();
+            }
+            Boundary::Frame(_) | Boundary::GoAway(_) => {}
             Boundary::Started => started = true,
             Boundary::Ended => ended = true,
         });
+        if let Some(abuse) = abuse {
+            (self.refused)(Cut::Http2(abuse));
+            self.armed = false;
+            // Between two of the engine's frames only; inside one, the connection
+            // closes without it (the engine writes whole frames, so this is rare).
+            if out.at_frame_boundary() {
+                self.writes = Writes::Own {
+                    bytes: guard.goaway(abuse).into(),
+                    written: 0,
+                };
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("HTTP/2 client closed: {}", abuse.label()),
+            ));
+        }
         let open = frames.block_open();
         if ended {
             self.armed = false;
@@ -234,7 +287,7 @@ impl Conn {
                 Ok(())
             }
             Scan::TooLarge => {
-                (self.refused)("too_large");
+                (self.refused)(Cut::Head("too_large"));
                 self.armed = false;
                 self.writes = Writes::Own {
                     bytes: Rejection::HeaderTooLarge(self.limits.max_bytes).http1_response(),
@@ -254,7 +307,7 @@ impl Conn {
             return None;
         }
         self.armed = false;
-        (self.refused)("timeout");
+        (self.refused)(Cut::Head("timeout"));
         Some(io::Error::new(
             io::ErrorKind::TimedOut,
             "request headers not received in time",
@@ -279,6 +332,31 @@ impl Conn {
         }
     }
 
+    /// Bytes the socket took from the engine: on HTTP/2, whole frames earn the
+    /// client's WINDOW_UPDATEs, and tell where a frame of apigate's own may go.
+    fn sent(&mut self, bytes: &[u8]) {
+        if let Protocol::H2 { out, guard, .. } = &mut self.protocol {
+            let mut calm = false;
+            out.feed(bytes, |boundary| match boundary {
+                Boundary::Frame(head) => guard.outbound(head),
+                Boundary::GoAway(code) => calm |= code == ENHANCE_YOUR_CALM,
+                Boundary::Started | Boundary::Ended => {}
+            });
+            if calm {
+                (self.refused)(Cut::Http2(Abuse::Http2Layer));
+            }
+        }
+    }
+
+    /// Fail a read with `error`. On HTTP/2 apigate's GOAWAY is written first: the
+    /// HTTP/2 layer drops a connection whose reads fail without writing anything more.
+    fn fail_read(&mut self, cx: &mut Context<'_>, error: io::Error) -> Poll<io::Result<()>> {
+        if matches!(self.protocol, Protocol::H2 { .. }) && self.poll_own(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Err(error))
+    }
+
     /// A response head written while no request is in apigate's hooks can only be the
     /// engine's own error for an unparseable HTTP/1.1 request: apigate answers instead.
     fn substitutes(&mut self, buf: &[u8]) -> bool {
@@ -294,7 +372,7 @@ impl Conn {
                 .and_then(|c| std::str::from_utf8(c).ok())
                 .and_then(|c| c.parse::<u16>().ok())
                 .unwrap_or(400);
-            (self.refused)("malformed");
+            (self.refused)(Cut::Head("malformed"));
             self.writes = Writes::Own {
                 bytes: Rejection::for_unparsed_request(code).http1_response(),
                 written: 0,
@@ -332,10 +410,8 @@ impl AsyncRead for Conn {
             return Poll::Ready(Err(revoked()));
         }
         if matches!(this.writes, Writes::Own { .. }) {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "request refused",
-            )));
+            let refused = io::Error::new(io::ErrorKind::InvalidData, "request refused");
+            return this.fail_read(cx, refused);
         }
         if let Some(e) = this.poll_deadline(cx) {
             return Poll::Ready(Err(e));
@@ -346,7 +422,7 @@ impl AsyncRead for Conn {
             let filled = buf.filled();
             let new = filled.get(before..).unwrap_or_default();
             if let Err(e) = this.observe(new) {
-                return Poll::Ready(Err(e));
+                return this.fail_read(cx, e);
             }
             // The deadline may have been armed by these bytes: register its waker.
             if let Some(e) = this.poll_deadline(cx) {
@@ -369,7 +445,11 @@ impl AsyncWrite for Conn {
         if self.substitutes(buf) {
             return Poll::Ready(Ok(buf.len()));
         }
-        Pin::new(&mut self.tls).poll_write(cx, buf)
+        let written = Pin::new(&mut self.tls).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            self.sent(buf.get(..n).unwrap_or(buf));
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -402,7 +482,18 @@ impl AsyncWrite for Conn {
                 return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
             }
         }
-        Pin::new(&mut self.tls).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.tls).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(mut n)) = written {
+            for buf in bufs {
+                if n == 0 {
+                    break;
+                }
+                let take = n.min(buf.len());
+                self.sent(&buf[..take]);
+                n -= take;
+            }
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

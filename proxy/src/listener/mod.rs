@@ -141,7 +141,8 @@ pub async fn serve(listener: TcpListener, settings: Listener, ctx: ListenerConte
 async fn handle(tcp: TcpStream, peer: SocketAddr, startup: &Listener, ctx: &ListenerContext) {
     let _ = tcp.set_nodelay(true);
     let accepted = Accepted::new(tcp, peer, ctx.name.clone(), startup, ctx.state.load());
-    let admitted = match pipeline::admit(accepted, &ctx.state).await {
+    let open = ctx.connections.open();
+    let admitted = match pipeline::admit(accepted, &ctx.state, open).await {
         Ok(admitted) => admitted,
         Err(refused) => return record::refused(&ctx.state, &refused),
     };

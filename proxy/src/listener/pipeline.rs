@@ -1,8 +1,9 @@
 //! The admission pipeline, one typed stage per step:
 //!
-//! [`Accepted`] → PROXY header → [`Addressed`] → (CONNECT listeners: destination →
+//! [`Accepted`] → total connection cap → PROXY header and per-source cap →
+//! [`Addressed`] → (CONNECT listeners: destination →
 //! [`Tunnelled`]) → ClientHello → [`Hello`] → route → [`Routed`] → allowlist and
-//! registration for revocation → [`Admitted`].
+//! registration for revocation (and the per-route cap) → [`Admitted`].
 //!
 //! Each stage consumes the previous stage's result, so no step can be skipped or run
 //! out of order, and ends a refused connection with one [`Refused`] that
@@ -22,8 +23,9 @@ use tokio::time::Instant;
 use super::client_hello::{self, HelloError};
 use super::connect::{self, ConnectError};
 use super::proxy_header::{self, ClientAddrs};
-use super::record::{self, Refusal, Refused};
+use super::record::{self, Limit, Refusal, Refused};
 use super::revocation;
+use crate::conn::limits::SourceSlot;
 use crate::conn::prefixed::PrefixedStream;
 use crate::conn::registry::{Registration, RoutedBy};
 use crate::conn::KillSwitch;
@@ -35,6 +37,9 @@ struct Admission {
     listener: Arc<str>,
     active: Arc<Active>,
     deadline: Instant,
+    /// The connection's place under `connections.maxPerSource`, once its address is
+    /// known (and a cap is configured).
+    source: Option<SourceSlot>,
 }
 
 impl Admission {
@@ -99,12 +104,25 @@ impl Accepted {
                 listener,
                 active,
                 deadline,
+                source: None,
             },
         }
     }
 
-    /// Read the PROXY header if the listener and the peer call for one.
-    pub async fn read_proxy_header(mut self) -> Result<Addressed, Box<Refused>> {
+    /// `connections.max`: `open` counts every connection open now, this one included.
+    pub fn within_total(self, open: usize) -> Result<Self, Box<Refused>> {
+        if open <= self.admission.active.snapshot.gateway.connections.max {
+            return Ok(self);
+        }
+        let addrs = ClientAddrs::direct(self.peer);
+        Err(self
+            .admission
+            .refuse(Refusal::OverLimit(Limit::Total), addrs, None))
+    }
+
+    /// Read the PROXY header if the listener and the peer call for one; then the
+    /// client address takes a place under `connections.maxPerSource`.
+    pub async fn read_proxy_header(mut self, state: &State) -> Result<Addressed, Box<Refused>> {
         let read = proxy_header::read(
             &mut self.tcp,
             self.peer,
@@ -113,23 +131,48 @@ impl Accepted {
             self.admission.deadline,
         )
         .await;
-        match read {
-            Ok((addrs, buffered)) => Ok(Addressed {
-                tcp: self.tcp,
-                addrs: ClientAddrs {
+        let (addrs, buffered) = match read {
+            Ok((addrs, buffered)) => (
+                ClientAddrs {
                     direct: addrs.direct,
                     remote: SocketAddr::new(addrs.remote.ip().to_canonical(), addrs.remote.port()),
                 },
                 buffered,
-                kind: self.kind,
-                admission: self.admission,
-            }),
-            Err(e) => Err(self.admission.refuse(
-                Refusal::ProxyHeader(e),
-                ClientAddrs::direct(self.peer),
-                None,
-            )),
+            ),
+            Err(e) => {
+                return Err(self.admission.refuse(
+                    Refusal::ProxyHeader(e),
+                    ClientAddrs::direct(self.peer),
+                    None,
+                ))
+            }
+        };
+        if let Some(max) = self
+            .admission
+            .active
+            .snapshot
+            .gateway
+            .connections
+            .per_source
+        {
+            match state.sources.hold(addrs.remote.ip(), max) {
+                Some(slot) => self.admission.source = Some(slot),
+                None => {
+                    return Err(self.admission.refuse(
+                        Refusal::OverLimit(Limit::Source),
+                        addrs,
+                        None,
+                    ))
+                }
+            }
         }
+        Ok(Addressed {
+            tcp: self.tcp,
+            addrs,
+            buffered,
+            kind: self.kind,
+            admission: self.admission,
+        })
     }
 }
 
@@ -326,6 +369,7 @@ impl Routed {
     /// revocation, which re-checks against the configuration current *now*. A refused
     /// client gets an `access_denied` alert.
     pub async fn admit(mut self, state: &Arc<State>) -> Result<Admitted, Box<Refused>> {
+        let source = self.admission.source.take();
         let decision = self
             .route
             .route
@@ -341,20 +385,20 @@ impl Routed {
         }
         let registered = revocation::register(
             state,
-            self.admission.listener.clone(),
-            self.route.route.id.clone(),
+            (self.admission.listener.clone(), self.route.route.id.clone()),
             self.addrs,
             self.routed_by.clone(),
+            source,
         );
         let (kill, registration) = match registered {
             Ok(registered) => registered,
-            Err(reason) => {
-                alert(&mut self.tcp, ACCESS_DENIED, self.admission.deadline).await;
-                return Err(self.admission.refuse(
-                    Refusal::Revoked(reason),
-                    self.addrs,
-                    Some(&self.route),
-                ));
+            Err(refusal) => {
+                if let Refusal::Revoked(_) = refusal {
+                    alert(&mut self.tcp, ACCESS_DENIED, self.admission.deadline).await;
+                }
+                return Err(self
+                    .admission
+                    .refuse(refusal, self.addrs, Some(&self.route)));
             }
         };
         record::admitted(
@@ -409,9 +453,17 @@ async fn alert(tcp: &mut TcpStream, description: u8, deadline: Instant) {
     let _ = tokio::time::timeout_at(deadline, tcp.write_all(&record)).await;
 }
 
-/// Run the whole pipeline for one accepted connection.
-pub async fn admit(accepted: Accepted, state: &Arc<State>) -> Result<Admitted, Box<Refused>> {
-    let addressed = accepted.read_proxy_header().await?;
+/// Run the whole pipeline for one accepted connection; `open` counts the connections
+/// open now, this one included.
+pub async fn admit(
+    accepted: Accepted,
+    state: &Arc<State>,
+    open: usize,
+) -> Result<Admitted, Box<Refused>> {
+    let addressed = accepted
+        .within_total(open)?
+        .read_proxy_header(state)
+        .await?;
     let hello = match addressed.kind() {
         ListenerKind::Tls => addressed.read_client_hello().await?,
         ListenerKind::Connect => addressed.open_tunnel().await?.read_client_hello().await?,

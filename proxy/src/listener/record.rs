@@ -43,6 +43,19 @@ pub enum Refusal {
     Revoked(&'static str),
     /// The TLS handshake failed (reason label) or timed out (`timeout`).
     Handshake(&'static str),
+    /// A connection cap (`spec.connections`) was reached.
+    OverLimit(Limit),
+}
+
+/// Which connection cap refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `connections.max`: all connections together.
+    Total,
+    /// `connections.maxPerRoute`.
+    Route,
+    /// `connections.maxPerSource`.
+    Source,
 }
 
 impl Refusal {
@@ -59,6 +72,9 @@ impl Refusal {
             Refusal::Denied(_) => "denied",
             Refusal::Revoked(_) => "revoked",
             Refusal::Handshake(_) => "handshake_failed",
+            Refusal::OverLimit(Limit::Total) => "limit_total",
+            Refusal::OverLimit(Limit::Route) => "limit_route",
+            Refusal::OverLimit(Limit::Source) => "limit_source",
         }
     }
 

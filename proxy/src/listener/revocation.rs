@@ -19,31 +19,36 @@ use std::sync::Arc;
 use apigate_control::RouteId;
 
 use super::proxy_header::ClientAddrs;
+use super::record::{Limit, Refusal};
+use crate::conn::limits::SourceSlot;
 use crate::conn::registry::{Client, Registration, RoutedBy};
 use crate::conn::KillSwitch;
 use crate::state::State;
 
-/// Register an admitted connection for revocation; refused with the reason when the
+/// Register an admitted connection for revocation (holding its source slot while it
+/// lives); refused when its route has `connections.maxPerRoute` open, or when the
 /// current configuration already revokes it.
 pub fn register(
     state: &Arc<State>,
-    listener: Arc<str>,
-    route: RouteId,
+    (listener, route): (Arc<str>, RouteId),
     addrs: ClientAddrs,
     routed_by: RoutedBy,
-) -> Result<(Arc<KillSwitch>, Registration), &'static str> {
+    source: Option<SourceSlot>,
+) -> Result<(Arc<KillSwitch>, Registration), Refusal> {
     let client = Client {
         direct: addrs.direct.ip(),
         remote: addrs.remote.ip(),
         routed_by,
         client_chain: None,
     };
+    let per_route = state.load().snapshot.gateway.connections.per_route;
     let registered = state
         .connections
-        .register(route.clone(), listener, client.clone());
+        .register((route.clone(), listener), client.clone(), per_route, source)
+        .ok_or(Refusal::OverLimit(Limit::Route))?;
     let active = state.load();
     if let Some(reason) = client.revoked_by(active.route(&route).map(|r| &*r.route)) {
-        return Err(reason);
+        return Err(Refusal::Revoked(reason));
     }
     Ok(registered)
 }

@@ -10,7 +10,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use super::pipeline::Admitted;
 use super::record::{self, Refusal, Refused};
 use super::ListenerContext;
-use crate::conn::transport::{Conn, HeadLimits, HeadRefusals};
+use crate::conn::transport::{Conn, Cut, Cuts, HeadLimits};
 use crate::conn::{ClientAuth, ConnCtx};
 use crate::identity::Identity;
 
@@ -89,19 +89,27 @@ pub async fn serve(admitted: Admitted, ctx: &ListenerContext) -> Result<(), Box<
     };
     let metrics = ctx.state.metrics.clone();
     let label = route.label.clone();
-    let refused: HeadRefusals = Arc::new(move |reason| {
-        metrics
+    let refused: Cuts = Arc::new(move |cut| match cut {
+        Cut::Head(reason) => metrics
             .head_refusals
             .with_label_values(&[&*label, reason])
-            .inc();
+            .inc(),
+        Cut::Http2(abuse) => {
+            tracing::info!(route = %label, peer = %addrs.remote, reason = abuse.label(), "HTTP/2 client closed with ENHANCE_YOUR_CALM");
+            metrics
+                .http2_abuse
+                .with_label_values(&[&*label, abuse.label()])
+                .inc()
+        }
     });
+    let http2 = ctx.state.load().snapshot.gateway.http2;
     let conn_ctx = Arc::new(ConnCtx::new(
         route.route.id.clone(),
         client,
         addrs.remote,
         kill.clone(),
     ));
-    let conn = match Conn::new(tls, conn_ctx, limits, kill, registration, refused) {
+    let conn = match Conn::new(tls, conn_ctx, (limits, &http2), kill, registration, refused) {
         Ok(conn) => conn,
         Err(e) => {
             tracing::warn!(error = %e, "could not prepare connection");

@@ -12,7 +12,7 @@ use apigate_test_support::config::{listener, millis, route, Config};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::support::{eventually, read_head, write_all, Harness, HOST, ROUTE};
+use crate::support::{eventually, read_head, write_all, Harness, HOST, OTHER_HOST, ROUTE};
 
 /// Trust PROXY headers from loopback on `name`, with `mode`.
 fn trust_loopback(config: &mut Config, name: &str, mode: ProxyProtocolMode) {
@@ -649,5 +649,81 @@ async fn dual_stack_listener_matches_ipv4_clients_against_ipv4_rules() {
         ),
         1.0
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_caps_per_source_route_and_total_close_only_the_connection_over_them() {
+    let h = Harness::start_with(1, |c| {
+        trust_loopback(c, "https", ProxyProtocolMode::Optional);
+        let backends = backends_of(c);
+        c.routes.push(route::terminate(
+            "other",
+            "garden-other",
+            &[OTHER_HOST],
+            &backends,
+        ));
+        c.gateway.spec.connections.max = Some(5);
+        c.gateway.spec.connections.max_per_route = Some(3);
+        c.gateway.spec.connections.max_per_source = Some(2);
+    })
+    .await;
+    let shoot = h.tls(None);
+    let other = ClientTls {
+        server_name: OTHER_HOST.into(),
+        ..h.tls(None)
+    };
+    // An open connection from `source` to the route `tls` names, or why not.
+    let open = |source: &'static str, tls: ClientTls| {
+        let addr = h.addr();
+        async move {
+            let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            tcp.write_all(&v1(source, 40000))
+                .await
+                .map_err(|e| e.to_string())?;
+            let client = H2Client::over(tcp, &tls).await.map_err(|e| e.to_string())?;
+            let status = client
+                .get("/version", &[])
+                .await
+                .map_err(|e| e.to_string())?
+                .status;
+            Ok::<_, String>((client, status))
+        }
+    };
+    // Counted just after the close the client sees.
+    let refused = |result: &'static str| {
+        let h = &h;
+        async move {
+            let counted = || metric(h, "apigate_connections_total", &[("result", result)]) == 1.0;
+            eventually(Duration::from_secs(5), counted).await
+        }
+    };
+
+    // Two from one address; a third from it is closed, one from elsewhere is not.
+    let (a1, _) = open("192.0.2.1", shoot.clone()).await.unwrap();
+    let (a2, _) = open("192.0.2.1", shoot.clone()).await.unwrap();
+    assert!(open("192.0.2.1", shoot.clone()).await.is_err());
+    assert!(refused("limit_source").await, "limit_source");
+    let (_b, _) = open("192.0.2.2", shoot.clone()).await.unwrap();
+    // The route holds three: a fourth is closed, the other route still admits.
+    assert!(open("192.0.2.3", shoot.clone()).await.is_err());
+    assert!(refused("limit_route").await, "limit_route");
+    let (_c, _) = open("192.0.2.3", other.clone()).await.unwrap();
+    let (_d, _) = open("192.0.2.4", other.clone()).await.unwrap();
+    // Five are open: a sixth is closed whatever it asks for.
+    assert!(open("192.0.2.5", other.clone()).await.is_err());
+    assert!(refused("limit_total").await, "limit_total");
+    // What was admitted keeps working; a closed connection frees its places.
+    assert_eq!(a2.get("/version", &[]).await.unwrap().status, 200);
+    drop(a1);
+    let mut admitted = false;
+    for _ in 0..50 {
+        if open("192.0.2.1", shoot.clone()).await.is_ok() {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(admitted, "the address and the route got their places back");
     h.stop().await;
 }

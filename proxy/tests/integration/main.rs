@@ -10,6 +10,7 @@ mod bad_input;
 mod balancing;
 mod failures;
 mod health;
+mod http2_abuse;
 mod identity;
 mod reload;
 mod rollout;
