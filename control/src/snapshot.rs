@@ -237,6 +237,14 @@ pub struct Http2Settings {
     pub max_pending_reset_streams: u32,
     /// Control frames a client may send within one second (see `Http2Spec`).
     pub max_control_frames_per_second: u32,
+    /// Silence from a client after which apigate sends a PING.
+    pub keepalive_interval: Duration,
+    /// Time a client has to answer that PING.
+    pub keepalive_timeout: Duration,
+    /// Interval of PINGs to replicas.
+    pub upstream_ping_interval: Duration,
+    /// Receive window of each upstream stream.
+    pub upstream_stream_window: u32,
 }
 
 /// The verifier of a route's client certificates, kept apart from its server config

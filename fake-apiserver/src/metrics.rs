@@ -28,6 +28,7 @@ pub(crate) struct Metrics {
     /// Unix time (ns) of the latest request counted in `requests`.
     last_request: AtomicU64,
     open_watches: Arc<AtomicU64>,
+    watch_events: AtomicU64,
     ready: AtomicBool,
     by_labels: Mutex<BTreeMap<RequestLabels, u64>>,
 }
@@ -81,6 +82,16 @@ impl Metrics {
         self.open_watches.load(Ordering::Relaxed)
     }
 
+    /// A watch event was handed to the HTTP layer (which asks for one only when the
+    /// client's flow-control window has room).
+    pub(crate) fn watch_event_sent(&self) {
+        self.watch_events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn watch_events(&self) -> u64 {
+        self.watch_events.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn set_ready(&self, ready: bool) -> bool {
         self.ready.swap(ready, Ordering::Relaxed)
     }
@@ -116,6 +127,11 @@ impl Metrics {
                 "fake_apiserver_requests_total",
                 "Requests received, health and metrics excluded.",
                 self.requests_total(),
+            ),
+            (
+                "fake_apiserver_watch_events_total",
+                "Watch events sent, all watches together.",
+                self.watch_events(),
             ),
             (
                 "fake_apiserver_ready",

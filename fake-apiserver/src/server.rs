@@ -114,6 +114,13 @@ impl Replica {
         self.shared.metrics.open_watches()
     }
 
+    /// Watch events sent so far, all watches together: a client (or proxy) that stops
+    /// reading stops this count, since the HTTP layer asks for the next event only when
+    /// the flow-control window has room.
+    pub fn watch_events(&self) -> u64 {
+        self.shared.metrics.watch_events()
+    }
+
     /// Stops accepting, closes every connection (watch streams and upgraded streams end)
     /// and resolves when all are gone, or after at most 2 s.
     pub async fn shutdown(self) {

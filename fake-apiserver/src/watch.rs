@@ -63,6 +63,7 @@ impl WatchBody {
         let rv = self.shared.next_resource_version();
         let name = format!("watch-{}", self.sent);
         self.sent += 1;
+        self.shared.metrics.watch_event_sent();
         let object = self
             .shared
             .catalog

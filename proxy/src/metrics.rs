@@ -35,6 +35,8 @@ pub struct Metrics {
     /// HTTP/2 client connections closed with GOAWAY `ENHANCE_YOUR_CALM`, by route and
     /// reason (`rapid_reset`, `control_flood`).
     pub http2_abuse: IntCounterVec,
+    /// HTTP/2 client connections closed because the client answered no PING, by route.
+    pub keepalive_timeouts: IntCounterVec,
     /// Backend ejections by backend.
     pub ejections: IntCounterVec,
     /// A backend's health state: 1 for the state it is in, 0 for the others
@@ -291,6 +293,12 @@ impl Metrics {
                 "apigate_http2_abuse_total",
                 "HTTP/2 client connections closed for too many stream resets or control frames.",
                 &["route", "reason"],
+            ),
+            keepalive_timeouts: counter(
+                &registry,
+                "apigate_http2_keepalive_timeouts_total",
+                "HTTP/2 client connections closed because the client answered no keepalive PING.",
+                &["route"],
             ),
             ejections: counter(
                 &registry,

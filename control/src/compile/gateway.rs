@@ -76,6 +76,25 @@ const MAX_EJECTION: DurationSetting = setting(
     DAY,
 );
 
+const KEEPALIVE_INTERVAL: DurationSetting = setting(
+    "keepaliveInterval",
+    Duration::from_secs(30),
+    Duration::from_millis(100),
+    HOUR,
+);
+const KEEPALIVE_TIMEOUT: DurationSetting = setting(
+    "keepaliveTimeout",
+    Duration::from_secs(10),
+    Duration::from_millis(100),
+    Duration::from_secs(300),
+);
+const UPSTREAM_PING_INTERVAL: DurationSetting = setting(
+    "upstreamPingInterval",
+    Duration::from_secs(30),
+    SECOND,
+    HOUR,
+);
+
 const SLOW_START_WINDOW: DurationSetting = setting(
     "slowStart.window",
     Duration::from_secs(30),
@@ -143,6 +162,36 @@ fn compile_http2(
             100,
             1..=100_000,
             "spec.http2.maxControlFramesPerSecond",
+            object_ref,
+            errors,
+        ),
+        keepalive_interval: KEEPALIVE_INTERVAL.resolve_at(
+            "spec.http2",
+            spec.keepalive_interval,
+            KEEPALIVE_INTERVAL.default(),
+            object_ref,
+            errors,
+        ),
+        keepalive_timeout: KEEPALIVE_TIMEOUT.resolve_at(
+            "spec.http2",
+            spec.keepalive_timeout,
+            KEEPALIVE_TIMEOUT.default(),
+            object_ref,
+            errors,
+        ),
+        upstream_ping_interval: UPSTREAM_PING_INTERVAL.resolve_at(
+            "spec.http2",
+            spec.upstream_ping_interval,
+            UPSTREAM_PING_INTERVAL.default(),
+            object_ref,
+            errors,
+        ),
+        // At most MAX_WINDOW / 100: the connection's window is 100 times this.
+        upstream_stream_window: count_in(
+            spec.upstream_stream_window_bytes,
+            256 * 1024,
+            16 * 1024..=16 * 1024 * 1024,
+            "spec.http2.upstreamStreamWindowBytes",
             object_ref,
             errors,
         ),

@@ -36,6 +36,11 @@ pub(super) const fn setting(
 }
 
 impl DurationSetting {
+    /// The value when unset.
+    pub(super) fn default(&self) -> Duration {
+        self.default
+    }
+
     /// The configured value or the default; out of range is recorded and the default used.
     pub(super) fn resolve(
         &self,

@@ -948,6 +948,13 @@ fn http2_settings_default_to_gardeners_envoy_and_bad_values_name_their_field() {
     assert_eq!(h2.initial_connection_window, 1 << 20);
     assert_eq!(h2.max_resets_per_second, 100);
     assert_eq!(h2.max_pending_reset_streams, 20);
+    assert_eq!(h2.keepalive_interval, std::time::Duration::from_secs(30));
+    assert_eq!(h2.keepalive_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(
+        h2.upstream_ping_interval,
+        std::time::Duration::from_secs(30)
+    );
+    assert_eq!(h2.upstream_stream_window, 256 * 1024);
     assert_eq!(h2.max_control_frames_per_second, 100);
     for (setting, field) in [
         ("maxConcurrentStreams: 0", "spec.http2.maxConcurrentStreams"),
@@ -971,6 +978,16 @@ fn http2_settings_default_to_gardeners_envoy_and_bad_values_name_their_field() {
         (
             "maxControlFramesPerSecond: 0",
             "spec.http2.maxControlFramesPerSecond",
+        ),
+        ("keepaliveInterval: 10ms", "spec.http2.keepaliveInterval"),
+        ("keepaliveTimeout: 1h", "spec.http2.keepaliveTimeout"),
+        (
+            "upstreamPingInterval: 0s",
+            "spec.http2.upstreamPingInterval",
+        ),
+        (
+            "upstreamStreamWindowBytes: 100000000",
+            "spec.http2.upstreamStreamWindowBytes",
         ),
     ] {
         let text = GATEWAY.replace("  admin:", &format!("  http2: {{{setting}}}\n  admin:"));

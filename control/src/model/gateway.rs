@@ -113,6 +113,24 @@ pub struct Http2Spec {
     /// `ENHANCE_YOUR_CALM`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_control_frames_per_second: Option<u32>,
+    /// After this long without a byte from a client, apigate sends it a PING (default
+    /// `30s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalive_interval: Option<Duration>,
+    /// A client that sends nothing back within this of a PING is gone: its connection
+    /// is closed (default `10s`). A quiet watch on a live client answers the PING.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalive_timeout: Option<Duration>,
+    /// Interval of PINGs on upstream HTTP/2 connections (default `30s`); a replica that
+    /// does not answer one within 5 s has its connection closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ping_interval: Option<Duration>,
+    /// Bytes a replica may send on one stream before apigate has passed them on to the
+    /// client (default 262144): what a client that stops reading makes apigate hold.
+    /// An upstream connection's window is 100 times this, one share per stream it may
+    /// carry, so a stalled stream never holds up the others on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_stream_window_bytes: Option<u32>,
 }
 
 /// Allowlist settings shared by all routes.

@@ -49,8 +49,9 @@ pub struct FrameHead {
 /// What a chunk held, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Boundary {
-    /// A frame header arrived (reported before the block boundary it may cause).
-    Frame(FrameHead),
+    /// A frame header arrived (reported before the block boundary it may cause), with
+    /// the frame's offset in the chunk fed when all of its header was in that chunk.
+    Frame(FrameHead, Option<usize>),
     /// A header block began (its first frame header arrived).
     Started,
     /// The open header block is complete.
@@ -114,6 +115,7 @@ impl FrameTracker {
 
     /// Feed the next bytes; `on` is called for each boundary, in order.
     pub fn feed(&mut self, mut chunk: &[u8], mut on: impl FnMut(Boundary)) {
+        let total = chunk.len();
         if self.preface_left > 0 {
             let skip = self.preface_left.min(chunk.len());
             self.preface_left -= skip;
@@ -139,6 +141,7 @@ impl FrameTracker {
                 }
                 continue;
             }
+            let whole_header = self.header_len == 0;
             let take = (FRAME_HEADER_LEN - self.header_len).min(chunk.len());
             self.header[self.header_len..self.header_len + take].copy_from_slice(&chunk[..take]);
             self.header_len += take;
@@ -158,12 +161,17 @@ impl FrameTracker {
                 self.header[7],
                 self.header[8],
             ]);
-            on(Boundary::Frame(FrameHead {
-                length,
-                kind,
-                flags,
-                stream,
-            }));
+            let at = total - chunk.len();
+            let start = whole_header.then(|| at - FRAME_HEADER_LEN);
+            on(Boundary::Frame(
+                FrameHead {
+                    length,
+                    kind,
+                    flags,
+                    stream,
+                },
+                start,
+            ));
             let in_block = match kind {
                 HEADERS => {
                     if !self.block_open {
@@ -213,7 +221,7 @@ mod tests {
         let mut seen = Vec::new();
         for part in parts {
             tracker.feed(part, |b| {
-                if !matches!(b, Boundary::Frame(_)) {
+                if !matches!(b, Boundary::Frame(..)) {
                     seen.push(b)
                 }
             });
@@ -252,7 +260,7 @@ mod tests {
             let mut heads = Vec::new();
             for part in bytes.chunks(size) {
                 tracker.feed(part, |b| {
-                    if let Boundary::Frame(head) = b {
+                    if let Boundary::Frame(head, _) = b {
                         heads.push((head.kind, head.stream, head.length));
                     }
                 });
@@ -281,6 +289,31 @@ mod tests {
         assert!(!out.at_frame_boundary(), "inside a payload");
         out.feed(&data[20..], |_| {});
         assert!(out.at_frame_boundary());
+        // Offsets of frames whose header is whole in the chunk fed.
+        let bytes = connection();
+        let mut starts = Vec::new();
+        let (first, rest) = bytes.split_at(24 + 9 + 6 + 4);
+        let mut tracker = FrameTracker::new();
+        for part in [first, rest] {
+            tracker.feed(part, |b| {
+                if let Boundary::Frame(head, start) = b {
+                    starts.push((head.kind, start));
+                }
+            });
+        }
+        // SETTINGS at 24 of the first chunk; the first HEADERS' header is split; then
+        // each frame's offset in the second chunk.
+        assert_eq!(
+            starts,
+            vec![
+                (SETTINGS, Some(24)),
+                (HEADERS, None),
+                (CONTINUATION, Some(5 + 10)),
+                (CONTINUATION, Some(5 + 10 + 14)),
+                (DATA, Some(5 + 10 + 28)),
+                (HEADERS, Some(5 + 10 + 28 + 29)),
+            ]
+        );
         // A GOAWAY's error code is reported however its payload is split.
         let goaway = frame(GOAWAY, 0, 0, &[0, 0, 0, 9, 0, 0, 0, 0xb, b'x']);
         for size in [1, 3, 9, 10, 12, goaway.len()] {
@@ -298,7 +331,7 @@ mod tests {
         // The reserved bit is not part of the stream id.
         let mut heads = Vec::new();
         FrameTracker::outbound().feed(&frame(DATA, 0, 0x8000_0005, &[]), |b| {
-            if let Boundary::Frame(head) = b {
+            if let Boundary::Frame(head, _) = b {
                 heads.push(head.stream)
             }
         });
@@ -310,7 +343,7 @@ mod tests {
         let mut tracker = FrameTracker::new();
         let mut seen = Vec::new();
         let mut on = |b| {
-            if !matches!(b, Boundary::Frame(_)) {
+            if !matches!(b, Boundary::Frame(..)) {
                 seen.push(b)
             }
         };

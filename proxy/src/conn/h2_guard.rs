@@ -173,6 +173,10 @@ mod tests {
             initial_connection_window: 1 << 20,
             max_resets_per_second: resets,
             max_pending_reset_streams: 20,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            upstream_ping_interval: Duration::from_secs(30),
+            upstream_stream_window: 256 * 1024,
             max_control_frames_per_second: control,
         }
     }

@@ -10,6 +10,7 @@
 pub mod h1_head;
 pub mod h2_frames;
 pub mod h2_guard;
+pub mod h2_keepalive;
 pub mod limits;
 pub mod prefixed;
 pub mod registry;

@@ -21,6 +21,9 @@
 //!   resets, control frames) are bounded per second ([`super::h2_guard`]); beyond the
 //!   bound apigate writes a GOAWAY `ENHANCE_YOUR_CALM` between the engine's frames and
 //!   closes the connection;
+//! - **dead HTTP/2 clients**: after `keepaliveInterval` of silence apigate sends a PING
+//!   ([`super::h2_keepalive`]); a client that answers nothing within
+//!   `keepaliveTimeout` is closed;
 //! - **revocation**: a tripped [`KillSwitch`] fails the next read or write at once.
 
 use std::fmt;
@@ -28,7 +31,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use apigate_control::snapshot::Http2Settings;
@@ -48,6 +51,7 @@ use tokio_rustls::server::TlsStream;
 use super::h1_head::{HeadScanner, Scan};
 use super::h2_frames::{Boundary, FrameTracker};
 use super::h2_guard::{Abuse, H2Guard, ENHANCE_YOUR_CALM};
+use super::h2_keepalive::{self, Keepalive, Tick};
 use super::prefixed::PrefixedStream;
 use super::registry::Registration;
 use super::{ClientAuth, ConnCtx, KillSwitch};
@@ -69,6 +73,8 @@ pub enum Cut {
     Head(&'static str),
     /// An HTTP/2 connection closed for abuse.
     Http2(Abuse),
+    /// An HTTP/2 client that did not answer a keepalive PING.
+    KeepaliveTimeout,
 }
 
 /// Counts what the transport refused.
@@ -89,13 +95,22 @@ enum H1Phase {
 #[derive(Debug)]
 enum Protocol {
     H1(H1Phase),
-    H2 {
-        /// Client → server frames.
-        frames: FrameTracker,
-        /// Server → client frames: where apigate may put its GOAWAY.
-        out: FrameTracker,
-        guard: H2Guard,
-    },
+    H2(Box<H2State>),
+}
+
+/// What the transport follows of an HTTP/2 connection.
+#[derive(Debug)]
+struct H2State {
+    /// Client → server frames.
+    frames: FrameTracker,
+    /// Server → client frames: where apigate may put a frame of its own.
+    out: FrameTracker,
+    guard: H2Guard,
+    keepalive: Keepalive,
+    /// When the keepalive next looks at the connection; polled while reads wait.
+    timer: Pin<Box<Sleep>>,
+    /// A keepalive PING being written, and how much of it is.
+    ping: Option<([u8; 17], usize)>,
 }
 
 /// What the write side does.
@@ -145,11 +160,14 @@ impl Conn {
         let (alpn, protocol) = match session.alpn_protocol() {
             Some(b"h2") => (
                 ALPN::H2,
-                Protocol::H2 {
+                Protocol::H2(Box::new(H2State {
                     frames: FrameTracker::new(),
                     out: FrameTracker::outbound(),
                     guard: H2Guard::new(http2),
-                },
+                    keepalive: Keepalive::new(http2.keepalive_interval, http2.keepalive_timeout),
+                    timer: Box::pin(tokio::time::sleep(http2.keepalive_interval)),
+                    ping: None,
+                })),
             ),
             _ => (ALPN::H1, Protocol::H1(H1Phase::Head(HeadScanner::new()))),
         };
@@ -212,22 +230,37 @@ impl Conn {
         }
     }
 
-    /// Account for `bytes` just read from the client; an error ends the connection.
-    fn observe(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let Protocol::H2 {
-            frames, out, guard, ..
-        } = &mut self.protocol
-        else {
-            return self.observe_h1(bytes);
+    /// Account for `bytes` just read from the client; returns how many of them, at
+    /// their front, the engine is to read (the ACKs of apigate's PINGs are taken out).
+    /// An error ends the connection.
+    fn observe(&mut self, bytes: &mut [u8]) -> io::Result<usize> {
+        let Protocol::H2(h2) = &mut self.protocol else {
+            return self.observe_h1(bytes).map(|()| bytes.len());
         };
+        let H2State {
+            frames,
+            out,
+            guard,
+            keepalive,
+            timer,
+            ..
+        } = &mut **h2;
+        if let Some(next) = keepalive.heard() {
+            timer.as_mut().reset(Instant::now() + next);
+        }
         let (mut started, mut ended) = (false, false);
         let (mut now, mut abuse) = (None, None);
-        frames.feed(bytes, |boundary| match boundary {
-            Boundary::Frame(head) if abuse.is_none() => {
+        let mut acks = Vec::new();
+        let chunk = &*bytes;
+        frames.feed(chunk, |boundary| match boundary {
+            Boundary::Frame(head, Some(start)) if h2_keepalive::is_our_ack(&head, chunk, start) => {
+                acks.push(start);
+            }
+            Boundary::Frame(head, _) if abuse.is_none() => {
                 let now = *now.get_or_insert_with(Instant::now);
                 abuse = guard.inbound(head, now).err();
             }
-            Boundary::Frame(_) | Boundary::GoAway(_) => {}
+            Boundary::Frame(..) | Boundary::GoAway(_) => {}
             Boundary::Started => started = true,
             Boundary::Ended => ended = true,
         });
@@ -255,7 +288,67 @@ impl Conn {
             // The first block keeps the deadline that started at the handshake.
             self.arm();
         }
-        Ok(())
+        Ok(h2_keepalive::strip(bytes, &acks))
+    }
+
+    /// While reads wait: the keepalive's timer, and its PING. An error when the client
+    /// did not answer.
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        if matches!(self.writes, Writes::Own { .. }) {
+            return None;
+        }
+        let Protocol::H2(h2) = &mut self.protocol else {
+            return None;
+        };
+        let H2State {
+            out,
+            keepalive,
+            timer,
+            ping,
+            ..
+        } = &mut **h2;
+        while timer.as_mut().poll(cx).is_ready() {
+            let next = match keepalive.tick(out.at_frame_boundary() && ping.is_none()) {
+                Tick::Wait(next) => next,
+                Tick::Ping(next) => {
+                    *ping = Some((h2_keepalive::ping_frame(), 0));
+                    next
+                }
+                Tick::Dead => {
+                    (self.refused)(Cut::KeepaliveTimeout);
+                    return Some(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "HTTP/2 client did not answer a PING within keepaliveTimeout",
+                    ));
+                }
+            };
+            timer.as_mut().reset(Instant::now() + next);
+        }
+        match self.poll_ping(cx) {
+            Poll::Ready(Err(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Write the keepalive PING in progress, if any, before anything else.
+    fn poll_ping(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Protocol::H2(h2) = &mut self.protocol else {
+            return Poll::Ready(Ok(()));
+        };
+        let ping = &mut h2.ping;
+        while let Some((frame, written)) = ping {
+            if *written == frame.len() {
+                *ping = None;
+                return Pin::new(&mut self.tls).poll_flush(cx);
+            }
+            match Pin::new(&mut self.tls).poll_write(cx, &frame[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn observe_h1(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -335,10 +428,11 @@ impl Conn {
     /// Bytes the socket took from the engine: on HTTP/2, whole frames earn the
     /// client's WINDOW_UPDATEs, and tell where a frame of apigate's own may go.
     fn sent(&mut self, bytes: &[u8]) {
-        if let Protocol::H2 { out, guard, .. } = &mut self.protocol {
+        if let Protocol::H2(h2) = &mut self.protocol {
+            let H2State { out, guard, .. } = &mut **h2;
             let mut calm = false;
             out.feed(bytes, |boundary| match boundary {
-                Boundary::Frame(head) => guard.outbound(head),
+                Boundary::Frame(head, _) => guard.outbound(head),
                 Boundary::GoAway(code) => calm |= code == ENHANCE_YOUR_CALM,
                 Boundary::Started | Boundary::Ended => {}
             });
@@ -351,7 +445,7 @@ impl Conn {
     /// Fail a read with `error`. On HTTP/2 apigate's GOAWAY is written first: the
     /// HTTP/2 layer drops a connection whose reads fail without writing anything more.
     fn fail_read(&mut self, cx: &mut Context<'_>, error: io::Error) -> Poll<io::Result<()>> {
-        if matches!(self.protocol, Protocol::H2 { .. }) && self.poll_own(cx).is_pending() {
+        if matches!(self.protocol, Protocol::H2(_)) && self.poll_own(cx).is_pending() {
             return Poll::Pending;
         }
         Poll::Ready(Err(error))
@@ -416,20 +510,38 @@ impl AsyncRead for Conn {
         if let Some(e) = this.poll_deadline(cx) {
             return Poll::Ready(Err(e));
         }
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.tls).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = result {
-            let filled = buf.filled();
-            let new = filled.get(before..).unwrap_or_default();
-            if let Err(e) = this.observe(new) {
-                return this.fail_read(cx, e);
+        loop {
+            let before = buf.filled().len();
+            match Pin::new(&mut this.tls).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Pending => {
+                    if let Some(e) = this.poll_keepalive(cx) {
+                        return this.fail_read(cx, e);
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             }
+            let read = buf.filled().len() - before;
+            if read == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let new = buf.filled_mut().get_mut(before..).unwrap_or_default();
+            let kept = match this.observe(new) {
+                Ok(kept) => kept,
+                Err(e) => return this.fail_read(cx, e),
+            };
+            buf.set_filled(before + kept);
             // The deadline may have been armed by these bytes: register its waker.
             if let Some(e) = this.poll_deadline(cx) {
                 return Poll::Ready(Err(e));
             }
+            // Only the ACK of apigate's PING: nothing for the engine, read on (an empty
+            // read would be the end of the stream).
+            if kept > 0 {
+                return Poll::Ready(Ok(()));
+            }
         }
-        result
     }
 }
 
@@ -445,6 +557,10 @@ impl AsyncWrite for Conn {
         if self.substitutes(buf) {
             return Poll::Ready(Ok(buf.len()));
         }
+        // A keepalive PING half written goes out whole before the engine's bytes.
+        if let Err(e) = ready!(self.poll_ping(cx)) {
+            return Poll::Ready(Err(e));
+        }
         let written = Pin::new(&mut self.tls).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = written {
             self.sent(buf.get(..n).unwrap_or(buf));
@@ -455,6 +571,9 @@ impl AsyncWrite for Conn {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if matches!(self.writes, Writes::Own { .. }) {
             return self.poll_own(cx);
+        }
+        if let Err(e) = ready!(self.poll_ping(cx)) {
+            return Poll::Ready(Err(e));
         }
         Pin::new(&mut self.tls).poll_flush(cx)
     }
@@ -481,6 +600,9 @@ impl AsyncWrite for Conn {
             if self.substitutes(first) {
                 return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
             }
+        }
+        if let Err(e) = ready!(self.poll_ping(cx)) {
+            return Poll::Ready(Err(e));
         }
         let written = Pin::new(&mut self.tls).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(mut n)) = written {

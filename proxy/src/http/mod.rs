@@ -44,11 +44,10 @@ use crate::upstream::{Attempts, Failure, NoReplica, Replay, ShutdownSignal, Verd
 
 /// Streams per upstream HTTP/2 connection before another connection is opened.
 const MAX_UPSTREAM_H2_STREAMS: usize = 100;
+/// The largest HTTP/2 flow-control window (RFC 9113 §6.9.1).
+const MAX_WINDOW: u32 = (1 << 31) - 1;
 /// Idle upstream connections are closed after this.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// HTTP/2 PING interval on upstream connections, so a dead replica is noticed even
-/// while only quiet watches run over it.
-const UPSTREAM_H2_PING: Duration = Duration::from_secs(30);
 
 /// apigate's HTTP proxy logic.
 pub struct Apigate {
@@ -355,7 +354,21 @@ impl ProxyHttp for Apigate {
         options.read_timeout = Some(silence);
         options.write_timeout = Some(silence);
         options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
-        options.h2_ping_interval = Some(UPSTREAM_H2_PING);
+        // So a dead replica is noticed even while only quiet watches run over it. A
+        // change applies to connections opened after it (pooled ones keep theirs).
+        let http2 = &routed.active.snapshot.gateway.http2;
+        options.h2_ping_interval = Some(http2.upstream_ping_interval);
+        // What a client that stops reading makes apigate hold per stream (pingora's
+        // default, 8 MiB, is also the connection's window: one stream left unread could
+        // take all of it). The connection's window has a share for each stream it may
+        // carry.
+        options.h2_stream_window_size = Some(http2.upstream_stream_window);
+        options.h2_connection_window_size = Some(
+            http2
+                .upstream_stream_window
+                .saturating_mul(u32::try_from(MAX_UPSTREAM_H2_STREAMS).unwrap_or(u32::MAX))
+                .min(MAX_WINDOW),
+        );
         options.max_h2_streams = MAX_UPSTREAM_H2_STREAMS;
         if ctx.kind == Kind::Upgrade {
             // Upgrades on HTTP/2 streams (extended CONNECT is not used by kubectl) are

@@ -94,6 +94,13 @@ pub async fn serve(admitted: Admitted, ctx: &ListenerContext) -> Result<(), Box<
             .head_refusals
             .with_label_values(&[&*label, reason])
             .inc(),
+        Cut::KeepaliveTimeout => {
+            tracing::debug!(route = %label, peer = %addrs.remote, "HTTP/2 client answered no PING: closed");
+            metrics
+                .keepalive_timeouts
+                .with_label_values(&[&*label])
+                .inc()
+        }
         Cut::Http2(abuse) => {
             tracing::info!(route = %label, peer = %addrs.remote, reason = abuse.label(), "HTTP/2 client closed with ENHANCE_YOUR_CALM");
             metrics

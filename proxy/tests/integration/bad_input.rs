@@ -353,3 +353,37 @@ async fn a_request_for_another_routes_host_is_misdirected() {
     assert_eq!(h.replicas[0].requests_total(), 4);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_idle_timeout_but_not_while_a_stream_is_open() {
+    let h = Harness::start_with(1, |c| {
+        c.gateway.spec.defaults.idle_timeout = Some(apigate_test_support::config::secs(1));
+    })
+    .await;
+    // HTTP/1.1 keep-alive, idle after one request.
+    let mut h1 = h.h1_stream(None).await;
+    let head = h1_get_version(&mut h1, HOST).await;
+    read_body(&mut h1, &head).await;
+    // HTTP/2, idle after one request; and one carrying an open watch.
+    let idle = h.h2(None).await;
+    assert_eq!(idle.get("/version", &[]).await.unwrap().status, 200);
+    let busy = h.h2(Some(&h.pki.alice)).await;
+    let mut watch = busy
+        .stream("/api/v1/namespaces/default/pods?watch=true", &[])
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut h1, Duration::from_secs(5)).await,
+        "HTTP/1.1"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || !idle.is_open()).await,
+        "HTTP/2"
+    );
+    // The watch's connection outlives several idle timeouts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(busy.is_open());
+    assert!(watch.next_chunk(Duration::from_secs(5)).await.is_some());
+    assert_eq!(h.replicas[0].open_watches(), 1);
+    h.stop().await;
+}

@@ -317,3 +317,30 @@ async fn a_replicas_own_5xx_is_an_answer_not_a_failure() {
     assert_eq!(m.sum("apigate_upstream_failures_total", &[]), 0.0);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_replica_is_found_by_upstream_pings_and_its_watch_ends() {
+    let pki = Arc::new(Pki::new());
+    let hung = Misbehaving::start(&pki.replica_serving, Refusal::Freeze).await;
+    let mut config = base_config("127.0.0.1".parse().unwrap(), &[hung.local_addr()]);
+    config.gateway.spec.http2.upstream_ping_interval = Some(secs(1));
+    // Only the PINGs may find it: no probes, and a watch may be silent for 24 h.
+    config.gateway.spec.defaults.health.enabled = Some(false);
+    let h = Harness::start_config(pki, Vec::new(), config).await;
+    let client = h.h2(None).await;
+    let watch = client.get("/api/v1/namespaces/default/pods?watch=true", &[]);
+    // A PING after 1 s, unanswered for pingora's 5 s: the connection is closed and the
+    // request ends with apigate's answer (its only replica failed).
+    let response = tokio::time::timeout(Duration::from_secs(20), watch)
+        .await
+        .expect("the watch on the hung replica ended")
+        .unwrap();
+    assert!([502, 503].contains(&response.status), "{}", response.status);
+    assert_eq!(hung.requests(), 1);
+    assert!(
+        h.metrics()
+            .sum("apigate_upstream_failures_total", &[("route", ROUTE)])
+            >= 1.0
+    );
+    h.stop().await;
+}

@@ -12,6 +12,8 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 
+use apigate_test_support::config::millis;
+
 use crate::support::{eventually, h2_frame, Harness, HOST};
 
 const DATA: u8 = 0x0;
@@ -382,5 +384,158 @@ async fn resets_before_streams_are_taken_up_trip_the_http2_layers_bound() {
         .await
     );
     assert!(eventually(Duration::from_secs(5), || open_watches(&h) == 0).await);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_answers_no_ping_is_closed() {
+    let h = Harness::start_with(1, |c| {
+        c.gateway.spec.http2.keepalive_interval = Some(millis(500));
+        c.gateway.spec.http2.keepalive_timeout = Some(millis(500));
+    })
+    .await;
+    // After the preface, the client goes silent: no ACK for SETTINGS or PING.
+    let mut raw = RawH2::connect(&h).await;
+    let mut pinged = false;
+    while let Some(frame) = raw.next().await {
+        if frame.kind == PING && frame.flags == 0 {
+            assert_eq!(frame.payload, b"apigate!");
+            pinged = true;
+        }
+    }
+    assert!(pinged, "a PING came before the close");
+    assert_eq!(
+        h.metrics().sum(
+            "apigate_http2_keepalive_timeouts_total",
+            &[("route", crate::support::ROUTE)]
+        ),
+        1.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_watch_on_a_live_client_outlives_many_keepalive_intervals() {
+    // Replicas that send no watch event for an hour: the watch is silent throughout.
+    let pki = Arc::new(crate::support::Pki::new());
+    let mut options = pki.replica_options();
+    options.watch_event_interval = Duration::from_secs(3600);
+    let replicas =
+        apigate_fake_apiserver::spawn_many(1, std::net::Ipv4Addr::LOCALHOST.into(), options)
+            .await
+            .unwrap();
+    let backends: Vec<_> = replicas.iter().map(|r| r.local_addr()).collect();
+    let mut config = crate::support::base_config(std::net::Ipv4Addr::LOCALHOST.into(), &backends);
+    config.gateway.spec.http2.keepalive_interval = Some(millis(300));
+    config.gateway.spec.http2.keepalive_timeout = Some(millis(300));
+    let h = Harness::start_config(pki, replicas, config).await;
+
+    let client = h.h2(Some(&h.pki.alice)).await;
+    let mut watch = client.stream(WATCH, &[]).await.unwrap();
+    assert_eq!(watch.status, 200);
+    // The replica sends its first event at once, then nothing for an hour.
+    assert!(watch.next_chunk(Duration::from_secs(5)).await.is_some());
+    // Ten intervals of silence on the watch; the client's HTTP/2 stack answers the
+    // PINGs (apigate takes their ACKs out before the engine reads them).
+    assert!(watch.next_chunk(Duration::from_secs(3)).await.is_none());
+    assert!(client.is_open());
+    assert_eq!(open_watches(&h), 1, "the watch is still open upstream");
+    assert_eq!(client.get("/version", &[]).await.unwrap().status, 200);
+    assert_eq!(
+        h.metrics()
+            .sum("apigate_http2_keepalive_timeouts_total", &[]),
+        0.0
+    );
+
+    // A raw client that answers each PING itself (and sends nothing else) stays too.
+    let mut raw = RawH2::connect(&h).await;
+    let mut answered = 0;
+    while answered < 5 {
+        let frame = raw.next().await.expect("still open");
+        if frame.kind == SETTINGS && frame.flags == 0 {
+            raw.send(&h2_frame(SETTINGS, 0x1, 0, &[])).await;
+        }
+        if frame.kind == PING && frame.flags == 0 {
+            raw.send(&h2_frame(PING, 0x1, 0, &frame.payload)).await;
+            answered += 1;
+        }
+    }
+    raw.send(&get(1, "/version")).await;
+    let answer = loop {
+        let frame = raw.next().await.expect("the request is answered");
+        if frame.kind == HEADERS && frame.stream == 1 {
+            break frame;
+        }
+    };
+    // HPACK static index 8 is ":status: 200".
+    assert_eq!(answer.payload.first(), Some(&0x88));
+    assert_eq!(
+        h.metrics()
+            .sum("apigate_http2_keepalive_timeouts_total", &[]),
+        0.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_back_pressures_the_replica_and_holds_no_more() {
+    // A replica streaming a watch as fast as it may: an event of ~5 KB every 1 ms.
+    let pki = Arc::new(crate::support::Pki::new());
+    let mut options = pki.replica_options();
+    options.watch_event_interval = Duration::from_millis(1);
+    options.object_bytes = 4096;
+    let replicas =
+        apigate_fake_apiserver::spawn_many(1, std::net::Ipv4Addr::LOCALHOST.into(), options)
+            .await
+            .unwrap();
+    let backends: Vec<_> = replicas.iter().map(|r| r.local_addr()).collect();
+    let config = crate::support::base_config(std::net::Ipv4Addr::LOCALHOST.into(), &backends);
+    let h = Harness::start_config(pki, replicas, config).await;
+    let events = |h: &Harness| h.replicas[0].watch_events();
+
+    // The slow reader: it never returns window, so apigate may send it 64 KiB.
+    let mut raw = RawH2::connect(&h).await;
+    raw.send(&get(1, WATCH)).await;
+    let mut received = 0;
+    while received < 60_000 {
+        let frame = raw.next().await.expect("the watch streams");
+        if frame.kind == DATA {
+            received += frame.payload.len();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stalled = events(&h);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Unbounded, 2,000 more events (10 MB) would have been read from the replica by
+    // now; back-pressured, no more than the windows between hold: the client's 64 KiB
+    // and the upstream stream's 256 KiB (about 60 events), plus a few in transit.
+    let more = events(&h) - stalled;
+    assert!(
+        more < 20,
+        "{more} events read while the client read nothing"
+    );
+    assert!(stalled < 200, "{stalled} events in the windows and buffers");
+
+    // Others are not held up, also on the same upstream connection: another client's
+    // watch streams megabytes while the slow reader's stream stays stalled.
+    let other = h.h2(Some(&h.pki.alice)).await;
+    let mut watch = other.stream(WATCH, &[]).await.unwrap();
+    let mut streamed = 0;
+    while streamed < 4_000_000 {
+        let chunk = watch.next_chunk(Duration::from_secs(5)).await;
+        streamed += chunk.expect("the other watch keeps streaming").len();
+    }
+    drop(watch);
+    assert_eq!(other.get("/version", &[]).await.unwrap().status, 200);
+
+    // Window returned: the slow reader's watch flows again.
+    let before = events(&h);
+    let mut update = window_update(1, 16 << 20);
+    update.extend(window_update(0, 16 << 20));
+    raw.send(&update).await;
+    assert!(
+        eventually(Duration::from_secs(5), || events(&h) > before + 500).await,
+        "the watch resumed"
+    );
     h.stop().await;
 }

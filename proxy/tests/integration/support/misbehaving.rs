@@ -26,6 +26,9 @@ pub enum Refusal {
     Answer(u16),
     /// GOAWAY with last-stream-id 0 (NO_ERROR), then close.
     GoAway,
+    /// Take the first request, then never touch the connection again (a replica that
+    /// hangs): no answer, no PING ACK, but the TCP connection stays open.
+    Freeze,
 }
 
 /// A running misbehaving replica; stops when dropped.
@@ -68,7 +71,7 @@ impl Misbehaving {
                         return;
                     };
                     match refusal {
-                        Refusal::Reset(_) | Refusal::Answer(_) => {
+                        Refusal::Reset(_) | Refusal::Answer(_) | Refusal::Freeze => {
                             answer_every_stream(tls, refusal, &seen).await
                         }
                         Refusal::GoAway => go_away(tls, &seen).await,
@@ -113,6 +116,12 @@ where
             Refusal::Answer(code) => {
                 let response = http::Response::builder().status(code).body(()).unwrap();
                 let _ = respond.send_response(response, true);
+            }
+            Refusal::Freeze => {
+                // Hold the connection and the stream without polling either.
+                let _hold = (conn, respond);
+                std::future::pending::<()>().await;
+                return;
             }
             Refusal::GoAway => {}
         }
