@@ -7,13 +7,15 @@
 #     TLS passes through — what an L4 balancer / TLS passthrough does),
 #   - apigate L7 (TLS termination, HTTP/2 upstream, per-request least-request balancing),
 #   - HAProxy 2.6 (Debian) terminating TLS and balancing every HTTP/2 stream,
-# then runs ONE `apigate-loadtest compare` over direct / l4-baseline / apigate / haproxy
-# and prints one table (per-replica shares, CV, latency). Every process it starts is
-# killed by pid on exit.
+# then runs `apigate-loadtest compare` over direct / l4-baseline / apigate / haproxy RUNS
+# times (the same processes throughout), prints each run's table (per-replica shares, CV,
+# latency) and then the range of each figure over the runs: HAProxy's leastconn spread
+# varies from run to run, apigate's does not. Every process it starts is killed by pid on
+# exit.
 #
 # Usage: bench/compare.sh            (from the repo root; builds release binaries if needed)
 # Knobs (environment):
-#   CLIENTS=6 RATE=1500 DURATION=20s WARMUP=3s SKEW=1.0 WATCHES=1 MIX=get=70,list=10,create=10,patch=10
+#   RUNS=3 CLIENTS=6 RATE=1500 DURATION=20s WARMUP=3s SKEW=1.0 WATCHES=1 MIX=get=70,list=10,create=10,patch=10
 #   SERVICE_TIME=exp:2ms LIST_SIZE=50 OBJECT_BYTES=512
 #   OUT_DIR=target/bench   LOADTEST=target/release/apigate-loadtest   HAPROXY=/usr/sbin/haproxy
 #   HAPROXY_BALANCE=leastconn (or roundrobin, random, ...)
@@ -27,6 +29,7 @@
 # places every request.
 set -euo pipefail
 
+RUNS=${RUNS:-3}
 CLIENTS=${CLIENTS:-6}
 RATE=${RATE:-1500}
 DURATION=${DURATION:-20s}
@@ -202,15 +205,44 @@ TARGETS=(--target "direct=https://${ADDRS[0]}" --target "l4-baseline=$L4_URL")
 [[ -n "$APIGATE_URL" ]] && TARGETS+=(--target "apigate=$APIGATE_URL")
 TARGETS+=(--target "haproxy=$HAPROXY_URL")
 
-log "running compare (${#TARGETS[@]} flags); results in $OUT_DIR"
-set +e
-"${PIN_LOADGEN[@]}" "$LOADTEST" compare "${TARGETS[@]}" \
-  --ca "$CA" --replicas "$REPLICA_IDS" \
-  --clients "$CLIENTS" --rate "$RATE" --client-skew "$SKEW" \
-  --duration "$DURATION" --warmup "$WARMUP" --watches-per-client "$WATCHES" --mix "$MIX" \
-  --pause 2s --report "$OUT_DIR/compare.html" --json >"$OUT_DIR/compare.json" 2>"$OUT_DIR/compare.txt"
-rc=$?
-set -e
-grep -v '^\[' "$OUT_DIR/compare.txt" | sed -n '/^scenario:/,$p'
-log "full summary: $OUT_DIR/compare.txt, JSON: $OUT_DIR/compare.json, plots: $OUT_DIR/compare.html"
+rc=0
+for run in $(seq 1 "$RUNS"); do
+  log "run $run of $RUNS: compare (${#TARGETS[@]} flags); results in $OUT_DIR"
+  set +e
+  "${PIN_LOADGEN[@]}" "$LOADTEST" compare "${TARGETS[@]}" \
+    --ca "$CA" --replicas "$REPLICA_IDS" \
+    --clients "$CLIENTS" --rate "$RATE" --client-skew "$SKEW" \
+    --duration "$DURATION" --warmup "$WARMUP" --watches-per-client "$WATCHES" --mix "$MIX" \
+    --pause 2s --report "$OUT_DIR/compare-$run.html" --json >"$OUT_DIR/compare-$run.json" \
+    2>"$OUT_DIR/compare-$run.txt"
+  status=$?
+  set -e
+  [ "$status" -eq 0 ] || rc=$status
+  echo "run $run:"
+  grep -v '^\[' "$OUT_DIR/compare-$run.txt" | sed -n '/^scenario:/,$p'
+  cp "$OUT_DIR/compare-$run.html" "$OUT_DIR/compare.html"
+done
+echo
+echo "Range over $RUNS runs (min-max):"
+python3 - "$OUT_DIR" "$RUNS" <<'PY'
+import json, sys
+out, runs = sys.argv[1], int(sys.argv[2])
+figures = {}
+for i in range(1, runs + 1):
+    for run in json.load(open(f"{out}/compare-{i}.json"))["runs"]:
+        f = figures.setdefault(run["target"], {k: [] for k in ("rps", "p50", "p99", "max/mean", "cv")})
+        f["rps"].append(run["requests"]["throughput_rps"])
+        f["p50"].append(run["latency_ms"]["p50"])
+        f["p99"].append(run["latency_ms"]["p99"])
+        f["max/mean"].append(run["distribution"]["max_over_mean"])
+        f["cv"].append(run["distribution"]["cv"])
+print("| target | req/s | p50 ms | p99 ms | max/mean | CV |")
+print("|---|---:|---:|---:|---:|---:|")
+for target, f in figures.items():
+    def span(key, fmt):
+        lo, hi = min(f[key]), max(f[key])
+        return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{lo:{fmt}}–{hi:{fmt}}"
+    print(f"| {target} | {span('rps', '.0f')} | {span('p50', '.2f')} | {span('p99', '.2f')} | {span('max/mean', '.2f')} | {span('cv', '.3f')} |")
+PY
+log "per run: $OUT_DIR/compare-N.txt, .json, .html (plots; compare.html is the last run's)"
 exit "$rc"

@@ -270,16 +270,24 @@ impl RouteBackends {
             Policy::LeastConnections => Load::Connection,
             Policy::LeastRequest | Policy::RoundRobin => Load::Ordinary,
         };
-        let mut candidates: Vec<Candidate> = self
-            .states
-            .iter()
-            .map(|s| Candidate {
-                admission: s.health.admission(now, slow_start),
-                excluded: exclude.contains(&s.addr),
-                load: s.in_flight(compared),
-                recent: s.recent.get(now),
-            })
-            .collect();
+        let candidate = |s: &Arc<BackendState>| Candidate {
+            admission: s.health.admission(now, slow_start),
+            excluded: exclude.contains(&s.addr),
+            load: s.in_flight(compared),
+            recent: s.recent.get(now),
+        };
+        // On the stack for the routes of a few replicas (every request picks).
+        let mut inline = [UNSET; INLINE_CANDIDATES];
+        let mut spilled = Vec::new();
+        let candidates: &mut [Candidate] = if self.states.len() <= INLINE_CANDIDATES {
+            for (slot, state) in inline.iter_mut().zip(&self.states) {
+                *slot = candidate(state);
+            }
+            &mut inline[..self.states.len()]
+        } else {
+            spilled.extend(self.states.iter().map(candidate));
+            &mut spilled
+        };
         let rr = match self.policy {
             Policy::RoundRobin | Policy::LeastConnections => {
                 self.round_robin.fetch_add(1, Ordering::Relaxed)
@@ -288,7 +296,7 @@ impl RouteBackends {
         };
         // A trial another request claimed first is out for this pick; choose again.
         for _ in 0..=self.states.len() {
-            let choice = choose(self.policy, &candidates, rr, &mut rand::thread_rng())?;
+            let choice = choose(self.policy, candidates, rr, &mut rand::thread_rng())?;
             let state = self.states.get(choice.index)?;
             if choice.trial && !state.health.claim_trial(now, slow_start) {
                 if let Some(c) = candidates.get_mut(choice.index) {
@@ -302,6 +310,16 @@ impl RouteBackends {
         None
     }
 }
+
+/// Replicas whose candidates a pick keeps on the stack.
+const INLINE_CANDIDATES: usize = 8;
+/// A placeholder for the unused slots.
+const UNSET: Candidate = Candidate {
+    admission: health::Admission::Out,
+    excluded: true,
+    load: 0,
+    recent: 0.0,
+};
 
 /// Counts one unit of work as in flight on a backend until dropped.
 #[derive(Debug)]
@@ -405,6 +423,35 @@ mod tests {
             assert_eq!(state.addr, addrs[0]);
         }
         assert_eq!(route.states[0].in_flight(Load::LongRunning), 50);
+    }
+
+    #[test]
+    fn routes_of_few_and_of_many_replicas_rotate_and_honour_exclusions() {
+        // 3 replicas fit the pick's stack buffer; 12 do not.
+        for count in [3u16, INLINE_CANDIDATES as u16, 12] {
+            let registry = BackendRegistry::default();
+            let addrs: Vec<SocketAddr> = (0..count)
+                .map(|i| SocketAddr::from(([127, 0, 0, 1], 100 + i)))
+                .collect();
+            let route = RouteBackends::new(&addrs, Policy::RoundRobin, &registry, &RAMP);
+            // Round robin over everyone but the first, which this request already tried.
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..2 * count {
+                let (state, _) = route.pick(now_nanos(), &addrs[..1], &RAMP).unwrap();
+                assert_ne!(state.addr, addrs[0], "{count} replicas");
+                seen.insert(state.addr);
+            }
+            assert_eq!(seen.len(), usize::from(count) - 1, "{count} replicas");
+            // Least request with all but the last tried already: the last, and with all
+            // tried, none.
+            let route = RouteBackends::new(&addrs, Policy::LeastRequest, &registry, &RAMP);
+            let last = addrs.len() - 1;
+            for _ in 0..10 {
+                let (state, _) = route.pick(now_nanos(), &addrs[..last], &RAMP).unwrap();
+                assert_eq!(state.addr, addrs[last], "{count} replicas");
+            }
+            assert!(route.pick(now_nanos(), &addrs, &RAMP).is_none());
+        }
     }
 
     #[test]

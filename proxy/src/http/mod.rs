@@ -532,17 +532,28 @@ impl ProxyHttp for Apigate {
             .or_else(|| session.response_written().map(|r| r.status.as_u16()))
             .unwrap_or(0);
         let route = ctx.route_label();
-        self.state
-            .metrics
-            .requests
-            .with_label_values(&[route, ctx.backend_label(), code_label(code)])
-            .inc();
-        if !ctx.kind.is_long_running() {
-            self.state
-                .metrics
-                .request_duration
-                .with_label_values(&[route])
-                .observe(ctx.started.elapsed().as_secs_f64());
+        let seconds = ctx.started.elapsed().as_secs_f64();
+        match &ctx.routed {
+            Some(routed) => {
+                let series = &routed.route.upstream.requests;
+                let backend = ctx.attempts.as_ref().and_then(|a| a.backend());
+                series.count(backend.map(|b| &**b), code, code_label(code));
+                if !ctx.kind.is_long_running() {
+                    series.observe_duration(seconds);
+                }
+            }
+            // No route known (the connection context is missing): rare, looked up.
+            None => {
+                let metrics = &self.state.metrics;
+                let labels = [route, ctx.backend_label(), code_label(code)];
+                metrics.requests.with_label_values(&labels).inc();
+                if !ctx.kind.is_long_running() {
+                    metrics
+                        .request_duration
+                        .with_label_values(&[route])
+                        .observe(seconds);
+                }
+            }
         }
         if let Some(e) = e {
             tracing::debug!(route, backend = ctx.backend_label(), code, error = %e, "request failed");

@@ -223,9 +223,16 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let addrs: Vec<SocketAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
         let registry = BackendRegistry::default();
+        let backends = RouteBackends::new(&addrs, Policy::RoundRobin, &registry, &RAMP);
+        let requests = super::super::request_metrics::RequestMetrics::new(
+            metrics.clone(),
+            "ns/r".into(),
+            &backends.states,
+        );
         let upstream = RouteUpstream {
             label: "ns/r".into(),
-            backends: RouteBackends::new(&addrs, Policy::RoundRobin, &registry, &RAMP),
+            requests,
+            backends,
             pools: Vec::new(),
             draining: Vec::new(),
             settings: RouteSettings {

@@ -20,6 +20,7 @@ pub mod attempt;
 pub mod connect;
 pub mod failure;
 pub mod pool;
+pub mod request_metrics;
 pub mod splice;
 
 use std::net::SocketAddr;
@@ -67,6 +68,8 @@ pub struct RouteUpstream {
     metrics: Arc<Metrics>,
     /// Serializes passive ejections of this route's replicas (see `record_failure`).
     ejecting: std::sync::Mutex<()>,
+    /// Its per-request series, resolved once.
+    pub requests: request_metrics::RequestMetrics,
 }
 
 impl RouteUpstream {
@@ -113,8 +116,12 @@ impl RouteUpstream {
                 state
             })
             .collect();
+        let label: Arc<str> = route.id.to_string().into();
+        let requests =
+            request_metrics::RequestMetrics::new(metrics.clone(), label.clone(), &backends.states);
         RouteUpstream {
-            label: route.id.to_string().into(),
+            label,
+            requests,
             backends,
             draining,
             pools,
