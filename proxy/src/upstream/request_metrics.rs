@@ -98,7 +98,7 @@ mod tests {
         let registry = BackendRegistry::default();
         let (a, _) = registry.get("127.0.0.1:1".parse().unwrap());
         let (other, _) = registry.get("127.0.0.1:2".parse().unwrap());
-        let series = RequestMetrics::new(metrics.clone(), "ns/r".into(), &[a.clone()]);
+        let series = RequestMetrics::new(metrics.clone(), "ns/r".into(), std::slice::from_ref(&a));
         let get = |backend: &str, code: &str| {
             metrics
                 .requests
