@@ -95,6 +95,19 @@ fn errors_of(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// `setting` (YAML flow-map entries) under the gateway's `block` is refused with an
+/// error naming `field` and the accepted range.
+fn assert_out_of_range(block: &str, setting: &str, field: &str) {
+    let text = GATEWAY.replace("  admin:", &format!("  {block}: {{{setting}}}\n  admin:"));
+    let errors = errors_of(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains(field) && e.contains("must be between")),
+        "{setting}: {errors:?}"
+    );
+}
+
 #[test]
 fn valid_config_compiles_with_defaults() {
     let text = format!(
@@ -294,14 +307,7 @@ fn absurd_and_meaningless_durations_name_their_field() {
             "spec.defaults.upstreamMaxConnectionAge",
         ),
     ] {
-        let text = GATEWAY.replace("  admin:", &format!("  defaults: {{{setting}}}\n  admin:"));
-        let errors = errors_of(&text);
-        assert!(
-            errors
-                .iter()
-                .any(|e| e.contains(field) && e.contains("must be between")),
-            "{setting}: {errors:?}"
-        );
+        assert_out_of_range("defaults", setting, field);
     }
 }
 
@@ -990,14 +996,7 @@ fn http2_settings_default_to_gardeners_envoy_and_bad_values_name_their_field() {
             "spec.http2.upstreamStreamWindowBytes",
         ),
     ] {
-        let text = GATEWAY.replace("  admin:", &format!("  http2: {{{setting}}}\n  admin:"));
-        let errors = errors_of(&text);
-        assert!(
-            errors
-                .iter()
-                .any(|e| e.contains(field) && e.contains("must be between")),
-            "{setting}: {errors:?}"
-        );
+        assert_out_of_range("http2", setting, field);
     }
     // A connection window below the stream window would leave the stream's unusable.
     let text = GATEWAY.replace(
@@ -1055,27 +1054,12 @@ fn connection_caps_default_on_per_source_off_and_nest() {
     );
     for (setting, field) in [
         ("max: 0", "spec.connections.max"),
+        ("max: 100, maxPerRoute: 200", "spec.connections.maxPerRoute"),
         (
-            "{max: 100, maxPerRoute: 200}",
-            "spec.connections.maxPerRoute",
-        ),
-        (
-            "{maxPerRoute: 10, maxPerSource: 11}",
+            "maxPerRoute: 10, maxPerSource: 11",
             "spec.connections.maxPerSource",
         ),
     ] {
-        let setting = if setting.starts_with('{') {
-            setting.to_string()
-        } else {
-            format!("{{{setting}}}")
-        };
-        let text = GATEWAY.replace("  admin:", &format!("  connections: {setting}\n  admin:"));
-        let errors = errors_of(&text);
-        assert!(
-            errors
-                .iter()
-                .any(|e| e.contains(field) && e.contains("must be between")),
-            "{setting}: {errors:?}"
-        );
+        assert_out_of_range("connections", setting, field);
     }
 }

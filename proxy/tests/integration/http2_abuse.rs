@@ -141,6 +141,25 @@ fn window_update(stream: u32, increment: u32) -> Vec<u8> {
     h2_frame(WINDOW_UPDATE, 0, stream, &increment.to_be_bytes())
 }
 
+/// apigate in front of one fake replica, its options changed by `replica` and the
+/// configuration by `config`.
+async fn behind_one_replica(
+    replica: impl FnOnce(&mut apigate_fake_apiserver::ReplicaOptions),
+    config: impl FnOnce(&mut apigate_test_support::config::Config),
+) -> Harness {
+    let pki = Arc::new(crate::support::Pki::new());
+    let mut options = pki.replica_options();
+    replica(&mut options);
+    let host = std::net::Ipv4Addr::LOCALHOST.into();
+    let replicas = apigate_fake_apiserver::spawn_many(1, host, options)
+        .await
+        .unwrap();
+    let backends: Vec<_> = replicas.iter().map(|r| r.local_addr()).collect();
+    let mut built = crate::support::base_config(host, &backends);
+    config(&mut built);
+    Harness::start_config(pki, replicas, built).await
+}
+
 const WATCH: &str = "/api/v1/namespaces/default/pods?watch=true";
 
 fn open_watches(h: &Harness) -> u64 {
@@ -307,18 +326,14 @@ async fn control_frame_floods_are_closed_with_enhance_your_calm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_updates_earned_by_a_large_response_are_not_a_flood() {
     // 2,000 objects of 1 KiB: a list of about 2.5 MB, sent as some 150 DATA frames.
-    let pki = Arc::new(crate::support::Pki::new());
-    let mut options = pki.replica_options();
-    options.list_size = 2000;
-    options.object_bytes = 1024;
-    let replicas =
-        apigate_fake_apiserver::spawn_many(1, std::net::Ipv4Addr::LOCALHOST.into(), options)
-            .await
-            .unwrap();
-    let backends: Vec<_> = replicas.iter().map(|r| r.local_addr()).collect();
-    let mut config = crate::support::base_config(std::net::Ipv4Addr::LOCALHOST.into(), &backends);
-    config.gateway.spec.http2.max_control_frames_per_second = Some(5);
-    let h = Harness::start_config(pki, replicas, config).await;
+    let h = behind_one_replica(
+        |replica| {
+            replica.list_size = 2000;
+            replica.object_bytes = 1024;
+        },
+        |c| c.gateway.spec.http2.max_control_frames_per_second = Some(5),
+    )
+    .await;
 
     // A client that, like Go's, returns window for every DATA frame it reads: one
     // WINDOW_UPDATE for the stream and one for the connection.
@@ -417,18 +432,14 @@ async fn a_client_that_answers_no_ping_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_watch_on_a_live_client_outlives_many_keepalive_intervals() {
     // Replicas that send no watch event for an hour: the watch is silent throughout.
-    let pki = Arc::new(crate::support::Pki::new());
-    let mut options = pki.replica_options();
-    options.watch_event_interval = Duration::from_secs(3600);
-    let replicas =
-        apigate_fake_apiserver::spawn_many(1, std::net::Ipv4Addr::LOCALHOST.into(), options)
-            .await
-            .unwrap();
-    let backends: Vec<_> = replicas.iter().map(|r| r.local_addr()).collect();
-    let mut config = crate::support::base_config(std::net::Ipv4Addr::LOCALHOST.into(), &backends);
-    config.gateway.spec.http2.keepalive_interval = Some(millis(300));
-    config.gateway.spec.http2.keepalive_timeout = Some(millis(300));
-    let h = Harness::start_config(pki, replicas, config).await;
+    let h = behind_one_replica(
+        |replica| replica.watch_event_interval = Duration::from_secs(3600),
+        |c| {
+            c.gateway.spec.http2.keepalive_interval = Some(millis(300));
+            c.gateway.spec.http2.keepalive_timeout = Some(millis(300));
+        },
+    )
+    .await;
 
     let client = h.h2(Some(&h.pki.alice)).await;
     let mut watch = client.stream(WATCH, &[]).await.unwrap();
@@ -480,17 +491,14 @@ async fn a_quiet_watch_on_a_live_client_outlives_many_keepalive_intervals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_back_pressures_the_replica_and_holds_no_more() {
     // A replica streaming a watch as fast as it may: an event of ~5 KB every 1 ms.
-    let pki = Arc::new(crate::support::Pki::new());
-    let mut options = pki.replica_options();
-    options.watch_event_interval = Duration::from_millis(1);
-    options.object_bytes = 4096;
-    let replicas =
-        apigate_fake_apiserver::spawn_many(1, std::net::Ipv4Addr::LOCALHOST.into(), options)
-            .await
-            .unwrap();
-    let backends: Vec<_> = replicas.iter().map(|r| r.local_addr()).collect();
-    let config = crate::support::base_config(std::net::Ipv4Addr::LOCALHOST.into(), &backends);
-    let h = Harness::start_config(pki, replicas, config).await;
+    let h = behind_one_replica(
+        |replica| {
+            replica.watch_event_interval = Duration::from_millis(1);
+            replica.object_bytes = 4096;
+        },
+        |_| {},
+    )
+    .await;
     let events = |h: &Harness| h.replicas[0].watch_events();
 
     // The slow reader: it never returns window, so apigate may send it 64 KiB.
