@@ -12,7 +12,9 @@
 # h2load to the other CPUs, and each proxy's CPU time (utime + stime from /proc/PID/stat)
 # over a round gives its CPU cost per request: on a shared machine far steadier than
 # throughput alone. Three measurements, each side by side:
-#   closed loop  h2load at saturation: req/s, p50, p99, CPU µs per request;
+#   closed loop  h2load at saturation: req/s, p50, p99, CPU µs per request, for small
+#                GETs of /version and, in a second table, for each of WORKLOADS: `list`
+#                (a LIST of 50 pods, about 30 KB) and `post` (512-byte POSTs creating pods);
 #   open loop    apigate-loadtest at a fixed rate below saturation (OPEN_RATE, 10
 #                clients, small GETs of a pod): p50 and p99 from each request's intended
 #                send time, and CPU µs per request;
@@ -23,7 +25,7 @@
 #
 # Usage: bench/proxy-overhead.sh   (from the repo root; builds release binaries if needed)
 # Knobs: REQUESTS=100000 CLIENTS=10 STREAMS=10 ROUNDS=3 PROXY_CPU=0
-#        OPEN_RATE=1500 OPEN_DURATION=10s IDLE_CONNS=3000
+#        OPEN_RATE=1500 OPEN_DURATION=10s IDLE_CONNS=3000 WORKLOADS="list post"
 #        APIGATE_BASELINE=/path/to/another/apigate  (also measure that build, as
 #        "apigate-baseline", e.g. the previous commit's, side by side in the same run)
 #        SCALING=1  also apigate with --workers 2 on all CPUs ("apigate-2-workers", the
@@ -43,6 +45,7 @@ OPEN_RATE=${OPEN_RATE:-1500}
 OPEN_DURATION=${OPEN_DURATION:-10s}
 IDLE_CONNS=${IDLE_CONNS:-3000}
 SCALING=${SCALING:-}
+WORKLOADS=${WORKLOADS-list post}
 HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
@@ -52,7 +55,8 @@ command -v h2load >/dev/null || { echo "needs h2load (apt-get install nghttp2-cl
 bench_init overhead
 
 # 1. Three fake replicas (TLS, h2 + http/1.1), certificates in $TMP/backend.
-taskset -c "$OTHER_CPUS" "$LOADTEST" backend -n 3 --service-time 0ms --out-dir "$TMP/backend" >"$TMP/backend.log" 2>&1 &
+taskset -c "$OTHER_CPUS" "$LOADTEST" backend -n 3 --service-time 0ms --list-size 50 \
+  --out-dir "$TMP/backend" >"$TMP/backend.log" 2>&1 &
 PIDS+=($!)
 wait_backends "$TMP/backend"
 
@@ -139,11 +143,19 @@ fi
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
-run_one() { # name round -> "rps p50_ms p99_ms errors cpu_us_per_request"
-  local name=$1 round=$2 log="$TMP/$1-$2.log"
-  local out before=0 after=0 pid=${PID[$1]:-}
+# A 512-byte pod for the `post` workload.
+python3 -c 'import json; pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench", "annotations": {"pad": ""}}}; base = len(json.dumps(pod)); pod["metadata"]["annotations"]["pad"] = "x" * (512 - base); print(json.dumps(pod), end="")' >"$TMP/pod.json"
+
+run_one() { # name round [workload] -> "rps p50_ms p99_ms errors cpu_us_per_request"
+  local name=$1 round=$2 workload=${3:-version} log="$TMP/$1-$2-${3:-version}.log"
+  local out before=0 after=0 pid=${PID[$1]:-} url=${URL[$1]} extra=()
+  case $workload in
+    list) url=${url%/version}/api/v1/namespaces/default/pods ;;
+    post) url=${url%/version}/api/v1/namespaces/default/pods
+          extra=(-d "$TMP/pod.json" -H "content-type: application/json") ;;
+  esac
   [ -n "$pid" ] && before=$(cpu_ticks "$pid")
-  out=$(taskset -c "$OTHER_CPUS" h2load -n "$REQUESTS" -c "$CLIENTS" -m "$STREAMS" -t 1 --log-file="$log" "${URL[$name]}" 2>&1)
+  out=$(taskset -c "$OTHER_CPUS" h2load -n "$REQUESTS" -c "$CLIENTS" -m "$STREAMS" -t 1 "${extra[@]}" --log-file="$log" "$url" 2>&1)
   [ -n "$pid" ] && after=$(cpu_ticks "$pid")
   local rps errors
   rps=$(awk '/finished in/ {gsub(",", "", $4); print $4}' <<<"$out")
@@ -209,6 +221,14 @@ for round in $(seq 1 "$ROUNDS"); do
     RESULTS[$name]+="$(run_one "$name" "$round")"$'\n'
   done
 done
+declare -A EXTRA
+for workload in $WORKLOADS; do
+  for round in $(seq 1 "$ROUNDS"); do
+    for name in "${TARGETS[@]}"; do
+      EXTRA[$name/$workload]+="$(run_one "$name" "$round" "$workload")"$'\n'
+    done
+  done
+done
 for round in $(seq 1 "$ROUNDS"); do
   for name in "${TARGETS[@]}"; do
     OPEN[$name]+="$(open_one "$name" "$round")"$'\n'
@@ -233,6 +253,24 @@ errors = int(sum(float(r[3]) for r in rows) + sum(float(r[3]) for r in opens))
 print(f"| {sys.argv[1]} | {med(rows, 0):,.0f} | {med(rows, 1):.2f} | {med(rows, 2):.2f} | {cpu} | {med(opens, 0):.2f} | {med(opens, 1):.2f} | {open_cpu} | {sys.argv[2]} | {errors} |")
 PY
 done
+if [ -n "$WORKLOADS" ]; then
+  echo
+  echo "Closed loop, other workloads (same connections, streams and requests per round):"
+  echo
+  echo "| target | workload | requests/s | p50 ms | p99 ms | CPU µs/request | errors |"
+  echo "|---|---|---:|---:|---:|---:|---:|"
+  for workload in $WORKLOADS; do
+    for name in "${TARGETS[@]}"; do
+      python3 - "$name" "$workload" <<PY
+import statistics, sys
+rows = [l.split() for l in """${EXTRA[$name/$workload]}""".strip().splitlines()]
+med = lambda i: statistics.median(float(r[i]) for r in rows)
+cpu = f"{med(4):.1f}" if sys.argv[1] != "direct" else ""
+print(f"| {sys.argv[1]} | {sys.argv[2]} | {med(0):,.0f} | {med(1):.2f} | {med(2):.2f} | {cpu} | {int(sum(float(r[3]) for r in rows))} |")
+PY
+    done
+  done
+fi
 if [ -n "$SCALING" ]; then
   python3 - <<PY
 import statistics
