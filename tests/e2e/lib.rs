@@ -482,6 +482,9 @@ spec:
   - {{name: https, address: \"127.0.0.1:0\"}}
   - {{name: connect, kind: connect, address: \"127.0.0.1:0\"}}
   admin: {{address: \"127.0.0.1:0\"}}
+  # Every HTTP/2 client (kubectl, client-go) silent for half a second is PINGed: all
+  # scenarios run with the keepalive busy.
+  http2: {{keepaliveInterval: 500ms, keepaliveTimeout: 3s}}
 ---
 apiVersion: apigate.dev/v1alpha1
 kind: ApiServerRoute

@@ -84,6 +84,7 @@ pub(crate) fn all() -> Vec<Scenario> {
         scenario!(front_proxy::token_and_anonymous_never_use_the_front_proxy_pool),
         scenario!(balancing::one_connection_spreads_over_all_replicas),
         scenario!(balancing::watch_survives_while_requests_flow),
+        scenario!(balancing::a_quiet_kubectl_watch_answers_keepalive_pings),
         scenario!(paths::passthrough_with_kubectl),
         scenario!(paths::connect_path_with_kubectl),
         scenario!(rollout::a_bad_revision_freezes_on_the_canary_route),
