@@ -57,11 +57,6 @@ impl Keepalive {
         }
     }
 
-    /// The time until the timer first fires.
-    pub fn interval(&self) -> Duration {
-        self.interval
-    }
-
     /// The client sent something. `Some` when a PING was out: the timer is re-armed
     /// with the returned delay.
     pub fn heard(&mut self) -> Option<Duration> {
