@@ -38,7 +38,8 @@ pub enum Abuse {
     /// More control frames than allowed within a second.
     ControlFlood,
     /// The HTTP/2 layer's own bounds (resets of streams not yet accepted, streams it
-    /// had to reset for protocol errors, CONTINUATION floods): it sent the GOAWAY.
+    /// had to reset for protocol errors, CONTINUATION floods, header lists far over the
+    /// limit): it sent the GOAWAY.
     Http2Layer,
 }
 
