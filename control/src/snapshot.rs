@@ -219,6 +219,12 @@ pub struct ConnectionLimits {
     pub per_route: usize,
     /// Connections from one client address (`None`: no cap).
     pub per_source: Option<usize>,
+    /// TCP keepalive of client sockets: silence before the first probe.
+    pub keepalive_idle: Duration,
+    /// Time between probes.
+    pub keepalive_interval: Duration,
+    /// Unanswered probes that close the connection.
+    pub keepalive_probes: u32,
 }
 
 /// HTTP/2 towards clients, with the defaults applied. The advertised settings are

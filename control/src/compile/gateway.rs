@@ -9,7 +9,7 @@ use crate::access::compile_cidrs;
 use crate::error::{Errors, Problem};
 use crate::inputs::Files;
 use crate::model::Defaults;
-use crate::model::{Balancing, ConnectionLimitsSpec, GatewayConfig, Http2Spec, ProxyProtocolMode};
+use crate::model::{Balancing, ConnectionsSpec, GatewayConfig, Http2Spec, ProxyProtocolMode};
 use crate::snapshot::{
     AdminToken, ConnectionLimits, Ejection, GatewaySettings, Http2Settings, Listener,
     RouteSettings, SlowStart, Timeouts,
@@ -91,6 +91,16 @@ const KEEPALIVE_TIMEOUT: DurationSetting = setting(
 const UPSTREAM_PING_INTERVAL: DurationSetting = setting(
     "upstreamPingInterval",
     Duration::from_secs(30),
+    SECOND,
+    HOUR,
+);
+
+// The kernel counts these in whole seconds.
+const TCP_KEEPALIVE_IDLE: DurationSetting =
+    setting("tcpKeepaliveIdle", Duration::from_secs(60), SECOND, DAY);
+const TCP_KEEPALIVE_INTERVAL: DurationSetting = setting(
+    "tcpKeepaliveInterval",
+    Duration::from_secs(10),
     SECOND,
     HOUR,
 );
@@ -211,7 +221,7 @@ fn compile_http2(
 
 /// Resolve `spec.connections`; each cap at most the one above it.
 fn compile_connection_limits(
-    spec: &ConnectionLimitsSpec,
+    spec: &ConnectionsSpec,
     object_ref: &crate::error::ObjectRef,
     errors: &mut Errors,
 ) -> ConnectionLimits {
@@ -245,6 +255,28 @@ fn compile_connection_limits(
         max: size(max),
         per_route: size(per_route),
         per_source: (per_source > 0).then(|| size(per_source)),
+        keepalive_idle: TCP_KEEPALIVE_IDLE.resolve_at(
+            "spec.connections",
+            spec.tcp_keepalive_idle,
+            TCP_KEEPALIVE_IDLE.default(),
+            object_ref,
+            errors,
+        ),
+        keepalive_interval: TCP_KEEPALIVE_INTERVAL.resolve_at(
+            "spec.connections",
+            spec.tcp_keepalive_interval,
+            TCP_KEEPALIVE_INTERVAL.default(),
+            object_ref,
+            errors,
+        ),
+        keepalive_probes: count_in(
+            spec.tcp_keepalive_probes,
+            6,
+            1..=100,
+            "spec.connections.tcpKeepaliveProbes",
+            object_ref,
+            errors,
+        ),
     }
 }
 

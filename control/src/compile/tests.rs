@@ -1033,6 +1033,18 @@ fn connection_caps_default_on_per_source_off_and_nest() {
         (limits.max, limits.per_route, limits.per_source),
         (100_000, 10_000, None)
     );
+    assert_eq!(
+        (
+            limits.keepalive_idle,
+            limits.keepalive_interval,
+            limits.keepalive_probes
+        ),
+        (
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(10),
+            6
+        )
+    );
     let text = GATEWAY.replace(
         "  admin:",
         "  connections: {max: 500, maxPerRoute: 50, maxPerSource: 5}\n  admin:",
@@ -1058,6 +1070,18 @@ fn connection_caps_default_on_per_source_off_and_nest() {
         (
             "maxPerRoute: 10, maxPerSource: 11",
             "spec.connections.maxPerSource",
+        ),
+        (
+            "tcpKeepaliveIdle: 500ms",
+            "spec.connections.tcpKeepaliveIdle",
+        ),
+        (
+            "tcpKeepaliveInterval: 2h",
+            "spec.connections.tcpKeepaliveInterval",
+        ),
+        (
+            "tcpKeepaliveProbes: 0",
+            "spec.connections.tcpKeepaliveProbes",
         ),
     ] {
         assert_out_of_range("connections", setting, field);

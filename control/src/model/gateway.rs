@@ -57,18 +57,22 @@ pub struct GatewaySpec {
     /// HTTP/2 settings of client connections and the bounds on abusive clients.
     #[serde(default)]
     pub http2: Http2Spec,
-    /// Caps on open client connections.
+    /// Caps on open client connections, and their TCP keepalive.
     #[serde(default)]
-    pub connections: ConnectionLimitsSpec,
+    pub connections: ConnectionsSpec,
 }
 
-/// Caps on open client connections (TLS, CONNECT and passthrough alike, from accept to
-/// close). A connection over a cap is closed at once and counted. They exist so that
-/// no one cluster's clients, and no one address, can take every connection the gateway
-/// can hold.
+/// Client connections (TLS, CONNECT and passthrough alike, from accept to close).
+///
+/// Caps: a connection over one is closed at once and counted. They exist so that no
+/// one cluster's clients, and no one address, can take every connection the gateway
+/// can hold. TCP keepalive: the kernel probes a connection silent for `tcpKeepaliveIdle`
+/// and closes it when `tcpKeepaliveProbes` probes, `tcpKeepaliveInterval` apart, go
+/// unanswered, so a client whose host vanished does not hold its connection (and its
+/// place under the caps) until a silence limit of hours.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ConnectionLimitsSpec {
+pub struct ConnectionsSpec {
     /// All connections together (default 100000).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max: Option<u32>,
@@ -79,6 +83,15 @@ pub struct ConnectionLimitsSpec {
     /// (default 0: off, since a cluster's nodes often share one NAT address).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_per_source: Option<u32>,
+    /// Silence before the first keepalive probe (default `60s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive_idle: Option<Duration>,
+    /// Time between probes (default `10s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive_interval: Option<Duration>,
+    /// Unanswered probes that close the connection (default 6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive_probes: Option<u32>,
 }
 
 /// HTTP/2 towards clients. kube-apiserver's own HTTP/2 abuse guard cannot run behind a

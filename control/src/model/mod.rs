@@ -13,8 +13,8 @@ mod route;
 
 pub use duration::Duration;
 pub use gateway::{
-    AccessDefaults, AdminSpec, Balancing, ConnectSpec, ConnectionLimitsSpec, Defaults,
-    EjectionSpec, GatewayConfig, GatewaySpec, HealthSpec, Http2Spec, ListenerKind, ListenerSpec,
+    AccessDefaults, AdminSpec, Balancing, ConnectSpec, ConnectionsSpec, Defaults, EjectionSpec,
+    GatewayConfig, GatewaySpec, HealthSpec, Http2Spec, ListenerKind, ListenerSpec,
     ProxyProtocolMode, SlowStartSpec,
 };
 pub use parse::{parse_documents, render_documents};

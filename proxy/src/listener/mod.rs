@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use apigate_control::snapshot::{Listener, Mode};
+use apigate_control::snapshot::{ConnectionLimits, Listener, Mode};
 use pingora::apps::ServerApp;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
@@ -140,7 +140,11 @@ pub async fn serve(listener: TcpListener, settings: Listener, ctx: ListenerConte
 
 async fn handle(tcp: TcpStream, peer: SocketAddr, startup: &Listener, ctx: &ListenerContext) {
     let _ = tcp.set_nodelay(true);
-    let accepted = Accepted::new(tcp, peer, ctx.name.clone(), startup, ctx.state.load());
+    let active = ctx.state.load();
+    if let Err(e) = set_keepalive(&tcp, &active.snapshot.gateway.connections) {
+        tracing::debug!(error = %e, "could not set TCP keepalive");
+    }
+    let accepted = Accepted::new(tcp, peer, ctx.name.clone(), startup, active);
     let open = ctx.connections.open();
     let admitted = match pipeline::admit(accepted, &ctx.state, open).await {
         Ok(admitted) => admitted,
@@ -157,6 +161,16 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, startup: &Listener, ctx: &List
     if let Err(refused) = outcome {
         record::refused(&ctx.state, &refused);
     }
+}
+
+/// TCP keepalive on a client socket, so that a client whose host vanished is closed by
+/// the kernel instead of holding its connection until a silence limit of hours.
+fn set_keepalive(tcp: &TcpStream, settings: &ConnectionLimits) -> std::io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(settings.keepalive_idle)
+        .with_interval(settings.keepalive_interval)
+        .with_retries(settings.keepalive_probes);
+    socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive)
 }
 
 /// Stop the HTTP engine's idle HTTP/1.1 keep-alive reads (part of shutdown).

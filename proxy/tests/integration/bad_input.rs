@@ -387,3 +387,55 @@ async fn idle_connections_are_closed_after_idle_timeout_but_not_while_a_stream_i
     assert_eq!(h.replicas[0].open_watches(), 1);
     h.stop().await;
 }
+
+/// The kernel's timer on the TCP socket from `local` to `remote` (IPv4), from
+/// `/proc/net/tcp`: which one runs (0 none, 1 retransmit, 2 keepalive, ...) and in how
+/// many clock ticks it fires.
+fn tcp_timer(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Option<(u8, u64)> {
+    let hex = |a: std::net::SocketAddr| match a.ip() {
+        std::net::IpAddr::V4(ip) => {
+            format!("{:08X}:{:04X}", u32::from_le_bytes(ip.octets()), a.port())
+        }
+        std::net::IpAddr::V6(_) => String::new(),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    std::fs::read_to_string("/proc/net/tcp")
+        .ok()?
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(1) != Some(&local.as_str()) || fields.get(2) != Some(&remote.as_str()) {
+                return None;
+            }
+            let (kind, when) = fields.get(5)?.split_once(':')?;
+            Some((
+                u8::from_str_radix(kind, 16).ok()?,
+                u64::from_str_radix(when, 16).ok()?,
+            ))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_sockets_carry_tcp_keepalive_so_a_vanished_host_is_closed_by_the_kernel() {
+    let h = Harness::start_with(1, |c| {
+        c.gateway.spec.connections.tcp_keepalive_idle = Some(apigate_test_support::config::secs(7));
+    })
+    .await;
+    let tcp = TcpStream::connect(h.addr()).await.unwrap();
+    let client_end = tcp.local_addr().unwrap();
+    let client = apigate_test_support::client::H2Client::over(tcp, &h.tls(None))
+        .await
+        .unwrap();
+    assert_eq!(client.get("/version", &[]).await.unwrap().status, 200);
+    // Once the exchange is acknowledged, the only timer on apigate's side of the idle
+    // connection is the keepalive's, due within the configured 7 s (the kernel counts
+    // 100 ticks a second here).
+    let armed = eventually(
+        Duration::from_secs(5),
+        || matches!(tcp_timer(h.addr(), client_end), Some((2, when)) if when > 0 && when <= 700),
+    )
+    .await;
+    assert!(armed, "{:?}", tcp_timer(h.addr(), client_end));
+    h.stop().await;
+}
