@@ -206,13 +206,13 @@ pub struct GatewaySettings {
     pub rollout: crate::rollout_settings::RolloutSettings,
     /// HTTP/2 towards clients.
     pub http2: Http2Settings,
-    /// Caps on open client connections.
-    pub connections: ConnectionLimits,
+    /// Caps on open client connections, and their TCP keepalive.
+    pub connections: ConnectionSettings,
 }
 
-/// Caps on open client connections, with the defaults applied.
+/// Caps on open client connections and their TCP keepalive, with the defaults applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnectionLimits {
+pub struct ConnectionSettings {
     /// All connections together.
     pub max: usize,
     /// Connections of one route.

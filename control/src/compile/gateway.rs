@@ -11,7 +11,7 @@ use crate::inputs::Files;
 use crate::model::Defaults;
 use crate::model::{Balancing, ConnectionsSpec, GatewayConfig, Http2Spec, ProxyProtocolMode};
 use crate::snapshot::{
-    AdminToken, ConnectionLimits, Ejection, GatewaySettings, Http2Settings, Listener,
+    AdminToken, ConnectionSettings, Ejection, GatewaySettings, Http2Settings, Listener,
     RouteSettings, SlowStart, Timeouts,
 };
 
@@ -219,12 +219,13 @@ fn compile_http2(
     settings
 }
 
-/// Resolve `spec.connections`; each cap at most the one above it.
-fn compile_connection_limits(
+/// Resolve `spec.connections`: the caps, each at most the one above it, and the TCP
+/// keepalive.
+fn compile_connections(
     spec: &ConnectionsSpec,
     object_ref: &crate::error::ObjectRef,
     errors: &mut Errors,
-) -> ConnectionLimits {
+) -> ConnectionSettings {
     const MAX: u32 = 10_000_000;
     let max = count_in(
         spec.max,
@@ -251,7 +252,7 @@ fn compile_connection_limits(
         errors,
     );
     let size = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
-    ConnectionLimits {
+    ConnectionSettings {
         max: size(max),
         per_route: size(per_route),
         per_source: (per_source > 0).then(|| size(per_source)),
@@ -535,7 +536,7 @@ pub(super) fn compile(
     let health = super::health::compile_defaults(&spec.defaults.health, &object_ref, errors);
     let rollout = super::rollout::compile(spec.rollout.as_ref(), &object_ref, errors);
     let http2 = compile_http2(&spec.http2, &object_ref, errors);
-    let connections = compile_connection_limits(&spec.connections, &object_ref, errors);
+    let connections = compile_connections(&spec.connections, &object_ref, errors);
     if errors.len() != before {
         return None;
     }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use apigate_control::snapshot::{ConnectionLimits, Listener, Mode};
+use apigate_control::snapshot::{ConnectionSettings, Listener, Mode};
 use pingora::apps::ServerApp;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
@@ -165,7 +165,7 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, startup: &Listener, ctx: &List
 
 /// TCP keepalive on a client socket, so that a client whose host vanished is closed by
 /// the kernel instead of holding its connection until a silence limit of hours.
-fn set_keepalive(tcp: &TcpStream, settings: &ConnectionLimits) -> std::io::Result<()> {
+fn set_keepalive(tcp: &TcpStream, settings: &ConnectionSettings) -> std::io::Result<()> {
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(settings.keepalive_idle)
         .with_interval(settings.keepalive_interval)

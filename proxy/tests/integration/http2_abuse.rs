@@ -137,6 +137,17 @@ fn reset(stream: u32) -> Vec<u8> {
     h2_frame(RST_STREAM, 0, stream, &CANCEL.to_be_bytes())
 }
 
+/// The attack: the `n`th client stream of `range` opened with a watch and reset at once,
+/// for each `n`, in one write.
+fn reset_burst(range: std::ops::Range<u32>) -> Vec<u8> {
+    let mut burst = Vec::new();
+    for n in range {
+        burst.extend(get(2 * n + 1, WATCH));
+        burst.extend(reset(2 * n + 1));
+    }
+    burst
+}
+
 fn window_update(stream: u32, increment: u32) -> Vec<u8> {
     h2_frame(WINDOW_UPDATE, 0, stream, &increment.to_be_bytes())
 }
@@ -260,12 +271,7 @@ async fn rapid_reset_is_cancelled_upstream_then_closed_with_enhance_your_calm() 
     assert_eq!((pong.flags, &pong.payload[..]), (0x1, &b"stillok!"[..]));
 
     // Beyond it: streams opened and reset in a loop, as the attack does.
-    let mut burst = Vec::new();
-    for i in 20..170 {
-        burst.extend(get(2 * i + 1, WATCH));
-        burst.extend(reset(2 * i + 1));
-    }
-    raw.send(&burst).await;
+    raw.send(&reset_burst(20..170)).await;
     assert_eq!(raw.goaway_code().await, Some(ENHANCE_YOUR_CALM));
     let m = h.metrics();
     assert_eq!(
@@ -384,12 +390,7 @@ async fn resets_before_streams_are_taken_up_trip_the_http2_layers_bound() {
     // Streams opened and reset in one write: the HTTP/2 layer sees the resets before
     // the engine takes the streams up. 5 are allowed; 200 are not.
     let mut raw = RawH2::connect(&h).await;
-    let mut burst = Vec::new();
-    for i in 0..200 {
-        burst.extend(get(2 * i + 1, WATCH));
-        burst.extend(reset(2 * i + 1));
-    }
-    raw.send(&burst).await;
+    raw.send(&reset_burst(0..200)).await;
     assert_eq!(raw.goaway_code().await, Some(ENHANCE_YOUR_CALM));
     assert!(
         eventually(Duration::from_secs(5), || h
