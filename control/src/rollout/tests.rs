@@ -201,21 +201,18 @@ fn the_diff_names_each_changed_field() {
 }
 
 #[test]
-fn http2_settings_apply_at_once_and_never_roll_out() {
+fn http2_and_connection_settings_apply_at_once_and_never_roll_out() {
     let old = two_routes(ON);
-    let new = old.replace(ON, &format!("{ON}  http2: {{maxResetsPerSecond: 5}}\n"));
+    let added =
+        format!("{ON}  http2: {{maxResetsPerSecond: 5}}\n  connections: {{maxPerSource: 3}}\n");
+    let new = old.replace(ON, &added);
     let (diff, _) = change(&old, &new);
     assert!(diff.is_empty(), "{diff:?}");
     // Staged into whatever revision a route serves.
     let staged = Desired::of(&inputs(&old)).stage(&inputs(&new), &Default::default());
-    assert_eq!(
-        compile(&staged)
-            .unwrap()
-            .gateway
-            .http2
-            .max_resets_per_second,
-        5
-    );
+    let gateway = compile(&staged).unwrap().gateway;
+    assert_eq!(gateway.http2.max_resets_per_second, 5);
+    assert_eq!(gateway.connections.per_source, Some(3));
 }
 
 #[test]

@@ -727,3 +727,53 @@ async fn connection_caps_per_source_route_and_total_close_only_the_connection_ov
     assert!(admitted, "the address and the route got their places back");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_caps_changed_by_a_reload_apply_to_new_connections_only() {
+    let mut h = Harness::start_with(1, |c| {
+        trust_loopback(c, "https", ProxyProtocolMode::Optional)
+    })
+    .await;
+    let addr = h.addr();
+    let tls = h.tls(None);
+    let open = |source: &'static str| {
+        let tls = tls.clone();
+        async move {
+            let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            tcp.write_all(&v1(source, 40000))
+                .await
+                .map_err(|e| e.to_string())?;
+            let client = H2Client::over(tcp, &tls).await.map_err(|e| e.to_string())?;
+            let status = client
+                .get("/version", &[])
+                .await
+                .map_err(|e| e.to_string())?
+                .status;
+            Ok::<_, String>((client, status))
+        }
+    };
+    let (a1, _) = open("192.0.2.1").await.unwrap();
+    let (a2, _) = open("192.0.2.1").await.unwrap();
+    let (b, _) = open("192.0.2.2").await.unwrap();
+    let mut config = h.config.clone();
+    config.gateway.spec.connections.max_per_route = Some(4);
+    config.gateway.spec.connections.max_per_source = Some(1);
+    h.reload(config).await;
+    // Open connections stay. The route's cap counts them; the per-source cap, off when
+    // they were admitted, counts from the reload on.
+    for client in [&a1, &a2, &b] {
+        assert_eq!(client.get("/version", &[]).await.unwrap().status, 200);
+    }
+    let (_a3, _) = open("192.0.2.1").await.unwrap();
+    assert!(
+        open("192.0.2.1").await.is_err(),
+        "a second since the reload"
+    );
+    assert!(open("192.0.2.3").await.is_err(), "the route holds its 4");
+    let counted = |result: &'static str| {
+        metric(&h, "apigate_connections_total", &[("result", result)]) == 1.0
+    };
+    assert!(eventually(Duration::from_secs(5), || counted("limit_source")).await);
+    assert!(eventually(Duration::from_secs(5), || counted("limit_route")).await);
+    h.stop().await;
+}
