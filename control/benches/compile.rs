@@ -75,7 +75,7 @@ fn inputs(pems: &Pems, host7: &str) -> Inputs {
             (file("fp", "tls.crt"), fp),
             (file("fp", "tls.key"), fp_key),
         ] {
-            files.insert(path, Ok(content.as_bytes().into()));
+            files.insert(path.into(), Ok(content.as_bytes().into()));
         }
         let host = if i == 7 { host7 } else { "api" };
         text += &format!(

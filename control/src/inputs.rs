@@ -11,7 +11,7 @@ use crate::model::{ApiServerRoute, Object};
 /// Referenced file contents keyed by the path as written. The bytes are shared: the
 /// Kubernetes source hands the same allocation from the Secret it watched to every
 /// compile, and a rollout's fallback keeps them without a copy.
-pub type Files = HashMap<String, FileContent>;
+pub type Files = HashMap<Arc<str>, FileContent>;
 
 /// One referenced file: its bytes, or why it could not be read.
 pub type FileContent = Result<Arc<[u8]>, String>;

@@ -47,7 +47,7 @@ fn pki() -> Pki {
         ("other.key", other_key),
         ("garbage.pem", "not a pem".to_string()),
     ] {
-        files.insert(name.to_string(), Ok(content.into_bytes().into()));
+        files.insert(name.into(), Ok(content.into_bytes().into()));
     }
     files.insert(
         "missing.pem".into(),

@@ -76,7 +76,7 @@ pub fn load_file(path: &Path) -> Result<Inputs, Vec<ConfigError>> {
         let content = std::fs::read(&resolved)
             .map(Arc::from)
             .map_err(|e| format!("{} ({})", e, resolved.display()));
-        inputs.files.insert(written, content);
+        inputs.files.insert(written.into(), content);
     }
     Ok(inputs)
 }

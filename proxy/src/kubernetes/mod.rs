@@ -47,7 +47,8 @@ pub struct KubernetesArgs {
     /// Serve only ApiServerRoutes matching this label selector.
     #[arg(long)]
     pub route_selector: Option<String>,
-    /// Compile once changes have been quiet for this long.
+    /// A change after this long without one is compiled at once; the changes that
+    /// follow it are compiled once they have been quiet for this long.
     #[arg(long, default_value = "100ms", value_parser = crate::flags::wait)]
     pub debounce: Duration,
     /// ...but never let a change wait longer than this.

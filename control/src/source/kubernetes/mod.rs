@@ -12,6 +12,7 @@
 //! route never holding back the others.
 
 pub mod crd;
+pub mod debounce;
 pub mod lease;
 pub mod reconcile;
 pub mod rollout_record;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use tokio::sync::watch as channel;
 
+use self::debounce::Debounce;
 use self::lease::LeaseConfig;
 use self::reconcile::{Reconciler, RouteReport};
 use self::status::{StatusWriter, WriteCounts};
@@ -41,7 +43,8 @@ use crate::source::Inputs;
 pub struct Options {
     /// Only routes with these labels (a Kubernetes label selector); all when `None`.
     pub route_selector: Option<String>,
-    /// A change is compiled once no further change arrived for this long...
+    /// A change after this long without a compile is compiled at once; the changes
+    /// that follow it are compiled once no further change arrived for this long...
     pub debounce: Duration,
     /// ...or once the oldest uncompiled change is this old, whichever is first.
     pub max_delay: Duration,
@@ -172,21 +175,12 @@ pub async fn run(
     let mut reconciler = Reconciler::default();
     let mut secrets = SecretWatch::default();
     let mut first = true;
+    // Until the first configuration, nothing serves that a burst could disturb, and
+    // each list is applied whole: the first compile starts as soon as everything has
+    // listed, and the Secret watch as soon as the routes have.
+    let mut debounce = Debounce::new(options.debounce, options.max_delay);
     loop {
-        shared.changed.notified().await;
-        let started = Instant::now();
-        // Until the first configuration, nothing serves that a burst could disturb, and
-        // each list is applied whole: the first compile starts as soon as everything
-        // has listed, and the Secret watch as soon as the routes have.
-        while !first
-            && tokio::time::timeout(options.debounce, shared.changed.notified())
-                .await
-                .is_ok()
-        {
-            if started.elapsed() >= options.max_delay {
-                break;
-            }
-        }
+        debounce.settle(&shared.changed).await;
         let wanted = shared.world().referenced_secrets();
         secrets.sync(&client, &shared, &wanted);
         if !shared.synced(&required) {
@@ -234,6 +228,7 @@ pub async fn run(
         }
         report_errors(&*report, &shared);
         status_tx.send_replace(Some(Arc::new((world.routes, reports))));
+        debounce.compiled();
     }
 }
 

@@ -9,9 +9,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use super::translate::{crd_field, route_ref, translate, Translated};
+use super::translate::{claimed_host, crd_field, route_ref, translate, Translated};
 use super::world::{
-    secret_names, AclExtension, ObjectKey, RouteObject, SecretState, ServicePort, Slice, World,
+    secret_names, AclExtension, Changed, ObjectKey, RouteObject, SecretState, ServicePort, Slice,
+    World,
 };
 use crate::compile::{compile_cached, RouteCache};
 use crate::error::{ConfigError, ObjectRef, Problem};
@@ -75,17 +76,32 @@ pub struct Outcome {
     pub reports: BTreeMap<ObjectKey, RouteReport>,
 }
 
-/// Remembers each route's last accepted version (and compiled routes) between
-/// reconciles.
+/// Remembers, between reconciles, each route's translation and last accepted version,
+/// the compiled routes, and the world it last saw, so that a change costs work in
+/// proportion to what changed: routes are translated again only in namespaces where
+/// something changed, and compiled again only when their translation did.
 #[derive(Default)]
 pub struct Reconciler {
     last_good: HashMap<ObjectKey, Arc<Translated>>,
-    /// Each route's translation and what it read: a route whose inputs are the same
-    /// allocations as last time is not translated again.
-    translations: HashMap<ObjectKey, (Reads, Arc<Translated>)>,
+    /// Every route of the world last reconciled: what its translation read.
+    routes: BTreeMap<ObjectKey, Entry>,
+    /// The same routes' current translations, oldest first (creation time, then key):
+    /// the older route wins every conflict, and compile reports a conflict on the
+    /// later object.
+    order: BTreeMap<(i64, ObjectKey), Arc<Translated>>,
+    /// The world last reconciled; `None` until the first, when every route is looked at.
+    seen: Option<World>,
     /// Compiled routes of the previous reconcile: a change recompiles only the routes
     /// it touched.
     cache: RouteCache,
+}
+
+/// One route's current translation.
+struct Entry {
+    /// What translating it read: the same allocations mean the same translation.
+    reads: Reads,
+    /// `metadata.creationTimestamp`, its place in [`Reconciler::order`].
+    created: i64,
 }
 
 /// What translating a route read from the world. The watches replace a value that
@@ -173,33 +189,30 @@ enum Choice {
     LastGood,
 }
 
+/// A route whose version compiles: its key, which version, and its current
+/// translation (whose endpoints a last good version takes).
+type Chosen<'a> = (&'a ObjectKey, Choice, &'a Arc<Translated>);
+
+/// Who holds a hostname in [`Reconciler::plan`].
+#[derive(Clone, Copy)]
+enum Holder<'a> {
+    /// A route of the gateway file.
+    Base(&'a ObjectRef),
+    /// A route of the cluster.
+    Route(&'a ObjectKey),
+}
+
 impl Reconciler {
     /// Compile `base` (the gateway file's objects) plus every route in `world`.
     pub fn reconcile(&mut self, base: &Inputs, world: &World) -> Outcome {
-        self.last_good
-            .retain(|key, _| world.routes.contains_key(key));
-
-        // Oldest first: the older route wins every conflict, and compile reports a
-        // conflict on the later object.
-        let mut by_age: Vec<(i64, &ObjectKey)> =
-            world.routes.iter().map(|(k, r)| (r.created, k)).collect();
-        by_age.sort();
-        let order: Vec<&ObjectKey> = by_age.into_iter().map(|(_, k)| k).collect();
-
-        // Translated anew only where what the translation read was replaced.
-        let mut translations = HashMap::with_capacity(order.len());
-        let mut current: HashMap<ObjectKey, Arc<Translated>> = HashMap::with_capacity(order.len());
-        for key in &order {
-            let route = &world.routes[*key];
-            let reads = Reads::of(world, key, route);
-            let translated = match self.translations.remove(*key) {
-                Some((before, translated)) if before.same(&reads) => translated,
-                _ => Arc::new(translate(world, key, route)),
-            };
-            current.insert((*key).clone(), translated.clone());
-            translations.insert((*key).clone(), (reads, translated));
-        }
-        self.translations = translations;
+        self.update_routes(world);
+        let Reconciler {
+            last_good,
+            routes,
+            order,
+            cache,
+            ..
+        } = self;
 
         // Versions compile refused: the current spec (with its errors) or the last good
         // one. Each round adds at least one, so this ends; claims are made afresh each
@@ -207,32 +220,31 @@ impl Reconciler {
         let mut refused: HashMap<ObjectKey, Vec<ConfigError>> = HashMap::new();
         let mut refused_last_good: HashSet<ObjectKey> = HashSet::new();
         let (snapshot, chosen, reports) = loop {
-            let (chosen, reports) = self.plan(base, &order, &current, &refused, &refused_last_good);
-            let inputs = self.inputs(base, &chosen, &current);
-            let errors = match compile_cached(&inputs, &mut self.cache) {
+            let (chosen, reports) = plan(order, last_good, base, &refused, &refused_last_good);
+            let inputs = inputs(last_good, base, &chosen);
+            let errors = match compile_cached(&inputs, cache) {
                 Ok(snapshot) => break (Ok((snapshot, inputs)), chosen, reports),
                 Err(errors) => errors,
             };
             let mut by_route: BTreeMap<ObjectKey, Vec<ConfigError>> = BTreeMap::new();
             let mut foreign = Vec::new();
             for error in errors {
-                match route_key(&error.object).filter(|k| world.routes.contains_key(k)) {
+                match route_key(&error.object).filter(|k| routes.contains_key(k)) {
                     Some(key) => by_route.entry(key).or_default().push(error),
                     None => foreign.push(error),
                 }
             }
             let mut progress = false;
             for (key, errors) in by_route {
-                match chosen.iter().find(|(k, _)| *k == key) {
-                    Some((_, Choice::Current)) => {
-                        let translated = &current[&key];
+                match chosen.iter().find(|(k, _, _)| **k == key) {
+                    Some((_, Choice::Current, translated)) => {
                         let errors = errors
                             .into_iter()
                             .map(|e| in_crd_terms(e, translated))
                             .collect();
                         progress |= refused.insert(key, errors).is_none();
                     }
-                    Some((_, Choice::LastGood)) => progress |= refused_last_good.insert(key),
+                    Some((_, Choice::LastGood, _)) => progress |= refused_last_good.insert(key),
                     None => foreign.extend(errors),
                 }
             }
@@ -243,17 +255,17 @@ impl Reconciler {
         let mut reports = reports;
 
         if snapshot.is_ok() {
-            for (key, choice) in &chosen {
+            for (key, choice, current) in &chosen {
                 let serving = match choice {
                     Choice::Current => {
-                        if let Some(t) = current.get(key) {
-                            self.last_good.insert(key.clone(), t.clone());
+                        if !last_good.get(*key).is_some_and(|t| Arc::ptr_eq(t, current)) {
+                            last_good.insert((*key).clone(), Arc::clone(current));
                         }
                         Serving::Current
                     }
                     Choice::LastGood => Serving::LastGood,
                 };
-                if let Some(report) = reports.get_mut(key) {
+                if let Some(report) = reports.get_mut(*key) {
                     report.serving = serving;
                 }
             }
@@ -269,139 +281,227 @@ impl Reconciler {
         }
     }
 
-    /// Which version of each route to compile, oldest route first claiming its
-    /// hostnames, and the verdicts so far.
-    fn plan(
-        &self,
-        base: &Inputs,
-        order: &[&ObjectKey],
-        current: &HashMap<ObjectKey, Arc<Translated>>,
-        refused: &HashMap<ObjectKey, Vec<ConfigError>>,
-        refused_last_good: &HashSet<ObjectKey>,
-    ) -> (Vec<(ObjectKey, Choice)>, BTreeMap<ObjectKey, RouteReport>) {
-        let mut reports = BTreeMap::new();
-        let mut chosen = Vec::new();
-        let mut claimed: HashMap<String, ObjectRef> = HashMap::new();
-        for object in &base.objects {
-            if let Object::Route(route) = object {
-                for host in &route.spec.hostnames {
-                    claimed.insert(normalize(host), route.object_ref());
+    /// Bring the routes' translations up to `world`: only routes in namespaces where
+    /// something changed since the last reconcile are looked at, and of those only the
+    /// ones whose reads were replaced are translated again.
+    fn update_routes(&mut self, world: &World) {
+        let changed = match &self.seen {
+            Some(seen) => world.changed_since(seen),
+            None => Changed::All,
+        };
+        self.seen = Some(world.clone());
+        let namespaces: Vec<&str> = match &changed {
+            Changed::All => {
+                let gone: Vec<ObjectKey> = self
+                    .routes
+                    .keys()
+                    .filter(|k| !world.routes.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    self.forget(&key);
                 }
+                for (key, route) in world.routes.iter() {
+                    self.refresh(world, key, route);
+                }
+                return;
+            }
+            Changed::Namespaces(namespaces) => namespaces.iter().map(String::as_str).collect(),
+        };
+        for namespace in namespaces {
+            let from = ObjectKey::new(namespace, String::new());
+            let gone: Vec<ObjectKey> = self
+                .routes
+                .range(from.clone()..)
+                .take_while(|(k, _)| k.namespace == namespace)
+                .filter(|(k, _)| !world.routes.contains_key(*k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in gone {
+                self.forget(&key);
+            }
+            for (key, route) in world
+                .routes
+                .range(from..)
+                .take_while(|(k, _)| k.namespace == namespace)
+            {
+                self.refresh(world, key, route);
             }
         }
-        for key in order {
-            let key = *key;
-            let translated = &current[key];
-            let mut report = RouteReport {
-                generation: translated.generation,
-                verdict: Verdict::Accepted,
-                serving: Serving::Nothing,
-                ready_endpoints: translated.ready_endpoints,
-                unready_endpoints: translated.unready_endpoints,
-            };
-            let mut candidates = Vec::new();
-            // A definite problem outranks a Secret still being listed.
-            if !translated.problems.is_empty() {
-                report.verdict = rejected(translated.problems.clone());
-            } else if let Some(waiting) = translated.pending {
-                report.verdict = Verdict::Pending(waiting);
-            } else if let Some(errors) = refused.get(key) {
-                report.verdict = rejected(errors.clone());
-            } else {
-                candidates.push(Choice::Current);
-            }
-            if self.last_good.contains_key(key) && !refused_last_good.contains(key) {
-                candidates.push(Choice::LastGood);
-            }
-            for choice in candidates {
-                let version = match choice {
-                    Choice::Current => translated,
-                    Choice::LastGood => &self.last_good[key],
-                };
-                let conflicts = hostname_conflicts(version, &claimed, key);
-                if conflicts.is_empty() {
-                    for host in &version.object.spec.hostnames {
-                        claimed.insert(normalize(host), route_ref(key));
-                    }
-                    chosen.push((key.clone(), choice));
-                    break;
-                }
-                if choice == Choice::Current {
-                    report.verdict = rejected(conflicts);
-                }
-            }
-            reports.insert(key.clone(), report);
-        }
-        (chosen, reports)
     }
 
-    /// The compile inputs: the base objects, then each chosen route version. A last
-    /// good version takes the current endpoints when they resolved, so a route whose
-    /// new spec is broken still follows its replicas.
-    fn inputs(
-        &self,
-        base: &Inputs,
-        chosen: &[(ObjectKey, Choice)],
-        current: &HashMap<ObjectKey, Arc<Translated>>,
-    ) -> Inputs {
-        let mut inputs = Inputs {
-            objects: base.objects.clone(),
-            scope: crate::inputs::Scope::Cluster,
-            files: base.files.clone(),
-        };
-        for (key, choice) in chosen {
-            let now = &current[key];
-            let version: &Translated = match choice {
-                Choice::Current => now,
-                Choice::LastGood => &self.last_good[key],
-            };
-            let mut object = version.object.clone();
-            if *choice == Choice::LastGood {
-                let backends_resolved = !now
-                    .problems
-                    .iter()
-                    .any(|e| e.field.starts_with("spec.backendRef"));
-                if backends_resolved && object.spec.backends != now.object.spec.backends {
-                    Arc::make_mut(&mut object).spec.backends = now.object.spec.backends.clone();
-                }
+    /// Translate `key` again if what it reads was replaced.
+    fn refresh(&mut self, world: &World, key: &ObjectKey, route: &Arc<RouteObject>) {
+        let reads = Reads::of(world, key, route);
+        if let Some(entry) = self.routes.get(key) {
+            if entry.reads.same(&reads) {
+                return;
             }
-            inputs
-                .files
-                .extend(version.files.iter().map(|(k, v)| (k.clone(), v.clone())));
-            inputs.objects.push(Object::Route(object));
+            if entry.created != route.created {
+                self.order.remove(&(entry.created, key.clone()));
+            }
+        }
+        let translated = Arc::new(translate(world, key, route));
+        self.order
+            .insert((route.created, key.clone()), translated.clone());
+        self.routes.insert(
+            key.clone(),
+            Entry {
+                reads,
+                created: route.created,
+            },
+        );
+    }
+
+    /// A route left the world.
+    fn forget(&mut self, key: &ObjectKey) {
+        if let Some(entry) = self.routes.remove(key) {
+            self.order.remove(&(entry.created, key.clone()));
+        }
+        self.last_good.remove(key);
+    }
+}
+
+/// Which version of each route to compile, oldest route first claiming its
+/// hostnames, and the verdicts so far.
+fn plan<'a>(
+    order: &'a BTreeMap<(i64, ObjectKey), Arc<Translated>>,
+    last_good: &HashMap<ObjectKey, Arc<Translated>>,
+    base: &Inputs,
+    refused: &HashMap<ObjectKey, Vec<ConfigError>>,
+    refused_last_good: &HashSet<ObjectKey>,
+) -> (Vec<Chosen<'a>>, BTreeMap<ObjectKey, RouteReport>) {
+    let mut reports = BTreeMap::new();
+    let mut chosen = Vec::with_capacity(order.len());
+    let base_refs: Vec<(ObjectRef, Vec<String>)> = base
+        .objects
+        .iter()
+        .filter_map(|object| match object {
+            Object::Route(route) => Some((
+                route.object_ref(),
+                route
+                    .spec
+                    .hostnames
+                    .iter()
+                    .map(|h| claimed_host(h))
+                    .collect(),
+            )),
+            Object::Gateway(_) => None,
+        })
+        .collect();
+    let mut claimed: HashMap<&str, Holder<'_>> = HashMap::with_capacity(order.len());
+    for (object, hosts) in &base_refs {
+        for host in hosts {
+            claimed.insert(host, Holder::Base(object));
+        }
+    }
+    for ((_, key), translated) in order {
+        let mut report = RouteReport {
+            generation: translated.generation,
+            verdict: Verdict::Accepted,
+            serving: Serving::Nothing,
+            ready_endpoints: translated.ready_endpoints,
+            unready_endpoints: translated.unready_endpoints,
+        };
+        // A definite problem outranks a Secret still being listed.
+        if !translated.problems.is_empty() {
+            report.verdict = rejected(translated.problems.clone());
+        } else if let Some(waiting) = translated.pending {
+            report.verdict = Verdict::Pending(waiting);
+        } else if let Some(errors) = refused.get(key) {
+            report.verdict = rejected(errors.clone());
+        } else {
+            let conflicts = hostname_conflicts(translated, &claimed, key);
+            if conflicts.is_empty() {
+                for host in &translated.claimed_hosts {
+                    claimed.insert(host, Holder::Route(key));
+                }
+                chosen.push((key, Choice::Current, translated));
+                reports.insert(key.clone(), report);
+                continue;
+            }
+            report.verdict = rejected(conflicts);
+        }
+        // The current version cannot serve: the last good one, if it still fits.
+        if let Some(version) = last_good
+            .get(key)
+            .filter(|_| !refused_last_good.contains(key))
+        {
+            if hostname_conflicts(version, &claimed, key).is_empty() {
+                for host in &version.claimed_hosts {
+                    claimed.insert(host, Holder::Route(key));
+                }
+                chosen.push((key, Choice::LastGood, translated));
+            }
+        }
+        reports.insert(key.clone(), report);
+    }
+    (chosen, reports)
+}
+
+/// The compile inputs: the base objects, then each chosen route version. A last
+/// good version takes the current endpoints when they resolved, so a route whose
+/// new spec is broken still follows its replicas.
+fn inputs(
+    last_good: &HashMap<ObjectKey, Arc<Translated>>,
+    base: &Inputs,
+    chosen: &[Chosen<'_>],
+) -> Inputs {
+    let mut inputs = Inputs {
+        objects: Vec::with_capacity(base.objects.len() + chosen.len()),
+        scope: crate::inputs::Scope::Cluster,
+        files: base.files.clone(),
+    };
+    inputs.objects.extend(base.objects.iter().cloned());
+    let files: usize = chosen.iter().map(|(_, _, t)| t.files.len()).sum();
+    inputs.files.reserve(files);
+    for (key, choice, now) in chosen {
+        let version: &Translated = match choice {
+            Choice::Current => now,
+            Choice::LastGood => &last_good[*key],
+        };
+        let mut object = version.object.clone();
+        if *choice == Choice::LastGood {
+            let backends_resolved = !now
+                .problems
+                .iter()
+                .any(|e| e.field.starts_with("spec.backendRef"));
+            if backends_resolved && object.spec.backends != now.object.spec.backends {
+                Arc::make_mut(&mut object).spec.backends = now.object.spec.backends.clone();
+            }
         }
         inputs
+            .files
+            .extend(version.files.iter().map(|(k, v)| (k.clone(), v.clone())));
+        inputs.objects.push(Object::Route(object));
     }
+    inputs
 }
-
-fn normalize(host: &str) -> String {
-    host.trim_end_matches('.').to_ascii_lowercase()
-}
-
 fn hostname_conflicts(
     version: &Translated,
-    claimed: &HashMap<String, ObjectRef>,
+    claimed: &HashMap<&str, Holder<'_>>,
     key: &ObjectKey,
 ) -> Vec<ConfigError> {
-    let me = route_ref(key);
+    let spec_hosts = &version.object.spec.hostnames;
     version
-        .object
-        .spec
-        .hostnames
+        .claimed_hosts
         .iter()
+        .zip(spec_hosts)
         .enumerate()
-        .filter_map(|(i, host)| {
-            let owner = claimed.get(&normalize(host))?;
-            (*owner != me).then(|| {
-                ConfigError::new(
-                    me.clone(),
-                    format!("spec.hostnames[{i}]"),
-                    Problem::Conflict {
-                        value: host.clone(),
-                        other: format!("{owner} (older)"),
-                    },
-                )
-            })
+        .filter_map(|(i, (claimed_as, host))| {
+            let owner = match claimed.get(claimed_as.as_str())? {
+                Holder::Route(other) if *other == key => return None,
+                Holder::Route(other) => route_ref(other),
+                Holder::Base(object) => (*object).clone(),
+            };
+            Some(ConfigError::new(
+                route_ref(key),
+                format!("spec.hostnames[{i}]"),
+                Problem::Conflict {
+                    value: host.clone(),
+                    other: format!("{owner} (older)"),
+                },
+            ))
         })
         .collect()
 }

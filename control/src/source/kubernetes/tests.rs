@@ -227,6 +227,81 @@ fn the_older_route_wins_a_hostname_conflict() {
     assert_eq!(snapshot.routes[0].id.namespace, "b");
 }
 
+/// A reconcile looks only at namespaces where something changed since the last one:
+/// each kind of change must still reach its route, and leave the other's compiled
+/// route as it was.
+#[test]
+fn each_change_reaches_the_routes_of_its_namespace_and_no_other() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let mut world = World::default();
+    backends(&mut world, "a", &["10.0.0.1"], &[]);
+    backends(&mut world, "b", &["10.0.0.2"], &[]);
+    for (ns, created) in [("a", 1), ("b", 2)] {
+        world.routes.insert(
+            key(ns),
+            Arc::new(route(created, spec(&format!("{ns}.example.com")))),
+        );
+    }
+    let mut reconciler = Reconciler::default();
+    let routes = |snapshot: &crate::snapshot::Snapshot| {
+        let find = |ns: &str| {
+            snapshot
+                .routes
+                .iter()
+                .find(|r| r.id.namespace == ns)
+                .cloned()
+        };
+        (find("a"), find("b"))
+    };
+    let (_, b) = routes(&reconciler.reconcile(&base(), &world).snapshot.unwrap());
+    let b = b.unwrap();
+
+    // An endpoint of a's Service moved (its slice alone changed).
+    let mut slice = (*world.slices[&ObjectKey::new("a", "kube-apiserver-abc")]).clone();
+    slice.endpoints[0].addresses = vec!["10.0.0.9".into()];
+    world
+        .slices
+        .insert(ObjectKey::new("a", "kube-apiserver-abc"), Arc::new(slice));
+    let (a2, b2) = routes(&reconciler.reconcile(&base(), &world).snapshot.unwrap());
+    let a2 = a2.unwrap();
+    assert_eq!(a2.backends[0].to_string(), "10.0.0.9:6443");
+    assert!(Arc::ptr_eq(&b, &b2.unwrap()), "b was compiled again");
+
+    // b got an allowlist from an acl Extension.
+    world.extensions.insert(
+        ObjectKey::new("b", "acl"),
+        Arc::new(AclExtension {
+            created: 1,
+            provider_config: Some(
+                serde_json::json!({"rule": {"action": "ALLOW", "cidrs": ["10.0.0.0/8"]}}),
+            ),
+        }),
+    );
+    let (a3, b3) = routes(&reconciler.reconcile(&base(), &world).snapshot.unwrap());
+    let b3 = b3.unwrap();
+    assert!(!b3.access.decide(ip("192.0.2.1"), ip("192.0.2.1")).allowed());
+    assert!(Arc::ptr_eq(&a2, &a3.unwrap()), "a was compiled again");
+
+    // b's Service lost its port: b is rejected, its last good version keeps serving.
+    world
+        .services
+        .insert(ObjectKey::new("b", "kube-apiserver"), Arc::new(Vec::new()));
+    let outcome = reconciler.reconcile(&base(), &world);
+    assert_eq!(
+        rejected_reason(&outcome.reports[&key("b")].verdict),
+        "BackendNotFound"
+    );
+    assert_eq!(outcome.reports[&key("b")].serving, Serving::LastGood);
+
+    // a's route was deleted.
+    world.routes.remove(&key("a"));
+    let outcome = reconciler.reconcile(&base(), &world);
+    assert!(!outcome.reports.contains_key(&key("a")));
+    let (a5, b5) = routes(&outcome.snapshot.unwrap());
+    assert!(a5.is_none());
+    assert!(Arc::ptr_eq(&b3, &b5.unwrap()), "b was compiled again");
+}
+
 #[test]
 fn the_acl_extension_becomes_the_allowlist_and_a_malformed_one_keeps_the_old() {
     let mut world = World::default();

@@ -31,6 +31,9 @@ pub struct Translated {
     pub acl_extension: Option<ObjectKey>,
     /// `metadata.generation` of the translated object.
     pub generation: i64,
+    /// Its hostnames as they are claimed against other routes' (lower case, without a
+    /// trailing dot), computed once per translation rather than per reconcile.
+    pub claimed_hosts: Vec<String>,
 }
 
 /// The error reference of a route custom resource.
@@ -90,7 +93,7 @@ pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Transla
             ),
             Some(SecretState::Present(data)) => match data.get(secret_key) {
                 Some(bytes) => {
-                    files.insert(file.clone(), Ok(bytes.clone()));
+                    files.insert(file.as_str().into(), Ok(bytes.clone()));
                 }
                 None => errors.push(
                     &object_ref,
@@ -228,7 +231,9 @@ pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Transla
             health,
         },
     };
+    let claimed_hosts = spec.hostnames.iter().map(|h| claimed_host(h)).collect();
     Translated {
+        claimed_hosts,
         object: object.into(),
         files,
         problems: errors.into_vec(),
@@ -238,6 +243,12 @@ pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Transla
         acl_extension,
         generation: route.generation,
     }
+}
+
+/// A hostname as routes claim it: two routes claiming the same name in different
+/// cases, or with a trailing dot, conflict.
+pub fn claimed_host(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// Ready endpoint addresses of the referenced Service port, as `ip:port` text.

@@ -208,6 +208,81 @@ impl World {
     }
 }
 
+/// What changed between two worlds, as far as translating routes goes: every route
+/// reads only objects of its own namespace (and whether the acl Extensions can be
+/// read), so a namespace is the unit of change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// Anything may have: look at every route.
+    All,
+    /// Only objects in these namespaces were added, replaced or removed.
+    Namespaces(BTreeSet<String>),
+}
+
+impl World {
+    /// The namespaces in which some object differs from `before`. A table both share
+    /// (nothing was written to it since) costs nothing; another is walked once in key
+    /// order, values compared by address (the watches replace a value that changed).
+    pub fn changed_since(&self, before: &World) -> Changed {
+        if self.extensions_unreadable != before.extensions_unreadable {
+            return Changed::All;
+        }
+        let mut namespaces = BTreeSet::new();
+        self.routes.changes(&before.routes, &mut namespaces);
+        self.services.changes(&before.services, &mut namespaces);
+        self.slices.changes(&before.slices, &mut namespaces);
+        self.secrets.changes(&before.secrets, &mut namespaces);
+        self.extensions.changes(&before.extensions, &mut namespaces);
+        Changed::Namespaces(namespaces)
+    }
+}
+
+impl<T> Table<T> {
+    /// Add to `namespaces` those of keys added, removed or given another value since
+    /// `before`.
+    fn changes(&self, before: &Table<T>, namespaces: &mut BTreeSet<String>) {
+        if Arc::ptr_eq(&self.0, &before.0) {
+            return;
+        }
+        let mut mark = |key: &ObjectKey| {
+            if !namespaces.contains(&key.namespace) {
+                namespaces.insert(key.namespace.clone());
+            }
+        };
+        let (mut old, mut new) = (before.iter().peekable(), self.iter().peekable());
+        loop {
+            match (old.peek(), new.peek()) {
+                (None, None) => break,
+                (Some((key, _)), None) => {
+                    mark(key);
+                    old.next();
+                }
+                (None, Some((key, _))) => {
+                    mark(key);
+                    new.next();
+                }
+                (Some((a, va)), Some((b, vb))) => match a.cmp(b) {
+                    std::cmp::Ordering::Less => {
+                        mark(a);
+                        old.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        mark(b);
+                        new.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if !Arc::ptr_eq(va, vb) {
+                            mark(a);
+                        }
+                        old.next();
+                        new.next();
+                    }
+                },
+            }
+        }
+    }
+}
+
 /// Whether `name` can name a Secret (a DNS-1123 subdomain). Anything else is refused
 /// before it reaches a field selector, where it could break the watch.
 pub fn is_object_name(name: &str) -> bool {
@@ -244,6 +319,36 @@ pub fn secret_names(spec: &RouteSpec) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_are_found_per_namespace_by_address() {
+        let mut world = World::default();
+        let absent =
+            |ns: &str, name: &str| (ObjectKey::new(ns, name), Arc::new(SecretState::Absent));
+        for (key, value) in [absent("a", "x"), absent("b", "x"), absent("c", "x")] {
+            world.secrets.insert(key, value);
+        }
+        let before = world.clone();
+        assert_eq!(
+            world.changed_since(&before),
+            Changed::Namespaces(BTreeSet::new())
+        );
+        // An equal value in a new allocation is a change; a removal and an addition too.
+        world
+            .secrets
+            .insert(ObjectKey::new("b", "x"), Arc::new(SecretState::Absent));
+        world.secrets.remove(&ObjectKey::new("c", "x"));
+        world
+            .services
+            .insert(ObjectKey::new("d", "s"), Arc::new(Vec::new()));
+        let namespaces = ["b", "c", "d"].map(String::from).into_iter().collect();
+        assert_eq!(
+            world.changed_since(&before),
+            Changed::Namespaces(namespaces)
+        );
+        world.extensions_unreadable = true;
+        assert_eq!(world.changed_since(&before), Changed::All);
+    }
 
     #[test]
     fn a_taken_world_keeps_its_tables_while_the_watches_write() {
