@@ -23,4 +23,4 @@ pub mod source;
 
 pub use compile::compile;
 pub use error::{ConfigError, ObjectRef, Problem};
-pub use snapshot::{Route, RouteId, Snapshot, SnapshotDiff};
+pub use snapshot::{pair_by_id, Paired, Route, RouteId, Snapshot, SnapshotDiff};

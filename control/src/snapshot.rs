@@ -97,31 +97,24 @@ impl Snapshot {
 
     /// What changed from `old` to `self`, for logs and metrics on reload.
     pub fn diff(&self, old: &Snapshot) -> SnapshotDiff {
-        let old_ids: BTreeSet<&RouteId> = old.routes.iter().map(|r| &r.id).collect();
-        let new_ids: BTreeSet<&RouteId> = self.routes.iter().map(|r| &r.id).collect();
-        let added = new_ids
-            .difference(&old_ids)
-            .map(|id| (*id).clone())
-            .collect();
-        let removed = old_ids
-            .difference(&new_ids)
-            .map(|id| (*id).clone())
-            .collect();
-        let changed = self
-            .routes
-            .iter()
-            .filter(|r| {
-                old.route(&r.id)
-                    .is_some_and(|o| o.fingerprint != r.fingerprint)
-            })
-            .map(|r| r.id.clone())
-            .collect();
-        SnapshotDiff {
-            added,
-            removed,
-            changed,
+        let mut diff = SnapshotDiff {
+            added: Vec::new(),
+            removed: Vec::new(),
+            changed: Vec::new(),
             gateway_changed: self.gateway != old.gateway,
+        };
+        for pair in pair_by_id(&old.routes, &self.routes, |r| r, |r| r) {
+            match pair {
+                Paired::Old(route) => diff.removed.push(route.id.clone()),
+                Paired::New(route) => diff.added.push(route.id.clone()),
+                Paired::Both(before, after) => {
+                    if !Arc::ptr_eq(before, after) && before.fingerprint != after.fingerprint {
+                        diff.changed.push(after.id.clone());
+                    }
+                }
+            }
         }
+        diff
     }
 
     /// Panics if the snapshot breaks an invariant the proxy relies on. Run after every
@@ -157,6 +150,64 @@ impl Snapshot {
         let ids: BTreeSet<_> = self.routes.iter().map(|r| &r.id).collect();
         assert_eq!(ids.len(), self.routes.len(), "route ids are unique");
     }
+}
+
+/// One route of two lists sorted by route id, matched by id.
+#[derive(Debug)]
+pub enum Paired<'a, A, B> {
+    /// Only in the old list.
+    Old(&'a A),
+    /// Only in the new list.
+    New(&'a B),
+    /// In both.
+    Both(&'a A, &'a B),
+}
+
+/// Walk two lists of routes sorted by id (a snapshot's, or what the proxy built from
+/// one) side by side, matching routes by id. One pass over both, and a route both
+/// share (the same allocation: unchanged) costs no comparison of ids, so a change
+/// between snapshots of thousands of routes costs little more than what changed.
+pub fn pair_by_id<'a, A, B>(
+    old: &'a [A],
+    new: &'a [B],
+    old_route: fn(&A) -> &Arc<Route>,
+    new_route: fn(&B) -> &Arc<Route>,
+) -> impl Iterator<Item = Paired<'a, A, B>> {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || match (old.get(i), new.get(j)) {
+        (None, None) => None,
+        (Some(a), None) => {
+            i += 1;
+            Some(Paired::Old(a))
+        }
+        (None, Some(b)) => {
+            j += 1;
+            Some(Paired::New(b))
+        }
+        (Some(a), Some(b)) => {
+            let (ra, rb) = (old_route(a), new_route(b));
+            let order = if Arc::ptr_eq(ra, rb) {
+                std::cmp::Ordering::Equal
+            } else {
+                ra.id.cmp(&rb.id)
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    i += 1;
+                    Some(Paired::Old(a))
+                }
+                std::cmp::Ordering::Greater => {
+                    j += 1;
+                    Some(Paired::New(b))
+                }
+                std::cmp::Ordering::Equal => {
+                    i += 1;
+                    j += 1;
+                    Some(Paired::Both(a, b))
+                }
+            }
+        }
+    })
 }
 
 /// Route-level changes between two snapshots.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use apigate_control::{Route, RouteId, Snapshot, SnapshotDiff};
+use apigate_control::{pair_by_id, Paired, Route, RouteId, Snapshot, SnapshotDiff};
 use arc_swap::ArcSwap;
 
 use crate::balance::{BackendRegistry, Load};
@@ -175,9 +175,13 @@ impl State {
     /// chain no longer verifies. Connections
     /// of other routes are not looked at.
     fn revoke(&self, old: &Active, new: &Active) {
-        for before in &old.routes {
+        let pairs = pair_by_id(&old.routes, &new.routes, |r| &r.route, |r| &r.route);
+        for (before, after) in pairs.filter_map(|pair| match pair {
+            Paired::Old(before) => Some((before, None)),
+            Paired::Both(before, after) => Some((before, Some(&after.route))),
+            Paired::New(_) => None,
+        }) {
             let id = &before.route.id;
-            let after = new.route(id).map(|r| &r.route);
             if let Some(after) = after {
                 let names_kept = before
                     .route
@@ -270,32 +274,32 @@ fn build(
     metrics: &Arc<Metrics>,
     previous: Option<&Active>,
 ) -> Active {
-    let routes = snapshot
-        .routes
-        .iter()
-        .map(|route| {
-            if let Some(old) = previous
-                .and_then(|p| p.route(&route.id))
-                .filter(|old| Arc::ptr_eq(&old.route, route))
-            {
-                return old.clone();
-            }
-            let upstream = RouteUpstream::new(
-                route,
-                registries.backends,
-                registries.pools,
-                metrics.clone(),
-            );
-            let probers = registries
-                .probes
-                .for_route(route, &upstream.backends.states);
-            Arc::new(RouteRuntime {
-                probers,
-                peer_tls: route.terminate().map(|t| PeerTls::new(&t.upstream)),
-                label: upstream.label.clone(),
-                upstream: Arc::new(upstream),
-                route: route.clone(),
-            })
+    let runtime = |route: &Arc<Route>| {
+        let upstream = RouteUpstream::new(
+            route,
+            registries.backends,
+            registries.pools,
+            metrics.clone(),
+        );
+        let probers = registries
+            .probes
+            .for_route(route, &upstream.backends.states);
+        Arc::new(RouteRuntime {
+            probers,
+            peer_tls: route.terminate().map(|t| PeerTls::new(&t.upstream)),
+            label: upstream.label.clone(),
+            upstream: Arc::new(upstream),
+            route: route.clone(),
+        })
+    };
+    // A route the previous configuration built from the same compiled route is kept.
+    let before: &[Arc<RouteRuntime>] = previous.map_or(&[], |p| &p.routes);
+    let routes = pair_by_id(before, &snapshot.routes, |r| &r.route, |r| r)
+        .filter_map(|pair| match pair {
+            Paired::Old(_) => None,
+            Paired::New(route) => Some(runtime(route)),
+            Paired::Both(old, route) if Arc::ptr_eq(&old.route, route) => Some(old.clone()),
+            Paired::Both(_, route) => Some(runtime(route)),
         })
         .collect();
     Active {

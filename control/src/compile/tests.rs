@@ -401,22 +401,34 @@ fn front_proxy_expiry_and_upstream_clients_are_prepared_at_compile() {
 #[test]
 fn diff_reports_added_removed_changed() {
     let one = format!(
-        "{GATEWAY}{}{}",
+        "{GATEWAY}{}{}{}{}",
         route("a", "a.example.com", "", "'127.0.0.1:1'"),
-        route("b", "b.example.com", "", "'127.0.0.1:1'")
+        route("b", "b.example.com", "", "'127.0.0.1:1'"),
+        route("d", "d.example.com", "", "'127.0.0.1:1'"),
+        route("e", "e.example.com", "", "'127.0.0.1:1'")
     );
     let two = format!(
-        "{GATEWAY}{}{}",
+        "{GATEWAY}{}{}{}{}",
         route("a", "a.example.com", "", "'127.0.0.1:2'"),
-        route("c", "c.example.com", "", "'127.0.0.1:1'")
+        route("c", "c.example.com", "", "'127.0.0.1:1'"),
+        route("d", "d.example.com", "", "'127.0.0.1:1'"),
+        route("f", "f.example.com", "", "'127.0.0.1:1'")
     );
-    let old = compile(&inputs(&one)).unwrap();
-    let new = compile(&inputs(&two)).unwrap();
+    // The same certificates for both, so that only what the text changed differs.
+    let files = pki().files;
+    let with_files = |text: &str| Inputs {
+        files: files.clone(),
+        ..inputs(text)
+    };
+    let old = compile(&with_files(&one)).unwrap();
+    let new = compile(&with_files(&two)).unwrap();
     let diff = new.diff(&old);
-    assert_eq!(diff.added.len(), 1);
-    assert_eq!(diff.added[0].name, "c");
-    assert_eq!(diff.removed[0].name, "b");
-    assert_eq!(diff.changed[0].name, "a");
+    let names = |ids: &[crate::snapshot::RouteId]| -> Vec<String> {
+        ids.iter().map(|id| id.name.clone()).collect()
+    };
+    assert_eq!(names(&diff.added), ["c", "f"]);
+    assert_eq!(names(&diff.removed), ["b", "e"]);
+    assert_eq!(names(&diff.changed), ["a"]);
     assert!(!diff.gateway_changed);
     assert!(new.diff(&new).is_empty());
 }
