@@ -21,6 +21,10 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 
+/// The apigate binary's allocator, so that resident memory is what a deployment sees.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PER_NAMESPACE: usize = 50;
 
 fn rss_kib() -> u64 {
@@ -279,9 +283,17 @@ async fn bench(
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         samples.push(sent.elapsed());
+        if std::env::var_os("APIGATE_BENCH_RSS").is_some() && c % 25 == 24 {
+            println!("after {} changes: {} MiB", c + 1, rss_kib() / 1024);
+        }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     samples.sort();
+    println!(
+        "resident memory after the changes: {} MiB (+{} MiB)",
+        rss_kib() / 1024,
+        rss_kib().saturating_sub(rss_before) / 1024
+    );
     if !samples.is_empty() {
         println!(
             "object change → snapshot active ({} changes, debounce 100 ms): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
@@ -368,6 +380,10 @@ fn main() -> std::process::ExitCode {
     let rest: Vec<String> = args.collect();
     let passthrough = rest.iter().any(|a| a == "passthrough");
     let probes = rest.iter().any(|a| a == "probes");
+    // `APIGATE_LOG=apigate_control=debug` shows when each resource finished listing.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("APIGATE_LOG").unwrap_or_else(|_| "warn".into()))
+        .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
