@@ -21,7 +21,7 @@ pub mod translate;
 pub mod watch;
 pub mod world;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -294,12 +294,8 @@ async fn write_statuses(
             continue;
         };
         let (routes, reports) = &*current;
-        let live: HashMap<ObjectKey, Option<crd::RouteStatus>> = shared
-            .world()
-            .routes
-            .iter()
-            .map(|(k, r)| (k.clone(), r.status.clone()))
-            .collect();
+        // The routes as watched now (the table is shared, not copied).
+        let live = shared.world().routes.clone();
         let notes = data_plane
             .as_mut()
             .map(|n| n.borrow_and_update().clone())

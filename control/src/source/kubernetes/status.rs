@@ -200,12 +200,13 @@ impl StatusWriter {
         self.written.clear();
     }
 
-    /// Bring every route's status in line with its report. `live` is the status as
-    /// currently watched; `routes` supplies the references for Events.
+    /// Bring every route's status in line with its report. `live` holds the routes
+    /// as currently watched (their status as written); `routes` supplies the
+    /// references for Events.
     pub async fn write(
         &mut self,
         routes: &BTreeMap<ObjectKey, std::sync::Arc<RouteObject>>,
-        live: &HashMap<ObjectKey, Option<RouteStatus>>,
+        live: &BTreeMap<ObjectKey, std::sync::Arc<RouteObject>>,
         reports: &BTreeMap<ObjectKey, RouteReport>,
         notes: &BTreeMap<ObjectKey, String>,
     ) -> WriteCounts {
@@ -219,7 +220,7 @@ impl StatusWriter {
             let Some(watched) = live.get(key) else {
                 continue; // deleted since the reconcile
             };
-            let existing = self.written.get(key).or(watched.as_ref());
+            let existing = self.written.get(key).or(watched.status.as_ref());
             let desired =
                 desired_status(report, existing, &now, notes.get(key).map(String::as_str));
             if !same_meaning(existing, &desired) {
