@@ -128,6 +128,7 @@ pub async fn run(
     // Only a definitive answer decides; anything else is retried, and nothing is
     // reported (so apigate is not ready) until then.
     let errors = || report_errors(&*report, &shared);
+    tracing::debug!("discovering the EndpointSlice and Extension APIs");
     let slices = watch::slice_resource(&client, &shared, &errors).await;
     let extensions = watch::serves_eventually(
         &client,
