@@ -47,11 +47,11 @@ pub struct KubernetesArgs {
     /// Serve only ApiServerRoutes matching this label selector.
     #[arg(long)]
     pub route_selector: Option<String>,
-    /// A change after this long without one is compiled at once; the changes that
-    /// follow it are compiled once they have been quiet for this long.
+    /// A change that comes this long after the last compile is compiled at once; the
+    /// changes that follow a compile sooner wait until they have been quiet this long.
     #[arg(long, default_value = "100ms", value_parser = crate::flags::wait)]
     pub debounce: Duration,
-    /// ...but never let a change wait longer than this.
+    /// ...but no change waits longer than this for changes to pause.
     #[arg(long, default_value = "1s", value_parser = crate::flags::wait)]
     pub max_delay: Duration,
     /// Namespace of the Lease that elects the replica writing status; without it

@@ -46,7 +46,7 @@ pub struct Options {
     /// A change after this long without a compile is compiled at once; the changes
     /// that follow it are compiled once no further change arrived for this long...
     pub debounce: Duration,
-    /// ...or once the oldest uncompiled change is this old, whichever is first.
+    /// ...but no change waits longer than this for changes to pause.
     pub max_delay: Duration,
     /// Leader election for status writes; `None` makes this replica write (one replica).
     pub lease: Option<LeaseConfig>,
@@ -229,7 +229,10 @@ pub async fn run(
         }
         report_errors(&*report, &shared);
         status_tx.send_replace(Some(Arc::new((world.routes, reports))));
-        debounce.compiled();
+        // Until the first configuration, nothing is debounced.
+        if !first {
+            debounce.compiled();
+        }
     }
 }
 

@@ -193,7 +193,7 @@ enum Choice {
 /// translation (whose endpoints a last good version takes).
 type Chosen<'a> = (&'a ObjectKey, Choice, &'a Arc<Translated>);
 
-/// Who holds a hostname in [`Reconciler::plan`].
+/// Who holds a hostname while [`plan`] claims them.
 #[derive(Clone, Copy)]
 enum Holder<'a> {
     /// A route of the gateway file.
@@ -492,6 +492,9 @@ fn hostname_conflicts(
             let owner = match claimed.get(claimed_as.as_str())? {
                 Holder::Route(other) if *other == key => return None,
                 Holder::Route(other) => route_ref(other),
+                // A file route of the same name is not a hostname conflict: compile
+                // reports the name itself.
+                Holder::Base(object) if **object == route_ref(key) => return None,
                 Holder::Base(object) => (*object).clone(),
             };
             Some(ConfigError::new(

@@ -227,6 +227,35 @@ fn the_older_route_wins_a_hostname_conflict() {
     assert_eq!(snapshot.routes[0].id.namespace, "b");
 }
 
+#[test]
+fn a_file_route_of_the_same_name_is_a_name_conflict_not_a_hostname_one() {
+    let mut base = base();
+    base.objects.extend(
+        parse_documents(
+            "apiVersion: apigate.dev/v1alpha1
+kind: ApiServerRoute
+metadata: {name: kube-apiserver, namespace: a}
+spec:
+  hostnames: [a.example.com]
+  mode: passthrough
+  backends: {static: ['127.0.0.1:1']}
+",
+            "file",
+        )
+        .unwrap(),
+    );
+    let mut world = World::default();
+    backends(&mut world, "a", &["10.0.0.1"], &[]);
+    world
+        .routes
+        .insert(key("a"), Arc::new(route(1, spec("a.example.com"))));
+    let outcome = Reconciler::default().reconcile(&base, &world);
+    let Verdict::Rejected { errors, .. } = &outcome.reports[&key("a")].verdict else {
+        panic!("accepted a route named like a file route");
+    };
+    assert_eq!(errors[0].field, "metadata.name", "{errors:?}");
+}
+
 /// A reconcile looks only at namespaces where something changed since the last one:
 /// each kind of change must still reach its route, and leave the other's compiled
 /// route as it was.
