@@ -495,6 +495,69 @@ pub(crate) async fn kubernetes_source(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         })
         .await;
 
+    // One apply of a route and, after it, the Service it routes to: the route's own
+    // event arrives first and is compiled at once (the source was quiet), but the
+    // rejection that compile found is not announced; the next compile accepts it.
+    steps
+        .run(
+            "a_route_applied_before_its_service_is_never_announced_rejected",
+            &[SYNCED],
+            async {
+                const LATE: &str = "shoot--e2e--late";
+                let result = async {
+                    kube::create_backing_objects(testbed, LATE)?;
+                    admin_ok(
+                        testbed,
+                        &["-n", LATE, "delete", "service", "kube-apiserver"],
+                        None,
+                    )?;
+                    let route = kube::route_yaml(LATE, "kube-apiserver", "serving")
+                        .replace(K8S_HOST, "late.e2e.example.com");
+                    let service = format!(
+                        "apiVersion: v1
+kind: Service
+metadata: {{name: kube-apiserver, namespace: {LATE}}}
+spec:
+  ports: [{{name: https, port: 443, targetPort: 6443, protocol: TCP}}]
+"
+                    );
+                    // Quiet for longer than the debounce, so the route compiles at once.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    apply(testbed, &format!("{route}---\n{service}"))?;
+                    condition_of(
+                        testbed,
+                        LATE,
+                        "the route accepted once its Service arrived",
+                        "Accepted=True",
+                    )
+                    .await?;
+                    let events =
+                        admin_ok(testbed, &["-n", LATE, "get", "events", "-o", "json"], None)?;
+                    ensure!(
+                        !events.contains("BackendNotFound"),
+                        "the route was announced rejected for the Service that came with it: {events}"
+                    );
+                    Ok(())
+                }
+                .await;
+                let restore = admin_ok(
+                    testbed,
+                    &[
+                        "-n",
+                        LATE,
+                        "delete",
+                        "apiserverroute",
+                        "kube-apiserver",
+                        "--ignore-not-found",
+                    ],
+                    None,
+                )
+                .map(|_| ());
+                restored(result, restore)
+            },
+        )
+        .await;
+
     // Restart of the seed's kube-apiserver (the replica apigate watches through): the
     // configuration keeps serving, the watches resume.
     steps

@@ -33,24 +33,25 @@ impl Debounce {
 
     /// Wait for a change, then for the moment to compile it: at once when nothing was
     /// compiled for `debounce` (or ever), else once no change arrived for `debounce`,
-    /// but no later than `max_delay` after this one.
-    pub async fn settle(&self, changed: &Notify) {
+    /// but no later than `max_delay` after this one. True when it was at once.
+    pub async fn settle(&self, changed: &Notify) -> bool {
         changed.notified().await;
         let started = Instant::now();
         if self
             .compiled
             .is_none_or(|at| started.duration_since(at) >= self.debounce)
         {
-            return;
+            return true;
         }
         while tokio::time::timeout(self.debounce, changed.notified())
             .await
             .is_ok()
         {
             if started.elapsed() >= self.max_delay {
-                return;
+                return false;
             }
         }
+        false
     }
 
     /// A compile finished now.
@@ -85,7 +86,7 @@ mod tests {
         let changed = Notify::new();
         changed.notify_one();
         let start = Instant::now();
-        debounce.settle(&changed).await;
+        assert!(debounce.settle(&changed).await);
         assert_eq!(start.elapsed(), Duration::ZERO);
     }
 
@@ -96,7 +97,7 @@ mod tests {
         let changed = Arc::new(Notify::new());
         changes(&changed, vec![Duration::from_millis(150)]);
         let start = Instant::now();
-        debounce.settle(&changed).await;
+        assert!(debounce.settle(&changed).await);
         assert_eq!(start.elapsed(), Duration::from_millis(150));
     }
 
@@ -109,7 +110,7 @@ mod tests {
         // At 10, 60 and 110 ms; quiet from 110 ms on.
         changes(&changed, vec![ms(10), ms(50), ms(50)]);
         let start = Instant::now();
-        debounce.settle(&changed).await;
+        assert!(!debounce.settle(&changed).await);
         assert_eq!(start.elapsed(), ms(110) + DEBOUNCE);
     }
 
@@ -122,7 +123,7 @@ mod tests {
         // One change every 50 ms for 3 s.
         changes(&changed, vec![ms(50); 60]);
         let start = Instant::now();
-        debounce.settle(&changed).await;
+        assert!(!debounce.settle(&changed).await);
         let waited = start.elapsed() - ms(50);
         assert!(
             waited >= MAX_DELAY && waited <= MAX_DELAY + ms(50),

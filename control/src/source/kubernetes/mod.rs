@@ -180,8 +180,10 @@ pub async fn run(
     // each list is applied whole: the first compile starts as soon as everything has
     // listed, and the Secret watch as soon as the routes have.
     let mut debounce = Debounce::new(options.debounce, options.max_delay);
+    // The verdicts whose statuses were last handed to the writer.
+    let mut reported: Option<Arc<BTreeMap<ObjectKey, RouteReport>>> = None;
     loop {
-        debounce.settle(&shared.changed).await;
+        let at_once = debounce.settle(&shared.changed).await;
         let wanted = shared.world().referenced_secrets();
         secrets.sync(&client, &shared, &wanted);
         if !shared.synced(&required) {
@@ -212,6 +214,7 @@ pub async fn run(
         reconciler = back;
         let compile_time = compile_started.elapsed();
         let reports = Arc::new(outcome.reports);
+        let was_first = first;
         match outcome.snapshot {
             Ok(snapshot) => {
                 report(Report::Update(Box::new(Update {
@@ -228,12 +231,33 @@ pub async fn run(
             Err(errors) => report(Report::Rejected(errors)),
         }
         report_errors(&*report, &shared);
-        status_tx.send_replace(Some(Arc::new((world.routes, reports))));
+        // A compile made at once may have run before the rest of a multi-object apply
+        // (a route before the Secret it names) arrived. If it rejects a route anew, its
+        // statuses and Events wait for the next compile, which waits for changes to
+        // pause: a route that becomes valid meanwhile is never announced as rejected.
+        // The snapshot itself was installed above either way.
+        if at_once && !was_first && newly_rejected(reported.as_deref(), &reports) {
+            shared.changed.notify_one();
+        } else {
+            reported = Some(reports.clone());
+            status_tx.send_replace(Some(Arc::new((world.routes, reports))));
+        }
         // Until the first configuration, nothing is debounced.
         if !first {
             debounce.compiled();
         }
     }
+}
+
+/// Whether `now` rejects a route that `before` did not (or did not know).
+fn newly_rejected(
+    before: Option<&BTreeMap<ObjectKey, RouteReport>>,
+    now: &BTreeMap<ObjectKey, RouteReport>,
+) -> bool {
+    let rejected = |r: &RouteReport| matches!(r.verdict, reconcile::Verdict::Rejected { .. });
+    now.iter().any(|(key, report)| {
+        rejected(report) && !before.and_then(|b| b.get(key)).is_some_and(rejected)
+    })
 }
 
 /// Copy `from` into `to` until either side closes.

@@ -675,3 +675,28 @@ fn a_secret_name_that_is_no_object_name_is_refused_and_never_watched() {
         "InvalidSecretRef"
     );
 }
+
+#[test]
+fn only_a_rejection_that_is_new_holds_back_the_statuses_of_a_compile_made_at_once() {
+    use super::newly_rejected;
+    let report = |verdict: Verdict| RouteReport {
+        generation: 1,
+        verdict,
+        serving: Serving::Nothing,
+        ready_endpoints: 0,
+        unready_endpoints: 0,
+    };
+    let rejected = || {
+        report(Verdict::Rejected {
+            reason: "InvalidSecretRef",
+            errors: Vec::new(),
+        })
+    };
+    let accepted = BTreeMap::from([(key("a"), report(Verdict::Accepted))]);
+    let now_rejected = BTreeMap::from([(key("a"), rejected())]);
+    assert!(newly_rejected(Some(&accepted), &now_rejected));
+    assert!(newly_rejected(None, &now_rejected));
+    assert!(newly_rejected(Some(&BTreeMap::new()), &now_rejected));
+    assert!(!newly_rejected(Some(&now_rejected), &now_rejected));
+    assert!(!newly_rejected(Some(&now_rejected), &accepted));
+}
