@@ -77,9 +77,10 @@ pub struct Outcome {
 }
 
 /// Remembers, between reconciles, each route's translation and last accepted version,
-/// the compiled routes, and the world it last saw, so that a change costs work in
-/// proportion to what changed: routes are translated again only in namespaces where
-/// something changed, and compiled again only when their translation did.
+/// the compiled routes, and the world it last saw: routes are translated again only in
+/// namespaces where something changed, and compiled again only when their translation
+/// did. Planning hostnames and the compile cache's check still pass over every route,
+/// with small constants.
 #[derive(Default)]
 pub struct Reconciler {
     last_good: HashMap<ObjectKey, Arc<Translated>>,
@@ -96,7 +97,7 @@ pub struct Reconciler {
     cache: RouteCache,
 }
 
-/// One route's current translation.
+/// What is kept of one route between reconciles (its translation is in `order`).
 struct Entry {
     /// What translating it read: the same allocations mean the same translation.
     reads: Reads,
