@@ -60,6 +60,19 @@ pub fn apply(testbed: &Testbed, yaml: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Delete the namespace's `kube-apiserver` route; gone already is fine.
+pub fn delete_route(testbed: &Testbed, namespace: &str) -> anyhow::Result<()> {
+    let args = [
+        "-n",
+        namespace,
+        "delete",
+        "apiserverroute",
+        "kube-apiserver",
+        "--ignore-not-found",
+    ];
+    admin_ok(testbed, &args, None).map(|_| ())
+}
+
 /// The repository's `manifests/` directory.
 pub fn manifests() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests")

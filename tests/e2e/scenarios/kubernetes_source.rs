@@ -478,19 +478,7 @@ pub(crate) async fn kubernetes_source(ctx: Arc<Ctx>) -> anyhow::Result<()> {
                 condition(testbed, "the older route accepted", "Accepted=True").await
             }
             .await;
-            let restore = admin_ok(
-                testbed,
-                &[
-                    "-n",
-                    "shoot--e2e--other",
-                    "delete",
-                    "apiserverroute",
-                    "kube-apiserver",
-                    "--ignore-not-found",
-                ],
-                None,
-            )
-            .map(|_| ());
+            let restore = kube::delete_route(testbed, "shoot--e2e--other");
             restored(result, restore)
         })
         .await;
@@ -540,19 +528,7 @@ spec:
                     Ok(())
                 }
                 .await;
-                let restore = admin_ok(
-                    testbed,
-                    &[
-                        "-n",
-                        LATE,
-                        "delete",
-                        "apiserverroute",
-                        "kube-apiserver",
-                        "--ignore-not-found",
-                    ],
-                    None,
-                )
-                .map(|_| ());
+                let restore = kube::delete_route(testbed, LATE);
                 restored(result, restore)
             },
         )

@@ -540,18 +540,7 @@ async fn an_action_is_cleared_taken_once_and_its_answer_retried(ctx: &Ctx) -> an
 
 /// The route goes now (a later scenario must not see it); its namespace in time.
 fn delete_route_and_namespace(ctx: &Ctx, namespace: &str) -> anyhow::Result<()> {
-    admin_ok(
-        &ctx.testbed,
-        &[
-            "-n",
-            namespace,
-            "delete",
-            "apiserverroute",
-            "kube-apiserver",
-            "--ignore-not-found",
-        ],
-        None,
-    )?;
+    kube::delete_route(&ctx.testbed, namespace)?;
     admin(
         &ctx.testbed,
         &["delete", "namespace", namespace, "--wait=false"],
