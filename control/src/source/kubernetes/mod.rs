@@ -232,10 +232,10 @@ pub async fn run(
         }
         report_errors(&*report, &shared);
         // A compile made at once may have run before the rest of a multi-object apply
-        // (a route before the Secret it names) arrived. If it rejects a route anew, its
-        // statuses and Events wait for the next compile, which waits for changes to
-        // pause: a route that becomes valid meanwhile is never announced as rejected.
-        // The snapshot itself was installed above either way.
+        // (a route before the Service it routes to) arrived. If it rejects a route
+        // anew, its statuses and Events wait for the next compile, which waits for
+        // changes to pause: a route that becomes valid meanwhile is never announced as
+        // rejected. The snapshot itself was installed above either way.
         if at_once && !was_first && newly_rejected(reported.as_deref(), &reports) {
             shared.changed.notify_one();
         } else {
