@@ -65,6 +65,26 @@ fn metric(h: &Harness, name: &str, labels: &[(&str, &str)]) -> f64 {
     h.metrics().sum(name, labels)
 }
 
+/// An HTTP/2 connection that a PROXY v1 header says comes from `source`, to the route
+/// `tls` names, with the status of one request on it; or why there is none.
+async fn open_from(
+    addr: SocketAddr,
+    source: &str,
+    tls: ClientTls,
+) -> Result<(H2Client, u16), String> {
+    let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    tcp.write_all(&v1(source, 40000))
+        .await
+        .map_err(|e| e.to_string())?;
+    let client = H2Client::over(tcp, &tls).await.map_err(|e| e.to_string())?;
+    let status = client
+        .get("/version", &[])
+        .await
+        .map_err(|e| e.to_string())?
+        .status;
+    Ok((client, status))
+}
+
 fn v1(source: &str, port: u16) -> Vec<u8> {
     let ip: IpAddr = source.parse().unwrap();
     let (family, dest) = if ip.is_ipv4() {
@@ -673,23 +693,8 @@ async fn connection_caps_per_source_route_and_total_close_only_the_connection_ov
         server_name: OTHER_HOST.into(),
         ..h.tls(None)
     };
-    // An open connection from `source` to the route `tls` names, or why not.
-    let open = |source: &'static str, tls: ClientTls| {
-        let addr = h.addr();
-        async move {
-            let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-            tcp.write_all(&v1(source, 40000))
-                .await
-                .map_err(|e| e.to_string())?;
-            let client = H2Client::over(tcp, &tls).await.map_err(|e| e.to_string())?;
-            let status = client
-                .get("/version", &[])
-                .await
-                .map_err(|e| e.to_string())?
-                .status;
-            Ok::<_, String>((client, status))
-        }
-    };
+    let addr = h.addr();
+    let open = |source: &'static str, tls: ClientTls| open_from(addr, source, tls);
     // Counted just after the close the client sees.
     let refused = |result: &'static str| {
         let h = &h;
@@ -736,22 +741,7 @@ async fn connection_caps_changed_by_a_reload_apply_to_new_connections_only() {
     .await;
     let addr = h.addr();
     let tls = h.tls(None);
-    let open = |source: &'static str| {
-        let tls = tls.clone();
-        async move {
-            let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-            tcp.write_all(&v1(source, 40000))
-                .await
-                .map_err(|e| e.to_string())?;
-            let client = H2Client::over(tcp, &tls).await.map_err(|e| e.to_string())?;
-            let status = client
-                .get("/version", &[])
-                .await
-                .map_err(|e| e.to_string())?
-                .status;
-            Ok::<_, String>((client, status))
-        }
-    };
+    let open = |source: &'static str| open_from(addr, source, tls.clone());
     let (a1, _) = open("192.0.2.1").await.unwrap();
     let (a2, _) = open("192.0.2.1").await.unwrap();
     let (b, _) = open("192.0.2.2").await.unwrap();
