@@ -85,7 +85,7 @@ pub struct Outcome {
 pub struct Reconciler {
     last_good: HashMap<ObjectKey, Arc<Translated>>,
     /// Every route of the world last reconciled: what its translation read.
-    routes: BTreeMap<ObjectKey, Entry>,
+    routes: BTreeMap<ObjectKey, Reads>,
     /// The same routes' current translations, oldest first (creation time, then key):
     /// the older route wins every conflict, and compile reports a conflict on the
     /// later object.
@@ -97,21 +97,13 @@ pub struct Reconciler {
     cache: RouteCache,
 }
 
-/// What is kept of one route between reconciles (its translation is in `order`).
-struct Entry {
-    /// What translating it read: the same allocations mean the same translation.
-    reads: Reads,
-    /// `metadata.creationTimestamp`, its place in [`Reconciler::order`].
-    created: i64,
-}
-
 /// What translating a route read from the world. The watches replace a value that
 /// changed (a route's status alone is changed in place, and translation does not read
 /// it; a route this holds is copied then), so the same allocations mean the same
 /// translation. Holding them keeps an address from being reused meanwhile.
-#[derive(Default)]
 struct Reads {
-    route: Option<Arc<RouteObject>>,
+    /// The route itself; its creation time is its place in [`Reconciler::order`].
+    route: Arc<RouteObject>,
     service: Option<Arc<Vec<ServicePort>>>,
     slices: Vec<Arc<Slice>>,
     secrets: Vec<Option<Arc<SecretState>>>,
@@ -147,7 +139,7 @@ impl Reads {
             .acl_extension(&key.namespace)
             .and_then(|(k, _)| world.extensions.get(k).cloned());
         Reads {
-            route: Some(route.clone()),
+            route: route.clone(),
             service: world.services.get(&service).cloned(),
             slices,
             secrets,
@@ -165,7 +157,7 @@ impl Reads {
                 _ => false,
             }
         }
-        one(&self.route, &other.route)
+        Arc::ptr_eq(&self.route, &other.route)
             && one(&self.service, &other.service)
             && self.slices.len() == other.slices.len()
             && self
@@ -291,73 +283,58 @@ impl Reconciler {
             None => Changed::All,
         };
         self.seen = Some(world.clone());
-        let namespaces: Vec<&str> = match &changed {
-            Changed::All => {
-                let gone: Vec<ObjectKey> = self
-                    .routes
-                    .keys()
-                    .filter(|k| !world.routes.contains_key(*k))
-                    .cloned()
-                    .collect();
-                for key in gone {
-                    self.forget(&key);
+        match &changed {
+            Changed::All => self.resync(world, None),
+            Changed::Namespaces(namespaces) => {
+                for namespace in namespaces {
+                    self.resync(world, Some(namespace));
                 }
-                for (key, route) in world.routes.iter() {
-                    self.refresh(world, key, route);
-                }
-                return;
             }
-            Changed::Namespaces(namespaces) => namespaces.iter().map(String::as_str).collect(),
-        };
-        for namespace in namespaces {
-            let from = ObjectKey::new(namespace, String::new());
-            let gone: Vec<ObjectKey> = self
-                .routes
-                .range(from.clone()..)
-                .take_while(|(k, _)| k.namespace == namespace)
-                .filter(|(k, _)| !world.routes.contains_key(*k))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in gone {
-                self.forget(&key);
-            }
-            for (key, route) in world
-                .routes
-                .range(from..)
-                .take_while(|(k, _)| k.namespace == namespace)
-            {
-                self.refresh(world, key, route);
-            }
+        }
+    }
+
+    /// Bring the routes of `namespace` (of every namespace when `None`) up to `world`:
+    /// forget those it no longer has, translate again those whose reads were replaced.
+    fn resync(&mut self, world: &World, namespace: Option<&str>) {
+        let within = |key: &ObjectKey| namespace.is_none_or(|ns| key.namespace == ns);
+        // The smallest key of the namespace (of all keys when `None`).
+        let from = ObjectKey::new(namespace.unwrap_or_default(), String::new());
+        let gone: Vec<ObjectKey> = self
+            .routes
+            .range(from.clone()..)
+            .take_while(|(k, _)| within(k))
+            .filter(|(k, _)| !world.routes.contains_key(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            self.forget(&key);
+        }
+        for (key, route) in world.routes.range(from..).take_while(|(k, _)| within(k)) {
+            self.refresh(world, key, route);
         }
     }
 
     /// Translate `key` again if what it reads was replaced.
     fn refresh(&mut self, world: &World, key: &ObjectKey, route: &Arc<RouteObject>) {
         let reads = Reads::of(world, key, route);
-        if let Some(entry) = self.routes.get(key) {
-            if entry.reads.same(&reads) {
+        if let Some(before) = self.routes.get(key) {
+            if before.same(&reads) {
                 return;
             }
-            if entry.created != route.created {
-                self.order.remove(&(entry.created, key.clone()));
+            if before.route.created != route.created {
+                self.order.remove(&(before.route.created, key.clone()));
             }
         }
         let translated = Arc::new(translate(world, key, route));
         self.order
             .insert((route.created, key.clone()), translated.clone());
-        self.routes.insert(
-            key.clone(),
-            Entry {
-                reads,
-                created: route.created,
-            },
-        );
+        self.routes.insert(key.clone(), reads);
     }
 
     /// A route left the world.
     fn forget(&mut self, key: &ObjectKey) {
-        if let Some(entry) = self.routes.remove(key) {
-            self.order.remove(&(entry.created, key.clone()));
+        if let Some(reads) = self.routes.remove(key) {
+            self.order.remove(&(reads.route.created, key.clone()));
         }
         self.last_good.remove(key);
     }
