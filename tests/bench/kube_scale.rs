@@ -289,10 +289,11 @@ async fn bench(
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     samples.sort();
+    let rss_changed = rss_kib();
     println!(
         "resident memory after the changes: {} MiB (+{} MiB)",
-        rss_kib() / 1024,
-        rss_kib().saturating_sub(rss_before) / 1024
+        rss_changed / 1024,
+        rss_changed.saturating_sub(rss_before) / 1024
     );
     if !samples.is_empty() {
         println!(
