@@ -259,6 +259,21 @@ pub struct GatewaySettings {
     pub http2: Http2Settings,
     /// Caps on open client connections, and their TCP keepalive.
     pub connections: ConnectionSettings,
+    /// The access log (`None`: off). Shared by every line logged under it.
+    pub access_log: Option<Arc<AccessLogSettings>>,
+}
+
+/// The access log's settings with the defaults applied; present only when it is on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogSettings {
+    /// How lines are written.
+    pub format: crate::model::AccessLogFormat,
+    /// Share of successful requests logged, 0 to 1.
+    pub success_sample_ratio: f64,
+    /// Failed requests and apigate's own answers are logged whatever the sampling.
+    pub always_log_errors: bool,
+    /// The file lines are appended to (`None`: standard output).
+    pub path: Option<Arc<str>>,
 }
 
 /// Caps on open client connections and their TCP keepalive, with the defaults applied.

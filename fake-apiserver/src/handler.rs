@@ -182,6 +182,9 @@ pub(crate) async fn handle(
     let route = Route::classify(req.uri().path());
     let query = Query::parse(req.uri().query());
     let source = source_ip(req.headers(), conn.remote);
+    // kube-apiserver answers with the request's audit ID (it makes one when none came;
+    // the fake does not, so a test sees whether a proxy sent one).
+    let audit_id = req.headers().get("audit-id").cloned();
     let identity = shared
         .auth
         .authenticate(&conn.peer, req.headers())
@@ -269,6 +272,9 @@ pub(crate) async fn handle(
         &source,
         identity.as_ref().ok(),
     );
+    if let Some(audit_id) = audit_id {
+        resp.headers_mut().insert("audit-id", audit_id);
+    }
     resp
 }
 

@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use apigate_control::{pair_by_id, Paired, Route, RouteId, Snapshot, SnapshotDiff};
 use arc_swap::ArcSwap;
 
+use crate::access_log::AccessLog;
 use crate::balance::{BackendRegistry, Load};
 use crate::conn::limits::SourceCounts;
 use crate::conn::registry::Connections;
@@ -104,6 +105,9 @@ pub struct State {
     pub probes: ProbeRegistry,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The access log's buffer and writer (written only while the configuration turns
+    /// it on).
+    pub access_log: AccessLog,
 }
 
 impl State {
@@ -129,6 +133,7 @@ impl State {
             backends,
             pools,
             probes,
+            access_log: AccessLog::start(&metrics),
             metrics,
         });
         state.record_swap();

@@ -537,6 +537,7 @@ pub(super) fn compile(
     let rollout = super::rollout::compile(spec.rollout.as_ref(), &object_ref, errors);
     let http2 = compile_http2(&spec.http2, &object_ref, errors);
     let connections = compile_connections(&spec.connections, &object_ref, errors);
+    let access_log = super::access_log::compile(&spec.access_log, &object_ref, errors);
     if errors.len() != before {
         return None;
     }
@@ -552,6 +553,7 @@ pub(super) fn compile(
             rollout,
             http2,
             connections,
+            access_log,
         },
         balancing: spec.defaults.balancing.unwrap_or_default(),
         always_allowed,

@@ -4,6 +4,7 @@
 //! Every problem in every object is reported in one pass. Nothing is published unless the
 //! whole input is valid: a bad config never replaces a good one.
 
+mod access_log;
 mod gateway;
 mod health;
 mod rollout;

@@ -60,6 +60,46 @@ pub struct GatewaySpec {
     /// Caps on open client connections, and their TCP keepalive.
     #[serde(default)]
     pub connections: ConnectionsSpec,
+    /// One structured line per request (off by default).
+    #[serde(default)]
+    pub access_log: AccessLogSpec,
+}
+
+/// The access log: one line per request, written by its own thread through a bounded
+/// buffer, so a slow log destination never slows requests (a line that finds the
+/// buffer full is dropped and counted). All settings apply at the next reload.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogSpec {
+    /// Write the log at all (default `false`). With it on, a request without an
+    /// `Audit-ID` gets one from apigate, sent upstream, so the API server's audit log and
+    /// apigate's access log join on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// `json` (default) or `logfmt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<AccessLogFormat>,
+    /// Share of successful requests (status below 400) logged, from 0 to 1 (default 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success_sample_ratio: Option<f64>,
+    /// Log every failed request (status 400 or above, or no response) and every
+    /// request apigate answered itself, whatever the sampling (default `true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub always_log_errors: Option<bool>,
+    /// Append to this file instead of writing to standard output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// How access log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// `key=value` pairs, values quoted where needed.
+    Logfmt,
 }
 
 /// Client connections (TLS, CONNECT and passthrough alike, from accept to close).

@@ -13,9 +13,9 @@ mod route;
 
 pub use duration::Duration;
 pub use gateway::{
-    AccessDefaults, AdminSpec, Balancing, ConnectSpec, ConnectionsSpec, Defaults, EjectionSpec,
-    GatewayConfig, GatewaySpec, HealthSpec, Http2Spec, ListenerKind, ListenerSpec,
-    ProxyProtocolMode, SlowStartSpec,
+    AccessDefaults, AccessLogFormat, AccessLogSpec, AdminSpec, Balancing, ConnectSpec,
+    ConnectionsSpec, Defaults, EjectionSpec, GatewayConfig, GatewaySpec, HealthSpec, Http2Spec,
+    ListenerKind, ListenerSpec, ProxyProtocolMode, SlowStartSpec,
 };
 pub use parse::{parse_documents, render_documents};
 pub use rollout::{CanarySpec, GatesSpec, RolloutSpec};

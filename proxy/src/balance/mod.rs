@@ -64,7 +64,7 @@ pub struct BackendState {
 }
 
 impl BackendState {
-    fn new(addr: SocketAddr) -> Self {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
         BackendState {
             addr,
             label: addr.to_string(),

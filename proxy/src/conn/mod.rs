@@ -46,6 +46,10 @@ pub struct ConnCtx {
     pub client: ClientAuth,
     /// The client's address (the PROXY address where one was given).
     pub peer: SocketAddr,
+    /// The TCP peer (a load balancer, when it sent a PROXY header).
+    pub tcp_peer: SocketAddr,
+    /// The listener the connection came in on.
+    pub listener: Arc<str>,
     /// Trips when a new configuration revokes the connection (ends upgraded streams
     /// taken out of the engine too).
     pub kill: Arc<KillSwitch>,
@@ -60,13 +64,16 @@ impl ConnCtx {
     pub fn new(
         route_id: RouteId,
         client: ClientAuth,
-        peer: SocketAddr,
+        (peer, tcp_peer): (SocketAddr, SocketAddr),
+        listener: Arc<str>,
         kill: Arc<KillSwitch>,
     ) -> Self {
         ConnCtx {
             route_id,
             client,
             peer,
+            tcp_peer,
+            listener,
             kill,
             started: AtomicU64::new(0),
             finished: AtomicU64::new(0),

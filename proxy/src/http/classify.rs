@@ -6,6 +6,8 @@
 
 use pingora::http::RequestHeader;
 
+use super::request_info::RequestInfo;
+
 /// How a request is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -24,38 +26,20 @@ impl Kind {
     }
 }
 
-/// Classify a request like kube-apiserver's long-running check does.
-pub fn classify(request: &RequestHeader) -> Kind {
-    if is_upgrade(request) {
-        return Kind::Upgrade;
-    }
-    let path = request.uri.path();
+/// Classify a request like kube-apiserver's long-running check does (a log is
+/// long-running only when followed), and read what it asks for: one parse serves both.
+pub fn classify(request: &RequestHeader) -> (Kind, RequestInfo<'_>) {
+    let upgrade = is_upgrade(request);
     let query = request.uri.query().unwrap_or("");
-    let param = |name: &str| {
-        query.split('&').any(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            k == name && (v == "true" || v == "1")
-        })
+    let info = RequestInfo::parse(&request.method, request.uri.path(), query, upgrade);
+    let kind = if upgrade {
+        Kind::Upgrade
+    } else if info.is_long_running(query) {
+        Kind::LongRunning
+    } else {
+        Kind::Ordinary
     };
-    if param("watch") {
-        return Kind::LongRunning;
-    }
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    // Legacy watch paths: /api/v1/watch/..., /apis/<group>/<version>/watch/...
-    let watch_at = match segments.first() {
-        Some(&"api") => 2,
-        Some(&"apis") => 3,
-        _ => usize::MAX,
-    };
-    if segments.get(watch_at) == Some(&"watch") {
-        return Kind::LongRunning;
-    }
-    match segments.last() {
-        Some(&"exec" | &"attach" | &"portforward") => Kind::LongRunning,
-        Some(&"log") if param("follow") => Kind::LongRunning,
-        _ if segments.contains(&"proxy") => Kind::LongRunning,
-        _ => Kind::Ordinary,
-    }
+    (kind, info)
 }
 
 /// An HTTP/1.1 request asking to switch protocols (`Upgrade` header present).
@@ -107,7 +91,7 @@ mod tests {
             ("/api/v1/namespaces/watch/pods", Ordinary),
         ];
         for (path, kind) in cases {
-            assert_eq!(classify(&req(path, &[])), kind, "{path}");
+            assert_eq!(classify(&req(path, &[])).0, kind, "{path}");
         }
     }
 
@@ -117,9 +101,9 @@ mod tests {
             "/api/v1/namespaces/d/pods/p/exec",
             &[("Upgrade", "SPDY/3.1"), ("Connection", "Upgrade")],
         );
-        assert_eq!(classify(&r), Kind::Upgrade);
+        assert_eq!(classify(&r).0, Kind::Upgrade);
         let mut h2 = r.clone();
         h2.set_version(http::Version::HTTP_2);
-        assert_eq!(classify(&h2), Kind::LongRunning);
+        assert_eq!(classify(&h2).0, Kind::LongRunning);
     }
 }

@@ -21,10 +21,11 @@
 
 pub mod classify;
 pub mod headers;
+pub mod request_info;
 mod upgrade;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -34,9 +35,11 @@ use pingora::upstreams::peer::{H1UpgradePolicy, HttpPeer, HttpUpstreamRequestPol
 use pingora::{Error, ErrorSource, ErrorType};
 
 use self::classify::Kind;
+use crate::access_log;
 use crate::balance::Load;
 use crate::conn::{ClientAuth, ConnCtx};
 use crate::identity::Identity;
+use crate::metrics::api::ApiLabels;
 use crate::rejection::Rejection;
 use crate::state::{Active, RouteRuntime, State};
 use crate::upstream::pool::Identity as PoolIdentity;
@@ -58,6 +61,75 @@ impl Apigate {
     /// Proxy logic over shared state.
     pub fn new(state: Arc<State>) -> Self {
         Apigate { state }
+    }
+}
+
+impl Apigate {
+    /// Hand the request's access log line to the writer, when the log is on and the
+    /// request is sampled. A request whose connection context is missing (an internal
+    /// error, counted in the rejections) has nobody to name and is not logged.
+    fn log_access(&self, session: &Session, ctx: &RequestCtx, code: u16, elapsed: Duration) {
+        let Some(InRequest(conn)) = &ctx.in_request else {
+            return;
+        };
+        let settings = match &ctx.routed {
+            Some(routed) => routed.active.snapshot.gateway.access_log.clone(),
+            None => self.state.load().snapshot.gateway.access_log.clone(),
+        };
+        let Some(settings) = settings else {
+            return;
+        };
+        if !access_log::wanted(&settings, code, ctx.answered_reason.is_some()) {
+            return;
+        }
+        let request = request_of(session, ctx);
+        let route = match &ctx.routed {
+            Some(routed) => routed.route.label.clone(),
+            None => Arc::from(conn.route_id.to_string()),
+        };
+        let (bytes_in, bytes_out) = match ctx.upgraded {
+            Some(upgraded) => (upgraded.moved.up, upgraded.moved.down),
+            None => {
+                let body = session.as_ref();
+                let bytes = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+                (bytes(body.body_bytes_read()), bytes(body.body_bytes_sent()))
+            }
+        };
+        let authorization = match conn.client {
+            ClientAuth::Verified(_) => None,
+            ClientAuth::Anonymous | ClientAuth::Invalid(_) => {
+                request.headers.get(http::header::AUTHORIZATION).cloned()
+            }
+        };
+        self.state.access_log.submit(access_log::Entry {
+            settings,
+            time: SystemTime::now() - elapsed,
+            route,
+            listener: conn.listener.clone(),
+            client: conn.peer,
+            peer: conn.tcp_peer,
+            auth: conn.client.clone(),
+            authorization,
+            protocol: if session.is_http2() {
+                "HTTP/2"
+            } else {
+                "HTTP/1.1"
+            },
+            method: request.method.clone(),
+            uri: request.uri.clone(),
+            upgrade: ctx.kind == Kind::Upgrade,
+            status: code,
+            answered: ctx.answered_reason,
+            duration: elapsed,
+            bytes_in,
+            bytes_out,
+            backend: ctx.attempts.as_ref().and_then(|a| a.backend()).cloned(),
+            retries: ctx
+                .attempts
+                .as_ref()
+                .map_or(0, |a| a.tries().saturating_sub(1)),
+            audit_id: request.headers.get(access_log::AUDIT_ID).cloned(),
+        });
     }
 }
 
@@ -97,9 +169,16 @@ pub struct RequestCtx {
     /// apigate answered the request itself (and logged it): the engine's own error
     /// line would say it again, unstructured.
     answered: bool,
+    /// The reason of apigate's own answer, for the access log.
+    answered_reason: Option<&'static str>,
     started: Instant,
-    /// Status of an upgrade apigate served itself (see [`upgrade`]).
-    upgrade_status: Option<u16>,
+    /// How an upgrade apigate served itself ended (see [`upgrade`]).
+    upgraded: Option<upgrade::Upgraded>,
+    /// The head of an upgrade apigate serves itself: the engine's session no longer
+    /// holds it once the client stream is taken out of it.
+    upgrade_head: Option<Box<RequestHeader>>,
+    /// The request's per-verb metric labels, once its head was read.
+    api: Option<ApiLabels>,
 }
 
 impl RequestCtx {
@@ -112,6 +191,14 @@ impl RequestCtx {
             .as_ref()
             .and_then(|a| a.backend())
             .map_or("none", |b| b.label.as_str())
+    }
+}
+
+/// The request's head, wherever it is kept (see [`RequestCtx::upgrade_head`]).
+fn request_of<'a>(session: &'a Session, ctx: &'a RequestCtx) -> &'a RequestHeader {
+    match &ctx.upgrade_head {
+        Some(head) => head,
+        None => session.req_header(),
     }
 }
 
@@ -212,8 +299,11 @@ impl ProxyHttp for Apigate {
             attempts: None,
             rejection: None,
             answered: false,
+            answered_reason: None,
             started: Instant::now(),
-            upgrade_status: None,
+            upgraded: None,
+            upgrade_head: None,
+            api: None,
         }
     }
 
@@ -222,6 +312,14 @@ impl ProxyHttp for Apigate {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        let request = session.req_header();
+        let (kind, info) = classify::classify(request);
+        ctx.kind = kind;
+        let content_type = (request.method == http::Method::PATCH)
+            .then(|| request.headers.get(http::header::CONTENT_TYPE))
+            .flatten()
+            .map(http::HeaderValue::as_bytes);
+        ctx.api = Some(ApiLabels::of(&info, content_type));
         let Some(conn) = conn_ctx(session) else {
             return reject(ctx, Rejection::MissingConnectionContext);
         };
@@ -251,10 +349,22 @@ impl ProxyHttp for Apigate {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         headers::sanitize(session.req_header_mut());
-        ctx.kind = classify::classify(session.req_header());
         let Some(routed) = &ctx.routed else {
             return reject(ctx, Rejection::MissingConnectionContext);
         };
+        // With the access log on, every request carries an audit ID upstream, so the
+        // API server's audit log and apigate's line join on it.
+        let logged = routed.active.snapshot.gateway.access_log.is_some();
+        if logged
+            && !session
+                .req_header()
+                .headers
+                .contains_key(access_log::AUDIT_ID)
+        {
+            session
+                .req_header_mut()
+                .insert_header("Audit-ID", access_log::new_audit_id())?;
+        }
         let settings = routed.route.upstream.settings;
         // pingora's HTTP/1.1 defaults (60 s keep-alive, 60 s body reads) would cut an
         // idle `kubectl exec` session; long-running requests get the long limit.
@@ -298,9 +408,11 @@ impl ProxyHttp for Apigate {
         };
         ctx.attempts = Some(Attempts::new(routed.route.upstream.clone(), load, pool));
         if ctx.kind == Kind::Upgrade && !session.is_http2() {
+            ctx.upgrade_head = Some(Box::new(session.req_header().clone()));
             return match upgrade::serve(&self.state, session, ctx).await {
-                Ok(status) => {
-                    ctx.upgrade_status = Some(status);
+                Ok(upgraded) => {
+                    ctx.answered_reason = upgraded.answered;
+                    ctx.upgraded = Some(upgraded);
                     Ok(true)
                 }
                 Err(rejection) => reject(ctx, rejection),
@@ -497,6 +609,7 @@ impl ProxyHttp for Apigate {
             .with_label_values(&[ctx.route_label(), rejection.label()])
             .inc();
         ctx.answered = true;
+        ctx.answered_reason = Some(rejection.label());
         if rejection.code() >= 500 {
             tracing::warn!(route = ctx.route_label(), backend = ctx.backend_label(), code = rejection.code(), reason = rejection.label(), error = %e, "request answered by apigate");
         } else {
@@ -510,7 +623,11 @@ impl ProxyHttp for Apigate {
             .as_ref()
             .filter(|_| rejection.keeps_connection() && !self.state.is_draining())
             .map(|r| r.route.upstream.settings.timeouts.idle.as_secs().max(1));
-        let reuse = match respond(session, &rejection, keep_alive).await {
+        let audit_id = request_of(session, ctx)
+            .headers
+            .get(access_log::AUDIT_ID)
+            .cloned();
+        let reuse = match respond(session, &rejection, keep_alive, audit_id).await {
             Ok(reuse) => reuse,
             Err(write_error) => {
                 tracing::debug!(error = %write_error, "could not write error response");
@@ -528,11 +645,18 @@ impl ProxyHttp for Apigate {
             attempts.finish();
         }
         let code = ctx
-            .upgrade_status
+            .upgraded
+            .map(|u| u.status)
             .or_else(|| session.response_written().map(|r| r.status.as_u16()))
             .unwrap_or(0);
         let route = ctx.route_label();
-        let seconds = ctx.started.elapsed().as_secs_f64();
+        let elapsed = ctx.started.elapsed();
+        let seconds = elapsed.as_secs_f64();
+        if let Some(api) = &ctx.api {
+            let timed = (!ctx.kind.is_long_running()).then_some(seconds);
+            self.state.metrics.api.observe(api, code_label(code), timed);
+        }
+        self.log_access(session, ctx, code, elapsed);
         match &ctx.routed {
             Some(routed) => {
                 let series = &routed.route.upstream.requests;
@@ -588,12 +712,17 @@ async fn respond(
     session: &mut Session,
     rejection: &Rejection,
     keep_alive: Option<u64>,
+    audit_id: Option<http::HeaderValue>,
 ) -> pingora::Result<bool> {
     let body = rejection.body();
-    let mut header = ResponseHeader::build(rejection.code(), Some(3))?;
+    let mut header = ResponseHeader::build(rejection.code(), Some(4))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
     header.insert_header("cache-control", "no-store")?;
+    // As kube-apiserver answers: the client can quote it, the access log has it.
+    if let Some(audit_id) = audit_id {
+        header.insert_header("Audit-Id", audit_id)?;
+    }
     let Some(idle) = keep_alive else {
         session.write_error_response(header, body).await?;
         return Ok(false);

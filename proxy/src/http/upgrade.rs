@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use super::{headers, RequestCtx};
 use crate::rejection::Rejection;
 use crate::state::{RouteRuntime, State};
-use crate::upstream::splice::splice;
+use crate::upstream::splice::{splice, Moved};
 use crate::upstream::Attempts;
 use crate::upstream::{connect, Failure, NoReplica, Replay, ShutdownSignal, Verdict};
 use apigate_control::snapshot::Timeouts;
@@ -147,13 +147,24 @@ impl Target {
 
 type Upstream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
-/// Serve an upgrade request on an HTTP/1.1 connection. Returns the status sent, or the
+/// How an upgrade served here ended, for the request's metrics and access log line.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Upgraded {
+    /// The status sent to the client.
+    pub(super) status: u16,
+    /// Bytes moved each way after the response head.
+    pub(super) moved: Moved,
+    /// Why apigate answered itself, when it did (the answer is already written).
+    pub(super) answered: Option<&'static str>,
+}
+
+/// Serve an upgrade request on an HTTP/1.1 connection. Returns how it ended, or the
 /// rejection to send when nothing was sent to the client yet.
 pub(super) async fn serve(
     state: &State,
     session: &mut Session,
     ctx: &mut RequestCtx,
-) -> Result<u16, Rejection> {
+) -> Result<Upgraded, Rejection> {
     let (Some(routed), Some(attempts)) = (&ctx.routed, ctx.attempts.as_mut()) else {
         return Err(Rejection::MissingConnectionContext);
     };
@@ -179,18 +190,31 @@ pub(super) async fn serve(
     {
         Ok(found) => found,
         Err(rejection) => {
+            state
+                .metrics
+                .rejections
+                .with_label_values(&[&*route.label, rejection.label()])
+                .inc();
             let _ = client.write_all(&rejection.http1_response()).await;
             let _ = client.shutdown().await;
-            return Ok(rejection.code());
+            return Ok(Upgraded {
+                status: rejection.code(),
+                moved: Moved::default(),
+                answered: Some(rejection.label()),
+            });
         }
     };
     attempts.responded(signal);
+    let mut upgraded = Upgraded {
+        status,
+        ..Upgraded::default()
+    };
     if client.write_all(&response).await.is_err() || client.flush().await.is_err() {
-        return Ok(status);
+        return Ok(upgraded);
     }
     if status == 101 {
         let revoked = conn.kill.tripped();
-        let end = splice(
+        let (end, moved) = splice(
             &mut client,
             &mut upstream,
             target.timeouts.long_running,
@@ -203,14 +227,17 @@ pub(super) async fn serve(
             .tunnels
             .with_label_values(&[&*route.label, "upgrade", end.label()])
             .inc();
+        upgraded.moved = moved;
     } else {
         // A refused upgrade: relay the rest of the response (the request said
         // `Connection: close`, so the replica ends it).
         let relay = tokio::io::copy(&mut upstream, &mut client);
-        let _ = tokio::time::timeout(target.timeouts.request, relay).await;
+        if let Ok(Ok(relayed)) = tokio::time::timeout(target.timeouts.request, relay).await {
+            upgraded.moved.down = relayed;
+        }
     }
     let _ = client.shutdown().await;
-    Ok(status)
+    Ok(upgraded)
 }
 
 /// Take the client's stream out of the engine's HTTP/1.1 session.

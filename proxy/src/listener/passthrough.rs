@@ -51,7 +51,7 @@ pub async fn serve(admitted: Admitted, state: &State) {
     if replica.write_all(&replay).await.is_err() {
         return;
     }
-    let end = splice(
+    let (end, _) = splice(
         client.tcp_mut(),
         &mut replica,
         timeouts.long_running,

@@ -113,7 +113,8 @@ pub async fn serve(admitted: Admitted, ctx: &ListenerContext) -> Result<(), Box<
     let conn_ctx = Arc::new(ConnCtx::new(
         route.route.id.clone(),
         client,
-        addrs.remote,
+        (addrs.remote, addrs.direct),
+        ctx.name.clone(),
         kill.clone(),
     ));
     let conn = match Conn::new(tls, conn_ctx, (limits, &http2), kill, registration, refused) {

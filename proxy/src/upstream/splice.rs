@@ -18,8 +18,8 @@ use tokio::time::Instant;
 /// How a splice ended.
 #[derive(Debug)]
 pub enum SpliceEnd {
-    /// Both sides closed; bytes moved client → upstream and upstream → client.
-    Closed(u64, u64),
+    /// Both sides closed.
+    Closed,
     /// Nothing moved in either direction for the idle limit.
     Idle,
     /// The connection was revoked (its route or allowlist no longer allows it).
@@ -32,12 +32,21 @@ impl SpliceEnd {
     /// Metric and log label.
     pub fn label(&self) -> &'static str {
         match self {
-            SpliceEnd::Closed(..) => "closed",
+            SpliceEnd::Closed => "closed",
             SpliceEnd::Idle => "idle_timeout",
             SpliceEnd::Revoked => "revoked",
             SpliceEnd::Failed(_) => "error",
         }
     }
+}
+
+/// Bytes a splice moved, however it ended (for the access log).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Read from the client (and written, or being written, upstream).
+    pub up: u64,
+    /// Read from the upstream.
+    pub down: u64,
 }
 
 /// Copy both ways between `client` and `upstream` until one of the ends above.
@@ -46,7 +55,7 @@ pub async fn splice<A, B, R>(
     upstream: &mut B,
     idle: Duration,
     revoked: R,
-) -> SpliceEnd
+) -> (SpliceEnd, Moved)
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -55,17 +64,42 @@ where
     let start = Instant::now();
     // Nanoseconds since `start` of the last byte moved in either direction.
     let last = AtomicU64::new(0);
+    let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
     let mut client = Active {
         inner: client,
         start,
         last: &last,
+        read: &up,
     };
     let mut upstream = Active {
         inner: upstream,
         start,
         last: &last,
+        read: &down,
     };
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let end = watch(&mut client, &mut upstream, start, &last, idle, revoked).await;
+    let moved = Moved {
+        up: up.load(Ordering::Relaxed),
+        down: down.load(Ordering::Relaxed),
+    };
+    (end, moved)
+}
+
+/// Run the copy until it ends, the splice is revoked or both sides are silent.
+async fn watch<A, B, R>(
+    client: &mut Active<'_, A>,
+    upstream: &mut Active<'_, B>,
+    start: Instant,
+    last: &AtomicU64,
+    idle: Duration,
+    revoked: R,
+) -> SpliceEnd
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    R: std::future::Future<Output = ()>,
+{
+    let copy = tokio::io::copy_bidirectional(client, upstream);
     tokio::pin!(copy);
     tokio::pin!(revoked);
     loop {
@@ -76,7 +110,7 @@ where
             () = &mut revoked => return SpliceEnd::Revoked,
             result = &mut copy => {
                 return match result {
-                    Ok((up, down)) => SpliceEnd::Closed(up, down),
+                    Ok(_) => SpliceEnd::Closed,
                     Err(e) => SpliceEnd::Failed(e),
                 };
             }
@@ -90,11 +124,12 @@ where
     }
 }
 
-/// A stream that records when it last moved a byte.
+/// A stream that records when it last moved a byte, and how many it read.
 struct Active<'a, S: ?Sized> {
     inner: &'a mut S,
     start: Instant,
     last: &'a AtomicU64,
+    read: &'a AtomicU64,
 }
 
 impl<S: ?Sized> Active<'_, S> {
@@ -115,8 +150,11 @@ impl<S: AsyncRead + Unpin + ?Sized> AsyncRead for Active<'_, S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut *self.inner).poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        let read = buf.filled().len().saturating_sub(before);
+        if matches!(result, Poll::Ready(Ok(()))) && read > 0 {
             self.touch();
+            self.read
+                .fetch_add(u64::try_from(read).unwrap_or(u64::MAX), Ordering::Relaxed);
         }
         result
     }
@@ -153,14 +191,14 @@ mod tests {
         let (mut upstream, mut upstream_peer) = tokio::io::duplex(1024);
         let task = tokio::spawn(async move {
             let started = Instant::now();
-            let end = splice(
+            let (end, moved) = splice(
                 &mut client_peer,
                 &mut upstream_peer,
                 IDLE,
                 std::future::pending(),
             )
             .await;
-            (end, started.elapsed())
+            (end, moved, started.elapsed())
         });
         // Upstream → client traffic every 40 s for two minutes: never 60 s of silence.
         let mut buf = [0u8; 4];
@@ -169,8 +207,13 @@ mod tests {
             upstream.write_all(b"ping").await.unwrap();
             client.read_exact(&mut buf).await.unwrap();
         }
-        let (end, elapsed) = task.await.unwrap();
+        let (end, moved, elapsed) = task.await.unwrap();
         assert!(matches!(end, SpliceEnd::Idle), "{end:?}");
+        assert_eq!(
+            moved,
+            Moved { up: 0, down: 12 },
+            "bytes are counted however it ends"
+        );
         // Last byte at 120 s, then 60 s of silence.
         assert_eq!(elapsed.as_secs(), 180);
     }
@@ -179,7 +222,7 @@ mod tests {
     async fn revocation_and_closing_end_a_splice() {
         let (_client, mut client_peer) = tokio::io::duplex(64);
         let (_upstream, mut upstream_peer) = tokio::io::duplex(64);
-        let end = splice(&mut client_peer, &mut upstream_peer, IDLE, async {}).await;
+        let (end, _) = splice(&mut client_peer, &mut upstream_peer, IDLE, async {}).await;
         assert!(matches!(end, SpliceEnd::Revoked), "{end:?}");
 
         let (client, mut client_peer) = tokio::io::duplex(64);
@@ -187,7 +230,7 @@ mod tests {
         upstream.write_all(b"bye").await.unwrap();
         drop(upstream);
         drop(client);
-        let end = splice(
+        let (end, _) = splice(
             &mut client_peer,
             &mut upstream_peer,
             IDLE,
@@ -195,7 +238,7 @@ mod tests {
         )
         .await;
         assert!(
-            matches!(end, SpliceEnd::Closed(..) | SpliceEnd::Failed(_)),
+            matches!(end, SpliceEnd::Closed | SpliceEnd::Failed(_)),
             "{end:?}"
         );
     }

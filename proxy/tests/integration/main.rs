@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod access;
+mod access_log;
 mod bad_input;
 mod balancing;
 mod failures;

@@ -4,6 +4,8 @@
 //! gauges are filled from the balancer's own counters at scrape time, so the hot path
 //! updates each count exactly once.
 
+pub mod api;
+
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -12,6 +14,12 @@ use prometheus::{
 /// All metrics apigate exports.
 pub struct Metrics {
     registry: Registry,
+    names: Vec<String>,
+    /// Requests by kube-apiserver's verb, group and resource (no route label).
+    pub api: api::ApiRequests,
+    /// Access log lines by result (`written`, `dropped` because the buffer was full,
+    /// `failed` to write).
+    pub access_log_lines: IntCounterVec,
     /// Requests by route, backend and status code (`backend="none"` when none was chosen).
     pub requests: IntCounterVec,
     /// Ordinary-request latency by route (watches and upgrades are excluded: their
@@ -109,23 +117,31 @@ pub struct Metrics {
     pub kube_secrets: IntGauge,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+/// The registry while metrics are created: it keeps every family's name too.
+struct Registrar {
+    registry: Registry,
+    names: std::cell::RefCell<Vec<String>>,
+}
+
+fn counter(registry: &Registrar, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let metric = IntCounterVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
     register(registry, Box::new(metric.clone()));
     metric
 }
 
-fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+fn gauge(registry: &Registrar, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let metric = IntGaugeVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
     register(registry, Box::new(metric.clone()));
     metric
 }
 
-fn register(registry: &Registry, metric: Box<dyn prometheus::core::Collector>) {
+fn register(registry: &Registrar, metric: Box<dyn prometheus::core::Collector>) {
+    let names = metric.desc().into_iter().map(|d| d.fq_name.clone());
+    registry.names.borrow_mut().extend(names);
     // Names are static and unique; a failure here is a programming error caught by tests.
-    if let Err(e) = registry.register(metric) {
+    if let Err(e) = registry.registry.register(metric) {
         panic!("metric registration failed: {e}");
     }
 }
@@ -133,7 +149,14 @@ fn register(registry: &Registry, metric: Box<dyn prometheus::core::Collector>) {
 impl Metrics {
     /// Create and register every metric.
     pub fn new() -> Self {
-        let registry = Registry::new();
+        let registry = Registrar {
+            registry: Registry::new(),
+            names: std::cell::RefCell::default(),
+        };
+        let api = api::ApiRequests::new();
+        for collector in api.collectors() {
+            register(&registry, collector);
+        }
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
                 "apigate_request_duration_seconds",
@@ -410,8 +433,22 @@ impl Metrics {
             config_revision,
             config_last_success,
             routes,
-            registry,
+            api,
+            access_log_lines: counter(
+                &registry,
+                "apigate_access_log_lines_total",
+                "Access log lines: written, dropped (the buffer was full) or failed (the write failed).",
+                &["result"],
+            ),
+            names: registry.names.into_inner(),
+            registry: registry.registry,
         }
+    }
+
+    /// The name of every metric family apigate exports, whether or not it has a series
+    /// yet (dashboards and alert rules are checked against these).
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// Every metric's current values (what a scrape renders).
