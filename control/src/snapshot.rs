@@ -553,6 +553,8 @@ pub struct Terminate {
     pub client_verifier: Option<ClientVerifier>,
     /// Identifies the client CA bundle (0 without one).
     pub client_ca_fingerprint: u64,
+    /// When the certificates the route holds expire.
+    pub expiry: CertificateExpiry,
     /// Upstream trust and identity.
     pub upstream: UpstreamTls,
     /// Balancing policy with the default applied.
@@ -618,6 +620,58 @@ pub struct UpstreamClients {
     pub front_proxy: Option<Arc<rustls::ClientConfig>>,
 }
 
+/// The earliest `notAfter` of each certificate file a terminating route holds (a chain
+/// or bundle stops working, or starts failing some clients, when its first
+/// certificate expires).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertificateExpiry {
+    /// `spec.tls.certFile`: what clients are shown.
+    pub serving: SystemTime,
+    /// `spec.tls.clientCAFile`: clients' certificates stop verifying.
+    pub client_ca: Option<SystemTime>,
+    /// `spec.upstream.caFile`: replicas' certificates stop verifying.
+    pub upstream_ca: SystemTime,
+    /// `spec.upstream.frontProxyCertFile`: replicas stop trusting apigate's identity
+    /// headers.
+    pub front_proxy: Option<SystemTime>,
+}
+
+impl CertificateExpiry {
+    /// Each certificate file held, by metric label and field, with its `notAfter`.
+    pub fn each(&self) -> impl Iterator<Item = (&'static str, &'static str, SystemTime)> {
+        [
+            ("serving", "spec.tls.certFile", Some(self.serving)),
+            ("client_ca", "spec.tls.clientCAFile", self.client_ca),
+            (
+                "upstream_ca",
+                "spec.upstream.caFile",
+                Some(self.upstream_ca),
+            ),
+            (
+                "front_proxy",
+                "spec.upstream.frontProxyCertFile",
+                self.front_proxy,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(label, field, at)| Some((label, field, at?)))
+    }
+
+    /// The certificate files that expire within [`EXPIRY_WARNING`] of `now`, or have
+    /// expired: what `validate` and every configuration load warn about.
+    pub fn expiring(
+        &self,
+        now: SystemTime,
+    ) -> impl Iterator<Item = (&'static str, &'static str, SystemTime)> {
+        let horizon = now + EXPIRY_WARNING;
+        self.each().filter(move |(_, _, at)| *at <= horizon)
+    }
+}
+
+/// How long before a certificate expires apigate starts warning about it (the
+/// `ApigateCertificateExpiresSoon` alert uses the same horizon).
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
 /// A client certificate chain and its key, both DER.
 #[derive(Clone)]
 pub struct ClientIdentity {
@@ -625,6 +679,7 @@ pub struct ClientIdentity {
     pub chain: Vec<CertificateDer<'static>>,
     /// The private key as DER (PKCS#8, PKCS#1 or SEC1), already checked to match the leaf.
     pub key_der: Vec<u8>,
-    /// The leaf's `notAfter`: no upstream connection made with it is used past this.
+    /// The chain's earliest `notAfter`: no upstream connection made with it is used
+    /// past this.
     pub not_after: SystemTime,
 }

@@ -82,8 +82,27 @@ impl Ca {
     /// SANs). The first name is also the subject CN. Needed because rustls clients check
     /// the SAN against the name (or IP) they dialled.
     pub fn issue_server(&self, names: &[&str]) -> Result<Issued, Error> {
+        self.issue_server_until(names, None)
+    }
+
+    /// [`Ca::issue_server`] with a chosen `notAfter` (`None`: rcgen's default, far in
+    /// the future), for tests of expiry warnings.
+    pub fn issue_server_until(
+        &self,
+        names: &[&str],
+        not_after: Option<std::time::SystemTime>,
+    ) -> Result<Issued, Error> {
         let key = new_key()?;
         let mut params = CertificateParams::default();
+        if let Some(at) = not_after {
+            let seconds = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+            params.not_after = x509_parser::time::ASN1Time::from_timestamp(seconds)
+                .map_err(|e| Error::Encoding(format!("notAfter: {e}")))?
+                .to_datetime();
+        }
         if let Some(first) = names.first() {
             params.distinguished_name.push(DnType::CommonName, *first);
         }

@@ -226,6 +226,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// "certificate expires in 5days 3h (2026-12-04T10:00:00Z)" or "certificate expired at …".
+fn expiry_text(now: std::time::SystemTime, at: std::time::SystemTime) -> String {
+    let date = humantime::format_rfc3339_seconds(at);
+    match at.duration_since(now) {
+        Ok(left) => format!(
+            "certificate expires in {} ({date})",
+            humantime::format_duration(std::time::Duration::from_secs(
+                left.as_secs() / 3600 * 3600
+            ))
+        ),
+        Err(_) => format!("certificate expired at {date}"),
+    }
+}
+
 fn validate(config: &std::path::Path) -> ExitCode {
     let result = apigate_control::source::load_file(config)
         .and_then(|inputs| apigate_control::compile(&inputs));
@@ -237,6 +251,19 @@ fn validate(config: &std::path::Path) -> ExitCode {
                 snapshot.routes.len(),
                 snapshot.gateway.listeners.len()
             );
+            let now = std::time::SystemTime::now();
+            for route in &snapshot.routes {
+                let Some(terminate) = route.terminate() else {
+                    continue;
+                };
+                for (_, field, at) in terminate.expiry.expiring(now) {
+                    eprintln!(
+                        "  warning: ApiServerRoute {}: {field}: {}",
+                        route.id,
+                        expiry_text(now, at)
+                    );
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -237,17 +237,28 @@ impl State {
         self.metrics
             .routes
             .set(i64::try_from(active.routes.len()).unwrap_or(i64::MAX));
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or_default();
-        self.metrics.config_last_success.set(now);
+        self.metrics
+            .config_last_success
+            .set(unix_seconds(SystemTime::now()));
     }
 
-    /// Copy live in-flight counters into the gauges, just before a scrape.
+    /// Copy live in-flight counters and the certificates' expiry into the gauges, just
+    /// before a scrape.
     pub fn refresh_gauges(&self) {
         let active = self.load();
         let metrics = &self.metrics;
+        metrics.certificate_expiry.reset();
+        for runtime in &active.routes {
+            let Some(terminate) = runtime.route.terminate() else {
+                continue;
+            };
+            for (certificate, _, at) in terminate.expiry.each() {
+                metrics
+                    .certificate_expiry
+                    .with_label_values(&[&*runtime.label, certificate])
+                    .set(unix_seconds(at));
+            }
+        }
         metrics.in_flight.reset();
         for runtime in &active.routes {
             for backend in &runtime.upstream.backends.states {
@@ -259,6 +270,25 @@ impl State {
                 }
             }
         }
+    }
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// Warn, once per configuration that brings a route in, about its certificates that
+/// expire soon (the metric and the alert rules keep watching).
+fn warn_if_expiring(route: &Route) {
+    let Some(terminate) = route.terminate() else {
+        return;
+    };
+    let now = SystemTime::now();
+    for (certificate, field, at) in terminate.expiry.expiring(now) {
+        let expired = at <= now;
+        tracing::warn!(route = %route.id, certificate, field, not_after = %humantime::format_rfc3339_seconds(at), expired, "certificate expires within 14 days or has expired");
     }
 }
 
@@ -280,6 +310,7 @@ fn build(
     previous: Option<&Active>,
 ) -> Active {
     let runtime = |route: &Arc<Route>| {
+        warn_if_expiring(route);
         let upstream = RouteUpstream::new(
             route,
             registries.backends,

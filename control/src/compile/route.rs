@@ -10,7 +10,7 @@ use crate::access::compile_policy;
 use crate::error::{Errors, ObjectRef, Problem};
 use crate::model::Balancing;
 use crate::model::{ApiServerRoute, RouteMode, ServingTlsSpec, UpstreamSpec};
-use crate::snapshot::{Mode, Route, RouteId, Terminate, UpstreamTls};
+use crate::snapshot::{CertificateExpiry, Mode, Route, RouteId, Terminate, UpstreamTls};
 
 /// The CONNECT destination that selects a route by default: what Gardener's
 /// apiserver-proxy and VPN send for the shoot's `kube-apiserver` Service.
@@ -269,13 +269,20 @@ fn compile_terminate(
         _ => None,
     };
     let http1 = match &ca {
-        Some(ca) => tls::upstream_clients(ca, front_proxy.as_ref(), object_ref, errors),
+        Some(ca) => tls::upstream_clients(&ca.ders, front_proxy.as_ref(), object_ref, errors),
         None => None,
     };
     if errors.len() != before {
         return None;
     }
-    let ((server_tls, client_verifier), ca, http1) = (server_tls?, ca?, http1?);
+    let (server, ca, http1) = (server_tls?, ca?, http1?);
+    let expiry = CertificateExpiry {
+        serving: server.serving_not_after,
+        client_ca: server.client_ca_not_after,
+        upstream_ca: ca.not_after,
+        front_proxy: front_proxy.as_ref().map(|identity| identity.not_after),
+    };
+    let ca = ca.ders;
     let client_ca_fingerprint = {
         let mut hash = std::collections::hash_map::DefaultHasher::new();
         client_ca.hash(&mut hash);
@@ -297,9 +304,10 @@ fn compile_terminate(
 
     Some((
         Terminate {
-            server_tls,
+            server_tls: server.config,
             client_auth: client_ca.is_some(),
-            client_verifier,
+            client_verifier: server.client_verifier,
+            expiry,
             client_ca_fingerprint,
             upstream: UpstreamTls {
                 server_name,

@@ -4,6 +4,7 @@
 //! certificate it cannot parse or a key that does not match its certificate.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -27,12 +28,27 @@ pub fn provider() -> Arc<CryptoProvider> {
     PROVIDER.clone()
 }
 
+/// Certificates as DER, with the earliest `notAfter` among them: when the first of
+/// them expires, so does what they are used for.
+pub(super) struct Certificates {
+    pub(super) ders: Vec<CertificateDer<'static>>,
+    pub(super) not_after: SystemTime,
+}
+
+/// A certificate's `notAfter` (one before 1970 reads as 1970: long expired either way).
+fn not_after(cert: &x509_parser::certificate::X509Certificate<'_>) -> SystemTime {
+    let seconds = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(seconds))
+        .unwrap_or(UNIX_EPOCH)
+}
+
 fn certificates(
     pem: &[u8],
     object_ref: &ObjectRef,
     field: &str,
     errors: &mut Errors,
-) -> Option<Vec<CertificateDer<'static>>> {
+) -> Option<Certificates> {
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
     match certs {
         Ok(certs) if certs.is_empty() => {
@@ -44,17 +60,27 @@ fn certificates(
             None
         }
         Ok(certs) => {
+            let mut earliest: Option<SystemTime> = None;
             for (i, cert) in certs.iter().enumerate() {
-                if let Err(e) = x509_parser::parse_x509_certificate(cert.as_ref()) {
-                    errors.push(
-                        object_ref,
-                        field,
-                        Problem::Tls(format!("certificate #{i} is not valid X.509: {e}")),
-                    );
-                    return None;
+                match x509_parser::parse_x509_certificate(cert.as_ref()) {
+                    Ok((_, parsed)) => {
+                        let this = not_after(&parsed);
+                        earliest = Some(earliest.map_or(this, |e| e.min(this)));
+                    }
+                    Err(e) => {
+                        errors.push(
+                            object_ref,
+                            field,
+                            Problem::Tls(format!("certificate #{i} is not valid X.509: {e}")),
+                        );
+                        return None;
+                    }
                 }
             }
-            Some(certs)
+            Some(Certificates {
+                ders: certs,
+                not_after: earliest.unwrap_or(UNIX_EPOCH),
+            })
         }
         Err(e) => {
             errors.push(
@@ -94,10 +120,10 @@ pub(super) fn ca_bundle(
     object_ref: &ObjectRef,
     field: &str,
     errors: &mut Errors,
-) -> Option<Vec<CertificateDer<'static>>> {
+) -> Option<Certificates> {
     let certs = certificates(pem, object_ref, field, errors)?;
     let mut roots = RootCertStore::empty();
-    for (i, cert) in certs.iter().enumerate() {
+    for (i, cert) in certs.ders.iter().enumerate() {
         if let Err(e) = roots.add(cert.clone()) {
             errors.push(
                 object_ref,
@@ -110,6 +136,15 @@ pub(super) fn ca_bundle(
     Some(certs)
 }
 
+/// A route's server side: its config, the client certificate verifier, and when its
+/// certificate and client CAs expire.
+pub(super) struct ServerSide {
+    pub(super) config: Arc<rustls::ServerConfig>,
+    pub(super) client_verifier: Option<ClientVerifier>,
+    pub(super) serving_not_after: SystemTime,
+    pub(super) client_ca_not_after: Option<SystemTime>,
+}
+
 /// The server config for a route: its certificate, ALPN h2 + http/1.1, and, when a
 /// client CA is given, a verifier that *requests* client certificates and verifies the
 /// ones presented (token and anonymous clients must still get through); and that
@@ -120,12 +155,14 @@ pub(super) fn server_config(
     client_ca_pem: Option<&[u8]>,
     object_ref: &ObjectRef,
     errors: &mut Errors,
-) -> Option<(Arc<rustls::ServerConfig>, Option<ClientVerifier>)> {
+) -> Option<ServerSide> {
     let chain = certificates(cert_pem, object_ref, "spec.tls.certFile", errors);
     let key = private_key(key_pem, object_ref, "spec.tls.keyFile", errors);
     let client_roots =
         client_ca_pem.map(|pem| ca_bundle(pem, object_ref, "spec.tls.clientCAFile", errors));
     let (chain, key) = (chain?, key?);
+    let serving_not_after = chain.not_after;
+    let mut client_ca_not_after = None;
     let builder = match rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
     {
@@ -138,8 +175,10 @@ pub(super) fn server_config(
     let mut client_verifier = None;
     let builder = match client_roots {
         Some(roots) => {
+            let roots = roots?;
+            client_ca_not_after = Some(roots.not_after);
             let mut store = RootCertStore::empty();
-            for cert in roots? {
+            for cert in roots.ders {
                 // Already checked by ca_bundle.
                 let _ = store.add(cert);
             }
@@ -163,14 +202,19 @@ pub(super) fn server_config(
         }
         None => builder.with_no_client_auth(),
     };
-    match builder.with_single_cert(chain, key) {
+    match builder.with_single_cert(chain.ders, key) {
         Ok(mut config) => {
             config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
             // The server's cipher-suite order, not the client's: the strongest suite a
             // client supports wins (rustls' order puts AEADs with forward secrecy first).
             config.ignore_client_order = true;
             config.session_storage = super::sessions::server_store();
-            Some((Arc::new(config), client_verifier))
+            Some(ServerSide {
+                config: Arc::new(config),
+                client_verifier,
+                serving_not_after,
+                client_ca_not_after,
+            })
         }
         Err(e) => {
             errors.push(
@@ -203,21 +247,14 @@ pub(super) fn client_identity(
         "spec.upstream.frontProxyKeyFile",
         errors,
     );
-    let (chain, key) = (chain?, key?);
+    let (
+        Certificates {
+            ders: chain,
+            not_after,
+        },
+        key,
+    ) = (chain?, key?);
     let key_der = key.secret_der().to_vec();
-    let not_after = chain.first().and_then(|leaf| {
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-        let seconds = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
-        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(seconds))
-    });
-    let Some(not_after) = not_after else {
-        errors.push(
-            object_ref,
-            "spec.upstream.frontProxyCertFile",
-            Problem::Tls("the leaf certificate's notAfter is not a usable time".into()),
-        );
-        return None;
-    };
     let check = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map(|b| {

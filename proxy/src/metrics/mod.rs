@@ -17,6 +17,9 @@ pub struct Metrics {
     names: Vec<String>,
     /// Requests by kube-apiserver's verb, group and resource (no route label).
     pub api: api::ApiRequests,
+    /// Unix time each certificate file a route holds expires (its earliest `notAfter`),
+    /// by route and certificate (`serving`, `client_ca`, `upstream_ca`, `front_proxy`).
+    pub certificate_expiry: GaugeVec,
     /// Access log lines by result (`written`, `dropped` because the buffer was full,
     /// `failed` to write).
     pub access_log_lines: IntCounterVec,
@@ -206,6 +209,15 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
         register(&registry, Box::new(backend_weight.clone()));
+        let certificate_expiry = GaugeVec::new(
+            Opts::new(
+                "apigate_certificate_expiry_timestamp_seconds",
+                "Unix time a route's certificate file expires (the earliest notAfter in it), by route and certificate: serving, client_ca, upstream_ca, front_proxy.",
+            ),
+            &["route", "certificate"],
+        )
+        .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
+        register(&registry, Box::new(certificate_expiry.clone()));
         let probe_last_duration = GaugeVec::new(
             Opts::new(
                 "apigate_probe_last_duration_seconds",
@@ -433,6 +445,7 @@ impl Metrics {
             config_revision,
             config_last_success,
             routes,
+            certificate_expiry,
             api,
             access_log_lines: counter(
                 &registry,

@@ -80,3 +80,74 @@ fn watch_interval_with_kubernetes_is_refused_not_ignored() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_expiry_is_exported_per_route_and_a_close_one_is_warned_about() {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use apigate_test_support::config::files;
+
+    let pki = Arc::new(crate::support::Pki::new());
+    // The serving certificate expires in five days, to the second.
+    let soon = SystemTime::now() + Duration::from_secs(5 * 24 * 3600);
+    let soon = UNIX_EPOCH + Duration::from_secs(soon.duration_since(UNIX_EPOCH).unwrap().as_secs());
+    let serving = pki
+        .server_ca
+        .issue_server_until(&[HOST], Some(soon))
+        .unwrap();
+    let replicas =
+        apigate_fake_apiserver::spawn_many(1, "127.0.0.1".parse().unwrap(), pki.replica_options())
+            .await
+            .unwrap();
+    let backends: Vec<_> = replicas.iter().map(|r| r.local_addr()).collect();
+    let config = crate::support::base_config("127.0.0.1".parse().unwrap(), &backends);
+    let h = Harness::start_config_with_files(
+        pki,
+        replicas,
+        config,
+        &[
+            (files::SERVING_CERT, &serving.cert_pem),
+            (files::SERVING_KEY, &serving.key_pem),
+        ],
+    )
+    .await;
+    let m = h.metrics();
+    let expiry = |certificate: &str| {
+        m.sum(
+            "apigate_certificate_expiry_timestamp_seconds",
+            &[
+                ("route", crate::support::ROUTE),
+                ("certificate", certificate),
+            ],
+        )
+    };
+    let seconds = soon.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    assert_eq!(expiry("serving"), seconds);
+    // The test CAs and the front-proxy certificate carry rcgen's default: year 4096.
+    let far = 4096.0 * 365.0 * 24.0 * 3600.0 - 1970.0 * 365.0 * 24.0 * 3600.0;
+    for certificate in ["client_ca", "upstream_ca", "front_proxy"] {
+        assert!(
+            expiry(certificate) > far * 0.99,
+            "{certificate}: {}",
+            expiry(certificate)
+        );
+    }
+
+    // `apigate validate` names the route, the field and when.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_apigate"))
+        .arg("validate")
+        .arg(h.config_path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains(
+            "ApiServerRoute garden-test/shoot: spec.tls.certFile: certificate expires in 4days"
+        ),
+        "{stderr}"
+    );
+    h.stop().await;
+}
