@@ -6,14 +6,16 @@
 # HTTP/2 upstream, per-request least-request balancing (apigate's default).
 # APIGATE_BENCH_DEFAULTS adds to spec.defaults (YAML flow-map entries, e.g.
 # "health: {interval: 1s}, slowStart: {window: 0s}"); APIGATE_BENCH_ADMIN sets the
-# admin address (default: none).
+# admin address (default: none); APIGATE_BENCH_GATEWAY adds one line to the gateway's
+# spec (e.g. "accessLog: {enabled: true, path: /tmp/access.log}").
 apigate_bench_config() {
   local listen=$1 cert=$2 key=$3 ca=$4
   shift 4
-  local backends defaults="" admin=""
+  local backends defaults="" admin="" gateway=""
   backends=$(printf '"%s", ' "$@")
   [ -n "${APIGATE_BENCH_DEFAULTS:-}" ] && defaults=", ${APIGATE_BENCH_DEFAULTS}"
   [ -n "${APIGATE_BENCH_ADMIN:-}" ] && admin="  admin: {address: \"${APIGATE_BENCH_ADMIN}\"}"
+  [ -n "${APIGATE_BENCH_GATEWAY:-}" ] && gateway="  ${APIGATE_BENCH_GATEWAY}"
   cat <<YAML
 apiVersion: apigate.dev/v1alpha1
 kind: GatewayConfig
@@ -22,6 +24,7 @@ spec:
   listeners: [{name: https, address: "${listen}"}]
   defaults: {balancing: leastRequest${defaults}}
 ${admin}
+${gateway}
 ---
 apiVersion: apigate.dev/v1alpha1
 kind: ApiServerRoute

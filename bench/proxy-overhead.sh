@@ -28,6 +28,8 @@
 #        OPEN_RATE=1500 OPEN_DURATION=10s IDLE_CONNS=3000 WORKLOADS="list post"
 #        APIGATE_BASELINE=/path/to/another/apigate  (also measure that build, as
 #        "apigate-baseline", e.g. the previous commit's, side by side in the same run)
+#        ACCESS_LOG=1  also apigate with the access log on (every request, JSON, to a
+#        file), pinned like apigate, as "apigate-access-log"
 #        SCALING=1  also apigate with --workers 2 on all CPUs ("apigate-2-workers", the
 #        load and replicas sharing them): its req/s over the pinned one-worker apigate's
 # Every process it starts is killed by pid on exit; ports are picked free; loopback only.
@@ -45,6 +47,7 @@ OPEN_RATE=${OPEN_RATE:-1500}
 OPEN_DURATION=${OPEN_DURATION:-10s}
 IDLE_CONNS=${IDLE_CONNS:-3000}
 SCALING=${SCALING:-}
+ACCESS_LOG=${ACCESS_LOG:-}
 WORKLOADS=${WORKLOADS-list post}
 HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
 # shellcheck source=bench/lib.sh
@@ -78,6 +81,16 @@ if [ -n "$SCALING" ]; then
   PIDS+=($!)
   PID[apigate-2-workers]=$!
   PORT[apigate-2-workers]=$SCALE_PORT
+fi
+if [ -n "$ACCESS_LOG" ]; then
+  LOG_PORT=$(free_port)
+  APIGATE_BENCH_GATEWAY="accessLog: {enabled: true, path: $TMP/access.log}" \
+    apigate_bench_config "127.0.0.1:$LOG_PORT" "$TMP/backend/server.pem" "$TMP/backend/server-key.pem" \
+    "$TMP/backend/ca.pem" "${BACKENDS[@]}" >"$TMP/apigate-access-log.yaml"
+  taskset -c "$PROXY_CPU" "$APIGATE" --log warn run --config "$TMP/apigate-access-log.yaml" >"$TMP/apigate-access-log.log" 2>&1 &
+  PIDS+=($!)
+  PID[apigate-access-log]=$!
+  PORT[apigate-access-log]=$LOG_PORT
 fi
 if [ -n "$BASELINE" ]; then
   BASE_PORT=$(free_port)
@@ -133,6 +146,10 @@ TARGETS=(direct apigate haproxy)
 if [ -n "$BASELINE" ]; then
   URL[apigate-baseline]="https://localhost:$BASE_PORT/version"
   TARGETS=(direct apigate apigate-baseline haproxy)
+fi
+if [ -n "$ACCESS_LOG" ]; then
+  URL[apigate-access-log]="https://localhost:$LOG_PORT/version"
+  TARGETS+=(apigate-access-log)
 fi
 if [ -n "$SCALING" ]; then
   URL[apigate-2-workers]="https://localhost:$SCALE_PORT/version"

@@ -63,6 +63,7 @@ fn spec(i: usize) -> RouteSpec {
         always_allowed_cidrs: Vec::new(),
         destinations: Vec::new(),
         health: None,
+        flow_control: None,
     }
 }
 

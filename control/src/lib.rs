@@ -13,6 +13,7 @@
 pub mod access;
 pub mod compile;
 pub mod error;
+pub mod flow_settings;
 mod hashing;
 pub mod inputs;
 pub mod model;

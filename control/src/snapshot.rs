@@ -508,6 +508,8 @@ pub struct Route {
     pub settings: RouteSettings,
     /// Active health checks (`None`: turned off).
     pub health: Option<HealthCheck>,
+    /// Flow control (`None`: nothing to limit).
+    pub flow_control: Option<Arc<crate::flow_settings::FlowControl>>,
     /// Hash of everything above, to tell changed routes apart in diffs.
     pub fingerprint: u64,
 }

@@ -21,6 +21,7 @@ pub mod balance;
 pub mod conn;
 pub mod demo;
 pub mod flags;
+pub mod flow;
 pub mod http;
 pub mod identity;
 pub mod install;

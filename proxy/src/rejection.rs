@@ -9,6 +9,8 @@
 
 use bytes::Bytes;
 
+use crate::flow::limiter::Throttled;
+
 /// Why apigate answered a request itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
@@ -34,6 +36,8 @@ pub enum Rejection {
     UpstreamTimeout(String),
     /// The client sent something that cannot be proxied.
     BadRequest(String),
+    /// Flow control refused the request: 429 with `Retry-After`.
+    TooManyRequests(Throttled),
     /// Any other failure inside apigate.
     Internal(String),
 }
@@ -62,7 +66,8 @@ impl Rejection {
             | Rejection::HeaderTooLarge(_)
             | Rejection::NoBackend(_)
             | Rejection::UpstreamUnavailable(_)
-            | Rejection::UpstreamTimeout(_) => true,
+            | Rejection::UpstreamTimeout(_)
+            | Rejection::TooManyRequests(_) => true,
             Rejection::BadRequest(_)
             | Rejection::InvalidClientCertificate(_)
             | Rejection::RouteGone(_)
@@ -78,6 +83,7 @@ impl Rejection {
             Rejection::MethodNotAllowed(_) => 405,
             Rejection::RouteGone(_) | Rejection::Misdirected(_) => 421,
             Rejection::HeaderTooLarge(_) => 431,
+            Rejection::TooManyRequests(_) => 429,
             Rejection::MissingConnectionContext | Rejection::Internal(_) => 500,
             Rejection::UpstreamUnavailable(_) => 502,
             Rejection::NoBackend(_) => 503,
@@ -90,6 +96,7 @@ impl Rejection {
         match self.code() {
             400 | 431 => "BadRequest",
             405 => "MethodNotAllowed",
+            429 => "TooManyRequests",
             421 => "NotFound",
             503 | 502 => "ServiceUnavailable",
             504 => "Timeout",
@@ -103,6 +110,7 @@ impl Rejection {
             400 => "Bad Request",
             405 => "Method Not Allowed",
             421 => "Misdirected Request",
+            429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             502 => "Bad Gateway",
             503 => "Service Unavailable",
@@ -124,6 +132,7 @@ impl Rejection {
             Rejection::UpstreamUnavailable(_) => "upstream_unavailable",
             Rejection::UpstreamTimeout(_) => "upstream_timeout",
             Rejection::BadRequest(_) => "bad_request",
+            Rejection::TooManyRequests(_) => "too_many_requests",
             Rejection::Internal(_) => "internal",
         }
     }
@@ -156,13 +165,34 @@ impl Rejection {
             Rejection::UpstreamUnavailable(m) => format!("apigate: API server unreachable: {m}"),
             Rejection::UpstreamTimeout(m) => format!("apigate: API server timed out: {m}"),
             Rejection::BadRequest(m) => format!("apigate: bad request: {m}"),
+            Rejection::TooManyRequests(t) => match &t.policy {
+                Some(policy) => format!(
+                    "apigate: too many requests: flow-control policy {policy} ({}); retry after {} s",
+                    t.reason.label(),
+                    t.retry_after
+                ),
+                None => format!(
+                    "apigate: too many requests: the API server's route is at its limit ({}); retry after {} s",
+                    t.reason.label(),
+                    t.retry_after
+                ),
+            },
             Rejection::Internal(m) => format!("apigate: internal error: {m}"),
         }
     }
 
-    /// The kube `Status` JSON body.
+    /// Seconds the client should wait before retrying (`Retry-After`), for a 429.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            Rejection::TooManyRequests(t) => Some(t.retry_after),
+            _ => None,
+        }
+    }
+
+    /// The kube `Status` JSON body (with `details.retryAfterSeconds` for a 429, as
+    /// kube-apiserver writes it).
     pub fn body(&self) -> Bytes {
-        let status = serde_json::json!({
+        let mut status = serde_json::json!({
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
@@ -171,6 +201,9 @@ impl Rejection {
             "reason": self.reason(),
             "code": self.code(),
         });
+        if let Some(seconds) = self.retry_after() {
+            status["details"] = serde_json::json!({ "retryAfterSeconds": seconds });
+        }
         Bytes::from(status.to_string())
     }
 

@@ -16,6 +16,8 @@ use crate::access_log::AccessLog;
 use crate::balance::{BackendRegistry, Load};
 use crate::conn::limits::SourceCounts;
 use crate::conn::registry::Connections;
+use crate::flow::limiter::RouteFlow;
+use crate::flow::FlowRegistry;
 use crate::metrics::Metrics;
 use crate::peer_tls::PeerTls;
 use crate::probe::{ProbeRegistry, Prober};
@@ -33,6 +35,9 @@ pub struct RouteRuntime {
     pub peer_tls: Option<PeerTls>,
     /// The route id as a metric label.
     pub label: Arc<str>,
+    /// Its flow-control state (`None` when the route limits nothing), kept across
+    /// configurations.
+    pub flow: Option<Arc<RouteFlow>>,
     /// Active-check probers, aligned with `upstream.backends.states` (`None` where the
     /// route does not probe). The probe registry keeps them running while the active
     /// configuration uses them; a request under an older one finds them gone.
@@ -103,6 +108,8 @@ pub struct State {
     pub pools: PoolRegistry,
     /// Active-check probers shared across snapshots.
     pub probes: ProbeRegistry,
+    /// Flow-control states shared across snapshots.
+    pub flows: FlowRegistry,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// The access log's buffer and writer (written only while the configuration turns
@@ -117,10 +124,12 @@ impl State {
         let backends = BackendRegistry::default();
         let pools = PoolRegistry::default();
         let probes = ProbeRegistry::on_own_thread(metrics.clone());
+        let flows = FlowRegistry::default();
         let registries = Registries {
             backends: &backends,
             pools: &pools,
             probes: &probes,
+            flows: &flows,
         };
         let active = build(Arc::new(snapshot), 1, &registries, &metrics, None);
         probes.hold(active.probers());
@@ -133,6 +142,7 @@ impl State {
             backends,
             pools,
             probes,
+            flows,
             access_log: AccessLog::start(&metrics),
             metrics,
         });
@@ -156,6 +166,7 @@ impl State {
             backends: &self.backends,
             pools: &self.pools,
             probes: &self.probes,
+            flows: &self.flows,
         };
         let active = build(
             Arc::new(snapshot),
@@ -259,6 +270,31 @@ impl State {
                     .set(unix_seconds(at));
             }
         }
+        metrics.flow_queued.reset();
+        metrics.flow_in_flight.reset();
+        metrics.flow_top_share.reset();
+        for runtime in &active.routes {
+            let Some(flow) = &runtime.flow else {
+                continue;
+            };
+            let (queued, in_flight) = flow.load();
+            let label = &*runtime.label;
+            metrics
+                .flow_queued
+                .with_label_values(&[label])
+                .set(i64::from(queued));
+            metrics
+                .flow_in_flight
+                .with_label_values(&[label])
+                .set(i64::from(in_flight));
+            for (rank, (_, share)) in flow.top_clients(TOP_CLIENTS).into_iter().enumerate() {
+                let rank = RANKS.get(rank).copied().unwrap_or("other");
+                metrics
+                    .flow_top_share
+                    .with_label_values(&[label, rank])
+                    .set(share);
+            }
+        }
         metrics.in_flight.reset();
         for runtime in &active.routes {
             for backend in &runtime.upstream.backends.states {
@@ -272,6 +308,10 @@ impl State {
         }
     }
 }
+
+/// Busiest clients per route whose share is exported (by rank, never by name).
+const TOP_CLIENTS: usize = 3;
+const RANKS: [&str; TOP_CLIENTS] = ["1", "2", "3"];
 
 fn unix_seconds(at: SystemTime) -> f64 {
     at.duration_since(UNIX_EPOCH)
@@ -297,6 +337,7 @@ struct Registries<'a> {
     backends: &'a BackendRegistry,
     pools: &'a PoolRegistry,
     probes: &'a ProbeRegistry,
+    flows: &'a FlowRegistry,
 }
 
 /// Derive the proxy's view of `snapshot`. A route that is the very same `Arc` as in
@@ -320,7 +361,12 @@ fn build(
         let probers = registries
             .probes
             .for_route(route, &upstream.backends.states);
+        let flow = route
+            .flow_control
+            .as_ref()
+            .map(|_| registries.flows.for_route(&route.id));
         Arc::new(RouteRuntime {
+            flow,
             probers,
             peer_tls: route.terminate().map(|t| PeerTls::new(&t.upstream)),
             label: upstream.label.clone(),

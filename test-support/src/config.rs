@@ -153,6 +153,7 @@ pub mod route {
                 always_allowed_cidrs: Vec::new(),
                 destinations: Vec::new(),
                 health: None,
+                flow_control: None,
             },
         }
     }

@@ -27,6 +27,8 @@ pub(super) struct CompiledGateway {
     pub(super) balancing: Balancing,
     pub(super) always_allowed: Vec<ipnet::IpNet>,
     pub(super) max_cidrs: usize,
+    /// `defaults.flowControl` as written (checked): routes merge their own over it.
+    pub(super) flow_control: Option<crate::model::FlowControlSpec>,
 }
 
 /// Default and bounds of `defaults.maxRequestHeaderBytes`. The upper bound is
@@ -538,6 +540,12 @@ pub(super) fn compile(
     let http2 = compile_http2(&spec.http2, &object_ref, errors);
     let connections = compile_connections(&spec.connections, &object_ref, errors);
     let access_log = super::access_log::compile(&spec.access_log, &object_ref, errors);
+    super::flow::compile(
+        spec.defaults.flow_control.as_ref(),
+        "spec.defaults.flowControl",
+        &object_ref,
+        errors,
+    );
     if errors.len() != before {
         return None;
     }
@@ -558,6 +566,7 @@ pub(super) fn compile(
         balancing: spec.defaults.balancing.unwrap_or_default(),
         always_allowed,
         max_cidrs,
+        flow_control: spec.defaults.flow_control.clone(),
     })
 }
 

@@ -5,6 +5,7 @@
 //! whole input is valid: a bad config never replaces a good one.
 
 mod access_log;
+mod flow;
 mod gateway;
 mod health;
 mod rollout;

@@ -134,6 +134,23 @@ pub(super) fn compile(
         errors,
     );
 
+    let flow_spec = super::flow::merge(gateway.flow_control.as_ref(), spec.flow_control.as_ref());
+    let flow_control = if spec.mode == RouteMode::Passthrough {
+        if spec.flow_control.is_some() {
+            errors.push(
+                &object_ref,
+                "spec.flowControl",
+                Problem::Invalid {
+                    value: "set".into(),
+                    reason: "not used in passthrough mode (apigate sees no requests); remove it or use mode: terminate".into(),
+                },
+            );
+        }
+        None
+    } else {
+        super::flow::compile(flow_spec.as_ref(), "spec.flowControl", &object_ref, errors)
+    };
+
     if errors.len() != before {
         return None;
     }
@@ -156,6 +173,8 @@ pub(super) fn compile(
     destinations.hash(&mut route_hash);
     settings.hash(&mut route_hash);
     health.hash(&mut route_hash);
+    // The compiled form holds floats; what it was compiled from is hashable as text.
+    format!("{flow_spec:?}").hash(&mut route_hash);
 
     Some(Route {
         id: RouteId {
@@ -170,6 +189,7 @@ pub(super) fn compile(
         destinations,
         settings,
         health,
+        flow_control,
         fingerprint: route_hash.finish(),
     })
 }

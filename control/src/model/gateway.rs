@@ -334,6 +334,10 @@ pub struct Defaults {
     /// How a replica that is new, or back from ejection or unreadiness, ramps up.
     #[serde(default)]
     pub slow_start: SlowStartSpec,
+    /// Flow control of every route (off by default); a route's `flowControl` overrides
+    /// any field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_control: Option<super::FlowControlSpec>,
 }
 
 /// Active health checks. In `GatewayConfig.spec.defaults.health` for every route; an

@@ -6,12 +6,14 @@
 //! error, not a silently ignored setting.
 
 mod duration;
+mod flow;
 mod gateway;
 mod parse;
 mod rollout;
 mod route;
 
 pub use duration::Duration;
+pub use flow::{ExemptSpec, FlowControlSpec, FlowMatchSpec, FlowPolicySpec};
 pub use gateway::{
     AccessDefaults, AccessLogFormat, AccessLogSpec, AdminSpec, Balancing, ConnectSpec,
     ConnectionsSpec, Defaults, EjectionSpec, GatewayConfig, GatewaySpec, HealthSpec, Http2Spec,

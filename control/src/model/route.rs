@@ -86,6 +86,10 @@ pub struct RouteSpec {
     /// identity the probe presents (`tokenFile` or `frontProxyUser`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSpec>,
+    /// Flow control: overrides of the gateway's `defaults.flowControl`, field by field
+    /// (`policies` replace the defaults' list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_control: Option<super::FlowControlSpec>,
 }
 
 /// How a route handles its connections.

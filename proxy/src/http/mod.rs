@@ -38,6 +38,7 @@ use self::classify::Kind;
 use crate::access_log;
 use crate::balance::Load;
 use crate::conn::{ClientAuth, ConnCtx};
+use crate::flow::{self, limiter::Permit};
 use crate::identity::Identity;
 use crate::metrics::api::ApiLabels;
 use crate::rejection::Rejection;
@@ -179,6 +180,8 @@ pub struct RequestCtx {
     upgrade_head: Option<Box<RequestHeader>>,
     /// The request's per-verb metric labels, once its head was read.
     api: Option<ApiLabels>,
+    /// What flow control admitted the request with, held until it ends.
+    permit: Option<Permit>,
 }
 
 impl RequestCtx {
@@ -304,6 +307,7 @@ impl ProxyHttp for Apigate {
             upgraded: None,
             upgrade_head: None,
             api: None,
+            permit: None,
         }
     }
 
@@ -397,6 +401,45 @@ impl ProxyHttp for Apigate {
                 return reject(ctx, Rejection::Misdirected(host));
             }
         }
+        if let (Some(settings), Some(flow)) = (&routed.route.route.flow_control, &routed.route.flow)
+        {
+            let (settings, flow) = (settings.clone(), flow.clone());
+            let (conn, label) = (routed.conn.clone(), routed.route.label.clone());
+            let long_running = ctx.kind.is_long_running();
+            let upgrade = ctx.kind == Kind::Upgrade;
+            let admitted = flow::admit(
+                &flow,
+                &settings,
+                &conn,
+                session.req_header(),
+                long_running,
+                upgrade,
+            )
+            .await;
+            let metrics = &self.state.metrics;
+            match admitted {
+                Ok(permit) => {
+                    if let Some(waited) = permit.as_ref().and_then(|p| p.waited) {
+                        metrics
+                            .flow_wait
+                            .with_label_values(&[&*label])
+                            .observe(waited.as_secs_f64());
+                    }
+                    ctx.permit = permit;
+                }
+                Err(throttled) => {
+                    let policy = throttled.policy.as_deref().unwrap_or("route");
+                    metrics
+                        .flow_rejected
+                        .with_label_values(&[&*label, policy, throttled.reason.label()])
+                        .inc();
+                    return reject(ctx, Rejection::TooManyRequests(throttled));
+                }
+            }
+        }
+        let Some(routed) = &ctx.routed else {
+            return reject(ctx, Rejection::MissingConnectionContext);
+        };
         let load = if ctx.kind.is_long_running() {
             Load::LongRunning
         } else {
@@ -715,13 +758,17 @@ async fn respond(
     audit_id: Option<http::HeaderValue>,
 ) -> pingora::Result<bool> {
     let body = rejection.body();
-    let mut header = ResponseHeader::build(rejection.code(), Some(4))?;
+    let mut header = ResponseHeader::build(rejection.code(), Some(5))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
     header.insert_header("cache-control", "no-store")?;
     // As kube-apiserver answers: the client can quote it, the access log has it.
     if let Some(audit_id) = audit_id {
         header.insert_header("Audit-Id", audit_id)?;
+    }
+    // client-go waits this long before it retries a 429.
+    if let Some(seconds) = rejection.retry_after() {
+        header.insert_header("Retry-After", seconds.to_string())?;
     }
     let Some(idle) = keep_alive else {
         session.write_error_response(header, body).await?;

@@ -20,6 +20,20 @@ pub struct Metrics {
     /// Unix time each certificate file a route holds expires (its earliest `notAfter`),
     /// by route and certificate (`serving`, `client_ca`, `upstream_ca`, `front_proxy`).
     pub certificate_expiry: GaugeVec,
+    /// Requests flow control refused (429), by route, policy (`route` for the route's
+    /// own cap) and reason (`rate`, `in_flight`, `watches`, `queue_full`,
+    /// `queue_timeout`).
+    pub flow_rejected: IntCounterVec,
+    /// Time requests waited for a slot under a route's cap, by route (only those that
+    /// waited).
+    pub flow_wait: HistogramVec,
+    /// Requests waiting for a slot, by route, read at scrape time.
+    pub flow_queued: IntGaugeVec,
+    /// Requests holding a slot under the route's cap, by route, read at scrape time.
+    pub flow_in_flight: IntGaugeVec,
+    /// Share of a route's recent requests (decaying, one-minute half-life) sent by its
+    /// busiest clients, by route and rank (`1` to `3`): bounded, never user names.
+    pub flow_top_share: GaugeVec,
     /// Access log lines by result (`written`, `dropped` because the buffer was full,
     /// `failed` to write).
     pub access_log_lines: IntCounterVec,
@@ -218,6 +232,27 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
         register(&registry, Box::new(certificate_expiry.clone()));
+        let flow_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "apigate_flow_control_wait_seconds",
+                "Time requests waited for a slot under a route's maxInFlight, by route (only those that waited).",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &["route"],
+        )
+        .unwrap_or_else(|e| panic!("histogram is malformed: {e}"));
+        register(&registry, Box::new(flow_wait.clone()));
+        let flow_top_share = GaugeVec::new(
+            Opts::new(
+                "apigate_flow_control_top_client_share",
+                "Share of a route's recent requests sent by its busiest clients, by route and rank (1 to 3).",
+            ),
+            &["route", "rank"],
+        )
+        .unwrap_or_else(|e| panic!("gauge is malformed: {e}"));
+        register(&registry, Box::new(flow_top_share.clone()));
         let probe_last_duration = GaugeVec::new(
             Opts::new(
                 "apigate_probe_last_duration_seconds",
@@ -446,6 +481,26 @@ impl Metrics {
             config_last_success,
             routes,
             certificate_expiry,
+            flow_rejected: counter(
+                &registry,
+                "apigate_flow_control_rejected_total",
+                "Requests flow control refused with a 429, by route, policy (route: the route's own cap) and reason.",
+                &["route", "policy", "reason"],
+            ),
+            flow_wait,
+            flow_queued: gauge(
+                &registry,
+                "apigate_flow_control_queued",
+                "Requests waiting for a slot under a route's maxInFlight.",
+                &["route"],
+            ),
+            flow_in_flight: gauge(
+                &registry,
+                "apigate_flow_control_in_flight",
+                "Requests holding a slot under a route's maxInFlight.",
+                &["route"],
+            ),
+            flow_top_share,
             api,
             access_log_lines: counter(
                 &registry,

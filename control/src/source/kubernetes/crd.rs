@@ -72,6 +72,10 @@ pub struct RouteSpec {
     /// identity the probe presents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthRef>,
+    /// Flow control: overrides of the gateway's `defaults.flowControl`, field by field
+    /// (`policies` replace the defaults' list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_control: Option<crate::model::FlowControlSpec>,
 }
 
 /// Active health checks, as in the file form's `spec.health`, with the probe's token

@@ -48,6 +48,7 @@ fn spec(host: &str) -> RouteSpec {
         always_allowed_cidrs: Vec::new(),
         destinations: Vec::new(),
         health: None,
+        flow_control: None,
     }
 }
 

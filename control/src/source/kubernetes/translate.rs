@@ -229,6 +229,7 @@ pub fn translate(world: &World, key: &ObjectKey, route: &RouteObject) -> Transla
             always_allowed_cidrs: spec.always_allowed_cidrs.clone(),
             destinations: spec.destinations.clone(),
             health,
+            flow_control: spec.flow_control.clone(),
         },
     };
     let claimed_hosts = spec.hostnames.iter().map(|h| claimed_host(h)).collect();
