@@ -30,6 +30,9 @@
 #        "apigate-baseline", e.g. the previous commit's, side by side in the same run)
 #        ACCESS_LOG=1  also apigate with the access log on (every request, JSON, to a
 #        file), pinned like apigate, as "apigate-access-log"
+#        FLOW_CONTROL=1  also apigate with flow control on, limits it never reaches (a
+#        route cap and a per-client token bucket over every request), as
+#        "apigate-flow-control": the cost of the decision on every request
 #        SCALING=1  also apigate with --workers 2 on all CPUs ("apigate-2-workers", the
 #        load and replicas sharing them): its req/s over the pinned one-worker apigate's
 # Every process it starts is killed by pid on exit; ports are picked free; loopback only.
@@ -48,6 +51,7 @@ OPEN_DURATION=${OPEN_DURATION:-10s}
 IDLE_CONNS=${IDLE_CONNS:-3000}
 SCALING=${SCALING:-}
 ACCESS_LOG=${ACCESS_LOG:-}
+FLOW_CONTROL=${FLOW_CONTROL:-}
 WORKLOADS=${WORKLOADS-list post}
 HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
 # shellcheck source=bench/lib.sh
@@ -91,6 +95,16 @@ if [ -n "$ACCESS_LOG" ]; then
   PIDS+=($!)
   PID[apigate-access-log]=$!
   PORT[apigate-access-log]=$LOG_PORT
+fi
+if [ -n "$FLOW_CONTROL" ]; then
+  FLOW_PORT=$(free_port)
+  APIGATE_BENCH_DEFAULTS="flowControl: {maxInFlight: 100000, policies: [{name: all, qps: 1000000, burst: 1000000}]}" \
+    apigate_bench_config "127.0.0.1:$FLOW_PORT" "$TMP/backend/server.pem" "$TMP/backend/server-key.pem" \
+    "$TMP/backend/ca.pem" "${BACKENDS[@]}" >"$TMP/apigate-flow-control.yaml"
+  taskset -c "$PROXY_CPU" "$APIGATE" --log warn run --config "$TMP/apigate-flow-control.yaml" >"$TMP/apigate-flow-control.log" 2>&1 &
+  PIDS+=($!)
+  PID[apigate-flow-control]=$!
+  PORT[apigate-flow-control]=$FLOW_PORT
 fi
 if [ -n "$BASELINE" ]; then
   BASE_PORT=$(free_port)
@@ -150,6 +164,10 @@ fi
 if [ -n "$ACCESS_LOG" ]; then
   URL[apigate-access-log]="https://localhost:$LOG_PORT/version"
   TARGETS+=(apigate-access-log)
+fi
+if [ -n "$FLOW_CONTROL" ]; then
+  URL[apigate-flow-control]="https://localhost:$FLOW_PORT/version"
+  TARGETS+=(apigate-flow-control)
 fi
 if [ -n "$SCALING" ]; then
   URL[apigate-2-workers]="https://localhost:$SCALE_PORT/version"

@@ -340,6 +340,55 @@ pub struct RunArgs {
     /// The scenario, TLS, measurement, output and threshold flags.
     #[command(flatten)]
     pub common: ScenarioArgs,
+    /// A second client group running at the same time (a noisy neighbour).
+    #[command(flatten)]
+    pub neighbor: NeighborArgs,
+}
+
+/// A second group of clients on the same target during the run, with its own rate,
+/// request mix and identity, reported apart: how a noisy neighbour affects the main
+/// group (and what flow control does about it).
+#[derive(Debug, Clone, Args)]
+pub struct NeighborArgs {
+    /// Open-loop requests per second of the neighbour group (sets the group up).
+    #[arg(long, value_name = "RATE")]
+    pub neighbor_rate: Option<f64>,
+    /// Clients of the neighbour group.
+    #[arg(long, default_value_t = 1, requires = "neighbor_rate")]
+    pub neighbor_clients: usize,
+    /// Request mix of the neighbour group.
+    #[arg(long, default_value = "list=1", value_parser = mix_arg, requires = "neighbor_rate")]
+    pub neighbor_mix: Mix,
+    /// Bearer token of the neighbour group [default: the main group's].
+    #[arg(
+        long,
+        env = "APIGATE_LOADTEST_NEIGHBOR_TOKEN",
+        hide_env_values = true,
+        requires = "neighbor_rate"
+    )]
+    pub neighbor_token: Option<String>,
+}
+
+impl NeighborArgs {
+    /// The neighbour's plan beside `main`'s: same target, TLS and timing, its own
+    /// clients, rate, mix and token (its 429s show among its errors as `http_429`).
+    pub fn plan(&self, main: &RunPlan) -> Option<RunPlan> {
+        let rate = self.neighbor_rate?;
+        let mut scenario = (*main.scenario).clone();
+        scenario.clients = self.neighbor_clients;
+        scenario.mode = Mode::Open { rate };
+        scenario.mix = self.neighbor_mix.clone();
+        scenario.watches_per_client = 0;
+        scenario.client_skew = 0.0;
+        Some(RunPlan {
+            name: format!("{} (neighbour)", main.name),
+            scenario: Arc::new(scenario),
+            token: self.neighbor_token.clone().or_else(|| main.token.clone()),
+            scrape: Vec::new(),
+            progress: false,
+            ..main.clone()
+        })
+    }
 }
 
 /// A `NAME=URL` target of `compare`.
@@ -494,6 +543,56 @@ mod tests {
         assert_eq!(s.mode, Mode::Open { rate: 500.0 });
         assert_eq!(s.accept_status, vec![404, 409]);
         assert_eq!(s.duration, Duration::from_secs(5));
+        Ok(())
+    }
+
+    #[test]
+    fn a_neighbour_group_gets_its_own_rate_mix_clients_and_token(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let cli = Cli::try_parse_from([
+            "apigate-loadtest",
+            "run",
+            "--target",
+            "https://127.0.0.1:8443",
+            "--rate",
+            "100",
+            "--mix",
+            "get=1",
+            "--token",
+            "quiet",
+            "--neighbor-rate",
+            "2000",
+            "--neighbor-clients",
+            "2",
+            "--neighbor-token",
+            "noisy",
+        ])?;
+        let Command::Run(args) = cli.command else {
+            return Err("not run".into());
+        };
+        let main = args.common.plan(
+            "t".into(),
+            args.target.clone(),
+            Arc::new(args.common.load.scenario()?),
+        );
+        let neighbor = args.neighbor.plan(&main).ok_or("no neighbour")?;
+        assert_eq!(neighbor.scenario.mode, Mode::Open { rate: 2000.0 });
+        assert_eq!(neighbor.scenario.clients, 2);
+        assert_eq!(neighbor.scenario.mix.to_string(), "list=1");
+        assert_eq!(neighbor.token.as_deref(), Some("noisy"));
+        assert_eq!(main.token.as_deref(), Some("quiet"));
+        assert_eq!(neighbor.scenario.duration, main.scenario.duration);
+        assert!(!neighbor.progress);
+        // Without --neighbor-rate there is no neighbour, and its flags are refused.
+        assert!(Cli::try_parse_from([
+            "apigate-loadtest",
+            "run",
+            "--target",
+            "https://x",
+            "--neighbor-clients",
+            "2"
+        ])
+        .is_err());
         Ok(())
     }
 

@@ -83,6 +83,9 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let scenario = Arc::new(common.load.scenario().unwrap_or_else(|e| usage_error(e)));
     let name = args.name.clone().unwrap_or_else(|| args.target.to_string());
     let plan = common.plan(name, args.target.clone(), scenario);
+    if let Some(neighbor) = args.neighbor.plan(&plan) {
+        return run_with_neighbor(common, &plan, &neighbor).await;
+    }
     let report = runner::run(&plan).await?;
     let summary = terminal::run_summary(&report);
     let json_text = if common.output.json {
@@ -96,6 +99,41 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("report written to {}", path.display());
     }
     Ok(if report.verdict.passed {
+        0
+    } else {
+        EXIT_THRESHOLD_MISSED as u8
+    })
+}
+
+/// `run` with a neighbour group: both at once, reported apart (the JSON is a
+/// comparison of the two runs, the main group first). The verdict is the main group's.
+async fn run_with_neighbor(
+    common: &apigate_loadtest::cli::ScenarioArgs,
+    plan: &runner::RunPlan,
+    neighbor: &runner::RunPlan,
+) -> anyhow::Result<u8> {
+    let (main, other) = tokio::join!(runner::run(plan), runner::run(neighbor));
+    let (main, other) = (main?, other?);
+    let passed = main.verdict.passed;
+    let mut summary = terminal::run_summary(&main);
+    summary.push_str(&terminal::run_summary(&other));
+    let report = apigate_loadtest::report::CompareReport {
+        schema: apigate_loadtest::report::COMPARE_SCHEMA.to_owned(),
+        scenario: serde_json::to_value(&*plan.scenario).unwrap_or(serde_json::Value::Null),
+        runs: vec![main, other],
+        passed,
+    };
+    let json_text = if common.output.json {
+        Some(json::compare_json(&report)?)
+    } else {
+        None
+    };
+    emit(json_text, &summary)?;
+    if let Some(path) = &common.output.report {
+        html::write(path, &report.runs, &summary)?;
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(if passed {
         0
     } else {
         EXIT_THRESHOLD_MISSED as u8

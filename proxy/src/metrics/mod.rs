@@ -294,7 +294,7 @@ impl Metrics {
             "apigate_rollout_gate_threshold",
             "Each rollout gate's threshold.",
         );
-        Metrics {
+        let metrics = Metrics {
             kube_routes: gauge(
                 &registry,
                 "apigate_kubernetes_routes",
@@ -510,7 +510,15 @@ impl Metrics {
             ),
             names: registry.names.into_inner(),
             registry: registry.registry,
+        };
+        // Present from the start, at 0: an alert on `increase()` sees the first failure.
+        for result in ["success", "failure"] {
+            metrics.reloads.with_label_values(&[result]);
         }
+        for result in ["written", "dropped", "failed"] {
+            metrics.access_log_lines.with_label_values(&[result]);
+        }
+        metrics
     }
 
     /// The name of every metric family apigate exports, whether or not it has a series

@@ -91,6 +91,9 @@ fn the_dashboard_covers_what_an_operator_watches() {
         "apigate_certificate_expiry_timestamp_seconds",
         // The access log's own health.
         "apigate_access_log_lines_total",
+        // Throttling.
+        "apigate_flow_control_rejected_total",
+        "apigate_flow_control_queued",
     ] {
         assert!(queried.contains(needed), "the dashboard shows no {needed}");
     }
@@ -100,6 +103,7 @@ fn the_dashboard_covers_what_an_operator_watches() {
         "ApigateCertificateExpiresVerySoon",
         "ApigateConfigReloadFailing",
         "ApigateAccessLogDropping",
+        "ApigateFlowControlThrottling",
     ] {
         assert!(
             alerts.contains(&format!("alert: {alert}")),
