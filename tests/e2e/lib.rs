@@ -506,6 +506,15 @@ spec:
     serverName: kubernetes.default.svc
     frontProxyCertFile: {fp_cert}
     frontProxyKeyFile: {fp_key}
+  # One policy, on lists in kube-public only (the flow-control scenario's): no other
+  # scenario is limited. No group is exempt, so the admin certificate is limited too.
+  flowControl:
+    exempt: {{groups: []}}
+    policies:
+    - name: e2e-kube-public-lists
+      match: {{verbs: [list], namespaces: [kube-public]}}
+      qps: 0.25
+      burst: 1
 ",
             backends = backends.join(", "),
             cert = pki("apiserver.crt")?,

@@ -67,8 +67,8 @@ pub struct FlowPolicySpec {
     /// Which requests; an empty list matches anything.
     #[serde(default, rename = "match")]
     pub matches: FlowMatchSpec,
-    /// Requests of one client in flight under this policy (watches and upgrades not
-    /// counted).
+    /// Requests of one client in flight under this policy (long-running ones are
+    /// counted by `maxWatches` instead).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
     /// Sustained requests per second of one client (a token bucket, with `burst`).
@@ -78,7 +78,8 @@ pub struct FlowPolicySpec {
     /// rounded up, at least 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
-    /// Watches (and upgrades) of one client open at once under this policy.
+    /// Long-running requests of one client open at once under this policy: watches,
+    /// followed logs, `exec`/`attach`/`port-forward` and `proxy`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_watches: Option<u32>,
 }

@@ -36,6 +36,8 @@ pub enum RouteField {
     Destinations,
     /// `spec.health`.
     Health,
+    /// `spec.flowControl`.
+    FlowControl,
 }
 
 impl RouteField {
@@ -50,6 +52,7 @@ impl RouteField {
             RouteField::Access => "access",
             RouteField::Destinations => "destinations",
             RouteField::Health => "health",
+            RouteField::FlowControl => "flowControl",
         }
     }
 
@@ -269,6 +272,7 @@ pub(super) fn route_fields(old: &ApiServerRoute, new: &ApiServerRoute) -> Vec<Ro
     check(!same_access(old, new), RouteField::Access);
     check(o.destinations != n.destinations, RouteField::Destinations);
     check(o.health != n.health, RouteField::Health);
+    check(o.flow_control != n.flow_control, RouteField::FlowControl);
     fields
 }
 

@@ -49,6 +49,11 @@ impl Desired {
                         &s.health,
                     );
                     hash_serialized(&mut hash, &policy);
+                    // Only when set, so the revisions of routes without it keep the ids
+                    // they had before the field existed.
+                    if let Some(flow) = &s.flow_control {
+                        hash_serialized(&mut hash, flow);
+                    }
                     hash.write_u8(b'\n');
                 }
                 format!("{:016x}", hash.finish())

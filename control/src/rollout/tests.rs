@@ -201,6 +201,25 @@ fn the_diff_names_each_changed_field() {
 }
 
 #[test]
+fn a_routes_flow_control_is_policy_and_changes_its_revision() {
+    let old = two_routes(ON);
+    let new = gateway(ON)
+        + &route("a", true, "a.example.com", "10.0.0.0/8")
+        + "  flowControl: {maxInFlight: 5}\n"
+        + &route("b", false, "b.example.com", "10.0.0.0/8");
+    let (old, new) = (Desired::of(&inputs(&old)), Desired::of(&inputs(&new)));
+    let diff = new.diff(&old);
+    assert_eq!(
+        diff.changed,
+        vec![RouteChange {
+            id: id("a"),
+            fields: vec![RouteField::FlowControl],
+        }]
+    );
+    assert_ne!(new.revision(), old.revision());
+}
+
+#[test]
 fn http2_and_connection_settings_apply_at_once_and_never_roll_out() {
     let old = two_routes(ON);
     let added =

@@ -1,10 +1,12 @@
 //! The access log's writer thread: takes entries off the buffer, renders them, and
-//! writes them in batches to standard output or the configured file.
+//! writes them in batches to standard output or the configured file. It polls the
+//! buffer rather than waiting on it, so a request never wakes it.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus::IntCounter;
 
@@ -51,28 +53,41 @@ impl Sink {
     }
 }
 
+/// How long the writer sleeps when it found the buffer empty. It never blocks on the
+/// buffer: a receiver blocked there would be woken (a futex call and a context switch)
+/// by every line, which measured as the larger part of the log's cost per request.
+/// Lines wait at most this long, and the buffer holds 16,384 of them.
+const IDLE_SLEEP: Duration = Duration::from_millis(20);
+
 /// Render and write entries until the sending side is dropped.
 pub(super) fn run(receiver: &Receiver<Entry>, counts: &Counts) {
     let mut path: Option<Arc<str>> = None;
     let mut sink = Sink::Stdout;
     let mut batch = Vec::with_capacity(BATCH_BYTES);
     let mut lines = 0u64;
-    while let Ok(first) = receiver.recv() {
-        let mut next = Some(first);
-        while let Some(entry) = next {
-            if entry.settings.path != path {
-                flush(&mut sink, &mut batch, &mut lines, counts);
-                path.clone_from(&entry.settings.path);
-                sink = Sink::open(path.as_ref());
+    loop {
+        match receiver.try_recv() {
+            Ok(entry) => {
+                if entry.settings.path != path {
+                    flush(&mut sink, &mut batch, &mut lines, counts);
+                    path.clone_from(&entry.settings.path);
+                    sink = Sink::open(path.as_ref());
+                }
+                line::render(&entry, &mut batch);
+                lines += 1;
+                if batch.len() >= BATCH_BYTES {
+                    flush(&mut sink, &mut batch, &mut lines, counts);
+                }
             }
-            line::render(&entry, &mut batch);
-            lines += 1;
-            if batch.len() >= BATCH_BYTES {
+            Err(TryRecvError::Empty) => {
                 flush(&mut sink, &mut batch, &mut lines, counts);
+                std::thread::sleep(IDLE_SLEEP);
             }
-            next = receiver.try_recv().ok();
+            Err(TryRecvError::Disconnected) => {
+                flush(&mut sink, &mut batch, &mut lines, counts);
+                return;
+            }
         }
-        flush(&mut sink, &mut batch, &mut lines, counts);
     }
 }
 

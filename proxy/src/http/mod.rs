@@ -4,11 +4,15 @@
 //! ([`crate::upstream`]) and records what happened. The order pingora runs them in, for
 //! one request or HTTP/2 stream:
 //!
-//! 1. `early_request_filter` — find the connection's context and its route in the
-//!    active configuration (loaded once for this request); bound the request head.
-//! 2. `request_filter` — strip the headers apigate owns, classify the request, refuse
-//!    what apigate does not proxy (CONNECT, misdirected hosts, unusable client
-//!    certificates); upgrades are forwarded here by `upgrade`.
+//! 1. `early_request_filter` — read what the request asks (verb, resource: one parse
+//!    for its class and its metric labels), find the connection's context and its
+//!    route in the active configuration (loaded once for this request); bound the
+//!    request head.
+//! 2. `request_filter` — strip the headers apigate owns, give the request an
+//!    `Audit-ID` when the access log is on, refuse what apigate does not proxy
+//!    (CONNECT, misdirected hosts, unusable client certificates), then flow control
+//!    admits, queues or refuses it ([`crate::flow`]); upgrades are forwarded here by
+//!    `upgrade`.
 //! 3. `upstream_peer` — the forwarding core picks the replica and the pool: mTLS with the
 //!    front-proxy certificate only for verified client certificates.
 //! 4. `upstream_request_filter` — set identity headers and `X-Forwarded-For`.
@@ -17,7 +21,8 @@
 //! 6. `upstream_response_filter` — a response head arrived: the attempt succeeded.
 //! 7. `response_filter` — while draining, HTTP/1.1 responses close their connection.
 //! 8. `fail_to_proxy` — the one place that writes apigate's own error responses.
-//! 9. `logging` — metrics; the in-flight count ends with the request.
+//! 9. `logging` — metrics (per route and per verb), the access log line; the in-flight
+//!    count and the flow-control permit end with the request.
 
 pub mod classify;
 pub mod headers;
@@ -63,9 +68,46 @@ impl Apigate {
     pub fn new(state: Arc<State>) -> Self {
         Apigate { state }
     }
-}
 
-impl Apigate {
+    /// Flow control: admit the request (keeping its permit in `ctx` until it ends),
+    /// after a fair wait for a slot, or refuse it with a 429.
+    async fn admit(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), Rejection> {
+        let Some(routed) = &ctx.routed else {
+            return Ok(());
+        };
+        let (Some(settings), Some(flow)) = (&routed.route.route.flow_control, &routed.route.flow)
+        else {
+            return Ok(());
+        };
+        let (settings, flow) = (settings.clone(), flow.clone());
+        let (conn, label) = (routed.conn.clone(), routed.route.label.clone());
+        let long_running = ctx.kind.is_long_running();
+        let upgrade = ctx.kind == Kind::Upgrade;
+        let request = session.req_header();
+        let admitted = flow::admit(&flow, &settings, &conn, request, long_running, upgrade).await;
+        let metrics = &self.state.metrics;
+        match admitted {
+            Ok(permit) => {
+                if let Some(waited) = permit.as_ref().and_then(|p| p.waited) {
+                    metrics
+                        .flow_wait
+                        .with_label_values(&[&*label])
+                        .observe(waited.as_secs_f64());
+                }
+                ctx.permit = permit;
+                Ok(())
+            }
+            Err(throttled) => {
+                let policy = throttled.policy.as_deref().unwrap_or("route");
+                metrics
+                    .flow_rejected
+                    .with_label_values(&[&*label, policy, throttled.reason.label()])
+                    .inc();
+                Err(Rejection::TooManyRequests(throttled))
+            }
+        }
+    }
+
     /// Hand the request's access log line to the writer, when the log is on and the
     /// request is sampled. A request whose connection context is missing (an internal
     /// error, counted in the rejections) has nobody to name and is not logged.
@@ -104,7 +146,9 @@ impl Apigate {
         };
         self.state.access_log.submit(access_log::Entry {
             settings,
-            time: SystemTime::now() - elapsed,
+            time: SystemTime::now()
+                .checked_sub(elapsed)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
             route,
             listener: conn.listener.clone(),
             client: conn.peer,
@@ -401,41 +445,8 @@ impl ProxyHttp for Apigate {
                 return reject(ctx, Rejection::Misdirected(host));
             }
         }
-        if let (Some(settings), Some(flow)) = (&routed.route.route.flow_control, &routed.route.flow)
-        {
-            let (settings, flow) = (settings.clone(), flow.clone());
-            let (conn, label) = (routed.conn.clone(), routed.route.label.clone());
-            let long_running = ctx.kind.is_long_running();
-            let upgrade = ctx.kind == Kind::Upgrade;
-            let admitted = flow::admit(
-                &flow,
-                &settings,
-                &conn,
-                session.req_header(),
-                long_running,
-                upgrade,
-            )
-            .await;
-            let metrics = &self.state.metrics;
-            match admitted {
-                Ok(permit) => {
-                    if let Some(waited) = permit.as_ref().and_then(|p| p.waited) {
-                        metrics
-                            .flow_wait
-                            .with_label_values(&[&*label])
-                            .observe(waited.as_secs_f64());
-                    }
-                    ctx.permit = permit;
-                }
-                Err(throttled) => {
-                    let policy = throttled.policy.as_deref().unwrap_or("route");
-                    metrics
-                        .flow_rejected
-                        .with_label_values(&[&*label, policy, throttled.reason.label()])
-                        .inc();
-                    return reject(ctx, Rejection::TooManyRequests(throttled));
-                }
-            }
+        if let Err(throttled) = self.admit(session, ctx).await {
+            return reject(ctx, throttled);
         }
         let Some(routed) = &ctx.routed else {
             return reject(ctx, Rejection::MissingConnectionContext);

@@ -14,6 +14,7 @@ mod balancing;
 mod exec;
 mod fail_closed;
 mod failures;
+mod flow_control;
 mod front_proxy;
 mod identity;
 mod kubectl;
@@ -76,6 +77,7 @@ pub(crate) fn all() -> Vec<Scenario> {
         scenario!(manifests::manifests_apply_with_server_dry_run),
         scenario!(kubectl::kubectl_with_client_certificate),
         scenario!(kubectl::kubectl_with_bearer_token),
+        scenario!(flow_control::kubectl_waits_out_a_429_and_retries),
         scenario!(identity::rbac_sees_the_caller),
         scenario!(identity::spoofed_identity_headers_have_no_effect),
         scenario!(exec::kubectl_exec_with_client_certificate),
