@@ -6,7 +6,8 @@
 //! `listener`, `client`, `peer`, `user` (certificate CN, `token:<hash>`, or
 //! `anonymous`), `groups` (certificate users), `protocol`, `method`, `uri`, `verb`,
 //! `api_group`, `resource`, `subresource`, `namespace`, `name` (resource requests, each
-//! when present), `status` (0: none sent), `answered_by_apigate` (the reason, when
+//! when present; `method`, `uri` and `verb` are absent for a head the transport refused
+//! before it was read), `status` (0: none sent), `answered_by_apigate` (the reason, when
 //! apigate answered), `duration_seconds`, `bytes_in`, `bytes_out`, `backend`, `retries`,
 //! `audit_id`.
 
@@ -44,13 +45,16 @@ pub fn render(entry: &Entry, out: &mut Vec<u8>) {
         }
     }
     line.str("protocol", entry.protocol);
-    line.str("method", entry.method.as_str());
-    let uri = entry.uri.path_and_query().map_or("/", |p| p.as_str());
-    line.str("uri", uri);
-    let query = entry.uri.query().unwrap_or("");
-    let info = RequestInfo::parse(&entry.method, entry.uri.path(), query, entry.upgrade);
-    line.str("verb", info.verb.as_str());
-    if let Some(target) = info.target {
+    let info = entry.request.as_ref().map(|(method, uri)| {
+        line.str("method", method.as_str());
+        line.str("uri", uri.path_and_query().map_or("/", |p| p.as_str()));
+        let query = uri.query().unwrap_or("");
+        RequestInfo::parse(method, uri.path(), query, entry.upgrade)
+    });
+    if let Some(info) = &info {
+        line.str("verb", info.verb.as_str());
+    }
+    if let Some(target) = info.and_then(|i| i.target) {
         for (key, value) in [
             ("api_group", target.group),
             ("resource", target.resource),
@@ -240,8 +244,10 @@ pub(super) mod tests {
             }),
             authorization: None,
             protocol: "HTTP/2",
-            method: Method::GET,
-            uri: Uri::from_static("/api/v1/namespaces/d/pods?watch=1&labelSelector=a%3Db"),
+            request: Some((
+                Method::GET,
+                Uri::from_static("/api/v1/namespaces/d/pods?watch=1&labelSelector=a%3Db"),
+            )),
             upgrade: false,
             status: 200,
             answered: None,

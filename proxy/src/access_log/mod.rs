@@ -49,10 +49,9 @@ pub struct Entry {
     pub authorization: Option<HeaderValue>,
     /// `HTTP/1.1` or `HTTP/2`.
     pub protocol: &'static str,
-    /// The request method.
-    pub method: Method,
-    /// The request target.
-    pub uri: Uri,
+    /// The request method and target (`None` for a head the transport refused before
+    /// it was read whole).
+    pub request: Option<(Method, Uri)>,
     /// An HTTP/1.1 upgrade (verb `connect`).
     pub upgrade: bool,
     /// The status sent, 0 when none was.
@@ -113,6 +112,44 @@ impl AccessLog {
             // The writer thread is gone (it never ends on its own): count the loss.
             Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
         }
+    }
+}
+
+/// The line of a request head the transport refused (too slow, too large or
+/// unparseable) before the HTTP engine had a request: what is known of it.
+pub fn refused_head(
+    settings: Arc<AccessLogSettings>,
+    conn: &crate::conn::ConnCtx,
+    route: Arc<str>,
+    protocol: &'static str,
+    reason: &'static str,
+) -> Entry {
+    let status = match reason {
+        "too_large" => 431,
+        "malformed" => 400,
+        // A head that never arrived gets no answer: the connection is closed.
+        _ => 0,
+    };
+    Entry {
+        settings,
+        time: SystemTime::now(),
+        route,
+        listener: conn.listener.clone(),
+        client: conn.peer,
+        peer: conn.tcp_peer,
+        auth: conn.client.clone(),
+        authorization: None,
+        protocol,
+        request: None,
+        upgrade: false,
+        status,
+        answered: Some(reason),
+        duration: Duration::ZERO,
+        bytes_in: 0,
+        bytes_out: 0,
+        backend: None,
+        retries: 0,
+        audit_id: None,
     }
 }
 

@@ -160,8 +160,7 @@ impl Apigate {
             } else {
                 "HTTP/1.1"
             },
-            method: request.method.clone(),
-            uri: request.uri.clone(),
+            request: Some((request.method.clone(), request.uri.clone())),
             upgrade: ctx.kind == Kind::Upgrade,
             status: code,
             answered: ctx.answered_reason,

@@ -10,6 +10,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use super::pipeline::Admitted;
 use super::record::{self, Refusal, Refused};
 use super::ListenerContext;
+use crate::access_log;
 use crate::conn::transport::{Conn, Cut, Cuts, HeadLimits};
 use crate::conn::{ClientAuth, ConnCtx};
 use crate::identity::Identity;
@@ -87,13 +88,33 @@ pub async fn serve(admitted: Admitted, ctx: &ListenerContext) -> Result<(), Box<
         max_bytes: settings.max_request_header_bytes,
         timeout: settings.timeouts.request_header,
     };
+    let conn_ctx = Arc::new(ConnCtx::new(
+        route.route.id.clone(),
+        client,
+        (addrs.remote, addrs.direct),
+        ctx.name.clone(),
+        kill.clone(),
+    ));
+    let protocol = match tls.get_ref().1.alpn_protocol() {
+        Some(b"h2") => "HTTP/2",
+        _ => "HTTP/1.1",
+    };
     let metrics = ctx.state.metrics.clone();
     let label = route.label.clone();
+    let (state, conn) = (ctx.state.clone(), conn_ctx.clone());
     let refused: Cuts = Arc::new(move |cut| match cut {
-        Cut::Head(reason) => metrics
-            .head_refusals
-            .with_label_values(&[&*label, reason])
-            .inc(),
+        Cut::Head(reason) => {
+            metrics
+                .head_refusals
+                .with_label_values(&[&*label, reason])
+                .inc();
+            // A refused head is a request apigate answered (or closed): it is logged.
+            if let Some(settings) = state.load().snapshot.gateway.access_log.clone() {
+                let entry =
+                    access_log::refused_head(settings, &conn, label.clone(), protocol, reason);
+                state.access_log.submit(entry);
+            }
+        }
         Cut::KeepaliveTimeout => {
             tracing::debug!(route = %label, peer = %addrs.remote, "HTTP/2 client answered no PING: closed");
             metrics
@@ -110,13 +131,6 @@ pub async fn serve(admitted: Admitted, ctx: &ListenerContext) -> Result<(), Box<
         }
     });
     let http2 = ctx.state.load().snapshot.gateway.http2;
-    let conn_ctx = Arc::new(ConnCtx::new(
-        route.route.id.clone(),
-        client,
-        (addrs.remote, addrs.direct),
-        ctx.name.clone(),
-        kill.clone(),
-    ));
     let conn = match Conn::new(tls, conn_ctx, (limits, &http2), kill, registration, refused) {
         Ok(conn) => conn,
         Err(e) => {

@@ -232,3 +232,42 @@ async fn sampled_out_successes_leave_only_failures_in_the_log() {
     assert!(text[0].contains(" user=anonymous "), "{}", text[0]);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_the_transport_refuses_are_logged_too() {
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("access.log");
+    let h = Harness::start_with(1, |c| {
+        c.gateway.spec.access_log = logged(&path, AccessLogFormat::Json, Some(0.0));
+    })
+    .await;
+    // A head over maxRequestHeaderBytes (64 KiB), and one the HTTP engine cannot parse.
+    let mut large = h.h1_stream(None).await;
+    let padding = "a".repeat(70 * 1024);
+    write_all(
+        &mut large,
+        format!("GET /api/v1/pods HTTP/1.1\r\nHost: {HOST}\r\nX-Pad: {padding}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(read_head(&mut large).await.starts_with("HTTP/1.1 431"));
+    let mut garbage = h.h1_stream(None).await;
+    write_all(&mut garbage, b"NOT HTTP AT ALL\r\n\r\n").await;
+    assert!(read_head(&mut garbage).await.starts_with("HTTP/1.1 400"));
+    let text = lines_when(&path, 2).await;
+    assert_eq!(text.len(), 2, "{text:#?}");
+    let lines: Vec<Value> = text
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let large = find(&lines, "status", 431);
+    assert_eq!(large["answered_by_apigate"], "too_large");
+    assert_eq!(large["protocol"], "HTTP/1.1");
+    assert_eq!(large["route"], "garden-test/shoot");
+    assert!(
+        large.get("method").is_none(),
+        "the head was never read: {large}"
+    );
+    let garbage = find(&lines, "status", 400);
+    assert_eq!(garbage["answered_by_apigate"], "malformed");
+    h.stop().await;
+}
