@@ -622,9 +622,9 @@ pub struct UpstreamClients {
     pub front_proxy: Option<Arc<rustls::ClientConfig>>,
 }
 
-/// The earliest `notAfter` of each certificate file a terminating route holds (a chain
-/// or bundle stops working, or starts failing some clients, when its first
-/// certificate expires).
+/// When each certificate file a terminating route holds stops working: a chain (serving,
+/// front-proxy) at its earliest `notAfter`, a CA bundle (client CAs, upstream CA) at its
+/// latest (a bundle mid-rotation holds an old CA and the new one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CertificateExpiry {
     /// `spec.tls.certFile`: what clients are shown.

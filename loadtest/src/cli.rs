@@ -372,7 +372,9 @@ pub struct NeighborArgs {
 impl NeighborArgs {
     /// The neighbour's plan beside `main`'s: same target, TLS and timing, its own
     /// clients, rate, mix and token (its 429s show among its errors as `http_429`).
-    pub fn plan(&self, main: &RunPlan) -> Option<RunPlan> {
+    /// `None` without `--neighbor-rate`; an error for a rate or client count that
+    /// would send nothing.
+    pub fn plan(&self, main: &RunPlan) -> Option<Result<RunPlan, ScenarioError>> {
         let rate = self.neighbor_rate?;
         let mut scenario = (*main.scenario).clone();
         scenario.clients = self.neighbor_clients;
@@ -380,14 +382,17 @@ impl NeighborArgs {
         scenario.mix = self.neighbor_mix.clone();
         scenario.watches_per_client = 0;
         scenario.client_skew = 0.0;
-        Some(RunPlan {
+        if let Err(e) = scenario.validate() {
+            return Some(Err(e));
+        }
+        Some(Ok(RunPlan {
             name: format!("{} (neighbour)", main.name),
             scenario: Arc::new(scenario),
             token: self.neighbor_token.clone().or_else(|| main.token.clone()),
             scrape: Vec::new(),
             progress: false,
             ..main.clone()
-        })
+        }))
     }
 }
 
@@ -575,7 +580,7 @@ mod tests {
             args.target.clone(),
             Arc::new(args.common.load.scenario()?),
         );
-        let neighbor = args.neighbor.plan(&main).ok_or("no neighbour")?;
+        let neighbor = args.neighbor.plan(&main).ok_or("no neighbour")??;
         assert_eq!(neighbor.scenario.mode, Mode::Open { rate: 2000.0 });
         assert_eq!(neighbor.scenario.clients, 2);
         assert_eq!(neighbor.scenario.mix.to_string(), "list=1");
@@ -593,6 +598,24 @@ mod tests {
             "2"
         ])
         .is_err());
+        // A neighbour that would send nothing is refused.
+        let cli = Cli::try_parse_from([
+            "apigate-loadtest",
+            "run",
+            "--target",
+            "https://x",
+            "--neighbor-rate",
+            "0",
+        ])?;
+        let Command::Run(args) = cli.command else {
+            return Err("not run".into());
+        };
+        let main = args.common.plan(
+            "t".into(),
+            args.target.clone(),
+            Arc::new(args.common.load.scenario()?),
+        );
+        assert!(matches!(args.neighbor.plan(&main), Some(Err(_))));
         Ok(())
     }
 

@@ -84,6 +84,7 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let name = args.name.clone().unwrap_or_else(|| args.target.to_string());
     let plan = common.plan(name, args.target.clone(), scenario);
     if let Some(neighbor) = args.neighbor.plan(&plan) {
+        let neighbor = neighbor.unwrap_or_else(|e| usage_error(format!("neighbour group: {e}")));
         return run_with_neighbor(common, &plan, &neighbor).await;
     }
     let report = runner::run(&plan).await?;

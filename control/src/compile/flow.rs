@@ -129,7 +129,7 @@ pub(super) fn compile(
     }
     policies.sort_by_key(|(order, position, _)| (order.unwrap_or(u32::MAX), *position));
     Some(Arc::new(FlowControl {
-        max_in_flight: spec.max_in_flight.filter(|n| *n > 0),
+        max_in_flight: spec.max_in_flight,
         max_queued: spec.max_queued.unwrap_or(DEFAULT_MAX_QUEUED),
         queue_timeout,
         exempt,
@@ -159,6 +159,13 @@ fn compile_policy(
             "name",
             spec.name.clone(),
             "a policy needs a name (metrics and 429s name it)",
+        );
+    }
+    if spec.name.trim() == "route" {
+        invalid(
+            "name",
+            spec.name.clone(),
+            "`route` names the route's own cap in the metrics; choose another name",
         );
     }
     for (field, value) in [

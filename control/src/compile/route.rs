@@ -299,7 +299,7 @@ fn compile_terminate(
     let expiry = CertificateExpiry {
         serving: server.serving_not_after,
         client_ca: server.client_ca_not_after,
-        upstream_ca: ca.not_after,
+        upstream_ca: ca.last_not_after,
         front_proxy: front_proxy.as_ref().map(|identity| identity.not_after),
     };
     let ca = ca.ders;

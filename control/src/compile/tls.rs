@@ -28,11 +28,13 @@ pub fn provider() -> Arc<CryptoProvider> {
     PROVIDER.clone()
 }
 
-/// Certificates as DER, with the earliest `notAfter` among them: when the first of
-/// them expires, so does what they are used for.
+/// Certificates as DER, with the earliest `notAfter` among them (a chain stops working
+/// when its first certificate expires) and the latest (a CA bundle keeps working until
+/// its last CA expires; during a rotation it holds the old CA and the new).
 pub(super) struct Certificates {
     pub(super) ders: Vec<CertificateDer<'static>>,
     pub(super) not_after: SystemTime,
+    pub(super) last_not_after: SystemTime,
 }
 
 /// A certificate's `notAfter` (one before 1970 reads as 1970: long expired either way).
@@ -61,11 +63,13 @@ fn certificates(
         }
         Ok(certs) => {
             let mut earliest: Option<SystemTime> = None;
+            let mut latest = UNIX_EPOCH;
             for (i, cert) in certs.iter().enumerate() {
                 match x509_parser::parse_x509_certificate(cert.as_ref()) {
                     Ok((_, parsed)) => {
                         let this = not_after(&parsed);
                         earliest = Some(earliest.map_or(this, |e| e.min(this)));
+                        latest = latest.max(this);
                     }
                     Err(e) => {
                         errors.push(
@@ -80,6 +84,7 @@ fn certificates(
             Some(Certificates {
                 ders: certs,
                 not_after: earliest.unwrap_or(UNIX_EPOCH),
+                last_not_after: latest,
             })
         }
         Err(e) => {
@@ -176,7 +181,7 @@ pub(super) fn server_config(
     let builder = match client_roots {
         Some(roots) => {
             let roots = roots?;
-            client_ca_not_after = Some(roots.not_after);
+            client_ca_not_after = Some(roots.last_not_after);
             let mut store = RootCertStore::empty();
             for cert in roots.ders {
                 // Already checked by ca_bundle.
@@ -251,6 +256,7 @@ pub(super) fn client_identity(
         Certificates {
             ders: chain,
             not_after,
+            ..
         },
         key,
     ) = (chain?, key?);

@@ -16,9 +16,8 @@ use std::io::Write;
 use apigate_control::model::AccessLogFormat;
 
 use super::Entry;
-use crate::conn::ClientAuth;
-use crate::http::request_info::RequestInfo;
-use crate::identity::token_id;
+use crate::conn::ClientName;
+use crate::http::request_info::{decoded_path, RequestInfo};
 
 /// Append `entry`'s line, newline included, to `out`.
 pub fn render(entry: &Entry, out: &mut Vec<u8>) {
@@ -29,28 +28,27 @@ pub fn render(entry: &Entry, out: &mut Vec<u8>) {
     line.str("listener", &entry.listener);
     line.display("client", entry.client);
     line.display("peer", entry.peer);
-    match &entry.auth {
-        ClientAuth::Verified(identity) => {
-            line.str("user", &identity.user);
-            if !identity.groups.is_empty() {
-                line.list("groups", &identity.groups);
-            }
-        }
-        ClientAuth::Anonymous | ClientAuth::Invalid(_) => {
-            let token = entry
-                .authorization
-                .as_ref()
-                .and_then(|value| token_id(value.as_bytes()));
-            line.str("user", token.as_deref().unwrap_or("anonymous"));
+    let name = entry.auth.name(
+        entry
+            .authorization
+            .as_ref()
+            .map(http::HeaderValue::as_bytes),
+    );
+    line.str("user", name.user());
+    if let ClientName::Certificate(identity) = &name {
+        if !identity.groups.is_empty() {
+            line.list("groups", &identity.groups);
         }
     }
     line.str("protocol", entry.protocol);
     let info = entry.request.as_ref().map(|(method, uri)| {
         line.str("method", method.as_str());
         line.str("uri", uri.path_and_query().map_or("/", |p| p.as_str()));
-        let query = uri.query().unwrap_or("");
-        RequestInfo::parse(method, uri.path(), query, entry.upgrade)
+        (method, decoded_path(uri.path()), uri.query().unwrap_or(""))
     });
+    let info = info
+        .as_ref()
+        .map(|(method, path, query)| RequestInfo::parse(method, path, query, entry.upgrade));
     if let Some(info) = &info {
         line.str("verb", info.verb.as_str());
     }
@@ -215,6 +213,7 @@ pub(super) mod tests {
 
     use super::*;
     use crate::balance::BackendState;
+    use crate::conn::ClientAuth;
     use crate::identity::Identity;
 
     /// A copy of `entry` (entries are moved into the log, so tests make several).

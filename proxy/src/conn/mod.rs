@@ -37,6 +37,42 @@ pub enum ClientAuth {
     Invalid(IdentityError),
 }
 
+/// Who a request comes from, as flow control and the access log name it: one rule.
+#[derive(Debug)]
+pub enum ClientName<'a> {
+    /// A verified client certificate: its user, and its groups.
+    Certificate(&'a Identity),
+    /// A bearer token, named by [`crate::identity::token_id`] (never by itself).
+    Token(String),
+    /// Neither.
+    Anonymous,
+}
+
+impl ClientName<'_> {
+    /// The name: the certificate's user, `token:<hash>`, or `anonymous`.
+    pub fn user(&self) -> &str {
+        match self {
+            ClientName::Certificate(identity) => &identity.user,
+            ClientName::Token(id) => id,
+            ClientName::Anonymous => "anonymous",
+        }
+    }
+}
+
+impl ClientAuth {
+    /// Who sends a request on this connection with this `Authorization` header. A
+    /// certificate that yields no identity names nobody: its requests get a 400.
+    pub fn name(&self, authorization: Option<&[u8]>) -> ClientName<'_> {
+        if let ClientAuth::Verified(identity) = self {
+            return ClientName::Certificate(identity);
+        }
+        match authorization.and_then(crate::identity::token_id) {
+            Some(id) => ClientName::Token(id),
+            None => ClientName::Anonymous,
+        }
+    }
+}
+
 /// What every request on a connection needs to know about it.
 #[derive(Debug)]
 pub struct ConnCtx {

@@ -5,9 +5,11 @@
 //! queue, and a freed slot goes to the next client in turn (round robin over clients
 //! with waiting requests: fair queuing with equal costs). A client with a hundred
 //! waiting requests gets one slot per turn, like a client with one. The queue is bounded
-//! in length (`maxQueued`) and time (`queueTimeout`); beyond either, a 429. This is the
-//! shape of kube-apiserver's API Priority and Fairness queues, without shuffle sharding:
-//! at a gateway the number of clients per route is small enough for a queue each.
+//! in length (`maxQueued`) and time (`queueTimeout`); beyond either, a 429. A full queue
+//! still takes a client with at least two requests fewer waiting than the busiest one:
+//! the busiest client's newest request gives up its place. This is the shape of
+//! kube-apiserver's API Priority and Fairness queues, without shuffle sharding: at a
+//! gateway the number of clients per route is small enough for a queue each.
 //!
 //! The state outlives configurations (a route changed by a reload keeps its counts):
 //! every [`Permit`] returns what it took to the state it took it from.
@@ -16,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use apigate_control::flow_settings::{FlowControl, FlowPolicy};
+use apigate_control::flow_settings::{FlowControl, FlowPolicy, Rate};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -91,7 +93,8 @@ struct Use {
 /// A request waiting for a slot.
 struct Waiter {
     id: u64,
-    wake: oneshot::Sender<()>,
+    /// `true`: here is a slot; `false`: evicted from a full queue.
+    wake: oneshot::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -111,6 +114,8 @@ struct State {
     next_waiter: u64,
     /// Admissions since the last sweep of idle entries.
     since_sweep: u32,
+    /// When the full recent-count map was last pruned.
+    pruned: Option<Instant>,
 }
 
 /// A route's flow-control state.
@@ -122,14 +127,33 @@ pub struct RouteFlow {
 /// What an admitted request holds until it ends.
 pub struct Permit {
     flow: Arc<RouteFlow>,
+    /// The policy whose counts it holds.
     policy: Option<Arc<str>>,
     client: Box<str>,
     long_running: bool,
+    /// It holds a slot under the route's cap.
     slot: bool,
+    /// The bucket it took a token from, refunded if the request is refused after all.
+    refund: Option<Rate>,
     /// How long it waited in the queue (`None`: it did not).
     pub waited: Option<Duration>,
 }
 
+impl Permit {
+    /// The request is refused after it took its policy's counts (the queue was full or
+    /// it waited too long): give them back, its token included, under the held lock.
+    fn settle(&mut self, state: &mut State) {
+        if let Some(policy) = self.policy.take() {
+            state.give_back(&policy, &self.client, self.long_running, self.refund);
+        }
+        if std::mem::take(&mut self.slot) {
+            state.release_slot();
+        }
+    }
+}
+
+/// Clients whose recent requests are counted, per route, at most.
+const MAX_RECENT: usize = 4096;
 /// Half-life of the recent-request counts behind the top-talker shares.
 const RECENT_HALF_LIFE: Duration = Duration::from_secs(60);
 /// Sweep idle entries after this many admissions.
@@ -157,19 +181,30 @@ impl RouteFlow {
     ) -> Result<Permit, Throttled> {
         let now = Instant::now();
         let policy = ask.policy.and_then(|i| settings.policies.get(i));
-        let wait = {
+        let refusal = |reason| Throttled {
+            policy: None,
+            reason,
+            retry_after: RETRY_SOON,
+        };
+        let (mut permit, mut ticket) = {
             let mut state = self.lock();
             state.count_recent(ask.client, now);
             state.sweep(settings, now);
-            if let Some(policy) = policy {
-                state.take_policy(policy, ask, now)?;
-            }
+            let rated = match policy {
+                Some(policy) => state.take_policy(policy, ask, now)?,
+                None => false,
+            };
             let mut permit = Permit {
                 flow: self.clone(),
                 policy: policy.map(|p| p.name.clone()),
                 client: ask.client.into(),
                 long_running: ask.long_running,
                 slot: false,
+                refund: if rated {
+                    policy.and_then(|p| p.rate)
+                } else {
+                    None
+                },
                 waited: None,
             };
             let Some(max) = settings.max_in_flight.filter(|_| !ask.long_running) else {
@@ -180,48 +215,50 @@ impl RouteFlow {
                 permit.slot = true;
                 return Ok(permit);
             }
-            if state.queued >= settings.max_queued {
-                // Dropping the permit gives the policy's counts back.
-                drop(state);
-                drop(permit);
-                return Err(Throttled {
-                    policy: None,
-                    reason: Reason::QueueFull,
-                    retry_after: RETRY_SOON,
-                });
+            if state.queued >= settings.max_queued && !state.evict_for(ask.client) {
+                permit.settle(&mut state);
+                return Err(refusal(Reason::QueueFull));
             }
             let (id, woken) = state.enqueue(ask.client);
-            (permit, id, woken)
+            let ticket = Ticket {
+                flow: self.as_ref(),
+                client: ask.client,
+                id,
+                woken,
+                settled: false,
+            };
+            (permit, ticket)
         };
-        let (mut permit, id, woken) = wait;
-        let mut ticket = Ticket {
-            flow: self,
-            client: ask.client,
-            id,
-            done: false,
-        };
-        let granted = tokio::time::timeout(settings.queue_timeout, woken).await;
-        ticket.done = true;
-        let granted = match granted {
-            Ok(Ok(())) => true,
-            // Timed out: unless a slot was handed over just now, leave the queue.
-            Err(_) => !self.lock().leave(ask.client, id),
-            // Not sent and not queued: cannot happen while the state lives; refuse.
+        let outcome = tokio::time::timeout(settings.queue_timeout, &mut ticket.woken).await;
+        let mut state = self.lock();
+        ticket.settled = true;
+        let result = match outcome {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(Reason::QueueFull),
+            // Timed out. The slot or the eviction may have come just now: whatever was
+            // sent is in the channel (it is sent under this lock).
+            Err(_) if state.leave(ask.client, ticket.id) => Err(Reason::QueueTimeout),
+            Err(_) => match ticket.woken.try_recv() {
+                Ok(true) => Ok(()),
+                _ => Err(Reason::QueueFull),
+            },
+            // The sender went without a word: only when the waiter was taken out,
+            // which only happens here.
             Ok(Err(_)) => {
-                self.lock().leave(ask.client, id);
-                false
+                state.leave(ask.client, ticket.id);
+                Err(Reason::QueueTimeout)
             }
         };
-        if granted {
-            permit.slot = true;
-            permit.waited = Some(now.elapsed());
-            Ok(permit)
-        } else {
-            Err(Throttled {
-                policy: None,
-                reason: Reason::QueueTimeout,
-                retry_after: RETRY_SOON,
-            })
+        match result {
+            Ok(()) => {
+                permit.slot = true;
+                permit.waited = Some(now.elapsed());
+                Ok(permit)
+            }
+            Err(reason) => {
+                permit.settle(&mut state);
+                Err(refusal(reason))
+            }
         }
     }
 
@@ -254,22 +291,28 @@ impl RouteFlow {
     }
 }
 
-/// Leaves the queue when the waiting request is dropped (its client went away).
+/// A request's place in the queue. It holds the receiving end, so that whether a slot
+/// was handed over can always be read: the sender sends under the state's lock, and
+/// the receiver is only dropped after this leaves the queue under that lock.
 struct Ticket<'a> {
-    flow: &'a Arc<RouteFlow>,
+    flow: &'a RouteFlow,
     client: &'a str,
     id: u64,
-    done: bool,
+    /// `true`: a slot; `false`: evicted from a full queue.
+    woken: oneshot::Receiver<bool>,
+    /// The waiting request dealt with its outcome itself.
+    settled: bool,
 }
 
 impl Drop for Ticket<'_> {
+    /// The waiting request was dropped (its client went away): leave the queue, or give
+    /// back the slot handed over meanwhile.
     fn drop(&mut self) {
-        if self.done {
+        if self.settled {
             return;
         }
         let mut state = self.flow.lock();
-        if !state.leave(self.client, self.id) {
-            // The slot was handed over as the request was dropped: give it back.
+        if !state.leave(self.client, self.id) && matches!(self.woken.try_recv(), Ok(true)) {
             state.release_slot();
         }
     }
@@ -278,12 +321,13 @@ impl Drop for Ticket<'_> {
 impl State {
     /// Check and take the policy's limits for one request; nothing is taken when it
     /// is refused.
+    /// Returns whether a token was taken from the client's bucket.
     fn take_policy(
         &mut self,
         policy: &FlowPolicy,
         ask: Ask<'_>,
         now: Instant,
-    ) -> Result<(), Throttled> {
+    ) -> Result<bool, Throttled> {
         let refuse = |reason, retry_after| Throttled {
             policy: Some(policy.name.clone()),
             reason,
@@ -331,11 +375,56 @@ impl State {
         } else {
             use_.in_flight += 1;
         }
-        Ok(())
+        Ok(policy.rate.is_some())
+    }
+
+    /// Give back a request's counts under `policy`, and its token when it was refused.
+    fn give_back(&mut self, policy: &str, client: &str, long_running: bool, refund: Option<Rate>) {
+        let Some(use_) = self
+            .uses
+            .get_mut(policy)
+            .and_then(|uses| uses.get_mut(client))
+        else {
+            return;
+        };
+        if long_running {
+            use_.watches = use_.watches.saturating_sub(1);
+        } else {
+            use_.in_flight = use_.in_flight.saturating_sub(1);
+        }
+        if let Some(rate) = refund {
+            use_.tokens = (use_.tokens + 1.0).min(f64::from(rate.burst));
+        }
+    }
+
+    /// The queue is full: when another client has more requests waiting than `client`,
+    /// its newest one gives its place up (refused), so a busy client cannot keep the
+    /// others out of the queue. Returns whether a place was freed.
+    fn evict_for(&mut self, client: &str) -> bool {
+        let mine = self.waiting.get(client).map_or(0, VecDeque::len);
+        let busiest = self
+            .waiting
+            .iter()
+            .max_by_key(|(_, queue)| queue.len())
+            .filter(|(_, queue)| queue.len() > mine + 1)
+            .map(|(name, _)| name.clone());
+        let Some(busiest) = busiest else {
+            return false;
+        };
+        let Some(queue) = self.waiting.get_mut(&busiest) else {
+            return false;
+        };
+        let Some(evicted) = queue.pop_back() else {
+            return false;
+        };
+        self.queued -= 1;
+        // Its request reads `false` and refuses itself (or is gone already).
+        let _ = evicted.wake.send(false);
+        true
     }
 
     /// Queue a request of `client`; returns its id and what wakes it with a slot.
-    fn enqueue(&mut self, client: &str) -> (u64, oneshot::Receiver<()>) {
+    fn enqueue(&mut self, client: &str) -> (u64, oneshot::Receiver<bool>) {
         let (wake, woken) = oneshot::channel();
         let id = self.next_waiter;
         self.next_waiter += 1;
@@ -387,23 +476,37 @@ impl State {
                 continue;
             };
             self.queued -= 1;
-            if waiter.wake.send(()).is_ok() {
+            if waiter.wake.send(true).is_ok() {
                 self.in_flight += 1;
                 return;
             }
         }
     }
 
+    /// Count a request towards its client's recent share. At most [`MAX_RECENT`]
+    /// clients are tracked: when full, clients down to less than one recent request
+    /// are forgotten (at most once a second); a newcomer that still finds it full is
+    /// not tracked. Clients presenting ever new tokens cannot grow it without bound.
     fn count_recent(&mut self, client: &str, now: Instant) {
-        match self.recent.get_mut(client) {
-            Some((count, at)) => {
-                *count = decayed(*count, *at, now) + 1.0;
-                *at = now;
+        if let Some((count, at)) = self.recent.get_mut(client) {
+            *count = decayed(*count, *at, now) + 1.0;
+            *at = now;
+            return;
+        }
+        if self.recent.len() >= MAX_RECENT {
+            let due = self
+                .pruned
+                .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
+            if due {
+                self.pruned = Some(now);
+                self.recent
+                    .retain(|_, (count, at)| decayed(*count, *at, now) >= 1.0);
             }
-            None => {
-                self.recent.insert(client.into(), (1.0, now));
+            if self.recent.len() >= MAX_RECENT {
+                return;
             }
         }
+        self.recent.insert(client.into(), (1.0, now));
     }
 
     /// Every so often, forget clients that hold nothing and whose bucket is full
@@ -441,19 +544,12 @@ fn decayed(count: f64, at: Instant, now: Instant) -> f64 {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        if self.policy.is_none() && !self.slot {
+            return;
+        }
         let mut state = self.flow.lock();
-        if let Some(policy) = &self.policy {
-            if let Some(use_) = state
-                .uses
-                .get_mut(policy)
-                .and_then(|uses| uses.get_mut(&*self.client))
-            {
-                if self.long_running {
-                    use_.watches = use_.watches.saturating_sub(1);
-                } else {
-                    use_.in_flight = use_.in_flight.saturating_sub(1);
-                }
-            }
+        if let Some(policy) = self.policy.take() {
+            state.give_back(&policy, &self.client, self.long_running, None);
         }
         if self.slot {
             state.release_slot();
@@ -633,20 +729,108 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_refusal_takes_nothing_and_watches_skip_the_route_cap() {
         let flow = Arc::new(RouteFlow::default());
-        let mut s = settings(Some(1), vec![policy(Some(5), None, None)]);
+        let rate = Rate {
+            qps: 0.001,
+            burst: 2,
+        };
+        let mut s = settings(Some(1), vec![policy(Some(5), Some(rate), None)]);
         s.max_queued = 0;
         let _held = flow.admit(&s, ask("a")).await.unwrap();
         for _ in 0..10 {
             let refused = flow.admit(&s, ask("a")).await.err().unwrap();
-            assert_eq!(refused.reason, Reason::QueueFull);
+            assert_eq!(
+                refused.reason,
+                Reason::QueueFull,
+                "the token came back each time"
+            );
         }
-        // The ten refusals did not count against the policy's in-flight limit.
-        let in_flight = flow.lock().uses["p"]["a"].in_flight;
+        // The ten refusals left the policy's in-flight count and the bucket as they were.
+        let (in_flight, tokens) = {
+            let state = flow.lock();
+            let use_ = &state.uses["p"]["a"];
+            (use_.in_flight, use_.tokens)
+        };
         assert_eq!(in_flight, 1);
+        assert!((tokens - 1.0).abs() < 0.01, "{tokens}");
         let watch = Ask {
             long_running: true,
             ..ask("a")
         };
         assert!(flow.admit(&s, watch).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ever_new_clients_cannot_grow_the_recent_counts_without_bound() {
+        let flow = Arc::new(RouteFlow::default());
+        let s = settings(None, vec![]);
+        let no_policy = |client| Ask {
+            client,
+            policy: None,
+            long_running: false,
+        };
+        for _ in 0..50 {
+            drop(flow.admit(&s, no_policy("steady")).await.unwrap());
+        }
+        for i in 0..(MAX_RECENT * 2) {
+            let client = format!("token:{i:016x}");
+            let ask = Ask {
+                client: &client,
+                policy: None,
+                long_running: false,
+            };
+            drop(flow.admit(&s, ask).await.unwrap());
+        }
+        assert!(flow.lock().recent.len() <= MAX_RECENT);
+        let top = flow.top_clients(1);
+        assert_eq!(
+            top[0].0, "steady",
+            "the busiest client is still known: {top:?}"
+        );
+        // A minute later the one-off clients have decayed below one request: the next
+        // newcomer clears them away.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        drop(flow.admit(&s, no_policy("late")).await.unwrap());
+        assert!(flow.lock().recent.len() < 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_makes_room_for_a_client_with_fewer_waiting() {
+        let flow = Arc::new(RouteFlow::default());
+        let mut s = settings(Some(1), vec![]);
+        s.max_queued = 3;
+        let s = Arc::new(s);
+        let no_policy = |client| Ask {
+            client,
+            policy: None,
+            long_running: false,
+        };
+        let held = flow.admit(&s, no_policy("heavy")).await.unwrap();
+        let mut heavy = Vec::new();
+        for _ in 0..3 {
+            let (flow, s) = (flow.clone(), s.clone());
+            heavy.push(tokio::spawn(async move {
+                flow.admit(&s, no_policy("heavy")).await.map(|_| ())
+            }));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(flow.load(), (3, 1));
+        // The heavy client cannot take another place from itself...
+        let refused = flow.admit(&s, no_policy("heavy")).await.err().unwrap();
+        assert_eq!(refused.reason, Reason::QueueFull);
+        // ...but a light client takes the heavy one's newest.
+        let light = {
+            let (flow, s) = (flow.clone(), s.clone());
+            tokio::spawn(async move { flow.admit(&s, no_policy("light")).await.map(|_| ()) })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(flow.load(), (3, 1));
+        let evicted = heavy.pop().unwrap().await.unwrap().err().unwrap();
+        assert_eq!(evicted.reason, Reason::QueueFull);
+        drop(held);
+        assert!(light.await.unwrap().is_ok());
+        for waiting in heavy {
+            assert!(waiting.await.unwrap().is_ok());
+        }
+        assert_eq!(flow.load(), (0, 0));
     }
 }

@@ -1,9 +1,10 @@
 //! Flow control on the request path: who the client is, which policy its request
 //! meets, and the route's [`limiter::RouteFlow`] that admits, queues or refuses it.
 //!
-//! A client is named by what apigate can verify: a client certificate's user (its
-//! groups match and exempt), else a bearer token's [`token_id`], else `anonymous`, whose
-//! requests are told apart by address for fairness and limits. A refused request gets a
+//! A client is a verified client certificate's user (only its groups match and exempt),
+//! else its bearer token's [`token_id`] (unchecked: apigate cannot verify a token, so a
+//! client with ever new tokens is ever a new client; the route's cap still holds), else
+//! `anonymous`, whose requests are told apart by address for fairness and limits. A refused request gets a
 //! 429 kube `Status` with `Retry-After` ([`crate::rejection::Rejection::TooManyRequests`]),
 //! and its connection stays open.
 
@@ -16,9 +17,8 @@ use apigate_control::RouteId;
 use pingora::http::RequestHeader;
 
 use self::limiter::{Ask, Permit, RouteFlow, Throttled};
-use crate::conn::{ClientAuth, ConnCtx};
-use crate::http::request_info::RequestInfo;
-use crate::identity::token_id;
+use crate::conn::{ClientName, ConnCtx};
+use crate::http::request_info::{decoded_path, RequestInfo};
 use crate::weak_map::WeakMap;
 
 /// Each route's flow-control state, shared across configurations while a route runs.
@@ -53,26 +53,26 @@ pub async fn admit(
     long_running: bool,
     upgrade: bool,
 ) -> Result<Option<Permit>, Throttled> {
-    let token;
+    let authorization = request.headers.get(http::header::AUTHORIZATION);
+    let name = conn
+        .client
+        .name(authorization.map(http::HeaderValue::as_bytes));
+    let (groups, verified): (&[String], bool) = match &name {
+        ClientName::Certificate(identity) => (&identity.groups, true),
+        ClientName::Token(_) | ClientName::Anonymous => (&[], false),
+    };
+    let user = name.user();
     let anonymous;
-    let (user, groups, verified, key): (&str, &[String], bool, &str) = match &conn.client {
-        ClientAuth::Verified(identity) => (&identity.user, &identity.groups, true, &identity.user),
-        ClientAuth::Anonymous | ClientAuth::Invalid(_) => {
-            token = request
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|value| token_id(value.as_bytes()));
-            match &token {
-                Some(id) => (id.as_str(), &[], false, id.as_str()),
-                None => {
-                    anonymous = format!("anonymous@{}", conn.peer.ip().to_canonical());
-                    ("anonymous", &[], false, anonymous.as_str())
-                }
-            }
+    let key = match &name {
+        ClientName::Anonymous => {
+            anonymous = format!("anonymous@{}", conn.peer.ip().to_canonical());
+            anonymous.as_str()
         }
+        ClientName::Certificate(_) | ClientName::Token(_) => user,
     };
     let query = request.uri.query().unwrap_or("");
-    let info = RequestInfo::parse(&request.method, request.uri.path(), query, upgrade);
+    let path = decoded_path(request.uri.path());
+    let info = RequestInfo::parse(&request.method, &path, query, upgrade);
     let target = info.target;
     let asked = FlowRequest {
         user,
@@ -81,7 +81,7 @@ pub async fn admit(
         verb: info.verb.as_str(),
         resource: target.map(|t| (t.group, t.resource)),
         namespace: target.map_or("", |t| t.namespace),
-        path: request.uri.path(),
+        path: &path,
     };
     if settings.is_exempt(&asked, verified) {
         return Ok(None);

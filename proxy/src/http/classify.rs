@@ -28,10 +28,11 @@ impl Kind {
 
 /// Classify a request like kube-apiserver's long-running check does (a log is
 /// long-running only when followed), and read what it asks for: one parse serves both.
-pub fn classify(request: &RequestHeader) -> (Kind, RequestInfo<'_>) {
+/// `path` is the request's path decoded ([`super::request_info::decoded_path`]).
+pub fn classify<'a>(request: &RequestHeader, path: &'a str) -> (Kind, RequestInfo<'a>) {
     let upgrade = is_upgrade(request);
     let query = request.uri.query().unwrap_or("");
-    let info = RequestInfo::parse(&request.method, request.uri.path(), query, upgrade);
+    let info = RequestInfo::parse(&request.method, path, query, upgrade);
     let kind = if upgrade {
         Kind::Upgrade
     } else if info.is_long_running(query) {
@@ -91,7 +92,11 @@ mod tests {
             ("/api/v1/namespaces/watch/pods", Ordinary),
         ];
         for (path, kind) in cases {
-            assert_eq!(classify(&req(path, &[])).0, kind, "{path}");
+            assert_eq!(
+                classify(&req(path, &[]), path.split('?').next().unwrap()).0,
+                kind,
+                "{path}"
+            );
         }
     }
 
@@ -101,9 +106,9 @@ mod tests {
             "/api/v1/namespaces/d/pods/p/exec",
             &[("Upgrade", "SPDY/3.1"), ("Connection", "Upgrade")],
         );
-        assert_eq!(classify(&r).0, Kind::Upgrade);
+        assert_eq!(classify(&r, r.uri.path()).0, Kind::Upgrade);
         let mut h2 = r.clone();
         h2.set_version(http::Version::HTTP_2);
-        assert_eq!(classify(&h2).0, Kind::LongRunning);
+        assert_eq!(classify(&h2, h2.uri.path()).0, Kind::LongRunning);
     }
 }

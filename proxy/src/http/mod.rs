@@ -360,7 +360,8 @@ impl ProxyHttp for Apigate {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         let request = session.req_header();
-        let (kind, info) = classify::classify(request);
+        let path = request_info::decoded_path(request.uri.path());
+        let (kind, info) = classify::classify(request, &path);
         ctx.kind = kind;
         let content_type = (request.method == http::Method::PATCH)
             .then(|| request.headers.get(http::header::CONTENT_TYPE))

@@ -5,6 +5,8 @@
 //! One parser serves every consumer: the long-running classification, the per-verb
 //! metrics and the access log. It borrows from the request and allocates nothing.
 
+use std::borrow::Cow;
+
 use http::Method;
 
 /// The verb kube-apiserver's authorizer and audit log would name.
@@ -140,13 +142,45 @@ impl<'a> RequestInfo<'a> {
         let Some(target) = &self.target else {
             return false;
         };
+        // kube-apiserver's long-running check, by verb and subresource only: `?watch`
+        // on a named object or a write is not a watch (and must not escape the limits
+        // of ordinary requests). A log is long-running only when followed.
         match target.subresource {
             "exec" | "attach" | "portforward" | "proxy" => true,
             "log" => flag(query, "follow"),
-            // A watch of one named object (`?watch` with a name).
-            _ => flag(query, "watch"),
+            _ => false,
         }
     }
+}
+
+/// The path as kube-apiserver reads it: percent-escapes decoded (Go's `URL.Path`), so
+/// `/api/v1/namespaces/kube%2Dsystem/p%6Fds` is read as what it names. Allocates only
+/// for a path with escapes; an escape that is not two hex digits stays as written.
+pub fn decoded_path(path: &str) -> Cow<'_, str> {
+    if !path.contains('%') {
+        return Cow::Borrowed(path);
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// kube-apiserver's lowercased method of a non-resource request.
@@ -401,6 +435,41 @@ mod tests {
         );
         assert_eq!(info.verb, Verb::Connect);
         assert_eq!(info.target.map(|t| t.subresource), Some("exec"));
+    }
+
+    #[test]
+    fn escapes_are_read_as_what_they_name() {
+        let path = decoded_path("/api/v1/namespaces/kube%2Dsystem/p%6Fds/%zz");
+        assert_eq!(path, "/api/v1/namespaces/kube-system/pods/%zz");
+        let info = RequestInfo::parse(&Method::GET, &path, "", false);
+        let target = info.target.unwrap();
+        assert_eq!(
+            (target.namespace, target.resource, target.name),
+            ("kube-system", "pods", "%zz")
+        );
+        assert!(matches!(decoded_path("/api/v1/pods"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn only_watches_and_streams_are_long_running() {
+        let long = |method: Method, uri: &str| {
+            let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+            RequestInfo::parse(&method, path, query, false).is_long_running(query)
+        };
+        assert!(long(Method::GET, "/api/v1/namespaces/d/pods?watch=1"));
+        assert!(long(
+            Method::GET,
+            "/api/v1/namespaces/d/pods/p/log?follow=true"
+        ));
+        assert!(!long(Method::GET, "/api/v1/namespaces/d/pods/p/log"));
+        assert!(
+            !long(Method::GET, "/api/v1/namespaces/d/pods/p?watch=1"),
+            "a named get"
+        );
+        assert!(
+            !long(Method::POST, "/api/v1/namespaces/d/pods?watch=1"),
+            "a create"
+        );
     }
 
     #[test]

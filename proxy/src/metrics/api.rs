@@ -6,7 +6,7 @@
 //! subresources a known list. The series carry no route label: they describe the fleet's
 //! API traffic, and the per-route series ([`super::Metrics::requests`]) describe routes.
 //! Handles are resolved once per label combination and kept, so a request costs one map
-//! lookup by pointers, not a hash of label strings.
+//! lookup by the labels' addresses, not a hash of label strings.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -252,18 +252,20 @@ fn non_resource_verb(method: NonResourceMethod) -> &'static str {
     }
 }
 
-/// A label combination as a map key: the labels' addresses (each is one of a few
-/// static strings) and the status code.
-type Key = [usize; 6];
+/// A label combination as a map key: each label's address and length (each is one of a
+/// few static strings; two keys are equal only for equal labels, an empty string whose
+/// address another label shares included) and the status code's.
+type Key = [(usize, usize); 6];
 
 fn key(labels: &ApiLabels, code: &'static str) -> Key {
+    let at = |s: &str| (s.as_ptr() as usize, s.len());
     [
-        labels.verb.as_ptr() as usize,
-        labels.group.as_ptr() as usize,
-        labels.resource.as_ptr() as usize,
-        labels.subresource.as_ptr() as usize,
-        labels.scope.as_ptr() as usize,
-        code.as_ptr() as usize,
+        at(labels.verb),
+        at(labels.group),
+        at(labels.resource),
+        at(labels.subresource),
+        at(labels.scope),
+        at(code),
     ]
 }
 

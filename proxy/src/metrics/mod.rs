@@ -17,7 +17,8 @@ pub struct Metrics {
     names: Vec<String>,
     /// Requests by kube-apiserver's verb, group and resource (no route label).
     pub api: api::ApiRequests,
-    /// Unix time each certificate file a route holds expires (its earliest `notAfter`),
+    /// Unix time each certificate file a route holds stops working (a chain's earliest
+    /// `notAfter`, a CA bundle's latest),
     /// by route and certificate (`serving`, `client_ca`, `upstream_ca`, `front_proxy`).
     pub certificate_expiry: GaugeVec,
     /// Requests flow control refused (429), by route, policy (`route` for the route's
@@ -226,7 +227,7 @@ impl Metrics {
         let certificate_expiry = GaugeVec::new(
             Opts::new(
                 "apigate_certificate_expiry_timestamp_seconds",
-                "Unix time a route's certificate file expires (the earliest notAfter in it), by route and certificate: serving, client_ca, upstream_ca, front_proxy.",
+                "Unix time a route's certificate file stops working (a chain's earliest notAfter, a CA bundle's latest), by route and certificate: serving, client_ca, upstream_ca, front_proxy.",
             ),
             &["route", "certificate"],
         )
