@@ -36,3 +36,19 @@ spec:
   upstream: {caFile: ${ca}, serverName: localhost}
 YAML
 }
+
+# apigate_bench_start NAME   (needs $TMP, $APIGATE, $PROXY_CPU, $BACKENDS, the fake
+# backends' certificates in $TMP/backend, and the arrays PIDS, PID, PORT)
+# Writes $TMP/NAME.yaml with apigate_bench_config on a free port (APIGATE_BENCH_* as
+# set by the caller) and starts apigate with it pinned to $PROXY_CPU; records its pid in
+# PIDS and PID[NAME] and its port in PORT[NAME].
+apigate_bench_start() {
+  local name=$1 port
+  port=$(free_port)
+  apigate_bench_config "127.0.0.1:$port" "$TMP/backend/server.pem" "$TMP/backend/server-key.pem" \
+    "$TMP/backend/ca.pem" "${BACKENDS[@]}" >"$TMP/$name.yaml"
+  taskset -c "$PROXY_CPU" "$APIGATE" --log warn run --config "$TMP/$name.yaml" >"$TMP/$name.log" 2>&1 &
+  PIDS+=($!)
+  PID[$name]=$!
+  PORT[$name]=$port
+}

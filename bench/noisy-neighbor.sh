@@ -44,20 +44,9 @@ wait_backends "$TMP/backend"
 # shellcheck source=bench/apigate-config.sh
 source bench/apigate-config.sh
 declare -A PID PORT
-start_apigate() { # name [defaults]
-  local port
-  port=$(free_port)
-  APIGATE_BENCH_DEFAULTS="${2:-}" apigate_bench_config "127.0.0.1:$port" \
-    "$TMP/backend/server.pem" "$TMP/backend/server-key.pem" "$TMP/backend/ca.pem" \
-    "${BACKENDS[@]}" >"$TMP/$1.yaml"
-  taskset -c "$PROXY_CPU" "$APIGATE" --log warn run --config "$TMP/$1.yaml" >"$TMP/$1.log" 2>&1 &
-  PIDS+=($!)
-  PID[$1]=$!
-  PORT[$1]=$port
-}
-start_apigate apigate
-start_apigate apigate-flow \
-  "flowControl: {policies: [{name: lists, match: {verbs: [list]}, qps: $NOISY_QPS, burst: $((NOISY_QPS * 2))}]}"
+apigate_bench_start apigate
+APIGATE_BENCH_DEFAULTS="flowControl: {policies: [{name: lists, match: {verbs: [list]}, qps: $NOISY_QPS, burst: $((NOISY_QPS * 2))}]}" \
+  apigate_bench_start apigate-flow
 for port in "${PORT[@]}"; do wait_port "$port"; done
 TARGETS=(apigate apigate-flow)
 

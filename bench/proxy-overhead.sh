@@ -87,24 +87,12 @@ if [ -n "$SCALING" ]; then
   PORT[apigate-2-workers]=$SCALE_PORT
 fi
 if [ -n "$ACCESS_LOG" ]; then
-  LOG_PORT=$(free_port)
   APIGATE_BENCH_GATEWAY="accessLog: {enabled: true, path: $TMP/access.log}" \
-    apigate_bench_config "127.0.0.1:$LOG_PORT" "$TMP/backend/server.pem" "$TMP/backend/server-key.pem" \
-    "$TMP/backend/ca.pem" "${BACKENDS[@]}" >"$TMP/apigate-access-log.yaml"
-  taskset -c "$PROXY_CPU" "$APIGATE" --log warn run --config "$TMP/apigate-access-log.yaml" >"$TMP/apigate-access-log.log" 2>&1 &
-  PIDS+=($!)
-  PID[apigate-access-log]=$!
-  PORT[apigate-access-log]=$LOG_PORT
+    apigate_bench_start apigate-access-log
 fi
 if [ -n "$FLOW_CONTROL" ]; then
-  FLOW_PORT=$(free_port)
   APIGATE_BENCH_DEFAULTS="flowControl: {maxInFlight: 100000, policies: [{name: all, qps: 1000000, burst: 1000000}]}" \
-    apigate_bench_config "127.0.0.1:$FLOW_PORT" "$TMP/backend/server.pem" "$TMP/backend/server-key.pem" \
-    "$TMP/backend/ca.pem" "${BACKENDS[@]}" >"$TMP/apigate-flow-control.yaml"
-  taskset -c "$PROXY_CPU" "$APIGATE" --log warn run --config "$TMP/apigate-flow-control.yaml" >"$TMP/apigate-flow-control.log" 2>&1 &
-  PIDS+=($!)
-  PID[apigate-flow-control]=$!
-  PORT[apigate-flow-control]=$FLOW_PORT
+    apigate_bench_start apigate-flow-control
 fi
 if [ -n "$BASELINE" ]; then
   BASE_PORT=$(free_port)
@@ -161,14 +149,12 @@ if [ -n "$BASELINE" ]; then
   URL[apigate-baseline]="https://localhost:$BASE_PORT/version"
   TARGETS=(direct apigate apigate-baseline haproxy)
 fi
-if [ -n "$ACCESS_LOG" ]; then
-  URL[apigate-access-log]="https://localhost:$LOG_PORT/version"
-  TARGETS+=(apigate-access-log)
-fi
-if [ -n "$FLOW_CONTROL" ]; then
-  URL[apigate-flow-control]="https://localhost:$FLOW_PORT/version"
-  TARGETS+=(apigate-flow-control)
-fi
+for variant in apigate-access-log apigate-flow-control; do
+  if [ -n "${PORT[$variant]:-}" ]; then
+    URL[$variant]="https://localhost:${PORT[$variant]}/version"
+    TARGETS+=("$variant")
+  fi
+done
 if [ -n "$SCALING" ]; then
   URL[apigate-2-workers]="https://localhost:$SCALE_PORT/version"
   TARGETS+=(apigate-2-workers)

@@ -124,17 +124,26 @@ async fn run_with_neighbor(
         runs: vec![main, other],
         passed,
     };
+    write_compare(common, &report, &summary)
+}
+
+/// Print (and write, when asked) several runs' report; the exit code from its verdict.
+fn write_compare(
+    common: &apigate_loadtest::cli::ScenarioArgs,
+    report: &apigate_loadtest::report::CompareReport,
+    summary: &str,
+) -> anyhow::Result<u8> {
     let json_text = if common.output.json {
-        Some(json::compare_json(&report)?)
+        Some(json::compare_json(report)?)
     } else {
         None
     };
-    emit(json_text, &summary)?;
+    emit(json_text, summary)?;
     if let Some(path) = &common.output.report {
-        html::write(path, &report.runs, &summary)?;
+        html::write(path, &report.runs, summary)?;
         eprintln!("report written to {}", path.display());
     }
-    Ok(if passed {
+    Ok(if report.passed {
         0
     } else {
         EXIT_THRESHOLD_MISSED as u8
@@ -162,21 +171,7 @@ async fn run_compare(args: CompareArgs) -> anyhow::Result<u8> {
     }
     summary.push('\n');
     summary.push_str(&terminal::compare_table(&report));
-    let json_text = if common.output.json {
-        Some(json::compare_json(&report)?)
-    } else {
-        None
-    };
-    emit(json_text, &summary)?;
-    if let Some(path) = &common.output.report {
-        html::write(path, &report.runs, &summary)?;
-        eprintln!("report written to {}", path.display());
-    }
-    Ok(if report.passed {
-        0
-    } else {
-        EXIT_THRESHOLD_MISSED as u8
-    })
+    write_compare(common, &report, &summary)
 }
 
 /// Waits for SIGINT/SIGTERM or `run_for`.
