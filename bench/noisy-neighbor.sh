@@ -6,18 +6,23 @@
 # apart):
 #   quiet   QUIET_CLIENTS clients sending QUIET_RATE req/s of pod GETs in all (token
 #           "quiet"), open loop: latency counted from each request's intended send time;
-#   noisy   NOISY_CLIENTS clients listing 50 pods (about 30 KB each) at NOISY_RATE req/s
-#           in all (token "noisy": one client identity).
+#   noisy   NOISY_CLIENTS clients of one identity (token "noisy") listing 50 pods (about
+#           30 KB each), in two kinds of runs:
+#           flood      open loop at NOISY_RATE req/s in all, whatever it is answered;
+#           client-go  closed loop, NOISY_CONCURRENCY requests outstanding per client,
+#                      each client waiting out a 429's Retry-After as client-go does
+#                      (a controller re-listing in a loop).
 # Targets, both pinned to CPU $PROXY_CPU (taskset), replicas and load on the other CPUs:
 #   apigate             flow control off;
 #   apigate-flow        a per-client token bucket on lists (NOISY_QPS, burst 2x).
-# For each target: the quiet group alone, then with the noisy neighbour; ROUNDS rounds
+# For each target: the quiet group alone, then with each kind of neighbour; ROUNDS rounds
 # interleaved over the targets; medians. Reports the quiet group's p50 and p99 alone and
 # with the neighbour, their ratio, the neighbour's answered lists per second and its
 # 429s, and apigate's CPU per second.
 #
 # Usage: bench/noisy-neighbor.sh   (from the repo root; builds release binaries if needed)
-# Knobs: QUIET_CLIENTS=10 QUIET_RATE=500 NOISY_CLIENTS=4 NOISY_RATE=3000 NOISY_QPS=50
+# Knobs: QUIET_CLIENTS=10 QUIET_RATE=500 NOISY_CLIENTS=4 NOISY_RATE=8000
+#        NOISY_CONCURRENCY=8 NOISY_QPS=50
 #        DURATION=10s ROUNDS=3 PROXY_CPU=0
 # Every process it starts is killed by pid on exit; ports are picked free; loopback only.
 set -euo pipefail
@@ -26,7 +31,8 @@ cd "$(dirname "$0")/.."
 QUIET_CLIENTS=${QUIET_CLIENTS:-10}
 QUIET_RATE=${QUIET_RATE:-500}
 NOISY_CLIENTS=${NOISY_CLIENTS:-4}
-NOISY_RATE=${NOISY_RATE:-3000}
+NOISY_RATE=${NOISY_RATE:-8000}
+NOISY_CONCURRENCY=${NOISY_CONCURRENCY:-8}
 NOISY_QPS=${NOISY_QPS:-50}
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
@@ -53,11 +59,14 @@ TARGETS=(apigate apigate-flow)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
-one() { # name round with|alone -> "p50 p99 noisy_ok_per_s noisy_429 cpu_per_s"
+one() { # name round alone|flood|client-go -> "p50 p99 noisy_ok_per_s noisy_429 cpu_per_s errors"
   local name=$1 round=$2 neighbour=$3 out="$TMP/$1-$2-$3.json" before after extra=()
-  if [ "$neighbour" = with ]; then
-    extra=(--neighbor-rate "$NOISY_RATE" --neighbor-clients "$NOISY_CLIENTS"
-      --neighbor-mix list=1 --neighbor-token noisy)
+  case $neighbour in
+    flood) extra=(--neighbor-rate "$NOISY_RATE") ;;
+    client-go) extra=(--neighbor-concurrency "$NOISY_CONCURRENCY") ;;
+  esac
+  if [ "$neighbour" != alone ]; then
+    extra+=(--neighbor-clients "$NOISY_CLIENTS" --neighbor-mix list=1 --neighbor-token noisy)
   fi
   before=$(cpu_ticks "${PID[$name]}")
   taskset -c "$OTHER_CPUS" "$LOADTEST" run -t "https://127.0.0.1:${PORT[$name]}" --sni localhost \
@@ -82,24 +91,26 @@ PY
 declare -A ROWS
 for round in $(seq 1 "$ROUNDS"); do
   for name in "${TARGETS[@]}"; do
-    for neighbour in alone with; do
+    for neighbour in alone flood client-go; do
       ROWS[$name/$neighbour]+="$(one "$name" "$round" "$neighbour")"$'\n'
     done
   done
 done
 
 echo
-echo "Quiet group: $QUIET_CLIENTS clients, $QUIET_RATE req/s of pod GETs, open loop. Noisy neighbour: $NOISY_CLIENTS clients of one identity listing 50 pods at $NOISY_RATE req/s. $DURATION per run, medians of $ROUNDS interleaved rounds; apigate pinned to CPU $PROXY_CPU, replicas and load on CPU(s) $OTHER_CPUS. apigate-flow: lists limited to $NOISY_QPS/s per client (burst $((NOISY_QPS * 2)))."
+echo "Quiet group: $QUIET_CLIENTS clients, $QUIET_RATE req/s of pod GETs, open loop. Noisy neighbour: $NOISY_CLIENTS clients of one identity listing 50 pods, as a flood ($NOISY_RATE req/s, open loop) or client-go-like ($NOISY_CONCURRENCY outstanding per client, waiting out Retry-After). $DURATION per run, medians of $ROUNDS interleaved rounds; apigate pinned to CPU $PROXY_CPU, replicas and load on CPU(s) $OTHER_CPUS. apigate-flow: lists limited to $NOISY_QPS/s per client (burst $((NOISY_QPS * 2)))."
 echo
-echo "| target | quiet alone p50 ms | p99 ms | with neighbour p50 ms | p99 ms | p99 ratio | neighbour lists answered/s | neighbour 429s | apigate CPU (cores) alone / with | quiet errors |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+echo "| target | neighbour | quiet p50 ms alone / with | quiet p99 ms alone / with | p99 ratio | neighbour lists answered/s | neighbour 429s | apigate CPU (cores) alone / with | quiet errors |"
+echo "|---|---|---:|---:|---:|---:|---:|---|---:|"
 for name in "${TARGETS[@]}"; do
-  python3 - "$name" <<PY
+  for neighbour in flood client-go; do
+    python3 - "$name" "$neighbour" <<PY
 import statistics, sys
 alone = [l.split() for l in """${ROWS[$name/alone]}""".strip().splitlines()]
-withn = [l.split() for l in """${ROWS[$name/with]}""".strip().splitlines()]
+withn = [l.split() for l in """${ROWS[$name/$neighbour]}""".strip().splitlines()]
 med = lambda rows, i: statistics.median(float(r[i]) for r in rows)
-errors = int(sum(float(r[5]) for r in alone + withn))
-print(f"| {sys.argv[1]} | {med(alone, 0):.2f} | {med(alone, 1):.2f} | {med(withn, 0):.2f} | {med(withn, 1):.2f} | {med(withn, 1) / med(alone, 1):.2f} | {med(withn, 2):,.0f} | {med(withn, 3):,.0f} | {med(alone, 4):.2f} / {med(withn, 4):.2f} | {errors} |")
+errors = int(sum(float(r[5]) for r in withn))
+print(f"| {sys.argv[1]} | {sys.argv[2]} | {med(alone, 0):.2f} / {med(withn, 0):.2f} | {med(alone, 1):.2f} / {med(withn, 1):.2f} | {med(withn, 1) / med(alone, 1):.2f} | {med(withn, 2):,.0f} | {med(withn, 3):,.0f} | {med(alone, 4):.2f} / {med(withn, 4):.2f} | {errors} |")
 PY
+  done
 done

@@ -250,6 +250,7 @@ impl LoadArgs {
             accept_status: self.accept_status.clone(),
             replica_header: self.replica_header.to_ascii_lowercase(),
             seed: self.seed,
+            honor_retry_after: false,
         };
         s.validate()?;
         Ok(s)
@@ -345,40 +346,51 @@ pub struct RunArgs {
     pub neighbor: NeighborArgs,
 }
 
-/// A second group of clients on the same target during the run, with its own rate,
+/// A second group of clients on the same target during the run, with its own load,
 /// request mix and identity, reported apart: how a noisy neighbour affects the main
-/// group (and what flow control does about it).
+/// group (and what flow control does about it). Either an open-loop flood that never
+/// backs off (`--neighbor-rate`), or client-go-like clients sending in a loop that wait
+/// out a 429's `Retry-After` (`--neighbor-concurrency`).
 #[derive(Debug, Clone, Args)]
 pub struct NeighborArgs {
-    /// Open-loop requests per second of the neighbour group (sets the group up).
-    #[arg(long, value_name = "RATE")]
+    /// Open-loop requests per second of the neighbour group, whatever it is answered.
+    #[arg(long, value_name = "RATE", group = "neighbor_load")]
     pub neighbor_rate: Option<f64>,
+    /// Closed loop: requests each neighbour client keeps outstanding. After a 429 or
+    /// 503 with `Retry-After`, a client waits that long first, as client-go does.
+    #[arg(long, value_name = "N", group = "neighbor_load")]
+    pub neighbor_concurrency: Option<usize>,
     /// Clients of the neighbour group.
-    #[arg(long, default_value_t = 1, requires = "neighbor_rate")]
+    #[arg(long, default_value_t = 1, requires = "neighbor_load")]
     pub neighbor_clients: usize,
     /// Request mix of the neighbour group.
-    #[arg(long, default_value = "list=1", value_parser = mix_arg, requires = "neighbor_rate")]
+    #[arg(long, default_value = "list=1", value_parser = mix_arg, requires = "neighbor_load")]
     pub neighbor_mix: Mix,
     /// Bearer token of the neighbour group [default: the main group's].
     #[arg(
         long,
         env = "APIGATE_LOADTEST_NEIGHBOR_TOKEN",
         hide_env_values = true,
-        requires = "neighbor_rate"
+        requires = "neighbor_load"
     )]
     pub neighbor_token: Option<String>,
 }
 
 impl NeighborArgs {
     /// The neighbour's plan beside `main`'s: same target, TLS and timing, its own
-    /// clients, rate, mix and token (its 429s show among its errors as `http_429`).
-    /// `None` without `--neighbor-rate`; an error for a rate or client count that
-    /// would send nothing.
+    /// clients, load, mix and token (its 429s show among its errors as `http_429`).
+    /// `None` without a neighbour; an error for a load that would send nothing.
     pub fn plan(&self, main: &RunPlan) -> Option<Result<RunPlan, ScenarioError>> {
-        let rate = self.neighbor_rate?;
         let mut scenario = (*main.scenario).clone();
+        match (self.neighbor_rate, self.neighbor_concurrency) {
+            (Some(rate), _) => scenario.mode = Mode::Open { rate },
+            (None, Some(concurrency)) => {
+                scenario.mode = Mode::Closed { concurrency };
+                scenario.honor_retry_after = true;
+            }
+            (None, None) => return None,
+        }
         scenario.clients = self.neighbor_clients;
-        scenario.mode = Mode::Open { rate };
         scenario.mix = self.neighbor_mix.clone();
         scenario.watches_per_client = 0;
         scenario.client_skew = 0.0;
@@ -616,6 +628,37 @@ mod tests {
             Arc::new(args.common.load.scenario()?),
         );
         assert!(matches!(args.neighbor.plan(&main), Some(Err(_))));
+        // A client-go-like neighbour: closed loop, waiting out Retry-After; not both.
+        let cli = Cli::try_parse_from([
+            "apigate-loadtest",
+            "run",
+            "--target",
+            "https://x",
+            "--neighbor-concurrency",
+            "4",
+        ])?;
+        let Command::Run(args) = cli.command else {
+            return Err("not run".into());
+        };
+        let main = args.common.plan(
+            "t".into(),
+            args.target.clone(),
+            Arc::new(args.common.load.scenario()?),
+        );
+        let neighbor = args.neighbor.plan(&main).ok_or("no neighbour")??;
+        assert_eq!(neighbor.scenario.mode, Mode::Closed { concurrency: 4 });
+        assert!(neighbor.scenario.honor_retry_after && !main.scenario.honor_retry_after);
+        assert!(Cli::try_parse_from([
+            "apigate-loadtest",
+            "run",
+            "--target",
+            "https://x",
+            "--neighbor-rate",
+            "5",
+            "--neighbor-concurrency",
+            "4"
+        ])
+        .is_err());
         Ok(())
     }
 

@@ -359,7 +359,7 @@ async fn open_loop(ctx: &Ctx, conn: &HttpConn, c: usize, weight: f64, rate: f64,
             blocked |= due && full;
             tokio::select! {
                 biased;
-                Some(()) = inflight.next(), if !inflight.is_empty() => {}
+                Some(_) = inflight.next(), if !inflight.is_empty() => {}
                 _ = sleep_until(intended), if !due => {}
                 _ = sleep_until(send_until), if due => {}
             }
@@ -372,7 +372,7 @@ async fn open_loop(ctx: &Ctx, conn: &HttpConn, c: usize, weight: f64, rate: f64,
         inflight.push(one_request(ctx, conn, c, planned));
         // Start it now (and collect whatever finished), with this task's waker.
         std::future::poll_fn(|cx| {
-            while let std::task::Poll::Ready(Some(())) = inflight.poll_next_unpin(cx) {}
+            while let std::task::Poll::Ready(Some(_)) = inflight.poll_next_unpin(cx) {}
             std::task::Poll::Ready(())
         })
         .await;
@@ -419,7 +419,11 @@ async fn closed_worker(ctx: Arc<Ctx>, conn: Arc<HttpConn>, c: usize, mut rng: St
             break;
         }
         let planned = Planned::next(&ctx, &mut rng, now, now, measured);
-        one_request(&ctx, &conn, c, planned).await;
+        let retry_after = one_request(&ctx, &conn, c, planned).await;
+        if let Some(wait) = retry_after.filter(|_| ctx.scenario.honor_retry_after) {
+            // As client-go: wait out the server's `Retry-After` (within the run).
+            tokio::time::sleep_until((Instant::now() + wait).min(ctx.window.end)).await;
+        }
     }
 }
 
@@ -453,7 +457,8 @@ impl Planned {
     }
 }
 
-async fn one_request(ctx: &Ctx, conn: &HttpConn, c: usize, p: Planned) {
+/// Returns the `Retry-After` of a 429 or 503 answer.
+async fn one_request(ctx: &Ctx, conn: &HttpConn, c: usize, p: Planned) -> Option<Duration> {
     let Planned {
         op,
         req,
@@ -476,11 +481,17 @@ async fn one_request(ctx: &Ctx, conn: &HttpConn, c: usize, p: Planned) {
         )),
     };
     let done = Instant::now();
-    let (outcome, replica, bytes, error) = match result {
-        Ok((outcome, replica, bytes)) => (outcome, replica, bytes, None),
+    let (outcome, replica, bytes, error, retry_after) = match result {
+        Ok(answer) => (
+            answer.outcome,
+            answer.replica,
+            answer.bytes,
+            None,
+            answer.retry_after,
+        ),
         Err(e) => {
             tracing::debug!(client = c, error = %e, "request failed");
-            (Outcome::Failed(e.kind), None, 0, Some(e.message))
+            (Outcome::Failed(e.kind), None, 0, Some(e.message), None)
         }
     };
     if measured {
@@ -501,9 +512,18 @@ async fn one_request(ctx: &Ctx, conn: &HttpConn, c: usize, p: Planned) {
     } else {
         ctx.stats.live.warmup.fetch_add(1, Ordering::Relaxed);
     }
+    retry_after
 }
 
-type Exchanged = (Outcome, Option<String>, u64);
+/// An answer, read whole.
+struct Exchanged {
+    outcome: Outcome,
+    /// The replica that answered (from the replica header).
+    replica: Option<String>,
+    bytes: u64,
+    /// The `Retry-After` of a 429 or 503, in seconds.
+    retry_after: Option<Duration>,
+}
 
 /// Sends, reads the whole body, and classifies the status.
 async fn exchange(
@@ -513,6 +533,12 @@ async fn exchange(
 ) -> Result<Exchanged, ClientError> {
     let (resp, lease) = conn.send(req).await?;
     let status = resp.status();
+    let retry_after = matches!(status.as_u16(), 429 | 503)
+        .then(|| resp.headers().get(http::header::RETRY_AFTER))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
     let replica = resp
         .headers()
         .get(&ctx.replica_header)
@@ -532,7 +558,12 @@ async fn exchange(
     } else {
         Outcome::Failed(ErrorKind::Status(status.as_u16()))
     };
-    Ok((outcome, replica, bytes))
+    Ok(Exchanged {
+        outcome,
+        replica,
+        bytes,
+        retry_after,
+    })
 }
 
 /// How a watch stream ended.

@@ -243,6 +243,10 @@ pub struct Scenario {
     pub replica_header: String,
     /// Seed of the op/name choice, for reproducible runs.
     pub seed: u64,
+    /// After a 429 or 503 with `Retry-After`, a client waits that long before its next
+    /// request, as client-go does (closed loop; the open loop keeps its timetable).
+    #[serde(default)]
+    pub honor_retry_after: bool,
 }
 
 impl Scenario {
@@ -348,6 +352,7 @@ pub(crate) fn test_scenario(clients: usize, rate: f64) -> Scenario {
         accept_status: vec![],
         replica_header: "x-apiserver-replica".into(),
         seed: 1,
+        honor_retry_after: false,
     }
 }
 

@@ -572,3 +572,32 @@ async fn requests_that_could_not_be_sent_count_as_unfinished() -> TestResult {
         .is_some_and(|m| m.contains("never sent")));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_go_like_client_waits_out_retry_after_and_a_flood_does_not() -> TestResult {
+    let pki = pki()?;
+    let reps = replicas(1, replica_options(&pki)).await?;
+    // API Priority and Fairness throttling every request: 429 with `Retry-After: 1`.
+    reps[0].set_condition(apigate_fake_apiserver::Condition::Throttling);
+    let url = format!("https://{}", reps[0].local_addr());
+    let mut sent = Vec::new();
+    for honor in [true, false] {
+        let mut s = scenario(1, 1.0, Duration::from_millis(2500));
+        s.mode = Mode::Closed { concurrency: 1 };
+        s.honor_retry_after = honor;
+        let r = run(&plan(&url, Some(pki.ca_path.clone()), s)?).await?;
+        let throttled = r.errors.get("http_429").copied().unwrap_or(0);
+        assert_eq!(
+            throttled,
+            r.requests.ok + r.requests.errors,
+            "{:?}",
+            r.errors
+        );
+        sent.push(throttled);
+    }
+    stop(reps).await;
+    // Waiting a second after each 429, one client sends at most one request a second.
+    assert!(sent[0] <= 4, "honouring Retry-After: {}", sent[0]);
+    assert!(sent[1] > 10, "not honouring it: {}", sent[1]);
+    Ok(())
+}

@@ -93,6 +93,7 @@ pub fn scenario(clients: usize, rate: f64, duration: Duration) -> Scenario {
         accept_status: vec![],
         replica_header: apigate_fake_apiserver::REPLICA_HEADER.into(),
         seed: 1,
+        honor_retry_after: false,
     }
 }
 
