@@ -22,7 +22,7 @@
 #
 # Usage: bench/noisy-neighbor.sh   (from the repo root; builds release binaries if needed)
 # Knobs: QUIET_CLIENTS=10 QUIET_RATE=500 NOISY_CLIENTS=4 NOISY_RATE=8000
-#        NOISY_CONCURRENCY=8 NOISY_QPS=50
+#        NOISY_CONCURRENCY=8 NOISY_QPS=5
 #        DURATION=10s ROUNDS=3 PROXY_CPU=0
 # Every process it starts is killed by pid on exit; ports are picked free; loopback only.
 set -euo pipefail
@@ -33,7 +33,7 @@ QUIET_RATE=${QUIET_RATE:-500}
 NOISY_CLIENTS=${NOISY_CLIENTS:-4}
 NOISY_RATE=${NOISY_RATE:-8000}
 NOISY_CONCURRENCY=${NOISY_CONCURRENCY:-8}
-NOISY_QPS=${NOISY_QPS:-50}
+NOISY_QPS=${NOISY_QPS:-5}
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 PROXY_CPU=${PROXY_CPU:-0}
