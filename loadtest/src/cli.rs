@@ -563,14 +563,30 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn a_neighbour_group_gets_its_own_rate_mix_clients_and_token(
-    ) -> Result<(), Box<dyn std::error::Error>> {
-        let cli = Cli::try_parse_from([
+    /// The main plan and the neighbour's (if any) for `run` with these flags.
+    type Plans = (RunPlan, Option<Result<RunPlan, ScenarioError>>);
+
+    fn plans(flags: &[&str]) -> Result<Plans, Box<dyn std::error::Error>> {
+        let mut argv = vec![
             "apigate-loadtest",
             "run",
             "--target",
             "https://127.0.0.1:8443",
+        ];
+        argv.extend_from_slice(flags);
+        let Command::Run(args) = Cli::try_parse_from(argv)?.command else {
+            return Err("not run".into());
+        };
+        let scenario = Arc::new(args.common.load.scenario()?);
+        let main = args.common.plan("t".into(), args.target.clone(), scenario);
+        let neighbor = args.neighbor.plan(&main);
+        Ok((main, neighbor))
+    }
+
+    #[test]
+    fn a_neighbour_group_gets_its_own_load_mix_clients_and_token(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (main, neighbor) = plans(&[
             "--rate",
             "100",
             "--mix",
@@ -584,81 +600,24 @@ mod tests {
             "--neighbor-token",
             "noisy",
         ])?;
-        let Command::Run(args) = cli.command else {
-            return Err("not run".into());
-        };
-        let main = args.common.plan(
-            "t".into(),
-            args.target.clone(),
-            Arc::new(args.common.load.scenario()?),
-        );
-        let neighbor = args.neighbor.plan(&main).ok_or("no neighbour")??;
+        let neighbor = neighbor.ok_or("no neighbour")??;
         assert_eq!(neighbor.scenario.mode, Mode::Open { rate: 2000.0 });
         assert_eq!(neighbor.scenario.clients, 2);
         assert_eq!(neighbor.scenario.mix.to_string(), "list=1");
         assert_eq!(neighbor.token.as_deref(), Some("noisy"));
         assert_eq!(main.token.as_deref(), Some("quiet"));
         assert_eq!(neighbor.scenario.duration, main.scenario.duration);
-        assert!(!neighbor.progress);
-        // Without --neighbor-rate there is no neighbour, and its flags are refused.
-        assert!(Cli::try_parse_from([
-            "apigate-loadtest",
-            "run",
-            "--target",
-            "https://x",
-            "--neighbor-clients",
-            "2"
-        ])
-        .is_err());
-        // A neighbour that would send nothing is refused.
-        let cli = Cli::try_parse_from([
-            "apigate-loadtest",
-            "run",
-            "--target",
-            "https://x",
-            "--neighbor-rate",
-            "0",
-        ])?;
-        let Command::Run(args) = cli.command else {
-            return Err("not run".into());
-        };
-        let main = args.common.plan(
-            "t".into(),
-            args.target.clone(),
-            Arc::new(args.common.load.scenario()?),
-        );
-        assert!(matches!(args.neighbor.plan(&main), Some(Err(_))));
-        // A client-go-like neighbour: closed loop, waiting out Retry-After; not both.
-        let cli = Cli::try_parse_from([
-            "apigate-loadtest",
-            "run",
-            "--target",
-            "https://x",
-            "--neighbor-concurrency",
-            "4",
-        ])?;
-        let Command::Run(args) = cli.command else {
-            return Err("not run".into());
-        };
-        let main = args.common.plan(
-            "t".into(),
-            args.target.clone(),
-            Arc::new(args.common.load.scenario()?),
-        );
-        let neighbor = args.neighbor.plan(&main).ok_or("no neighbour")??;
+        assert!(!neighbor.progress && !neighbor.scenario.honor_retry_after);
+        // A client-go-like neighbour: closed loop, waiting out Retry-After.
+        let (main, neighbor) = plans(&["--neighbor-concurrency", "4"])?;
+        let neighbor = neighbor.ok_or("no neighbour")??;
         assert_eq!(neighbor.scenario.mode, Mode::Closed { concurrency: 4 });
         assert!(neighbor.scenario.honor_retry_after && !main.scenario.honor_retry_after);
-        assert!(Cli::try_parse_from([
-            "apigate-loadtest",
-            "run",
-            "--target",
-            "https://x",
-            "--neighbor-rate",
-            "5",
-            "--neighbor-concurrency",
-            "4"
-        ])
-        .is_err());
+        // No neighbour without its load; a load that sends nothing is refused; not both.
+        assert!(plans(&[])?.1.is_none());
+        assert!(plans(&["--neighbor-clients", "2"]).is_err());
+        assert!(matches!(plans(&["--neighbor-rate", "0"])?.1, Some(Err(_))));
+        assert!(plans(&["--neighbor-rate", "5", "--neighbor-concurrency", "4"]).is_err());
         Ok(())
     }
 

@@ -6,19 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use apigate_control::model::{AccessLogFormat, AccessLogSpec};
-use apigate_test_support::client::Response;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{eventually, read_head, write_all, Harness, HOST, TOKEN};
-
-fn header(r: &Response, name: &str) -> String {
-    r.headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
+use crate::support::{eventually, header, read_head, write_all, Harness, HOST, TOKEN};
 
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)

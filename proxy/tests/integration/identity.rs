@@ -5,9 +5,9 @@
 use apigate_fake_apiserver::{
     AUTHN_HEADER, GROUPS_HEADER, PEER_CERT_HEADER, SOURCE_IP_HEADER, USER_HEADER,
 };
-use apigate_test_support::client::{H2Client, Response};
+use apigate_test_support::client::H2Client;
 
-use crate::support::{read_head, write_all, Harness, TOKEN};
+use crate::support::{header, read_head, write_all, Harness, TOKEN};
 
 const SPOOF: [(&str, &str); 8] = [
     ("X-Remote-User", "system:admin"),
@@ -19,14 +19,6 @@ const SPOOF: [(&str, &str); 8] = [
     ("X-Real-Ip", "203.0.113.67"),
     ("Forwarded", "for=203.0.113.68"),
 ];
-
-fn header(r: &Response, name: &str) -> String {
-    r.headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
 
 /// `(user, how it authenticated, which client certificate its connection presented)`
 /// as the replica saw an HTTP/1.1 request or upgrade.

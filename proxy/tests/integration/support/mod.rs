@@ -470,6 +470,15 @@ pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A kube `Status` body, parsed.
+/// A response header's value as text (empty when absent).
+pub fn header(r: &apigate_test_support::client::Response, name: &str) -> String {
+    r.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
 pub fn status(body: &[u8]) -> serde_json::Value {
     let value: serde_json::Value = serde_json::from_slice(body).unwrap();
     assert_eq!(value["kind"], "Status", "{value}");
