@@ -210,14 +210,26 @@ impl Rejection {
     /// The whole HTTP/1.1 response, closing the connection: for answers written below
     /// the HTTP engine.
     pub fn http1_response(&self) -> Bytes {
+        self.http1_response_for(None)
+    }
+
+    /// [`Rejection::http1_response`] for a request whose audit ID is known: it goes back
+    /// as `Audit-Id`, as from the HTTP hooks.
+    pub fn http1_response_for(&self, audit_id: Option<&http::HeaderValue>) -> Bytes {
         let body = self.body();
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n",
             self.code(),
             self.phrase(),
             body.len()
         )
         .into_bytes();
+        if let Some(id) = audit_id {
+            out.extend_from_slice(b"audit-id: ");
+            out.extend_from_slice(id.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&body);
         Bytes::from(out)
     }
@@ -258,5 +270,17 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&bytes[head..]).unwrap();
         assert_eq!(v["code"], 431);
         assert!(v["message"].as_str().unwrap().contains("65536"));
+        // With an audit ID, it goes back as a header of its own.
+        let id = http::HeaderValue::from_static("abc-1");
+        let bytes = Rejection::NoBackend("r".into()).http1_response_for(Some(&id));
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut response = httparse::Response::new(&mut headers);
+        assert!(response.parse(&bytes).unwrap().is_complete());
+        let audit = response
+            .headers
+            .iter()
+            .find(|h| h.name == "audit-id")
+            .unwrap();
+        assert_eq!(audit.value, b"abc-1");
     }
 }

@@ -178,6 +178,11 @@ pub(super) async fn serve(
         body_replayable: true,
     };
     let head = request_head(session.req_header(), identity.as_ref(), conn.peer.ip())?;
+    let audit_id = session
+        .req_header()
+        .headers
+        .get(crate::access_log::AUDIT_ID)
+        .cloned();
     // From here on the client stream is ours: answers go to it directly.
     let mut client = take_client(session)?;
     let Head {
@@ -195,7 +200,8 @@ pub(super) async fn serve(
                 .rejections
                 .with_label_values(&[&*route.label, rejection.label()])
                 .inc();
-            let _ = client.write_all(&rejection.http1_response()).await;
+            let answer = rejection.http1_response_for(audit_id.as_ref());
+            let _ = client.write_all(&answer).await;
             let _ = client.shutdown().await;
             return Ok(Upgraded {
                 status: rejection.code(),
