@@ -3,6 +3,8 @@
 #   bench_init NAME     a temp dir $TMP (apigate-NAME.*) and a list $PIDS of processes,
 #                       all killed by pid and the dir removed on exit; release binaries
 #                       ($APIGATE, $LOADTEST) built first if missing
+#   other_cpus CPU      the CPUs this shell may run on except CPU, comma-separated (CPU
+#                       itself when it is the only one): where load and replicas go
 #   free_port           a free loopback TCP port
 #   wait_port PORT      until 127.0.0.1:PORT accepts (10 s), else the logs and exit
 #   wait_backends DIR   until `apigate-loadtest backend --out-dir DIR` wrote its
@@ -25,6 +27,8 @@ bench_init() {
     cargo build --release --locked -p apigate -p apigate-loadtest
   fi
 }
+
+other_cpus() { python3 -c "import os; print(','.join(str(c) for c in sorted(os.sched_getaffinity(0)) if c != $1) or '$1')"; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 

@@ -37,9 +37,9 @@ NOISY_QPS=${NOISY_QPS:-5}
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 PROXY_CPU=${PROXY_CPU:-0}
-OTHER_CPUS=$(python3 -c "import os; print(','.join(str(c) for c in sorted(os.sched_getaffinity(0)) if c != $PROXY_CPU) or '$PROXY_CPU')")
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+OTHER_CPUS=$(other_cpus "$PROXY_CPU")
 bench_init noisy
 
 taskset -c "$OTHER_CPUS" "$LOADTEST" backend -n 3 --service-time 0ms --list-size 50 \

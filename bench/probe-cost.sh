@@ -25,9 +25,9 @@ DURATION=${DURATION:-60}
 SETTLE=${SETTLE:-10}
 PROXY_CPU=${PROXY_CPU:-0}
 HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
-OTHER_CPUS=$(python3 -c "import os; print(','.join(str(c) for c in sorted(os.sched_getaffinity(0)) if c != $PROXY_CPU) or '$PROXY_CPU')")
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+OTHER_CPUS=$(other_cpus "$PROXY_CPU")
 
 bench_init probes
 

@@ -41,7 +41,6 @@ cd "$(dirname "$0")/.."
 
 REQUESTS=${REQUESTS:-100000}
 PROXY_CPU=${PROXY_CPU:-0}
-OTHER_CPUS=$(python3 -c "import os; print(','.join(str(c) for c in sorted(os.sched_getaffinity(0)) if c != $PROXY_CPU) or '$PROXY_CPU')")
 BASELINE=${APIGATE_BASELINE:-}
 CLIENTS=${CLIENTS:-10}
 STREAMS=${STREAMS:-10}
@@ -56,6 +55,7 @@ WORKLOADS=${WORKLOADS-list post}
 HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+OTHER_CPUS=$(other_cpus "$PROXY_CPU")
 
 command -v h2load >/dev/null || { echo "needs h2load (apt-get install nghttp2-client)" >&2; exit 1; }
 [ -x "$HAPROXY" ] || { echo "needs HAProxy at $HAPROXY (apt-get install haproxy)" >&2; exit 1; }

@@ -47,7 +47,8 @@ pub fn token_id(authorization: &[u8]) -> Option<String> {
     Some(id)
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// Lowercase hex digits (token ids, audit IDs).
+pub(crate) const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// A user authenticated by a verified client certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,6 +21,7 @@ use prometheus::IntCounter;
 
 use crate::balance::BackendState;
 use crate::conn::ClientAuth;
+use crate::identity::HEX;
 use crate::metrics::Metrics;
 
 /// Lines waiting for the writer at most; more are dropped (and counted).
@@ -116,20 +117,15 @@ impl AccessLog {
 }
 
 /// The line of a request head the transport refused (too slow, too large or
-/// unparseable) before the HTTP engine had a request: what is known of it.
+/// unparseable) before the HTTP engine had a request: what is known of it, with the
+/// reason and the status the transport answered (0: none).
 pub fn refused_head(
     settings: Arc<AccessLogSettings>,
     conn: &crate::conn::ConnCtx,
     route: Arc<str>,
     protocol: &'static str,
-    reason: &'static str,
+    (reason, status): (&'static str, u16),
 ) -> Entry {
-    let status = match reason {
-        "too_large" => 431,
-        "malformed" => 400,
-        // A head that never arrived gets no answer: the connection is closed.
-        _ => 0,
-    };
     Entry {
         settings,
         time: SystemTime::now(),
@@ -184,8 +180,6 @@ pub fn new_audit_id() -> HeaderValue {
     // Hex digits and dashes only: always a valid header value.
     HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
 mod tests {

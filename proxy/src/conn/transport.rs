@@ -69,8 +69,14 @@ pub struct HeadLimits {
 /// What the transport refused, for its counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cut {
-    /// A request head: `timeout`, `too_large` or `malformed`.
-    Head(&'static str),
+    /// A request head refused: why (`timeout`, `too_large`, `malformed`) and the
+    /// status answered (0: none, the connection was closed).
+    Head {
+        /// The reason label.
+        reason: &'static str,
+        /// The status of apigate's answer.
+        status: u16,
+    },
     /// An HTTP/2 connection closed for abuse.
     Http2(Abuse),
     /// An HTTP/2 client that did not answer a keepalive PING.
@@ -380,10 +386,14 @@ impl Conn {
                 Ok(())
             }
             Scan::TooLarge => {
-                (self.refused)(Cut::Head("too_large"));
+                let answer = Rejection::HeaderTooLarge(self.limits.max_bytes);
+                (self.refused)(Cut::Head {
+                    reason: "too_large",
+                    status: answer.code(),
+                });
                 self.armed = false;
                 self.writes = Writes::Own {
-                    bytes: Rejection::HeaderTooLarge(self.limits.max_bytes).http1_response(),
+                    bytes: answer.http1_response(),
                     written: 0,
                 };
                 Err(io::Error::new(
@@ -400,7 +410,10 @@ impl Conn {
             return None;
         }
         self.armed = false;
-        (self.refused)(Cut::Head("timeout"));
+        (self.refused)(Cut::Head {
+            reason: "timeout",
+            status: 0,
+        });
         Some(io::Error::new(
             io::ErrorKind::TimedOut,
             "request headers not received in time",
@@ -466,9 +479,13 @@ impl Conn {
                 .and_then(|c| std::str::from_utf8(c).ok())
                 .and_then(|c| c.parse::<u16>().ok())
                 .unwrap_or(400);
-            (self.refused)(Cut::Head("malformed"));
+            let answer = Rejection::for_unparsed_request(code);
+            (self.refused)(Cut::Head {
+                reason: "malformed",
+                status: answer.code(),
+            });
             self.writes = Writes::Own {
-                bytes: Rejection::for_unparsed_request(code).http1_response(),
+                bytes: answer.http1_response(),
                 written: 0,
             };
         }

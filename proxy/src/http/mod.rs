@@ -210,10 +210,9 @@ pub struct RequestCtx {
     kind: Kind,
     attempts: Option<Attempts>,
     rejection: Option<Rejection>,
-    /// apigate answered the request itself (and logged it): the engine's own error
-    /// line would say it again, unstructured.
-    answered: bool,
-    /// The reason of apigate's own answer, for the access log.
+    /// Why apigate answered the request itself (the reason it logged and counted):
+    /// the engine's own error line would say it again, unstructured; the access log
+    /// names it.
     answered_reason: Option<&'static str>,
     started: Instant,
     /// How an upgrade apigate served itself ended (see [`upgrade`]).
@@ -344,7 +343,6 @@ impl ProxyHttp for Apigate {
             kind: Kind::Ordinary,
             attempts: None,
             rejection: None,
-            answered: false,
             answered_reason: None,
             started: Instant::now(),
             upgraded: None,
@@ -662,7 +660,6 @@ impl ProxyHttp for Apigate {
             .rejections
             .with_label_values(&[ctx.route_label(), rejection.label()])
             .inc();
-        ctx.answered = true;
         ctx.answered_reason = Some(rejection.label());
         if rejection.code() >= 500 {
             tracing::warn!(route = ctx.route_label(), backend = ctx.backend_label(), code = rejection.code(), reason = rejection.label(), error = %e, "request answered by apigate");
@@ -742,7 +739,7 @@ impl ProxyHttp for Apigate {
         // apigate's own answers are counted and logged (with fields) by
         // `fail_to_proxy`; a client that goes away (a cancelled watch, a killed kubectl)
         // is normal, not an error, and is logged at debug by `logging`.
-        ctx.answered || error.esource() == &ErrorSource::Downstream
+        ctx.answered_reason.is_some() || error.esource() == &ErrorSource::Downstream
     }
 
     fn suppress_proxy_warn_log(

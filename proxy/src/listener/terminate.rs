@@ -103,15 +103,20 @@ pub async fn serve(admitted: Admitted, ctx: &ListenerContext) -> Result<(), Box<
     let label = route.label.clone();
     let (state, conn) = (ctx.state.clone(), conn_ctx.clone());
     let refused: Cuts = Arc::new(move |cut| match cut {
-        Cut::Head(reason) => {
+        Cut::Head { reason, status } => {
             metrics
                 .head_refusals
                 .with_label_values(&[&*label, reason])
                 .inc();
             // A refused head is a request apigate answered (or closed): it is logged.
             if let Some(settings) = state.load().snapshot.gateway.access_log.clone() {
-                let entry =
-                    access_log::refused_head(settings, &conn, label.clone(), protocol, reason);
+                let entry = access_log::refused_head(
+                    settings,
+                    &conn,
+                    label.clone(),
+                    protocol,
+                    (reason, status),
+                );
                 state.access_log.submit(entry);
             }
         }

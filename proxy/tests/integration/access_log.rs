@@ -36,6 +36,13 @@ fn logged(path: &Path, format: AccessLogFormat, sample: Option<f64>) -> AccessLo
     }
 }
 
+/// JSON lines, parsed.
+fn parsed(text: &[String]) -> Vec<Value> {
+    text.iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// The one line whose field `key` is `value`.
 fn find<'a>(lines: &'a [Value], key: &str, value: impl Into<Value>) -> &'a Value {
     let value = value.into();
@@ -110,10 +117,7 @@ async fn every_request_has_one_line_saying_who_what_where_and_how_it_ended() {
 
     let text = lines_when(&path, 5).await;
     assert_eq!(text.len(), 5, "one line per request: {text:#?}");
-    let lines: Vec<Value> = text
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = parsed(&text);
     for line in &lines {
         assert_eq!(line["log"], "access");
         assert_eq!(line["route"], "garden-test/shoot");
@@ -246,10 +250,7 @@ async fn heads_the_transport_refuses_are_logged_too() {
     assert!(read_head(&mut garbage).await.starts_with("HTTP/1.1 400"));
     let text = lines_when(&path, 2).await;
     assert_eq!(text.len(), 2, "{text:#?}");
-    let lines: Vec<Value> = text
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = parsed(&text);
     let large = find(&lines, "status", 431);
     assert_eq!(large["answered_by_apigate"], "too_large");
     assert_eq!(large["protocol"], "HTTP/1.1");
