@@ -477,6 +477,39 @@ mod tests {
     }
 
     #[test]
+    fn policies_that_cannot_work_name_their_field() {
+        let mut both = policy("both", &["get"]);
+        both.matches.resources = vec!["pods".into()];
+        both.matches.non_resource_urls = vec!["/metrics".into()];
+        both.order = Some(1);
+        let mut limitless = policy("limitless", &["list"]);
+        limitless.qps = None;
+        limitless.order = Some(2);
+        let mut named_route = policy("route", &["watch"]);
+        named_route.order = Some(3);
+        let mut unnamed = policy(" ", &["create"]);
+        unnamed.order = Some(4);
+        let mut twice = policy("limitless", &["patch"]);
+        twice.order = Some(5);
+        let spec = FlowControlSpec {
+            queue_timeout: Some("61s".parse().unwrap()),
+            policies: vec![both, limitless, named_route, unnamed, twice],
+            ..FlowControlSpec::default()
+        };
+        let errors = errors_of(&spec).join("\n");
+        for needle in [
+            "spec.flowControl.queueTimeout",
+            "spec.flowControl.policies[0].match.nonResourceURLs",
+            "spec.flowControl.policies[1].maxInFlight: invalid value \"\": the policy sets no limit",
+            "spec.flowControl.policies[2].name",
+            "spec.flowControl.policies[3].name",
+            "spec.flowControl.policies[4].name",
+        ] {
+            assert!(errors.contains(needle), "{needle} in:\n{errors}");
+        }
+    }
+
+    #[test]
     fn overlapping_policies_need_different_orders() {
         let spec = FlowControlSpec {
             policies: vec![

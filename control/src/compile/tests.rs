@@ -1099,3 +1099,53 @@ fn connection_caps_default_on_per_source_off_and_nest() {
         assert_out_of_range("connections", setting, field);
     }
 }
+
+#[test]
+fn a_chain_expires_with_its_first_certificate_and_a_ca_bundle_with_its_last() {
+    // An old CA that expires at the start of 2030, beside the test CA (year 4096).
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["old-ca".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+    let old = params.self_signed(&key).unwrap().pem();
+    let mut inputs = inputs(&format!(
+        "{GATEWAY}{}",
+        route("a", "a.example.com", "", "'127.0.0.1:1'")
+            .replace("certFile: srv.pem", "certFile: chain.pem")
+            .replace("caFile: ca.pem", "caFile: bundle.pem")
+    ));
+    let file = |name: &str| match inputs.files.get(name) {
+        Some(Ok(bytes)) => String::from_utf8(bytes.to_vec()).unwrap(),
+        _ => panic!("{name}"),
+    };
+    let (chain, bundle) = (file("srv.pem") + &old, file("ca.pem") + &old);
+    inputs
+        .files
+        .insert("chain.pem".into(), Ok(chain.into_bytes().into()));
+    inputs
+        .files
+        .insert("bundle.pem".into(), Ok(bundle.into_bytes().into()));
+    let snapshot = compile(&inputs).unwrap();
+    let expiry = snapshot.routes[0].terminate().unwrap().expiry;
+    let year_2030 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_893_456_000);
+    assert_eq!(
+        expiry.serving, year_2030,
+        "the chain's first certificate to expire"
+    );
+    assert!(expiry.upstream_ca > year_2030, "the bundle's last CA");
+    assert_eq!(expiry.client_ca, None, "no client CA file");
+}
+
+#[test]
+fn flow_control_on_a_passthrough_route_is_refused() {
+    let errors = errors_of(&format!(
+        "{GATEWAY}{}",
+        passthrough("p", "p.example.com", "  flowControl: {maxInFlight: 10}\n")
+    ));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.flowControl: invalid value") && e.contains("passthrough")),
+        "{errors:?}"
+    );
+}

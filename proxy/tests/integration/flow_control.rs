@@ -110,6 +110,16 @@ async fn a_client_over_its_rate_gets_429_with_retry_after_and_keeps_its_connecti
     );
     // A throttled request is the client's, never the replica's.
     assert_eq!(m.sum("apigate_upstream_failures_total", &[]), 0.0);
+    // The busiest client's share of the route's requests, by rank only: the token
+    // client sent 7 of 13 (refused ones included), the others 3 each.
+    let share = |rank| {
+        m.sum(
+            "apigate_flow_control_top_client_share",
+            &[("route", ROUTE), ("rank", rank)],
+        )
+    };
+    assert!((share("1") - 7.0 / 13.0).abs() < 0.02, "{}", share("1"));
+    assert!((share("2") - 3.0 / 13.0).abs() < 0.02, "{}", share("2"));
     h.stop().await;
 }
 
