@@ -213,7 +213,8 @@ async fn ipv6_listener_with_direct_rules() {
         request_via(h.addr(), &[], &h.tls(None)).await.is_err(),
         "::1 is denied"
     );
-    assert_eq!(
+    // The refusal is counted once the alert is on its way: wait for the count.
+    let denied = || {
         metric(
             &h,
             "apigate_access_total",
@@ -221,11 +222,12 @@ async fn ipv6_listener_with_direct_rules() {
                 ("family", "ipv6"),
                 ("reason", "acl"),
                 ("result", "denied"),
-                ("route", ROUTE)
-            ]
-        ),
-        1.0
-    );
+                ("route", ROUTE),
+            ],
+        )
+    };
+    eventually(Duration::from_secs(2), || denied() >= 1.0).await;
+    assert_eq!(denied(), 1.0);
     h.stop().await;
 }
 
