@@ -22,6 +22,7 @@ pub mod conn;
 pub mod demo;
 pub mod flags;
 pub mod flow;
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod install;

@@ -10,7 +10,7 @@
 //! is what production does. With `--requests N` it sends N requests over one HTTP/2
 //! connection, prints how they spread over the replicas, and exits.
 
-mod pki;
+pub(crate) mod pki;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -14,7 +14,7 @@ use apigate_fake_apiserver::pki::{Ca, Issued};
 pub(super) const FRONT_PROXY_CN: &str = "apigate-front-proxy";
 
 /// Generated demo PKI.
-pub(super) struct DemoPki {
+pub(crate) struct DemoPki {
     pub(super) server_ca: Ca,
     pub(super) serving: Issued,
     pub(super) replica_ca: Ca,
@@ -27,7 +27,7 @@ pub(super) struct DemoPki {
 
 impl DemoPki {
     /// Generate everything (ECDSA P-256, in memory).
-    pub(super) fn generate() -> anyhow::Result<Self> {
+    pub(crate) fn generate() -> anyhow::Result<Self> {
         let server_ca = Ca::new("apigate-demo-server-ca")?;
         let serving = server_ca.issue_server(&[super::DEMO_HOST, "localhost", "127.0.0.1"])?;
         let replica_ca = Ca::new("apigate-demo-replica-ca")?;
@@ -51,7 +51,17 @@ impl DemoPki {
 
     /// Write the files the demo config and kubeconfig refer to.
     pub(super) fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        let files = [
+        for (name, content) in self.files() {
+            let path = dir.join(name);
+            std::fs::write(&path, content)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The files by name, as PEM.
+    pub(crate) fn files(&self) -> [(&'static str, String); 9] {
+        [
             ("server-ca.pem", self.server_ca.cert_pem()),
             ("apigate-serving.pem", self.serving.cert_pem.clone()),
             ("apigate-serving-key.pem", self.serving.key_pem.clone()),
@@ -61,12 +71,6 @@ impl DemoPki {
             ("admin-key.pem", self.admin.key_pem.clone()),
             ("front-proxy.pem", self.front_proxy.cert_pem.clone()),
             ("front-proxy-key.pem", self.front_proxy.key_pem.clone()),
-        ];
-        for (name, content) in files {
-            let path = dir.join(name);
-            std::fs::write(&path, content)
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        Ok(())
+        ]
     }
 }

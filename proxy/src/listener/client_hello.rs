@@ -36,6 +36,47 @@ pub enum HelloError {
     Closed(String),
 }
 
+/// Parses a ClientHello from the bytes read so far, without I/O, so the reader below
+/// and the fuzz target run the same logic. Each call is given every byte read so far;
+/// the parser feeds rustls only the ones it has not seen.
+#[derive(Default)]
+pub struct HelloParser {
+    acceptor: rustls::server::Acceptor,
+    fed: usize,
+}
+
+impl HelloParser {
+    /// `Ok(None)` while more bytes are needed; `Ok(Some(sni))` once the ClientHello is
+    /// complete (`sni` lowercased, `None` when the client sent none). `bytes` must
+    /// start with the bytes given before.
+    pub fn parse(&mut self, bytes: &[u8]) -> Result<Option<Option<String>>, HelloError> {
+        while self.fed < bytes.len() {
+            let mut unfed = &bytes[self.fed..];
+            let before = unfed.len();
+            match self.acceptor.read_tls(&mut unfed) {
+                Ok(0) => break,
+                Ok(_) => self.fed += before - unfed.len(),
+                Err(e) => return Err(HelloError::NotTls(e.to_string())),
+            }
+        }
+        match self.acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let server_name = accepted
+                    .client_hello()
+                    .server_name()
+                    .map(str::to_ascii_lowercase);
+                return Ok(Some(server_name));
+            }
+            Ok(None) => {}
+            Err((e, _alert)) => return Err(HelloError::NotTls(e.to_string())),
+        }
+        if bytes.len() > MAX_CLIENT_HELLO {
+            return Err(HelloError::NotTls("ClientHello too large".into()));
+        }
+        Ok(None)
+    }
+}
+
 /// Read a ClientHello; `initial` holds bytes already read (after a PROXY header).
 pub async fn read(
     tcp: &mut TcpStream,
@@ -43,31 +84,10 @@ pub async fn read(
     deadline: tokio::time::Instant,
 ) -> Result<Hello, HelloError> {
     let mut bytes = initial;
-    let mut acceptor = rustls::server::Acceptor::default();
-    let mut fed = 0;
+    let mut parser = HelloParser::default();
     loop {
-        while fed < bytes.len() {
-            let mut unfed = &bytes[fed..];
-            let before = unfed.len();
-            match acceptor.read_tls(&mut unfed) {
-                Ok(0) => break,
-                Ok(_) => fed += before - unfed.len(),
-                Err(e) => return Err(HelloError::NotTls(e.to_string())),
-            }
-        }
-        match acceptor.accept() {
-            Ok(Some(accepted)) => {
-                let server_name = accepted
-                    .client_hello()
-                    .server_name()
-                    .map(str::to_ascii_lowercase);
-                return Ok(Hello { server_name, bytes });
-            }
-            Ok(None) => {}
-            Err((e, _alert)) => return Err(HelloError::NotTls(e.to_string())),
-        }
-        if bytes.len() > MAX_CLIENT_HELLO {
-            return Err(HelloError::NotTls("ClientHello too large".into()));
+        if let Some(server_name) = parser.parse(&bytes)? {
+            return Ok(Hello { server_name, bytes });
         }
         match read_more(tcp, &mut bytes, deadline).await {
             Ok(true) => {}

@@ -64,11 +64,12 @@ pub async fn read_request(
 ) -> Result<ConnectRequest, ConnectError> {
     let mut buf = initial;
     loop {
-        if let Some(request) = parse(&mut buf, header_name)? {
-            return Ok(request);
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(ConnectError::BadRequest("request head too large".into()));
+        if let Some(head) = parse(&buf, header_name)? {
+            let rest = buf.split_off(head.length);
+            return Ok(ConnectRequest {
+                destination: head.destination,
+                rest,
+            });
         }
         match read_more(tcp, &mut buf, deadline).await {
             Ok(true) => {}
@@ -82,12 +83,27 @@ pub async fn read_request(
     }
 }
 
-/// Parse a complete head from `buf`, or `None` if more bytes are needed.
-fn parse(buf: &mut BytesMut, header_name: &str) -> Result<Option<ConnectRequest>, ConnectError> {
+/// A complete CONNECT request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Value of the destination header, trimmed.
+    pub destination: String,
+    /// The head's length in bytes; what follows is the tunnel.
+    pub length: usize,
+}
+
+/// Parse a complete head from `buf`, or `None` if more bytes are needed. Pure (no I/O),
+/// so the reader above and the fuzz target run the same logic; once it answers `Some`
+/// or an error, more bytes never change the answer.
+pub fn parse(buf: &[u8], header_name: &str) -> Result<Option<Head>, ConnectError> {
+    let too_large = || ConnectError::BadRequest("request head too large".into());
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let length = match request.parse(buf) {
+        // The bound holds however the bytes arrived: in one read or in many.
+        Ok(httparse::Status::Complete(length)) if length > MAX_HEAD => return Err(too_large()),
         Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(too_large()),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(ConnectError::BadRequest(e.to_string())),
     };
@@ -116,8 +132,10 @@ fn parse(buf: &mut BytesMut, header_name: &str) -> Result<Option<ConnectRequest>
     if destination.is_empty() {
         return Err(ConnectError::BadRequest(format!("empty {header_name}")));
     }
-    let rest = buf.split_off(length);
-    Ok(Some(ConnectRequest { destination, rest }))
+    Ok(Some(Head {
+        destination,
+        length,
+    }))
 }
 
 /// Answer the CONNECT request.
@@ -137,21 +155,19 @@ mod tests {
 
     const HEADER: &str = "x-gardener-destination";
 
-    fn parsed(text: &str) -> Result<Option<ConnectRequest>, ConnectError> {
-        let mut buf = BytesMut::from(text.as_bytes());
-        parse(&mut buf, HEADER)
+    fn parsed(text: &str) -> Result<Option<Head>, ConnectError> {
+        parse(text.as_bytes(), HEADER)
     }
 
     #[test]
     fn destination_and_tunnel_bytes_are_split() {
-        let r = parsed("CONNECT kube-apiserver:443 HTTP/1.1\r\nHost: x\r\nX-Gardener-Destination: outbound|443||kube-apiserver.ns.svc.cluster.local\r\n\r\n\x16\x03\x01")
-            .unwrap()
-            .unwrap();
+        let text = "CONNECT kube-apiserver:443 HTTP/1.1\r\nHost: x\r\nX-Gardener-Destination: outbound|443||kube-apiserver.ns.svc.cluster.local\r\n\r\n\x16\x03\x01";
+        let r = parsed(text).unwrap().unwrap();
         assert_eq!(
             r.destination,
             "outbound|443||kube-apiserver.ns.svc.cluster.local"
         );
-        assert_eq!(&r.rest[..], b"\x16\x03\x01");
+        assert_eq!(&text.as_bytes()[r.length..], b"\x16\x03\x01");
     }
 
     #[test]
@@ -159,6 +175,20 @@ mod tests {
         assert!(parsed("CONNECT a:443 HTTP/1.1\r\nX-Gard")
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn the_size_bound_holds_however_the_head_arrives() {
+        // A head larger than the bound is refused complete in one read, as it is when
+        // it arrives in pieces (the answer must not depend on how TCP split it).
+        let padding = "a".repeat(MAX_HEAD);
+        let text = format!(
+            "CONNECT a:443 HTTP/1.1\r\nX-Pad: {padding}\r\nX-Gardener-Destination: a\r\n\r\n"
+        );
+        let too_large = Err(ConnectError::BadRequest("request head too large".into()));
+        assert_eq!(parsed(&text), too_large);
+        assert_eq!(parsed(&text[..MAX_HEAD + 1]), too_large);
+        assert_eq!(parsed(&text[..100]), Ok(None));
     }
 
     #[test]

@@ -16,8 +16,10 @@ use super::read::read_more;
 
 const V1_PREFIX: &[u8] = b"PROXY ";
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
-/// v1 headers are at most 107 bytes; v2 at most 16 + 65535. Anything longer is refused.
+/// v2 headers may be up to 16 + 65535 bytes; longer than this is refused.
 const MAX_HEADER: usize = 16 + 4096;
+/// A v1 header is one line of at most 107 bytes, CRLF included (the specification).
+const V1_MAX: usize = 107;
 
 /// The addresses an allowlist can check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +83,82 @@ fn classify(buf: &[u8]) -> Start {
     }
 }
 
+/// What the bytes read so far say about the PROXY header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// Not decided yet: read more.
+    NeedMore,
+    /// Decided: the client addresses, and how many leading bytes were the header (0
+    /// when there was none).
+    Done {
+        /// The addresses an allowlist checks.
+        addrs: ClientAddrs,
+        /// Bytes to drop before the TLS or CONNECT bytes that follow.
+        length: usize,
+    },
+}
+
+/// Decide from `buf`, the connection's first bytes, whether a PROXY header is there and
+/// what it says. Pure (no I/O), so the reader below and the fuzz target run the same
+/// logic; once it answers `Done` or an error, more bytes never change the answer.
+pub fn parse(
+    buf: &[u8],
+    peer: SocketAddr,
+    mode: ProxyProtocolMode,
+    trusted: bool,
+) -> Result<Parsed, ProxyHeaderError> {
+    let none = Parsed::Done {
+        addrs: ClientAddrs::direct(peer),
+        length: 0,
+    };
+    if mode == ProxyProtocolMode::Off {
+        return Ok(none);
+    }
+    match classify(buf) {
+        Start::Header => {}
+        Start::NoHeader => {
+            return match mode {
+                ProxyProtocolMode::Required if trusted => {
+                    Err(ProxyHeaderError::Malformed("required but missing".into()))
+                }
+                ProxyProtocolMode::Required => Err(ProxyHeaderError::Untrusted(peer.ip())),
+                _ => Ok(none),
+            };
+        }
+        Start::Undecided => return Ok(Parsed::NeedMore),
+    }
+    if !trusted {
+        return Err(ProxyHeaderError::Untrusted(peer.ip()));
+    }
+    let too_long = || ProxyHeaderError::Malformed("header too long".into());
+    // A v1 line is parsed only once its CRLF is there: the parser reads a line cut off
+    // inside a field (a port, an address) as malformed, which would refuse a good
+    // header that TCP happened to split.
+    if buf.starts_with(V1_PREFIX) {
+        let line = &buf[..buf.len().min(V1_MAX)];
+        if !line.windows(2).any(|w| w == b"\r\n") {
+            return if line.len() == V1_MAX {
+                Err(too_long())
+            } else {
+                Ok(Parsed::NeedMore)
+            };
+        }
+    }
+    let parsed = HeaderResult::parse(buf);
+    if parsed.is_complete() {
+        let (addrs, length) = addresses(parsed, peer)?;
+        // The bound holds however the bytes arrived: in one read or in many.
+        if length > MAX_HEADER {
+            return Err(too_long());
+        }
+        return Ok(Parsed::Done { addrs, length });
+    }
+    if buf.len() > MAX_HEADER {
+        return Err(too_long());
+    }
+    Ok(Parsed::NeedMore)
+}
+
 /// Read the PROXY header, if the listener's mode and the peer call for one. Returns the
 /// client addresses and the bytes read past the header (to be replayed).
 pub async fn read(
@@ -91,47 +169,18 @@ pub async fn read(
     deadline: tokio::time::Instant,
 ) -> Result<(ClientAddrs, BytesMut), ProxyHeaderError> {
     let mut buf = BytesMut::with_capacity(512);
-    if mode == ProxyProtocolMode::Off {
-        return Ok((ClientAddrs::direct(peer), buf));
-    }
-    let malformed = |m: &str| ProxyHeaderError::Malformed(m.to_string());
-    // Decide from the first bytes whether a header is there at all.
     loop {
-        match classify(&buf) {
-            Start::Header => break,
-            Start::NoHeader => {
-                return match mode {
-                    ProxyProtocolMode::Required if trusted => {
-                        Err(malformed("required but missing"))
-                    }
-                    ProxyProtocolMode::Required => Err(ProxyHeaderError::Untrusted(peer.ip())),
-                    _ => Ok((ClientAddrs::direct(peer), buf)),
-                };
-            }
-            Start::Undecided => {}
-        }
-        match read_more(tcp, &mut buf, deadline).await {
-            Ok(true) => {}
-            Ok(false) => return Err(malformed("connection closed before the header")),
-            Err(e) => return Err(ProxyHeaderError::Malformed(e.to_string())),
-        }
-    }
-    if !trusted {
-        return Err(ProxyHeaderError::Untrusted(peer.ip()));
-    }
-    loop {
-        let parsed = HeaderResult::parse(&buf);
-        if parsed.is_complete() {
-            let (addrs, length) = addresses(parsed, peer)?;
+        if let Parsed::Done { addrs, length } = parse(&buf, peer, mode, trusted)? {
             let rest = buf.split_off(length);
             return Ok((addrs, rest));
         }
-        if buf.len() > MAX_HEADER {
-            return Err(malformed("header too long"));
-        }
         match read_more(tcp, &mut buf, deadline).await {
             Ok(true) => {}
-            Ok(false) => return Err(malformed("truncated")),
+            Ok(false) => {
+                return Err(ProxyHeaderError::Malformed(
+                    "connection closed before the header ended".into(),
+                ))
+            }
             Err(e) => return Err(ProxyHeaderError::Malformed(e.to_string())),
         }
     }
@@ -237,6 +286,87 @@ mod tests {
     }
 
     #[test]
+    fn the_length_bound_holds_however_the_header_arrives() {
+        // A v2 header longer than the bound is refused complete in one read, as it is
+        // when it arrives in pieces (the answer must not depend on how TCP split it).
+        let header = ppp::v2::Builder::with_addresses(
+            ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+            ppp::v2::Protocol::Stream,
+            (
+                "192.0.2.7:1234".parse::<SocketAddr>().unwrap(),
+                "10.0.0.2:443".parse::<SocketAddr>().unwrap(),
+            ),
+        )
+        .write_tlv(ppp::v2::Type::NoOp, &[0; MAX_HEADER])
+        .unwrap()
+        .build()
+        .unwrap();
+        let decide = |bytes: &[u8]| parse(bytes, peer(), ProxyProtocolMode::Required, true);
+        let too_long = Err(ProxyHeaderError::Malformed("header too long".into()));
+        assert_eq!(decide(&header), too_long);
+        assert_eq!(decide(&header[..MAX_HEADER + 1]), too_long);
+        assert_eq!(decide(&header[..100]), Ok(Parsed::NeedMore));
+    }
+
+    #[test]
+    fn a_header_split_anywhere_reads_the_same() {
+        // Found by the fuzz target: a v1 line cut inside its last field was malformed.
+        let v1 = b"PROXY TCP6 2001:db8::7 2001:db8::1 56324 443\r\n\x16\x03\x01";
+        let v2 = ppp::v2::Builder::with_addresses(
+            ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+            ppp::v2::Protocol::Stream,
+            (
+                "192.0.2.7:1234".parse::<SocketAddr>().unwrap(),
+                "10.0.0.2:443".parse::<SocketAddr>().unwrap(),
+            ),
+        )
+        .write_tlv(ppp::v2::Type::Authority, b"example.com")
+        .unwrap()
+        .build()
+        .unwrap();
+        for header in [&v1[..], &v2] {
+            let decide = |bytes: &[u8]| parse(bytes, peer(), ProxyProtocolMode::Required, true);
+            let whole = decide(header);
+            assert!(matches!(whole, Ok(Parsed::Done { .. })), "{whole:?}");
+            for cut in 0..header.len() {
+                let prefix = decide(&header[..cut]);
+                assert!(
+                    prefix == Ok(Parsed::NeedMore) || prefix == whole,
+                    "cut at {cut}: {prefix:?}"
+                );
+            }
+        }
+        // A line without CRLF within 107 bytes is refused, in one read or many.
+        let long = [&b"PROXY TCP4 "[..], &[b'1'; 200]].concat();
+        let decide = |bytes: &[u8]| parse(bytes, peer(), ProxyProtocolMode::Required, true);
+        let too_long = Err(ProxyHeaderError::Malformed("header too long".into()));
+        assert_eq!(decide(&long), too_long);
+        assert_eq!(decide(&long[..V1_MAX]), too_long);
+        assert_eq!(decide(&long[..V1_MAX - 1]), Ok(Parsed::NeedMore));
+    }
+
+    #[test]
+    fn an_untrusted_peer_never_sets_the_address() {
+        let v1 = b"PROXY TCP4 192.0.2.7 10.0.0.2 56324 443\r\n";
+        for mode in [ProxyProtocolMode::Optional, ProxyProtocolMode::Required] {
+            assert_eq!(
+                parse(v1, peer(), mode, false),
+                Err(ProxyHeaderError::Untrusted(peer().ip()))
+            );
+        }
+        let off = parse(v1, peer(), ProxyProtocolMode::Off, true);
+        let direct = Parsed::Done {
+            addrs: ClientAddrs::direct(peer()),
+            length: 0,
+        };
+        assert_eq!(
+            off,
+            Ok(direct),
+            "with the mode off the bytes are not a header"
+        );
+    }
+
+    #[test]
     fn malformed_headers_are_errors() {
         for bad in [
             &b"PROXY TCP4 999.0.0.1 10.0.0.2 1 2\r\n"[..],
@@ -246,7 +376,9 @@ mod tests {
             assert!(parsed.is_complete(), "{bad:?}");
             assert!(addresses(parsed, peer()).is_err(), "{bad:?}");
         }
-        // A v1 line without CRLF never completes; the reader's size and time bounds end it.
-        assert!(HeaderResult::parse(b"PROXY TCP4 192.0.2.7 10.0.0.2 56324 443").is_incomplete());
+        // A v1 line without CRLF waits for more; the size and time bounds end it.
+        let cut = b"PROXY TCP4 192.0.2.7 10.0.0.2 56324 443";
+        let decided = parse(cut, peer(), ProxyProtocolMode::Required, true);
+        assert_eq!(decided, Ok(Parsed::NeedMore));
     }
 }

@@ -11,6 +11,7 @@ mod bad_input;
 mod balancing;
 mod failures;
 mod flow_control;
+mod fuzz_corpus;
 mod health;
 mod http2_abuse;
 mod identity;
