@@ -238,3 +238,152 @@ async fn removing_a_client_ca_closes_the_connections_it_authenticated() {
     );
     h.stop().await;
 }
+
+/// Issue-15's "reloads under load", in the suite: 100 configurations, each activated,
+/// adding and removing routes and switching another route terminate → passthrough →
+/// terminate, while clients use the route that stays. Not one of their requests,
+/// connections or watch events is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_reloads_under_load_fail_nothing_on_the_route_that_stays() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use apigate_control::model::RouteMode;
+    use apigate_test_support::config::route;
+
+    use crate::support::OTHER_HOST;
+
+    const RELOADS: usize = 100;
+    let mut h = Harness::start(2).await;
+    let backends: Vec<_> = h.replicas.iter().map(|r| r.local_addr()).collect();
+    h.config.routes.push(route::terminate(
+        "other",
+        "garden-other",
+        &[OTHER_HOST],
+        &backends,
+    ));
+    let first = h.config.clone();
+    h.reload(first).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    // Four clients on long-lived HTTP/2 connections, in a closed loop (bounded in count).
+    for _ in 0..4 {
+        let client = h.h2(None).await;
+        let (stop, served, failures) = (stop.clone(), served.clone(), failures.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..200_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match client.get("/api/v1/namespaces/default/pods", &[]).await {
+                    Ok(r) if r.status == 200 => served.fetch_add(1, Ordering::Relaxed),
+                    Ok(r) => {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("status {}", r.status));
+                        0
+                    }
+                    Err(e) => {
+                        failures.lock().unwrap().push(e.to_string());
+                        0
+                    }
+                };
+            }
+        }));
+    }
+    // A new connection every 20 ms: admission through every configuration.
+    {
+        let (addr, tls) = (h.addr(), h.tls(None));
+        let (stop, served, failures) = (stop.clone(), served.clone(), failures.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let result = match H2Client::connect(addr, &tls).await {
+                    Ok(client) => client.get("/version", &[]).await.map(|r| r.status),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(200) => {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(status) => failures.lock().unwrap().push(format!("new: {status}")),
+                    Err(e) => failures.lock().unwrap().push(format!("new: {e}")),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    let watcher = h.h2(None).await;
+    let mut watch = watcher
+        .stream("/api/v1/namespaces/default/pods?watch=true", &[])
+        .await
+        .unwrap();
+
+    let mut config = h.config.clone();
+    let mut modes = Vec::new();
+    for i in 0..RELOADS {
+        // Add a route, then remove it with the next configuration.
+        if i % 2 == 0 {
+            let host = format!("extra-{i}.test.local");
+            let extra =
+                route::terminate(&format!("extra-{i}"), "garden-extra", &[&host], &backends);
+            config.routes.push(extra);
+        } else {
+            config
+                .routes
+                .retain(|r| !r.metadata.name.starts_with("extra-"));
+        }
+        // Every 10th: switch the other route between the modes.
+        if i % 10 == 5 {
+            let other = config.route_mut("other").unwrap();
+            other.spec = if other.spec.mode == RouteMode::Terminate {
+                route::passthrough("other", "garden-other", &[OTHER_HOST], &backends).spec
+            } else {
+                route::terminate("other", "garden-other", &[OTHER_HOST], &backends).spec
+            };
+            modes.push(other.spec.mode);
+        }
+        h.reload(config.clone()).await;
+        // The watch opened before the first reload still delivers.
+        assert!(
+            watch.next_chunk(Duration::from_secs(5)).await.is_some(),
+            "the watch stopped after reload {i}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(modes.contains(&RouteMode::Passthrough) && modes.contains(&RouteMode::Terminate));
+    assert_eq!(
+        h.metrics().sum("apigate_config_revision", &[]),
+        (RELOADS + 2) as f64,
+        "every configuration was activated"
+    );
+    let failures = failures.lock().unwrap().clone();
+    let served = served.load(Ordering::Relaxed);
+    assert!(
+        failures.is_empty(),
+        "{} failed of {served}: {failures:?}",
+        failures.len()
+    );
+    assert!(served > 1_000, "the load ran throughout: {served} requests");
+    // The switched route serves again after its last switch back to terminate.
+    let other = H2Client::connect(
+        h.addr(),
+        &apigate_test_support::client::ClientTls {
+            server_name: OTHER_HOST.into(),
+            ..h.tls(None)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.get("/version", &[]).await.unwrap().status, 200);
+    h.stop().await;
+}
