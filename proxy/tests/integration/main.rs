@@ -18,6 +18,7 @@ mod identity;
 mod monitoring;
 mod reload;
 mod rollout;
+mod rotation;
 mod shutdown;
 mod streaming;
 mod support;

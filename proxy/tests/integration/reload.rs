@@ -245,9 +245,6 @@ async fn removing_a_client_ca_closes_the_connections_it_authenticated() {
 /// connections or watch events is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_reloads_under_load_fail_nothing_on_the_route_that_stays() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
-
     use apigate_control::model::RouteMode;
     use apigate_test_support::config::route;
 
@@ -265,60 +262,7 @@ async fn a_hundred_reloads_under_load_fail_nothing_on_the_route_that_stays() {
     let first = h.config.clone();
     h.reload(first).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut tasks = Vec::new();
-    // Four clients on long-lived HTTP/2 connections, in a closed loop (bounded in count).
-    for _ in 0..4 {
-        let client = h.h2(None).await;
-        let (stop, served, failures) = (stop.clone(), served.clone(), failures.clone());
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..200_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                match client.get("/api/v1/namespaces/default/pods", &[]).await {
-                    Ok(r) if r.status == 200 => served.fetch_add(1, Ordering::Relaxed),
-                    Ok(r) => {
-                        failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("status {}", r.status));
-                        0
-                    }
-                    Err(e) => {
-                        failures.lock().unwrap().push(e.to_string());
-                        0
-                    }
-                };
-            }
-        }));
-    }
-    // A new connection every 20 ms: admission through every configuration.
-    {
-        let (addr, tls) = (h.addr(), h.tls(None));
-        let (stop, served, failures) = (stop.clone(), served.clone(), failures.clone());
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..10_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let result = match H2Client::connect(addr, &tls).await {
-                    Ok(client) => client.get("/version", &[]).await.map(|r| r.status),
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(200) => {
-                        served.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(status) => failures.lock().unwrap().push(format!("new: {status}")),
-                    Err(e) => failures.lock().unwrap().push(format!("new: {e}")),
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }));
-    }
+    let load = crate::support::load::Load::start(&h, None).await;
     let watcher = h.h2(None).await;
     let mut watch = watcher
         .stream("/api/v1/namespaces/default/pods?watch=true", &[])
@@ -356,18 +300,13 @@ async fn a_hundred_reloads_under_load_fail_nothing_on_the_route_that_stays() {
             "the watch stopped after reload {i}"
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        task.await.unwrap();
-    }
+    let (served, failures) = load.stop().await;
     assert!(modes.contains(&RouteMode::Passthrough) && modes.contains(&RouteMode::Terminate));
     assert_eq!(
         h.metrics().sum("apigate_config_revision", &[]),
         (RELOADS + 2) as f64,
         "every configuration was activated"
     );
-    let failures = failures.lock().unwrap().clone();
-    let served = served.load(Ordering::Relaxed);
     assert!(
         failures.is_empty(),
         "{} failed of {served}: {failures:?}",

@@ -8,6 +8,7 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod load;
 pub mod misbehaving;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
