@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::actions::Action;
 use crate::client::tls::TlsOptions;
 use crate::client::Target;
 use crate::distribution::ReplicaSet;
@@ -198,6 +199,12 @@ pub struct LoadArgs {
     /// Seed for op and object choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Retry as client-go does: a request refused before processing (REFUSED_STREAM, a
+    /// graceful GOAWAY) at once, a GET cut by a reset after 1 s, a 429 or 5xx with
+    /// Retry-After after waiting it out; at most 10 times. Retries are reported apart
+    /// as signals a client handles; the last attempt is the request's outcome.
+    #[arg(long)]
+    pub retries: bool,
 }
 
 impl LoadArgs {
@@ -251,6 +258,7 @@ impl LoadArgs {
             replica_header: self.replica_header.to_ascii_lowercase(),
             seed: self.seed,
             honor_retry_after: false,
+            retries: self.retries,
         };
         s.validate()?;
         Ok(s)
@@ -344,6 +352,11 @@ pub struct RunArgs {
     /// A second client group running at the same time (a noisy neighbour).
     #[command(flatten)]
     pub neighbor: NeighborArgs,
+    /// A fault to cause during the run: at AT after the measured phase began, run
+    /// COMMAND with `sh -c` (at most 2 minutes), shown as LABEL. Repeat for each; the
+    /// report counts requests per window between actions and marks them on the plots.
+    #[arg(long = "action", value_name = "AT=LABEL=COMMAND")]
+    pub actions: Vec<Action>,
 }
 
 /// A second group of clients on the same target during the run, with its own load,
@@ -357,7 +370,7 @@ pub struct NeighborArgs {
     #[arg(long, value_name = "RATE", group = "neighbor_load")]
     pub neighbor_rate: Option<f64>,
     /// Closed loop: requests each neighbour client keeps outstanding. After a 429 or
-    /// 503 with `Retry-After`, a client waits that long first, as client-go does.
+    /// 5xx with `Retry-After`, a client waits that long first, as client-go does.
     #[arg(long, value_name = "N", group = "neighbor_load")]
     pub neighbor_concurrency: Option<usize>,
     /// Clients of the neighbour group.
@@ -403,6 +416,7 @@ impl NeighborArgs {
             token: self.neighbor_token.clone().or_else(|| main.token.clone()),
             scrape: Vec::new(),
             progress: false,
+            actions: Vec::new(),
             ..main.clone()
         }))
     }
@@ -519,6 +533,7 @@ impl ScenarioArgs {
             scrape_labels: self.measure.scrape_label.clone(),
             thresholds: self.gate.thresholds(),
             progress: !self.output.quiet,
+            actions: Vec::new(),
         }
     }
 }

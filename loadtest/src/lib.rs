@@ -17,6 +17,7 @@
 //! `l4-baseline` subcommands ([`cli`]).
 #![forbid(unsafe_code)]
 
+pub mod actions;
 pub mod backend;
 pub mod cli;
 pub mod client;
@@ -26,6 +27,7 @@ pub mod l4;
 pub mod progress;
 pub mod report;
 pub mod requests;
+pub mod retry;
 pub mod runner;
 pub mod scenario;
 pub mod schedule;

@@ -82,7 +82,8 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let common = &args.common;
     let scenario = Arc::new(common.load.scenario().unwrap_or_else(|e| usage_error(e)));
     let name = args.name.clone().unwrap_or_else(|| args.target.to_string());
-    let plan = common.plan(name, args.target.clone(), scenario);
+    let mut plan = common.plan(name, args.target.clone(), scenario);
+    plan.actions = args.actions.clone();
     if let Some(neighbor) = args.neighbor.plan(&plan) {
         let neighbor = neighbor.unwrap_or_else(|e| usage_error(format!("neighbour group: {e}")));
         return run_with_neighbor(common, &plan, &neighbor).await;

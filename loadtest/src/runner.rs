@@ -27,17 +27,22 @@ use rand::SeedableRng;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 
+use crate::actions::{self, Action};
 use crate::client::tls::{self, TlsError, TlsOptions};
 use crate::client::{ClientError, Endpoint, ErrorKind, HttpConn, Target};
 use crate::distribution::{distribution, ReplicaSet};
 use crate::progress;
 use crate::report::{RunMeta, RunReport};
 use crate::requests::RequestFactory;
+use crate::retry;
 use crate::scenario::{Mode, Op, Protocol, Scenario, ScenarioError};
 use crate::schedule::{OpenSchedule, Tickets, Window};
 use crate::scrape::{self, LabelMatch, ScrapeTarget};
 use crate::stats::{Outcome, Sample, Stats};
 use crate::verdict::{self, Thresholds};
+
+/// Timeline resolution of a fault run (coarser when the run is longer than 600 of them).
+const FAULT_RESOLUTION: Duration = Duration::from_millis(100);
 
 /// Everything needed to run one scenario against one target.
 #[derive(Debug, Clone)]
@@ -62,6 +67,8 @@ pub struct RunPlan {
     pub thresholds: Thresholds,
     /// Print the live progress line.
     pub progress: bool,
+    /// Timed actions during the measured phase (a fault run).
+    pub actions: Vec<Action>,
 }
 
 /// A run that could not start (bad local configuration). Network failures during the
@@ -135,7 +142,13 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, RunError> {
         .map_or(2, |n| n.get())
         .clamp(1, 8)
         .min(sc.clients);
-    let stats = Arc::new(Stats::new(sc.duration, shards));
+    // A fault run splits its report at the actions: finer buckets cut it closer.
+    let resolution = if plan.actions.is_empty() {
+        Duration::from_secs(1)
+    } else {
+        FAULT_RESOLUTION
+    };
+    let stats = Arc::new(Stats::with_resolution(sc.duration, shards, resolution));
     let window = Window::new(Instant::now(), sc.warmup, sc.duration);
     let ctx = Arc::new(Ctx {
         scenario: Arc::clone(&sc),
@@ -149,6 +162,13 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, RunError> {
         .progress
         .then(|| progress::spawn(Arc::clone(&stats), window, plan.name.clone()));
 
+    let actions = (!plan.actions.is_empty()).then(|| {
+        tokio::spawn(actions::run(
+            plan.actions.clone(),
+            window.measure_start,
+            window.end,
+        ))
+    });
     let weights = sc.client_weights();
     let mut drivers = JoinSet::new();
     for (c, conn) in conns.iter().enumerate() {
@@ -164,6 +184,11 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, RunError> {
         tracing::warn!("drivers did not stop by the hard deadline; aborting them");
     }
     drivers.shutdown().await;
+    // Every action started before the end; the last may still run, bounded by its timeout.
+    let actions = match actions {
+        Some(task) => task.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     drop(_progress);
     if plan.progress {
         progress::finish();
@@ -206,6 +231,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, RunError> {
             distribution: header_dist,
             scraped,
             scrape_errors,
+            actions,
         },
         &totals,
     );
@@ -457,7 +483,7 @@ impl Planned {
     }
 }
 
-/// Returns the `Retry-After` of a 429 or 503 answer.
+/// Returns the `Retry-After` of a 429 or 5xx answer.
 async fn one_request(ctx: &Ctx, conn: &HttpConn, c: usize, p: Planned) -> Option<Duration> {
     let Planned {
         op,
@@ -471,10 +497,7 @@ async fn one_request(ctx: &Ctx, conn: &HttpConn, c: usize, p: Planned) -> Option
     }
     let send_lag = Instant::now().saturating_duration_since(lag_ref);
     let result = match req {
-        Ok(req) => match timeout(ctx.scenario.timeout, exchange(ctx, conn, req)).await {
-            Ok(r) => r,
-            Err(_) => Err(ClientError::new(ErrorKind::Timeout, "request timed out")),
-        },
+        Ok(req) => attempts(ctx, conn, req, measured.then_some(c)).await,
         Err(e) => Err(ClientError::new(
             ErrorKind::Other,
             format!("building request: {e}"),
@@ -515,14 +538,72 @@ async fn one_request(ctx: &Ctx, conn: &HttpConn, c: usize, p: Planned) -> Option
     retry_after
 }
 
+/// Send `req`, and with `--retries` send it again on what client-go retries (within
+/// the run's grace after its end); the last attempt's result. Each retry is recorded
+/// for client `measured` (`None`: a warm-up request, not recorded).
+async fn attempts(
+    ctx: &Ctx,
+    conn: &HttpConn,
+    req: http::Request<http_body_util::Full<bytes::Bytes>>,
+    measured: Option<usize>,
+) -> Result<Exchanged, ClientError> {
+    let once = |req| async {
+        match timeout(ctx.scenario.timeout, exchange(ctx, conn, req)).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::new(ErrorKind::Timeout, "request timed out")),
+        }
+    };
+    if !ctx.scenario.retries {
+        return once(req).await;
+    }
+    let last_send = ctx.window.end + ctx.scenario.grace;
+    for done in 0.. {
+        let result = once(duplicate(&req)).await;
+        let attempt = match &result {
+            Ok(answer) => retry::Attempt::Answered {
+                status: answer.status,
+                retry_after: answer.retry_after,
+            },
+            Err(e) => retry::Attempt::Failed(e),
+        };
+        let Some((signal, wait)) = retry::after(req.method(), done, attempt) else {
+            return result;
+        };
+        let resend = Instant::now() + wait;
+        if resend >= last_send {
+            return result;
+        }
+        sleep_until(resend).await;
+        if let Some(client) = measured {
+            let at = resend.saturating_duration_since(ctx.window.measure_start);
+            ctx.stats.retried(client, signal, at);
+        }
+    }
+    unreachable!("retry::after ends the loop within MAX_RETRIES")
+}
+
+/// A copy of a request to send again (its body is shared bytes).
+fn duplicate(
+    req: &http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut copy = http::Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
 /// An answer, read whole.
 struct Exchanged {
     outcome: Outcome,
     /// The replica that answered (from the replica header).
     replica: Option<String>,
     bytes: u64,
-    /// The `Retry-After` of a 429 or 503, in seconds.
+    /// The `Retry-After` of a 429 or 5xx, in seconds.
     retry_after: Option<Duration>,
+    /// Its status code.
+    status: u16,
 }
 
 /// Sends, reads the whole body, and classifies the status.
@@ -533,7 +614,7 @@ async fn exchange(
 ) -> Result<Exchanged, ClientError> {
     let (resp, lease) = conn.send(req).await?;
     let status = resp.status();
-    let retry_after = matches!(status.as_u16(), 429 | 503)
+    let retry_after = (status.as_u16() == 429 || status.is_server_error())
         .then(|| resp.headers().get(http::header::RETRY_AFTER))
         .flatten()
         .and_then(|v| v.to_str().ok())
@@ -563,6 +644,7 @@ async fn exchange(
         replica,
         bytes,
         retry_after,
+        status: status.as_u16(),
     })
 }
 

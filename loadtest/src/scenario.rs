@@ -243,10 +243,14 @@ pub struct Scenario {
     pub replica_header: String,
     /// Seed of the op/name choice, for reproducible runs.
     pub seed: u64,
-    /// After a 429 or 503 with `Retry-After`, a client waits that long before its next
+    /// After a 429 or 5xx with `Retry-After`, a client waits that long before its next
     /// request, as client-go does (closed loop; the open loop keeps its timetable).
     #[serde(default)]
     pub honor_retry_after: bool,
+    /// Retry as client-go does ([`crate::retry`]): what it retries is counted as a
+    /// signal, and only the last attempt's result is the request's outcome.
+    #[serde(default)]
+    pub retries: bool,
 }
 
 impl Scenario {
@@ -353,6 +357,7 @@ pub(crate) fn test_scenario(clients: usize, rate: f64) -> Scenario {
         replica_header: "x-apiserver-replica".into(),
         seed: 1,
         honor_retry_after: false,
+        retries: false,
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::client::ErrorKind;
+use crate::retry::Signal;
 use crate::scenario::Op;
 
 /// Highest latency the histograms can hold, in microseconds (1 hour); longer values are
@@ -74,6 +75,8 @@ pub struct Bucket {
     pub ok: u64,
     /// Failed requests.
     pub errors: u64,
+    /// Requests sent again in the bucket (`--retries`), by the time of the retry.
+    pub retried: u64,
     /// Latency of the successful ones (µs, 2 significant digits).
     pub latency: Histogram<u64>,
     /// Responses per replica header value (all statuses): how the share of each
@@ -109,6 +112,8 @@ pub struct Totals {
     pub errors: BTreeMap<ErrorKind, u64>,
     /// The first error message seen per kind, so a report says *why*, not just how many.
     pub error_examples: BTreeMap<ErrorKind, String>,
+    /// Retries by the signal that caused them (`--retries`).
+    pub retried: BTreeMap<Signal, u64>,
     /// Requests per op (all outcomes).
     pub ops: BTreeMap<Op, u64>,
     /// Responses per replica header value (all statuses).
@@ -136,6 +141,7 @@ impl Totals {
             ok: 0,
             errors: BTreeMap::new(),
             error_examples: BTreeMap::new(),
+            retried: BTreeMap::new(),
             ops: BTreeMap::new(),
             replicas: BTreeMap::new(),
             unattributed: 0,
@@ -144,6 +150,7 @@ impl Totals {
                 .map(|_| Bucket {
                     ok: 0,
                     errors: 0,
+                    retried: 0,
                     latency: histogram(2),
                     replicas: BTreeMap::new(),
                 })
@@ -178,6 +185,7 @@ impl Totals {
         if let (Some(replica), Some(b)) = (&s.replica, self.timeline.get_mut(idx)) {
             *b.replicas.entry(replica.clone()).or_default() += 1;
         }
+
         match s.outcome {
             Outcome::Ok => {
                 self.ok += 1;
@@ -200,6 +208,15 @@ impl Totals {
         }
     }
 
+    fn record_retry(&mut self, signal: Signal, since_start: Duration) {
+        *self.retried.entry(signal).or_default() += 1;
+        let idx = (since_start.as_nanos() / self.bucket_width.as_nanos().max(1)) as usize;
+        let idx = idx.min(self.timeline.len().saturating_sub(1));
+        if let Some(b) = self.timeline.get_mut(idx) {
+            b.retried += 1;
+        }
+    }
+
     fn merge(&mut self, o: Totals) {
         let _ = self.latency.add(&o.latency);
         let _ = self.send_lag.add(&o.send_lag);
@@ -209,6 +226,9 @@ impl Totals {
         }
         for (k, v) in o.error_examples {
             self.error_examples.entry(k).or_insert(v);
+        }
+        for (k, v) in o.retried {
+            *self.retried.entry(k).or_default() += v;
         }
         for (k, v) in o.ops {
             *self.ops.entry(k).or_default() += v;
@@ -221,6 +241,7 @@ impl Totals {
         for (a, b) in self.timeline.iter_mut().zip(o.timeline) {
             a.ok += b.ok;
             a.errors += b.errors;
+            a.retried += b.retried;
             let _ = a.latency.add(&b.latency);
             for (k, v) in b.replicas {
                 *a.replicas.entry(k).or_default() += v;
@@ -274,9 +295,16 @@ pub struct Stats {
 impl Stats {
     /// A recorder for a measured phase of `duration`, with `shards` independent shards.
     pub fn new(duration: Duration, shards: usize) -> Self {
-        let secs = duration.as_secs_f64().ceil().max(1.0) as usize;
-        let (buckets, width) = if secs <= MAX_BUCKETS {
-            (secs, Duration::from_secs(1))
+        Self::with_resolution(duration, shards, Duration::from_secs(1))
+    }
+
+    /// Like [`Stats::new`], with timeline buckets of `finest` where the run is short
+    /// enough (a fault run cuts its windows between actions at bucket boundaries).
+    pub fn with_resolution(duration: Duration, shards: usize, finest: Duration) -> Self {
+        let finest = finest.max(Duration::from_millis(1));
+        let fit = duration.as_secs_f64() / finest.as_secs_f64();
+        let (buckets, width) = if fit.ceil() <= MAX_BUCKETS as f64 {
+            ((fit.ceil() as usize).max(1), finest)
         } else {
             (MAX_BUCKETS, duration.div_f64(MAX_BUCKETS as f64))
         };
@@ -295,6 +323,12 @@ impl Stats {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Some(f(&mut g))
+    }
+
+    /// Records that client `client` sent a measured request again on `signal`, at
+    /// `since_start` (by the time of the retry, not of the first send).
+    pub fn retried(&self, client: usize, signal: Signal, since_start: Duration) {
+        self.with_shard(client, |t| t.record_retry(signal, since_start));
     }
 
     /// Records one measured request of client `client`.

@@ -601,3 +601,146 @@ async fn a_client_go_like_client_waits_out_retry_after_and_a_flood_does_not() ->
     assert!(sent[1] > 10, "not honouring it: {}", sent[1]);
     Ok(())
 }
+
+/// An HTTP/2 server (plain, prior knowledge) that refuses every other stream with
+/// `REFUSED_STREAM` before looking at it, and answers the rest 200.
+async fn refusing_server() -> Result<(std::net::SocketAddr, JoinSet<()>), std::io::Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut set = JoinSet::new();
+    set.spawn(async move {
+        let mut conns = JoinSet::new();
+        for _ in 0..64 {
+            let Ok((tcp, _)) = listener.accept().await else {
+                break;
+            };
+            conns.spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                let mut n = 0u64;
+                while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                    n += 1;
+                    if n % 2 == 1 {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    } else {
+                        let _ = respond.send_response(hyper::Response::new(()), true);
+                    }
+                }
+            });
+        }
+        conns.shutdown().await;
+    });
+    Ok((addr, set))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_retries_a_refused_stream_is_a_signal_sent_again_not_a_failure() -> TestResult {
+    let (addr, mut server) = refusing_server().await?;
+    let mut reports = Vec::new();
+    for retries in [true, false] {
+        let mut s = scenario(1, 1.0, Duration::from_millis(1500));
+        s.mode = Mode::Closed { concurrency: 1 };
+        // POSTs: a refused stream was never processed, so any method may go again.
+        s.mix = "create=1".parse()?;
+        s.retries = retries;
+        reports.push(run(&plan(&format!("http://{addr}"), None, s)?).await?);
+    }
+    server.shutdown().await;
+    let (with, without) = (&reports[0], &reports[1]);
+    assert_eq!(with.requests.errors, 0, "{:?}", with.errors);
+    assert!(with.requests.ok > 10, "{:?}", with.requests);
+    let refused = with.retried.get("unprocessed").copied().unwrap_or(0);
+    assert!(
+        refused.abs_diff(with.requests.ok) <= 1,
+        "every other stream refused and sent again: {refused} for {} ok",
+        with.requests.ok
+    );
+    assert!(
+        without.errors.get("reset").copied().unwrap_or(0) > 10,
+        "without retries the refusals are failures: {:?}",
+        without.errors
+    );
+    assert!(without.retried.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_run_reports_each_action_and_the_requests_of_its_window() -> TestResult {
+    let pki = pki()?;
+    let reps = replicas(1, replica_options(&pki)).await?;
+    let dir = tempfile::tempdir()?;
+    let (throttle, recover) = (dir.path().join("throttle"), dir.path().join("recover"));
+    let mut s = scenario(2, 1.0, Duration::from_millis(4500));
+    s.mode = Mode::Closed { concurrency: 1 };
+    s.retries = true;
+    let mut p = plan(
+        &format!("https://{}", reps[0].local_addr()),
+        Some(pki.ca_path.clone()),
+        s,
+    )?;
+    p.actions = vec![
+        format!("1s=throttle=touch {}", throttle.display()).parse()?,
+        format!("2.5s=recover=touch {}", recover.display()).parse()?,
+        "3.5s=broken=exit 7".parse()?,
+    ];
+    // The actions' commands leave files; this flips the replica when they appear.
+    let flip = async {
+        for _ in 0..1_000 {
+            if recover.exists() {
+                reps[0].set_condition(apigate_fake_apiserver::Condition::Ready);
+                return;
+            }
+            if throttle.exists() {
+                reps[0].set_condition(apigate_fake_apiserver::Condition::Throttling);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (r, ()) = tokio::join!(run(&p), flip);
+    let r = r?;
+    stop(reps).await;
+    let labels: Vec<_> = r.actions.iter().map(|a| a.label.as_str()).collect();
+    assert_eq!(labels, ["throttle", "recover", "broken"]);
+    assert!(r.actions[0].ok && r.actions[1].ok);
+    assert!(
+        !r.actions[2].ok && r.actions[2].detail.contains('7'),
+        "{:?}",
+        r.actions[2]
+    );
+    let started = r.actions[0].started_s.unwrap_or_default();
+    assert!((1.0..1.5).contains(&started), "started at {started}");
+    let windows: Vec<_> = r.windows.iter().map(|w| w.after.as_str()).collect();
+    assert_eq!(windows, ["start", "throttle", "recover", "broken"]);
+    // Throttled (429, Retry-After: 1), the clients waited and sent again (a second
+    // after the throttling began, in its window): retried, not failed; before and long
+    // after, nothing was sent again.
+    assert_eq!(r.requests.errors, 0, "{:?}", r.errors);
+    assert!(
+        r.windows[0].ok > 5 && r.windows[0].retried == 0,
+        "{:?}",
+        r.windows[0]
+    );
+    assert!(r.windows[1].retried > 0, "{:?}", r.windows[1]);
+    assert!(
+        r.windows[3].ok > 5 && r.windows[3].retried == 0,
+        "{:?}",
+        r.windows[3]
+    );
+    assert!(
+        r.retried.get("http_429_retry_after").copied().unwrap_or(0) > 0,
+        "{:?}",
+        r.retried
+    );
+    let summary = report::terminal::run_summary(&r);
+    assert!(
+        summary.contains("action     broken") && summary.contains("FAILED"),
+        "{summary}"
+    );
+    let svg = report::html::svg(std::slice::from_ref(&r))?;
+    assert!(
+        svg.contains("throttle") && svg.contains("recover"),
+        "actions marked on the plot"
+    );
+    Ok(())
+}

@@ -59,6 +59,10 @@ pub struct ClientError {
     pub kind: ErrorKind,
     /// Detail for logs.
     pub message: String,
+    /// The server refused the request before processing it: an HTTP/2 `REFUSED_STREAM`,
+    /// or a graceful GOAWAY whose last stream id is below the request's stream. Any
+    /// method may be sent again, as Go's HTTP/2 transport (client-go's) does.
+    pub unprocessed: bool,
 }
 
 impl ClientError {
@@ -67,6 +71,7 @@ impl ClientError {
         Self {
             kind,
             message: message.into(),
+            unprocessed: false,
         }
     }
 
@@ -76,8 +81,28 @@ impl ClientError {
         Self {
             kind: classify_chain(err).unwrap_or(fallback),
             message: chain_message(err),
+            unprocessed: unprocessed(err),
         }
     }
+}
+
+/// Whether an HTTP/2 error in the chain says the server never processed the stream: a
+/// `REFUSED_STREAM` reset, or a GOAWAY with `NO_ERROR` (h2 fails only the streams above
+/// the GOAWAY's last stream id with it; an error GOAWAY fails processed ones too).
+fn unprocessed(err: &(dyn StdError + 'static)) -> bool {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    for _ in 0..16 {
+        let Some(e) = cur else {
+            return false;
+        };
+        if let Some(h2) = e.downcast_ref::<::h2::Error>() {
+            let reason = h2.reason();
+            return (h2.is_remote() && reason == Some(::h2::Reason::REFUSED_STREAM))
+                || (h2.is_go_away() && reason == Some(::h2::Reason::NO_ERROR));
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// Full message of an error and its sources, `a: b: c`.

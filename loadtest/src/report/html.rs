@@ -115,6 +115,94 @@ fn latency_over_time(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlErro
     legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
+/// A fault run: successful, failed and retried requests per second over time, with each
+/// action marked where it started.
+fn faults_over_time(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlError> {
+    let max_t = runs
+        .iter()
+        .flat_map(|r| r.timeline.iter().map(|p| p.t))
+        .fold(1.0, f64::max)
+        + 1.0;
+    let width = |r: &RunReport| match r.timeline.as_slice() {
+        [a, b, ..] => (b.t - a.t).max(1e-9),
+        _ => 1.0,
+    };
+    let per_second = |r: &RunReport, n: u64| n as f64 / width(r);
+    let max_y = runs
+        .iter()
+        .flat_map(|r| {
+            r.timeline.iter().map(move |p| {
+                p.rps
+                    .max(per_second(r, p.errors))
+                    .max(per_second(r, p.retried))
+            })
+        })
+        .fold(1.0, f64::max)
+        * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "Requests per second over time: ok (solid), failed (red), retried (dashed); actions marked",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..max_t, 0f64..max_y)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since measurement start")
+        .y_desc("requests / s")
+        .draw()
+        .map_err(draw_err)?;
+    for (i, r) in runs.iter().enumerate() {
+        let c = color(i);
+        let series = |f: &dyn Fn(&super::TimelinePoint) -> f64| -> Vec<(f64, f64)> {
+            r.timeline.iter().map(|p| (p.t, f(p))).collect()
+        };
+        chart
+            .draw_series(LineSeries::new(series(&|p| p.rps), c.stroke_width(2)))
+            .map_err(draw_err)?
+            .label(format!("{} ok", r.target))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(
+                series(&|p| per_second(r, p.errors)),
+                RED.stroke_width(2),
+            ))
+            .map_err(draw_err)?
+            .label(format!("{} failed", r.target))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+        chart
+            .draw_series(DashedLineSeries::new(
+                series(&|p| per_second(r, p.retried)),
+                6,
+                4,
+                c.mix(0.7).stroke_width(1),
+            ))
+            .map_err(draw_err)?;
+        for a in &r.actions {
+            let Some(t) = a.started_s else { continue };
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(t, 0.0), (t, max_y)],
+                    4,
+                    4,
+                    BLACK.mix(0.6).stroke_width(1),
+                ))
+                .map_err(draw_err)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    a.label.clone(),
+                    (t, max_y * 0.97),
+                    ("sans-serif", 12).into_font(),
+                )))
+                .map_err(draw_err)?;
+        }
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
 /// Maps a percentile to the "nines" axis: 0 → 0, 90 → 1, 99 → 2, 99.9 → 3.
 fn nines(p: f64) -> f64 {
     -(1.0 - p / 100.0).max(1e-6).log10()
@@ -292,18 +380,25 @@ fn shares_over_time(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlError
     Ok(())
 }
 
-/// Renders the four plots into one SVG document.
+/// Renders the four plots (five for a fault run) into one SVG document.
 pub fn svg(runs: &[RunReport]) -> Result<String, HtmlError> {
     let mut buf = String::new();
     {
-        let root = SVGBackend::with_string(&mut buf, (1100, 1800)).into_drawing_area();
+        let faults = runs
+            .iter()
+            .any(|r| !r.actions.is_empty() || !r.retried.is_empty());
+        let rows = if faults { 5 } else { 4 };
+        let root = SVGBackend::with_string(&mut buf, (1100, 450 * rows)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
-        let areas = root.split_evenly((4, 1));
-        if let [a, b, c, d] = areas.as_slice() {
+        let areas = root.split_evenly((rows as usize, 1));
+        if let [a, b, c, d, rest @ ..] = areas.as_slice() {
             latency_over_time(a, runs)?;
             percentiles(b, runs)?;
             shares(c, runs)?;
             shares_over_time(d, runs)?;
+            if let Some(e) = rest.first() {
+                faults_over_time(e, runs)?;
+            }
         }
         root.present().map_err(draw_err)?;
     }

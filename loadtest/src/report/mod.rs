@@ -13,6 +13,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::actions::ActionReport;
 use crate::distribution::Distribution;
 use crate::scenario::Scenario;
 use crate::stats::Totals;
@@ -100,6 +101,9 @@ pub struct TimelinePoint {
     pub rps: f64,
     /// Failed requests in the bucket.
     pub errors: u64,
+    /// Retries of requests sent in the bucket (`--retries`).
+    #[serde(default)]
+    pub retried: u64,
     /// Median latency (ms), 0 when empty.
     pub p50: f64,
     /// 99th percentile latency (ms).
@@ -160,6 +164,74 @@ pub struct RunReport {
     pub percentiles: Vec<PercentilePoint>,
     /// Threshold checks.
     pub verdict: Verdict,
+    /// Retries by the signal that caused them (`--retries`): what a client-go client
+    /// handles by itself. They are not failures; a request's outcome is its last attempt.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retried: BTreeMap<String, u64>,
+    /// The actions of a fault run (`--action`), in the order they ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ActionReport>,
+    /// Requests per window between actions, by send time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<ActionWindow>,
+}
+
+/// The requests sent in one window of a fault run: from one action's start to the
+/// next's (or the end), so each failure is seen next to the action before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionWindow {
+    /// The action that opened the window; `start` for the time before the first.
+    pub after: String,
+    /// Start, seconds since the measured phase began.
+    pub from_s: f64,
+    /// End.
+    pub to_s: f64,
+    /// Requests that succeeded (perhaps after retries).
+    pub ok: u64,
+    /// Requests that failed for their caller: the number a fault run wants at zero.
+    pub failed: u64,
+    /// Retries (signals a client-go client handles by itself).
+    pub retried: u64,
+}
+
+/// The windows between the actions that ran, over timeline buckets (by start time).
+fn windows(t: &Totals, actions: &[ActionReport], measured: Duration) -> Vec<ActionWindow> {
+    if actions.is_empty() {
+        return Vec::new();
+    }
+    let starts: Vec<(String, f64)> = std::iter::once(("start".to_owned(), 0.0))
+        .chain(
+            actions
+                .iter()
+                .filter_map(|a| Some((a.label.clone(), a.started_s?))),
+        )
+        .collect();
+    let end = measured.as_secs_f64();
+    let w = t.bucket_width.as_secs_f64().max(1e-9);
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, (label, from))| {
+            let to = starts.get(i + 1).map_or(f64::INFINITY, |next| next.1);
+            let mut window = ActionWindow {
+                after: label.clone(),
+                from_s: *from,
+                to_s: to.min(end.max(*from)),
+                ok: 0,
+                failed: 0,
+                retried: 0,
+            };
+            for (b, bucket) in t.timeline.iter().enumerate() {
+                let at = b as f64 * w;
+                if at >= *from && at < to {
+                    window.ok += bucket.ok;
+                    window.failed += bucket.errors;
+                    window.retried += bucket.retried;
+                }
+            }
+            window
+        })
+        .collect()
 }
 
 /// Several runs of the same scenario against different targets.
@@ -233,6 +305,7 @@ fn timeline(t: &Totals) -> Vec<TimelinePoint> {
                 t: i as f64 * w,
                 rps: b.ok as f64 / w,
                 errors: b.errors,
+                retried: b.retried,
                 p50: if empty {
                     0.0
                 } else {
@@ -273,6 +346,8 @@ pub struct RunMeta<'a> {
     pub scraped: Option<Distribution>,
     /// Scrape problems.
     pub scrape_errors: Vec<String>,
+    /// What the run's actions did.
+    pub actions: Vec<ActionReport>,
 }
 
 impl RunReport {
@@ -339,6 +414,9 @@ impl RunReport {
             timeline: timeline(t),
             percentiles: percentile_curve(&t.latency),
             verdict: Verdict::default(),
+            retried: t.retried.iter().map(|(k, v)| (k.label(), *v)).collect(),
+            windows: windows(t, &meta.actions, meta.measured),
+            actions: meta.actions,
         }
     }
 }

@@ -159,6 +159,13 @@ pub fn run_summary(r: &RunReport) -> String {
     for (kind, msg) in &r.error_examples {
         let _ = writeln!(o, "    e.g. {kind}: {msg}");
     }
+    if !r.retried.is_empty() {
+        let _ = writeln!(
+            o,
+            "  retried    {} (handled by the client)",
+            kv_list(&r.retried)
+        );
+    }
     let w = &r.watches;
     let _ = writeln!(
         o,
@@ -178,8 +185,38 @@ pub fn run_summary(r: &RunReport) -> String {
     for e in &r.scrape_errors {
         let _ = writeln!(o, "  scrape     {e}");
     }
+    actions_block(&mut o, r);
     let _ = writeln!(o, "  verdict    {}", verdict_text(&r.verdict));
     o
+}
+
+/// A fault run's actions, and the requests of each window between them.
+fn actions_block(o: &mut String, r: &RunReport) {
+    for a in &r.actions {
+        let when = a
+            .started_s
+            .map_or_else(|| "not run".to_owned(), |s| format!("at {s:.1}s"));
+        let status = if a.ok { "ok" } else { "FAILED" };
+        let _ = writeln!(
+            o,
+            "  action     {} {when}, took {:.2}s, {status} {}",
+            a.label, a.took_s, a.detail
+        );
+    }
+    if r.windows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "  windows    after                     from     to       ok   failed  retried"
+    );
+    for w in &r.windows {
+        let _ = writeln!(
+            o,
+            "             {:<24} {:>6.1}s {:>6.1}s {:>6} {:>8} {:>8}",
+            w.after, w.from_s, w.to_s, w.ok, w.failed, w.retried
+        );
+    }
 }
 
 fn verdict_text(v: &crate::verdict::Verdict) -> String {

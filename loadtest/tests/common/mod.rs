@@ -94,6 +94,7 @@ pub fn scenario(clients: usize, rate: f64, duration: Duration) -> Scenario {
         replica_header: apigate_fake_apiserver::REPLICA_HEADER.into(),
         seed: 1,
         honor_retry_after: false,
+        retries: false,
     }
 }
 
@@ -117,5 +118,6 @@ pub fn plan(
         scrape_labels: vec![],
         thresholds: Thresholds::default(),
         progress: false,
+        actions: vec![],
     })
 }
