@@ -199,8 +199,8 @@ pub struct LoadArgs {
     /// Seed for op and object choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Retry as client-go does: a request refused before processing (REFUSED_STREAM, a
-    /// graceful GOAWAY) at once, a GET cut by a reset after 1 s, a 429 or 5xx with
+    /// Retry as client-go does: a request never sent (its connection closed first) or
+    /// refused before processing (REFUSED_STREAM, a graceful GOAWAY) at once, a GET cut by a reset after 1 s, a 429 or 5xx with
     /// Retry-After after waiting it out; at most 10 times. Retries are reported apart
     /// as signals a client handles; the last attempt is the request's outcome.
     #[arg(long)]

@@ -1,9 +1,10 @@
 //! Retries as client-go makes them (`--retries`): what a well-behaved client handles by
 //! itself, so a fault run can tell those signals from failures its callers would see.
 //!
-//! - A request the server refused before processing it (HTTP/2 `REFUSED_STREAM`, or a
-//!   graceful GOAWAY that did not cover its stream) is sent again at once, whatever its
-//!   method: Go's HTTP/2 transport does this under client-go.
+//! - A request that never reached the server (its connection closed before it was
+//!   written) or that the server refused before processing it (HTTP/2
+//!   `REFUSED_STREAM`, or a graceful GOAWAY that did not cover its stream) is sent again
+//!   at once, whatever its method: Go's HTTP/2 transport does this under client-go.
 //! - A GET cut by a reset or an early end of stream is sent again after 1 s: client-go
 //!   retries GETs on connection resets and EOFs.
 //! - A 429 or 5xx with `Retry-After` is sent again after waiting it out: client-go's
@@ -27,7 +28,8 @@ const RESET_WAIT: Duration = Duration::from_secs(1);
 /// A signal a client-go client handles by retrying; counted apart from failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Signal {
-    /// Refused before processing (`REFUSED_STREAM`, or outside a graceful GOAWAY).
+    /// Never sent (its connection closed first), or refused before processing
+    /// (`REFUSED_STREAM`, or outside a graceful GOAWAY).
     Unprocessed,
     /// A GET cut by a reset or an early end of stream.
     ResetGet,

@@ -59,9 +59,11 @@ pub struct ClientError {
     pub kind: ErrorKind,
     /// Detail for logs.
     pub message: String,
-    /// The server refused the request before processing it: an HTTP/2 `REFUSED_STREAM`,
-    /// or a graceful GOAWAY whose last stream id is below the request's stream. Any
-    /// method may be sent again, as Go's HTTP/2 transport (client-go's) does.
+    /// The request never reached the server (its connection closed before it was
+    /// written), or the server refused it before processing it: an HTTP/2
+    /// `REFUSED_STREAM`, or a graceful GOAWAY whose last stream id is below the
+    /// request's stream. Any method may be sent again, as Go's HTTP/2 transport
+    /// (client-go's) does.
     pub unprocessed: bool,
 }
 
@@ -86,15 +88,23 @@ impl ClientError {
     }
 }
 
-/// Whether an HTTP/2 error in the chain says the server never processed the stream: a
-/// `REFUSED_STREAM` reset, or a GOAWAY with `NO_ERROR` (h2 fails only the streams above
-/// the GOAWAY's last stream id with it; an error GOAWAY fails processed ones too).
+/// Whether the error says the request never reached the server: hyper canceled it
+/// because its connection closed before it was written (after a graceful GOAWAY, the
+/// requests still queued for that connection), or an HTTP/2 error says the server never
+/// processed the stream: a `REFUSED_STREAM` reset, or a GOAWAY with `NO_ERROR` (h2 fails
+/// only the streams above the GOAWAY's last stream id with it; an error GOAWAY fails
+/// processed ones too).
 fn unprocessed(err: &(dyn StdError + 'static)) -> bool {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
     for _ in 0..16 {
         let Some(e) = cur else {
             return false;
         };
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
         if let Some(h2) = e.downcast_ref::<::h2::Error>() {
             let reason = h2.reason();
             return (h2.is_remote() && reason == Some(::h2::Reason::REFUSED_STREAM))
