@@ -475,13 +475,19 @@ async fn an_action_is_cleared_taken_once_and_its_answer_retried(ctx: &Ctx) -> an
         })
         .await?;
         routes(ctx, 5)?;
-        let baking = until_record(ctx, "a rollout to abort", Duration::from_secs(20), |r| {
+        until_record(ctx, "a rollout to abort", Duration::from_secs(20), |r| {
             r["phase"] == "Baking"
         })
         .await?;
         front.refuse(&[&format!(
             "/apis/apigate.dev/v1alpha1/namespaces/default/apigaterollouts/{RECORD}/status"
         )]);
+        // The record as it stands once no write can reach it: the routes created above
+        // may still have moved its target until the refusal took hold, and a write may
+        // have been on its way.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let baking = record(ctx)?;
+        ensure!(baking["phase"] == "Baking", "still baking: {baking}");
         abort_by_object(testbed)?;
         // Cleared from the spec and taken, although the record cannot say so yet.
         let started = Instant::now();
