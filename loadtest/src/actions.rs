@@ -20,7 +20,7 @@ pub const ACTION_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Action {
     /// When, after the measured phase began.
-    #[serde(with = "secs")]
+    #[serde(with = "crate::scenario::secs")]
     pub at: Duration,
     /// Name in reports and plots.
     pub label: String,
@@ -135,22 +135,6 @@ async fn execute(command: &str) -> (bool, String) {
                 .collect();
             (false, format!("{}: {tail}", out.status))
         }
-    }
-}
-
-/// `at` as seconds in JSON.
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }
 

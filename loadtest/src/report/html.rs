@@ -67,22 +67,22 @@ fn color(i: usize) -> RGBColor {
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
-fn latency_over_time(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlError> {
+/// A chart over the measured phase's seconds (x, to the last timeline point of any
+/// run) and `0..max_y`, with its caption and y label: the frame of every plot over time.
+fn time_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    runs: &[RunReport],
+    caption: &str,
+    max_y: f64,
+    y_desc: &str,
+) -> Result<TimeChart<'a, 'b>, HtmlError> {
     let max_t = runs
         .iter()
         .flat_map(|r| r.timeline.iter().map(|p| p.t))
         .fold(1.0, f64::max)
         + 1.0;
-    let max_y = runs
-        .iter()
-        .flat_map(|r| r.timeline.iter().map(|p| p.p99))
-        .fold(0.001, f64::max)
-        * 1.15;
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            "Latency over time (p99 solid, p50 thin), ms",
-            ("sans-serif", 18),
-        )
+        .caption(caption, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(32)
         .y_label_area_size(60)
@@ -91,9 +91,32 @@ fn latency_over_time(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlErro
     chart
         .configure_mesh()
         .x_desc("seconds since measurement start")
-        .y_desc("ms")
+        .y_desc(y_desc)
         .draw()
         .map_err(draw_err)?;
+    Ok(chart)
+}
+
+/// A chart made by [`time_chart`].
+type TimeChart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+fn latency_over_time(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlError> {
+    let max_y = runs
+        .iter()
+        .flat_map(|r| r.timeline.iter().map(|p| p.p99))
+        .fold(0.001, f64::max)
+        * 1.15;
+    let mut chart = time_chart(
+        area,
+        runs,
+        "Latency over time (p99 solid, p50 thin), ms",
+        max_y,
+        "ms",
+    )?;
     for (i, r) in runs.iter().enumerate() {
         let c = color(i);
         let pts = |f: fn(&super::TimelinePoint) -> f64| -> Vec<(f64, f64)> {
@@ -118,11 +141,6 @@ fn latency_over_time(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlErro
 /// A fault run: successful, failed and retried requests per second over time, with each
 /// action marked where it started.
 fn faults_over_time(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlError> {
-    let max_t = runs
-        .iter()
-        .flat_map(|r| r.timeline.iter().map(|p| p.t))
-        .fold(1.0, f64::max)
-        + 1.0;
     let width = |r: &RunReport| match r.timeline.as_slice() {
         [a, b, ..] => (b.t - a.t).max(1e-9),
         _ => 1.0,
@@ -139,22 +157,13 @@ fn faults_over_time(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlError
         })
         .fold(1.0, f64::max)
         * 1.15;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "Requests per second over time: ok (solid), failed (red), retried (dashed); actions marked",
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(32)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..max_t, 0f64..max_y)
-        .map_err(draw_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since measurement start")
-        .y_desc("requests / s")
-        .draw()
-        .map_err(draw_err)?;
+    let mut chart = time_chart(
+        area,
+        runs,
+        "Requests per second over time: ok (solid), failed (red), retried (dashed); actions marked",
+        max_y,
+        "requests / s",
+    )?;
     for (i, r) in runs.iter().enumerate() {
         let c = color(i);
         let series = |f: &dyn Fn(&super::TimelinePoint) -> f64| -> Vec<(f64, f64)> {
@@ -323,27 +332,13 @@ fn shares(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlError> {
 }
 
 fn shares_over_time(area: &Area<'_>, runs: &[RunReport]) -> Result<(), HtmlError> {
-    let max_t = runs
-        .iter()
-        .flat_map(|r| r.timeline.iter().map(|p| p.t))
-        .fold(1.0, f64::max)
-        + 1.0;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "Per-replica share of responses over time",
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..max_t, 0f64..100f64)
-        .map_err(draw_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds into the measured phase")
-        .y_desc("% of responses")
-        .draw()
-        .map_err(draw_err)?;
+    let mut chart = time_chart(
+        area,
+        runs,
+        "Per-replica share of responses over time",
+        100.0,
+        "% of responses",
+    )?;
     let mut series = 0;
     for r in runs {
         let mut ids: Vec<&String> = r
