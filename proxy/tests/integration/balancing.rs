@@ -94,13 +94,17 @@ async fn requests_are_counted_by_route_backend_and_code() {
     }
     assert_eq!(client.get("/no/such/path", &[]).await.unwrap().status, 404);
     let backend = h.replicas[0].local_addr().to_string();
-    let m = h.metrics();
     let count = |code| {
-        m.sum(
+        h.metrics().sum(
             "apigate_requests_total",
             &[("route", ROUTE), ("backend", &backend), ("code", code)],
         )
     };
+    // A request is counted as it ends, which may be just after its client has the
+    // answer: read once counted.
+    let counted =
+        crate::support::eventually(std::time::Duration::from_secs(5), || count("404") >= 1.0).await;
+    assert!(counted, "the 404 was counted");
     assert_eq!(count("200"), 5.0);
     assert_eq!(count("404"), 1.0);
     h.stop().await;
