@@ -310,7 +310,7 @@ mod tests {
 
     #[test]
     fn a_header_split_anywhere_reads_the_same() {
-        // Found by the fuzz target: a v1 line cut inside its last field was malformed.
+        // Found by the fuzz target: a v1 line cut before its last field was malformed.
         let v1 = b"PROXY TCP6 2001:db8::7 2001:db8::1 56324 443\r\n\x16\x03\x01";
         let v2 = ppp::v2::Builder::with_addresses(
             ppp::v2::Version::Two | ppp::v2::Command::Proxy,

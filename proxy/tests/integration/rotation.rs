@@ -12,21 +12,14 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::support::load::Load;
-use crate::support::{eventually, header, Harness, HOST};
+use crate::support::{header, Harness, HOST};
 
 /// Replace `name` next to the configuration with `content`, wait until apigate runs a
 /// configuration built from it, and let the load run on it for a second.
 async fn rotate(h: &Harness, name: &str, content: &str) {
-    let before = h.metrics().sum("apigate_config_revision", &[]);
+    let before = h.revision();
     std::fs::write(h.dir.path().join(name), content).unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || h
-            .metrics()
-            .sum("apigate_config_revision", &[])
-            > before)
-        .await,
-        "rotating {name} was applied"
-    );
+    h.activated_after(before, &format!("rotated {name}")).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 

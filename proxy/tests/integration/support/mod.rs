@@ -205,16 +205,23 @@ impl Harness {
     /// Write a new configuration (apigate reloads it within ~100 ms) and wait until it
     /// is active.
     pub async fn reload(&mut self, config: Config) {
-        let before = self.metrics().sum("apigate_config_revision", &[]);
+        let before = self.revision();
         std::fs::write(self.config_path(), config.render()).unwrap();
         self.config = config;
+        self.activated_after(before, "the new configuration").await;
+    }
+
+    /// The active configuration's revision.
+    pub fn revision(&self) -> f64 {
+        self.metrics().sum("apigate_config_revision", &[])
+    }
+
+    /// Wait (5 s at most) until a configuration newer than revision `before`, made
+    /// from `what`, is active.
+    pub async fn activated_after(&self, before: f64, what: &str) {
         assert!(
-            eventually(Duration::from_secs(5), || self
-                .metrics()
-                .sum("apigate_config_revision", &[])
-                > before)
-            .await,
-            "the new configuration was activated"
+            eventually(Duration::from_secs(5), || self.revision() > before).await,
+            "{what} was activated"
         );
     }
 
