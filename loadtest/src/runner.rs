@@ -557,7 +557,9 @@ async fn attempts(
         return once(req).await;
     }
     let last_send = ctx.window.end + ctx.scenario.grace;
-    for done in 0.. {
+    // Ends: `retry::after` answers `None` after `MAX_RETRIES`.
+    let mut done = 0;
+    loop {
         let result = once(duplicate(&req)).await;
         let attempt = match &result {
             Ok(answer) => retry::Attempt::Answered {
@@ -578,8 +580,8 @@ async fn attempts(
             let at = resend.saturating_duration_since(ctx.window.measure_start);
             ctx.stats.retried(client, signal, at);
         }
+        done += 1;
     }
-    unreachable!("retry::after ends the loop within MAX_RETRIES")
 }
 
 /// A copy of a request to send again (its body is shared bytes).

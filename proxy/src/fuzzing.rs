@@ -5,7 +5,7 @@
 //! Rust, so a corpus keeps guarding the code without a fuzzer. A body panics only when
 //! a property it checks fails, and each checks more than "no panic":
 //! - the PROXY header and CONNECT readers decide the same however the bytes are split
-//!   over reads (the input's first byte sets the split), and never let an untrusted
+//!   over reads (a byte of the input sets the split), and never let an untrusted
 //!   peer claim another address or a destination select a route it merely contains;
 //! - ClientHello peeking answers the same split or whole, and the SNI selects only a
 //!   route that lists it;
