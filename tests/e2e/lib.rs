@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use apigate::server::Running;
-use apigate_control::source::FileSource;
 use apigate_test_support::client::{ClientTls, H2Client};
 use apigate_test_support::metrics::Metrics;
 
@@ -180,6 +179,19 @@ impl Testbed {
         subject: &str,
         extensions: &str,
     ) -> anyhow::Result<(PathBuf, PathBuf)> {
+        self.issue_cert_by("ca", dir, name, subject, extensions)
+    }
+
+    /// [`Testbed::issue_cert`], signed by the testbed's CA named `ca` (`ca`, or
+    /// `front-proxy-ca` for front-proxy client certificates).
+    pub fn issue_cert_by(
+        &self,
+        ca: &str,
+        dir: &Path,
+        name: &str,
+        subject: &str,
+        extensions: &str,
+    ) -> anyhow::Result<(PathBuf, PathBuf)> {
         let key = dir.join(format!("{name}.key"));
         let csr = dir.join(format!("{name}.csr"));
         let cert = dir.join(format!("{name}.crt"));
@@ -211,9 +223,9 @@ impl Testbed {
             "-in",
             &p(&csr),
             "-CA",
-            &p(&self.pki("ca.crt")?),
+            &p(&self.pki(&format!("{ca}.crt"))?),
             "-CAkey",
-            &p(&self.pki("ca.key")?),
+            &p(&self.pki(&format!("{ca}.key"))?),
             "-set_serial",
             &format!("0x{:x}", rand_serial()),
             "-days",
@@ -467,6 +479,9 @@ async fn forward(listener: tokio::net::TcpListener, connect: SocketAddr) {
 impl Gateway {
     pub async fn start(testbed: &Testbed) -> anyhow::Result<Gateway> {
         let dir = tempfile::tempdir()?;
+        let (fp_cert, fp_key) = Gateway::front_proxy_files_in(dir.path());
+        std::fs::copy(testbed.pki("front-proxy-client.crt")?, &fp_cert)?;
+        std::fs::copy(testbed.pki("front-proxy-client.key")?, &fp_key)?;
         let backends: Vec<String> = testbed
             .replicas()?
             .iter()
@@ -520,17 +535,16 @@ spec:
             cert = pki("apiserver.crt")?,
             key = pki("apiserver.key")?,
             ca = pki("ca.crt")?,
-            fp_cert = pki("front-proxy-client.crt")?,
-            fp_key = pki("front-proxy-client.key")?,
+            fp_cert = fp_cert.display(),
+            fp_key = fp_key.display(),
         );
         let path = dir.path().join("apigate.yaml");
         std::fs::write(&path, config)?;
-        let source = FileSource::new(&path);
-        let snapshot = source
-            .load()
-            .and_then(|inputs| apigate_control::compile(&inputs))
+        // Reloaded when a file changes, as `apigate run` does: a scenario rotates the
+        // front-proxy identity (its own copy) under load.
+        let (snapshot, file) = apigate::server::FileConfig::load(&path, Duration::from_millis(100))
             .map_err(|e| anyhow::anyhow!("config: {e:?}"))?;
-        let running = apigate::server::start(snapshot, None).await?;
+        let running = apigate::server::start(snapshot, Some(file)).await?;
         let address = running.address().context("no listener")?;
         let connect = running
             .listeners
@@ -582,6 +596,15 @@ current-context: admin
             kubeconfig,
             forwarder,
         })
+    }
+
+    /// The front-proxy certificate and key this gateway presents (its own copies).
+    pub fn front_proxy_files(&self) -> (PathBuf, PathBuf) {
+        Gateway::front_proxy_files_in(self.dir.path())
+    }
+
+    fn front_proxy_files_in(dir: &Path) -> (PathBuf, PathBuf) {
+        (dir.join("front-proxy.crt"), dir.join("front-proxy.key"))
     }
 
     pub fn address(&self) -> anyhow::Result<SocketAddr> {

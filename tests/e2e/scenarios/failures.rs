@@ -1,6 +1,8 @@
-//! Graceful shutdown under load: a kube-apiserver replica that gets SIGTERM while a
-//! client-go-like mix runs through apigate fails no request, and apigate stops sending
-//! it new requests within one probe interval.
+//! Faults under load on the real replicas. A kube-apiserver replica that gets SIGTERM
+//! while a client-go-like mix runs through apigate fails no request, and apigate stops
+//! sending it new requests within one probe interval. apigate's front-proxy identity
+//! rotated while the mix runs and a kubectl watch is open fails no request, meets no
+//! 401, and the watch keeps delivering.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -256,6 +258,136 @@ pub(crate) async fn graceful_replica_shutdown_under_load(ctx: Arc<Ctx>) -> anyho
     ensure!(
         during_shutdown > 0.0,
         "{victim} served no request between its SIGTERM and its exit"
+    );
+    Ok(())
+}
+
+/// Stops a child process (by pid) when dropped: a scenario that fails or times out
+/// never leaves its kubectl running.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// apigate's front-proxy certificate and key replaced in their files (a new key, from
+/// the front-proxy CA) while `apigate-loadtest` runs its client-go-like mix and
+/// `kubectl get pods --watch` stays open: no request fails, no replica answers 401, and
+/// the watch prints pods the load creates after the rotation.
+pub(crate) async fn front_proxy_rotation_under_load_with_a_kubectl_watch(
+    ctx: Arc<Ctx>,
+) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    create_pods(&ctx)?;
+    let mut watch = std::process::Command::new(ctx.testbed.get("KUBECTL")?);
+    watch
+        .arg("--kubeconfig")
+        .arg(&ctx.gateway.kubeconfig)
+        .args([
+            "--context",
+            "admin",
+            "-n",
+            "default",
+            "get",
+            "pods",
+            "--watch",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut watch = Child(watch.spawn().context("starting kubectl --watch")?);
+    let lines = Arc::new(AtomicU64::new(0));
+    let stdout = watch.0.stdout.take().context("kubectl's output")?;
+    let counter = lines.clone();
+    // Ends when kubectl's output closes (it exits, or is killed with the guard).
+    std::thread::spawn(move || {
+        for _ in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+
+    let plan = load_plan(&ctx, Duration::from_secs(12))?;
+    let load = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        anyhow::Ok(runtime.block_on(runner::run(&plan))?)
+    });
+    let rotated = async {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let revision = |m: &Metrics| m.sum("apigate_config_revision", &[]);
+        let before = revision(&ctx.gateway.metrics().await?);
+        let dir = tempfile::tempdir()?;
+        let (cert, key) = ctx.testbed.issue_cert_by(
+            "front-proxy-ca",
+            dir.path(),
+            "front-proxy-rotated",
+            "/CN=apigate-front-proxy",
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+        )?;
+        // Each file replaced whole (rename); the key first, so a configuration read
+        // between the two is refused (key and certificate differ) and the last good one
+        // keeps serving.
+        let (live_cert, live_key) = ctx.gateway.front_proxy_files();
+        for (from, to) in [(&key, &live_key), (&cert, &live_cert)] {
+            let staged = to.with_extension("staged");
+            std::fs::copy(from, &staged)?;
+            std::fs::rename(&staged, to)?;
+        }
+        let started = Instant::now();
+        loop {
+            let metrics = ctx.gateway.metrics().await?;
+            if revision(&metrics) > before {
+                break;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "the rotated front-proxy identity was not applied within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::Ok(lines.load(Ordering::Relaxed))
+    }
+    .await;
+    let report = tokio::time::timeout(Duration::from_secs(90), load)
+        .await
+        .context("the load did not end within 90 s")???;
+    let lines_at_rotation = rotated?;
+    let requests = &report.requests;
+    let watched = lines.load(Ordering::Relaxed);
+    println!(
+        "    {} requests ({:?}) through the rotation; kubectl --watch printed {lines_at_rotation} lines before it and {} after",
+        requests.ok + requests.errors,
+        requests.by_op,
+        watched - lines_at_rotation
+    );
+    ensure!(
+        requests.errors == 0,
+        "{} of {} requests failed: {:?} {:?}",
+        requests.errors,
+        requests.ok + requests.errors,
+        report.errors,
+        report.error_examples
+    );
+    ensure!(
+        report.watches.errors.is_empty(),
+        "watches failed: {:?}",
+        report.watches.errors
+    );
+    ensure!(
+        watch.0.try_wait()?.is_none(),
+        "kubectl --watch ended during the rotation"
+    );
+    ensure!(
+        watched > lines_at_rotation,
+        "kubectl --watch printed nothing after the rotation, though the load created pods"
     );
     Ok(())
 }

@@ -90,6 +90,7 @@ pub(crate) fn all() -> Vec<Scenario> {
         scenario!(paths::passthrough_with_kubectl),
         scenario!(paths::connect_path_with_kubectl),
         scenario!(rollout::a_bad_revision_freezes_on_the_canary_route),
+        scenario!(failures::front_proxy_rotation_under_load_with_a_kubectl_watch),
         // Last: it stops a replica.
         scenario!(failures::graceful_replica_shutdown_under_load),
     ]
