@@ -29,6 +29,8 @@ SCENARIOS=${SCENARIOS:-backend-sigterm backend-sigkill reloads apigate-restart}
 DURATION=${DURATION:-30s}
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+# shellcheck source=bench/apigate-config.sh
+source bench/apigate-config.sh
 
 # One backend process per replica, so each can be signalled alone; each has its own
 # CA, so apigate verifies the replicas against a bundle of them.
@@ -46,65 +48,49 @@ start_replica() { # NAME -> $TMP/NAME/{backends.env,...}, pid in $TMP/NAME.pid
 addr_of() { (source "$TMP/$1/backends.env" && echo "$REPLICA_ADDRS"); }
 admin_of() { (source "$TMP/$1/backends.env" && echo "$ADMIN"); }
 
-# The configuration: route "bench" (SNI localhost) on the live replicas, route "other"
+# The configuration: bench/apigate-config.sh's (route "bench", SNI localhost) on the
+# live replicas, with an admin listener and probes every 500 ms; then route "other"
 # (SNI other.localhost) in MODE on the same replicas, and EXTRA more routes.
 write_config() { # FILE LISTEN ADMIN MODE EXTRA REPLICA... (written whole, then moved)
-  local file=$1
-  shift
-  local listen=$1 admin=$2 mode=$3 extra=$4
-  shift 4
-  local backends="" name other
-  for name in "$@"; do backends+="\"$(addr_of "$name")\", "; done
-  backends=${backends%, }
+  local file=$1 listen=$2 admin=$3 mode=$4 extra=$5
+  shift 5
+  local addrs=() name
+  for name in "$@"; do addrs+=("$(addr_of "$name")"); done
   cat "$TMP"/r*/ca.pem >"$TMP/upstream-ca.pem"
-  if [ "$mode" = passthrough ]; then
-    other="mode: passthrough"
-  else
-    other="tls: {certFile: $TMP/r0/server.pem, keyFile: $TMP/r0/server-key.pem}
-  upstream: {caFile: $TMP/upstream-ca.pem, serverName: localhost}"
-  fi
   {
-    cat <<YAML
-apiVersion: apigate.dev/v1alpha1
-kind: GatewayConfig
-metadata: {name: faults}
-spec:
-  listeners: [{name: https, address: "$listen"}]
-  admin: {address: "$admin"}
-  defaults: {health: {interval: 500ms, timeout: 250ms}}
----
-apiVersion: apigate.dev/v1alpha1
-kind: ApiServerRoute
-metadata: {name: bench, namespace: bench}
-spec:
-  hostnames: [localhost]
-  backends: {static: [$backends]}
-  tls: {certFile: $TMP/r0/server.pem, keyFile: $TMP/r0/server-key.pem}
-  upstream: {caFile: $TMP/upstream-ca.pem, serverName: localhost}
----
-apiVersion: apigate.dev/v1alpha1
-kind: ApiServerRoute
-metadata: {name: other, namespace: other}
-spec:
-  hostnames: [other.localhost]
-  backends: {static: [$backends]}
-  $other
-YAML
+    APIGATE_BENCH_ADMIN=$admin APIGATE_BENCH_DEFAULTS="health: {interval: 500ms, timeout: 250ms}" \
+      apigate_bench_config "$listen" "$TMP/r0/server.pem" "$TMP/r0/server-key.pem" \
+      "$TMP/upstream-ca.pem" "${addrs[@]}"
+    extra_route other other.localhost "$mode" "${addrs[@]}"
     for i in $(seq 1 "$extra"); do
-      cat <<YAML
----
-apiVersion: apigate.dev/v1alpha1
-kind: ApiServerRoute
-metadata: {name: extra-$i, namespace: extra}
-spec:
-  hostnames: [extra-$i.localhost]
-  backends: {static: [$backends]}
-  tls: {certFile: $TMP/r0/server.pem, keyFile: $TMP/r0/server-key.pem}
-  upstream: {caFile: $TMP/upstream-ca.pem, serverName: localhost}
-YAML
+      extra_route "extra-$i" "extra-$i.localhost" terminate "${addrs[@]}"
     done
   } >"$file.new"
   mv "$file.new" "$file"
+}
+
+# One more route on the replicas, terminating with the bench's material or passing
+# through.
+extra_route() { # NAME HOSTNAME MODE BACKEND...
+  local name=$1 host=$2 mode=$3 backends how
+  shift 3
+  backends=$(printf '"%s", ' "$@")
+  if [ "$mode" = passthrough ]; then
+    how="mode: passthrough"
+  else
+    how="tls: {certFile: $TMP/r0/server.pem, keyFile: $TMP/r0/server-key.pem}
+  upstream: {caFile: $TMP/upstream-ca.pem, serverName: localhost}"
+  fi
+  cat <<YAML
+---
+apiVersion: apigate.dev/v1alpha1
+kind: ApiServerRoute
+metadata: {name: $name, namespace: $name}
+spec:
+  hostnames: [$host]
+  backends: {static: [${backends%, }]}
+  $how
+YAML
 }
 
 start_apigate() { # NAME PORT ADMIN_PORT (configuration: $TMP/NAME.yaml)

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use apigate_e2e::{admin_get, pid_alive, signal, HOST};
 use apigate_loadtest::cli::{Cli, Command};
+use apigate_loadtest::report::RunReport;
 use apigate_loadtest::runner;
 use apigate_test_support::metrics::Metrics;
 use clap::Parser;
@@ -126,6 +127,45 @@ fn load_plan(ctx: &Ctx, duration: Duration) -> anyhow::Result<runner::RunPlan> {
         .plan("apigate".into(), run.target.clone(), scenario))
 }
 
+/// Run `plan` on a runtime of its own, as the apigate-loadtest binary runs it: the
+/// scenario's own polling (and the in-process gateway) cannot delay its timetable.
+fn start_load(plan: runner::RunPlan) -> tokio::task::JoinHandle<anyhow::Result<RunReport>> {
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        anyhow::Ok(runtime.block_on(runner::run(&plan))?)
+    })
+}
+
+/// The report of a load [`start_load`] started, once it ends (90 s at most).
+async fn finish_load(
+    load: tokio::task::JoinHandle<anyhow::Result<RunReport>>,
+) -> anyhow::Result<RunReport> {
+    tokio::time::timeout(Duration::from_secs(90), load)
+        .await
+        .context("the load did not end within 90 s")??
+}
+
+/// No request and no watch of the load failed.
+fn no_failure(report: &RunReport) -> anyhow::Result<()> {
+    let requests = &report.requests;
+    ensure!(
+        requests.errors == 0,
+        "{} of {} requests failed: {:?} {:?}",
+        requests.errors,
+        requests.ok + requests.errors,
+        report.errors,
+        report.error_examples
+    );
+    ensure!(
+        report.watches.errors.is_empty(),
+        "watches failed: {:?}",
+        report.watches.errors
+    );
+    Ok(())
+}
+
 /// A replica stopped gracefully (SIGTERM; the testbed runs kube-apiserver with
 /// `--shutdown-delay-duration=2s`) while `apigate-loadtest` runs a client-go-like mix
 /// (get, list, create, patch, watches) fails no request. Its `/readyz` fails with the
@@ -146,14 +186,7 @@ pub(crate) async fn graceful_replica_shutdown_under_load(ctx: Arc<Ctx>) -> anyho
     );
     create_pods(&ctx)?;
     let plan = load_plan(&ctx, Duration::from_secs(12))?;
-    // The generator on a runtime of its own, as the apigate-loadtest binary runs it: the
-    // scenario's own polling (and the in-process gateway) cannot delay its timetable.
-    let load = tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        anyhow::Ok(runtime.block_on(runner::run(&plan))?)
-    });
+    let load = start_load(plan);
     let result = async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         ensure!(backend_state(&ctx, &victim_label).await? == "healthy");
@@ -207,9 +240,7 @@ pub(crate) async fn graceful_replica_shutdown_under_load(ctx: Arc<Ctx>) -> anyho
         ))
     }
     .await;
-    let report = tokio::time::timeout(Duration::from_secs(90), load)
-        .await
-        .context("the load did not end within 90 s")???;
+    let report = finish_load(load).await?;
     let (before_kill, on_victim, moved_after, state, at_drain, exited, at_exit) = result?;
     let during_shutdown = served(&at_exit, &victim_label) - served(&before_kill, &victim_label);
     let after_drain = served(&at_exit, &victim_label) - served(&at_drain, &victim_label);
@@ -230,19 +261,7 @@ pub(crate) async fn graceful_replica_shutdown_under_load(ctx: Arc<Ctx>) -> anyho
         PROBE_INTERVAL.as_secs(),
         exited.as_secs_f64()
     );
-    ensure!(
-        requests.errors == 0,
-        "{} of {} requests failed: {:?} {:?}",
-        requests.errors,
-        requests.ok + requests.errors,
-        report.errors,
-        report.error_examples
-    );
-    ensure!(
-        report.watches.errors.is_empty(),
-        "watches failed: {:?}",
-        report.watches.errors
-    );
+    no_failure(&report)?;
     ensure!(state == "draining", "{victim} is {state}, not draining");
     // One probe interval (+10% jitter), and the polling of /backends.
     ensure!(
@@ -314,12 +333,7 @@ pub(crate) async fn front_proxy_rotation_under_load_with_a_kubectl_watch(
     });
 
     let plan = load_plan(&ctx, Duration::from_secs(12))?;
-    let load = tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        anyhow::Ok(runtime.block_on(runner::run(&plan))?)
-    });
+    let load = start_load(plan);
     let rotated = async {
         tokio::time::sleep(Duration::from_secs(4)).await;
         let revision = |m: &Metrics| m.sum("apigate_config_revision", &[]);
@@ -356,9 +370,7 @@ pub(crate) async fn front_proxy_rotation_under_load_with_a_kubectl_watch(
         anyhow::Ok(lines.load(Ordering::Relaxed))
     }
     .await;
-    let report = tokio::time::timeout(Duration::from_secs(90), load)
-        .await
-        .context("the load did not end within 90 s")???;
+    let report = finish_load(load).await?;
     let lines_at_rotation = rotated?;
     let requests = &report.requests;
     let watched = lines.load(Ordering::Relaxed);
@@ -368,19 +380,7 @@ pub(crate) async fn front_proxy_rotation_under_load_with_a_kubectl_watch(
         requests.by_op,
         watched - lines_at_rotation
     );
-    ensure!(
-        requests.errors == 0,
-        "{} of {} requests failed: {:?} {:?}",
-        requests.errors,
-        requests.ok + requests.errors,
-        report.errors,
-        report.error_examples
-    );
-    ensure!(
-        report.watches.errors.is_empty(),
-        "watches failed: {:?}",
-        report.watches.errors
-    );
+    no_failure(&report)?;
     ensure!(
         watch.0.try_wait()?.is_none(),
         "kubectl --watch ended during the rotation"
