@@ -108,8 +108,10 @@ pub async fn serve(admitted: Admitted, ctx: &ListenerContext) -> Result<(), Box<
                 .head_refusals
                 .with_label_values(&[&*label, reason])
                 .inc();
-            // A refused head is a request apigate answered (or closed): it is logged.
-            if let Some(settings) = state.load().snapshot.gateway.access_log.clone() {
+            // A refused head is a request apigate answered (or closed): an error, logged
+            // as the access log's settings say errors are.
+            let settings = state.load().snapshot.gateway.access_log.clone();
+            if let Some(settings) = settings.filter(|s| access_log::wanted(s, status, true)) {
                 let entry = access_log::refused_head(
                     settings,
                     &conn,

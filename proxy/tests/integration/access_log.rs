@@ -262,4 +262,22 @@ async fn heads_the_transport_refuses_are_logged_too() {
     let garbage = find(&lines, "status", 400);
     assert_eq!(garbage["answered_by_apigate"], "malformed");
     h.stop().await;
+
+    // With errors sampled like successes (here: none kept), a refused head is not logged
+    // either: it goes through the same choice as every other line.
+    let quiet = logs.path().join("quiet.log");
+    let h = Harness::start_with(1, |c| {
+        c.gateway.spec.access_log = AccessLogSpec {
+            always_log_errors: Some(false),
+            ..logged(&quiet, AccessLogFormat::Json, Some(0.0))
+        };
+    })
+    .await;
+    let mut garbage = h.h1_stream(None).await;
+    write_all(&mut garbage, b"NOT HTTP AT ALL\r\n\r\n").await;
+    assert!(read_head(&mut garbage).await.starts_with("HTTP/1.1 400"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = std::fs::read_to_string(&quiet).unwrap_or_default();
+    assert!(text.is_empty(), "{text}");
+    h.stop().await;
 }
