@@ -560,7 +560,8 @@ async fn attempts(
     // Ends: `retry::after` answers `None` after `MAX_RETRIES`.
     let mut done = 0;
     loop {
-        let result = once(duplicate(&req)).await;
+        // A copy to send (its body is shared bytes); `req` stays for the next attempt.
+        let result = once(req.clone()).await;
         let attempt = match &result {
             Ok(answer) => retry::Attempt::Answered {
                 status: answer.status,
@@ -582,18 +583,6 @@ async fn attempts(
         }
         done += 1;
     }
-}
-
-/// A copy of a request to send again (its body is shared bytes).
-fn duplicate(
-    req: &http::Request<http_body_util::Full<bytes::Bytes>>,
-) -> http::Request<http_body_util::Full<bytes::Bytes>> {
-    let mut copy = http::Request::new(req.body().clone());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
 }
 
 /// An answer, read whole.

@@ -661,7 +661,6 @@ async fn with_retries_a_refused_stream_is_a_signal_sent_again_not_a_failure() ->
         "without retries the refusals are failures: {:?}",
         without.errors
     );
-    assert!(without.retried.is_empty());
     Ok(())
 }
 

@@ -101,7 +101,7 @@ pub struct TimelinePoint {
     pub rps: f64,
     /// Failed requests in the bucket.
     pub errors: u64,
-    /// Retries of requests sent in the bucket (`--retries`).
+    /// Requests sent again in the bucket (`--retries`), by the time of the retry.
     #[serde(default)]
     pub retried: u64,
     /// Median latency (ms), 0 when empty.

@@ -61,7 +61,8 @@ impl ClientName<'_> {
 
 impl ClientAuth {
     /// Who sends a request on this connection with this `Authorization` header. A
-    /// certificate that yields no identity names nobody: its requests get a 400.
+    /// certificate that yields no identity is named as if there were none: by the
+    /// token, else `anonymous`.
     pub fn name(&self, authorization: Option<&[u8]>) -> ClientName<'_> {
         if let ClientAuth::Verified(identity) = self {
             return ClientName::Certificate(identity);

@@ -3,7 +3,8 @@
 //! subresource, namespace and name, or a non-resource URL.
 //!
 //! One parser serves every consumer: the long-running classification, the per-verb
-//! metrics and the access log. It borrows from the request and allocates nothing.
+//! metrics, flow control and the access log. It borrows from the request's path, which
+//! callers percent-decode first (a copy only when it has escapes).
 
 use std::borrow::Cow;
 

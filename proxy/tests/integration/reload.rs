@@ -271,6 +271,7 @@ async fn a_hundred_reloads_under_load_fail_nothing_on_the_route_that_stays() {
 
     let mut config = h.config.clone();
     let mut modes = Vec::new();
+    let mut switched = None;
     for i in 0..RELOADS {
         // Add a route, then remove it with the next configuration.
         if i % 2 == 0 {
@@ -291,9 +292,16 @@ async fn a_hundred_reloads_under_load_fail_nothing_on_the_route_that_stays() {
             } else {
                 route::terminate("other", "garden-other", &[OTHER_HOST], &backends).spec
             };
-            modes.push(other.spec.mode);
+            switched = Some(other.spec.mode);
         }
         h.reload(config.clone()).await;
+        // The switch is what apigate now runs.
+        if let Some(mode) = switched.take() {
+            let active = h.running().state.load();
+            let route = active.snapshot.route_for_sni(OTHER_HOST).unwrap();
+            assert_eq!(route.mode.kind(), mode, "reload {i} switched the route");
+            modes.push(mode);
+        }
         // The watch opened before the first reload still delivers.
         assert!(
             watch.next_chunk(Duration::from_secs(5)).await.is_some(),
@@ -301,7 +309,10 @@ async fn a_hundred_reloads_under_load_fail_nothing_on_the_route_that_stays() {
         );
     }
     let (served, failures) = load.stop().await;
-    assert!(modes.contains(&RouteMode::Passthrough) && modes.contains(&RouteMode::Terminate));
+    assert!(
+        modes.contains(&RouteMode::Passthrough) && modes.contains(&RouteMode::Terminate),
+        "apigate ran the route in both modes: {modes:?}"
+    );
     assert_eq!(
         h.metrics().sum("apigate_config_revision", &[]),
         (RELOADS + 2) as f64,

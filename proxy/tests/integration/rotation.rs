@@ -8,8 +8,6 @@ use std::time::Duration;
 use apigate_fake_apiserver::pki::Ca;
 use apigate_fake_apiserver::{AUTHN_HEADER, PEER_CERT_HEADER};
 use apigate_test_support::config::files;
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
 
 use crate::support::load::Load;
 use crate::support::{header, Harness, HOST};
@@ -25,13 +23,7 @@ async fn rotate(h: &Harness, name: &str, content: &str) {
 
 /// The leaf certificate apigate presents to a new connection.
 async fn served_leaf(h: &Harness) -> Vec<u8> {
-    let config =
-        apigate_test_support::client::client_config(&h.tls(None), vec![b"h2".to_vec()]).unwrap();
-    let tcp = TcpStream::connect(h.addr()).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(ServerName::try_from(HOST).unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = h.h1_stream(None).await;
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 

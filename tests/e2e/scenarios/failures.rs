@@ -281,17 +281,6 @@ pub(crate) async fn graceful_replica_shutdown_under_load(ctx: Arc<Ctx>) -> anyho
     Ok(())
 }
 
-/// Stops a child process (by pid) when dropped: a scenario that fails or times out
-/// never leaves its kubectl running.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// apigate's front-proxy certificate and key replaced in their files (a new key, from
 /// the front-proxy CA) while `apigate-loadtest` runs its client-go-like mix and
 /// `kubectl get pods --watch` stays open: no request fails, no replica answers 401, and
@@ -299,39 +288,9 @@ impl Drop for Child {
 pub(crate) async fn front_proxy_rotation_under_load_with_a_kubectl_watch(
     ctx: Arc<Ctx>,
 ) -> anyhow::Result<()> {
-    use std::io::BufRead;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
     create_pods(&ctx)?;
-    let mut watch = std::process::Command::new(ctx.testbed.get("KUBECTL")?);
-    watch
-        .arg("--kubeconfig")
-        .arg(&ctx.gateway.kubeconfig)
-        .args([
-            "--context",
-            "admin",
-            "-n",
-            "default",
-            "get",
-            "pods",
-            "--watch",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    let mut watch = Child(watch.spawn().context("starting kubectl --watch")?);
-    let lines = Arc::new(AtomicU64::new(0));
-    let stdout = watch.0.stdout.take().context("kubectl's output")?;
-    let counter = lines.clone();
-    // Ends when kubectl's output closes (it exits, or is killed with the guard).
-    std::thread::spawn(move || {
-        for _ in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    });
-
+    let (mut watch, lines_rx) =
+        super::kubectl::kubectl_watch(&ctx, "admin", &["-n", "default", "get", "pods", "--watch"])?;
     let plan = load_plan(&ctx, Duration::from_secs(12))?;
     let load = start_load(plan);
     let rotated = async {
@@ -367,13 +326,16 @@ pub(crate) async fn front_proxy_rotation_under_load_with_a_kubectl_watch(
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        anyhow::Ok(lines.load(Ordering::Relaxed))
+        anyhow::Ok(())
     }
     .await;
+    // What kubectl printed until the rotation was applied (the receiver stays out of
+    // the async block: it is not `Sync`).
+    let lines_at_rotation = lines_rx.try_iter().count();
     let report = finish_load(load).await?;
-    let lines_at_rotation = rotated?;
+    rotated?;
     let requests = &report.requests;
-    let watched = lines.load(Ordering::Relaxed);
+    let watched = lines_at_rotation + lines_rx.try_iter().count();
     println!(
         "    {} requests ({:?}) through the rotation; kubectl --watch printed {lines_at_rotation} lines before it and {} after",
         requests.ok + requests.errors,

@@ -21,6 +21,37 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `kubectl ARGS` (a watch) through apigate as `context`, running until the returned
+/// guard is dropped; its output lines arrive on the receiver.
+pub(crate) fn kubectl_watch(
+    ctx: &Ctx,
+    context: &str,
+    args: &[&str],
+) -> anyhow::Result<(KillOnDrop, std::sync::mpsc::Receiver<String>)> {
+    let mut watch = KillOnDrop(
+        Command::new(ctx.testbed.get("KUBECTL")?)
+            .args(["--kubeconfig"])
+            .arg(&ctx.gateway.kubeconfig)
+            .args(["--context", context])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let stdout = watch.0.stdout.take().context("watch stdout")?;
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    // Ends when kubectl's output closes (it exits, or the guard kills it).
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((watch, lines_rx))
+}
+
 /// kubectl as `context` through apigate: get, list, create and watch (configmaps, which
 /// the testbed's RBAC lets group `devs` read, watch and create).
 pub(crate) async fn kubectl_get_list_create_watch(ctx: &Ctx, context: &str) -> anyhow::Result<()> {
@@ -61,35 +92,11 @@ pub(crate) async fn kubectl_get_list_create_watch(ctx: &Ctx, context: &str) -> a
     ensure!(out.trim() == "v", "{out}");
 
     // kubectl get -w through apigate sees an object created while it watches.
-    let mut watch = KillOnDrop(
-        Command::new(ctx.testbed.get("KUBECTL")?)
-            .args(["--kubeconfig"])
-            .arg(&ctx.gateway.kubeconfig)
-            .args([
-                "--context",
-                context,
-                "-n",
-                "default",
-                "get",
-                "configmaps",
-                "-w",
-                "-o",
-                "name",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let stdout = watch.0.stdout.take().context("watch stdout")?;
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (watch, lines_rx) = kubectl_watch(
+        ctx,
+        context,
+        &["-n", "default", "get", "configmaps", "-w", "-o", "name"],
+    )?;
     // The initial list arrives first; then create the object the watch must report.
     let first = apigate_e2e::blocking(|| lines_rx.recv_timeout(Duration::from_secs(20)));
     let created = kubectl_ok(

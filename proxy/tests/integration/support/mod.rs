@@ -477,7 +477,6 @@ pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A kube `Status` body, parsed.
 /// A response header's value as text (empty when absent).
 pub fn header(r: &apigate_test_support::client::Response, name: &str) -> String {
     r.headers
@@ -487,6 +486,7 @@ pub fn header(r: &apigate_test_support::client::Response, name: &str) -> String 
         .to_string()
 }
 
+/// A kube `Status` body, parsed.
 pub fn status(body: &[u8]) -> serde_json::Value {
     let value: serde_json::Value = serde_json::from_slice(body).unwrap();
     assert_eq!(value["kind"], "Status", "{value}");
